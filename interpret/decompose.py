@@ -1,0 +1,247 @@
+"""Exact decomposition of the vision tower's image embedding into heads, source tokens, MLPs and the rest.
+
+The class token's final residual state is a sum: `x_L[cls] = x_0[cls] + sum_l attn_l[cls] + sum_l mlp_l[cls]`,
+and `attn_l[cls] = sum_h sum_t a_lh[t] v_lh[t] W_O,h^T + b_O` (times LayerScale, when present). Linearising
+`ln_post` at the class token (its mean and std fixed for this image) makes the embedding
+`ln_post(x_L[cls]) @ proj` a sum of one term per part. The head terms are computed in factorised form: the
+attention-weighted value vectors `a_lh[t] v_lh[t]` (`[head_dim]` each) are kept, and the fixed per-model map
+`W_O,h^T diag(ls_1) C diag(gamma) proj` (`ClipModel.folded_head_weights`, `[head_dim, D]`) takes them to the
+joint space only when asked: scores against texts never build the `[B, L, H, T, D]` tensor at all.
+
+Only the class-token row of each attention matrix is computed on top of the ordinary forward pass.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .models import ClipModel, folded_readout, layer_scale
+
+
+@dataclass
+class ScoreDecomposition:
+    """Contributions of every part of the image embedding to cosine scores against `M` unit text embeddings.
+
+    heads `[B, L', H, M]`, mlps `[B, L, M]`, rest `[B, M]`; `total()` `[B, M]` is the cosine score itself.
+    """
+
+    heads: torch.Tensor
+    mlps: torch.Tensor
+    rest: torch.Tensor
+    layers: tuple[int, ...]
+
+    def total(self) -> torch.Tensor:
+        return self.heads.sum(dim=(1, 2)) + self.mlps.sum(dim=1) + self.rest
+
+
+@dataclass
+class ImageDecomposition:
+    """Direct contributions to the (un-normalised) image embedding of a batch of B images.
+
+    weighted_values: `[B, L', H, T, head_dim]` if spatial else `[B, L', H, head_dim]`: attention-weighted
+        value vectors `a_lh[cls, t] * v_lh[t]` of the requested layers (summed over tokens t if not spatial).
+    folded_heads: `[L', H, head_dim, D]`: the requested layers' per-head maps into the joint space.
+    inv_std: `[B]`: 1 / std of ln_post's input at the class token (the linearisation point).
+    mlps: `[B, L, D]`: each block's MLP (all layers).
+    rest: `[B, D]`: the embedding layer (class + position embeddings after ln_pre), attention output biases,
+        ln_post's bias and the attention of layers not requested.
+    embedding: `[B, D]`: the model's image embedding, before normalisation.
+    layers: the requested layer indices (ascending); grid: the patch grid (rows, columns).
+    """
+
+    weighted_values: torch.Tensor
+    folded_heads: torch.Tensor
+    inv_std: torch.Tensor
+    mlps: torch.Tensor
+    rest: torch.Tensor
+    embedding: torch.Tensor
+    layers: tuple[int, ...]
+    grid: tuple[int, int]
+    spatial: bool
+
+    @property
+    def heads(self) -> torch.Tensor:
+        """`[B, L', H, T, D]` if spatial else `[B, L', H, D]`: each head's (and source token's) contribution.
+        Built on demand: B x L' x H x T x D floats can be large (use `scores`/`token_scores` where you can)."""
+        equation = "blhtk,lhkd->blhtd" if self.spatial else "blhk,lhkd->blhd"
+        contributions = torch.einsum(equation, self.weighted_values, self.folded_heads)
+        return contributions * self._per_image(self.inv_std, contributions.dim())
+
+    def head_totals(self) -> torch.Tensor:
+        """`[B, L', H, D]`: each head's contribution summed over source tokens."""
+        values = self.weighted_values.sum(dim=3) if self.spatial else self.weighted_values
+        contributions = torch.einsum("blhk,lhkd->blhd", values, self.folded_heads)
+        return contributions * self._per_image(self.inv_std, 4)
+
+    def total(self) -> torch.Tensor:
+        """`[B, D]`: the sum of all parts; equals `embedding` to float error."""
+        return self.head_totals().sum(dim=(1, 2)) + self.mlps.sum(dim=1) + self.rest
+
+    def scores(self, texts: torch.Tensor) -> ScoreDecomposition:
+        """Each part's contribution to the cosine score against unit text embeddings `[M, D]`:
+        `part . text / |embedding|`, so that the parts add up to the cosine similarity."""
+        texts = texts.to(self.embedding)
+        scale = self.inv_std / self.embedding.norm(dim=-1)  # [B]
+        values = self.weighted_values.sum(dim=3) if self.spatial else self.weighted_values
+        heads = torch.einsum("blhk,lhkm->blhm", values, self._text_directions(texts))
+        norm = self.embedding.norm(dim=-1)
+        return ScoreDecomposition(
+            heads=heads * self._per_image(scale, 4),
+            mlps=self.mlps @ texts.T / self._per_image(norm, 3),
+            rest=self.rest @ texts.T / norm[:, None],
+            layers=self.layers,
+        )
+
+    def token_scores(self, texts: torch.Tensor) -> torch.Tensor:
+        """`[B, L', H, T, M]`: each head's and source token's contribution to the cosine score (spatial only)."""
+        if not self.spatial:
+            raise ValueError("token_scores needs a spatial decomposition (decompose_image(..., spatial=True)).")
+        texts = texts.to(self.embedding)
+        scale = self.inv_std / self.embedding.norm(dim=-1)
+        scores = torch.einsum("blhtk,lhkm->blhtm", self.weighted_values, self._text_directions(texts))
+        return scores * self._per_image(scale, 5)
+
+    def _text_directions(self, texts: torch.Tensor) -> torch.Tensor:
+        """`[L', H, head_dim, M]`: the texts pulled back into each head's value space."""
+        return torch.einsum("lhkd,md->lhkm", self.folded_heads, texts)
+
+    @staticmethod
+    def _per_image(values: torch.Tensor, dims: int) -> torch.Tensor:
+        return values.reshape(-1, *([1] * (dims - 1)))
+
+
+def normalise_layers(layers: Sequence[int] | int | None, count: int) -> tuple[int, ...]:
+    """Layer indices (negative ones count from the end) -> sorted unique non-negative indices."""
+    if layers is None:
+        return tuple(range(count))
+    if isinstance(layers, int):
+        layers = [layers]
+    result = set()
+    for layer in layers:
+        index = layer + count if layer < 0 else layer
+        if not 0 <= index < count:
+            raise ValueError(f"Layer {layer} does not exist: the model has {count} layers (0..{count - 1}).")
+        result.add(index)
+    if not result:
+        raise ValueError("No layers requested.")
+    return tuple(sorted(result))
+
+
+@torch.no_grad()
+def decompose_image(model: ClipModel, images, layers: Sequence[int] | int | None = None,
+                    spatial: bool = True) -> ImageDecomposition:
+    """Decompose the image embeddings of `images` (a preprocessed batch `[B, 3, H, W]`, or PIL images / paths)
+    into the direct contributions of the heads (and source tokens, if `spatial`) of `layers` (default: all),
+    every MLP, and the rest. See `ImageDecomposition`."""
+    batch = model.preprocess_images(images)
+    visual = model.visual
+    geometry = model.geometry
+    wanted = normalise_layers(layers, geometry.layers)
+
+    x = _embed(visual, batch)  # [B, T, width]
+    rest_residual = x[:, 0].clone()  # [B, width]: residual parts at the class token that go to `rest`
+    mlp_residuals, weighted_values = [], []
+    for index, block in enumerate(visual.transformer.resblocks):
+        attention_out, cls_values = _attention(block, x, cls_values=index in wanted, spatial=spatial)
+        attention_out = block.ls_1(attention_out)
+        if index in wanted:
+            weighted_values.append(cls_values)
+            if block.attn.out_proj.bias is not None:
+                rest_residual += layer_scale(block.ls_1, geometry.width, x.device) * block.attn.out_proj.bias
+        else:
+            rest_residual += attention_out[:, 0]
+        x = x + attention_out
+        mlp_out = block.ls_2(block.mlp(block.ln_2(x)))
+        mlp_residuals.append(mlp_out[:, 0])
+        x = x + mlp_out
+
+    cls = x[:, 0]
+    ln_post = visual.ln_post
+    inv_std = torch.rsqrt(cls.var(dim=-1, unbiased=False) + ln_post.eps)  # [B]
+    embedding = ln_post(cls) @ visual.proj
+    readout = folded_readout(visual)  # [width, D]
+    rest = (rest_residual @ readout) * inv_std[:, None]
+    if ln_post.bias is not None:
+        rest = rest + ln_post.bias @ visual.proj
+    mlps = (torch.stack(mlp_residuals, dim=1) @ readout) * inv_std[:, None, None]
+    return ImageDecomposition(
+        weighted_values=torch.stack(weighted_values, dim=1),
+        folded_heads=model.folded_head_weights()[list(wanted)],
+        inv_std=inv_std,
+        mlps=mlps,
+        rest=rest,
+        embedding=embedding,
+        layers=wanted,
+        grid=geometry.grid,
+        spatial=spatial,
+    )
+
+
+def _embed(visual, batch: torch.Tensor) -> torch.Tensor:
+    """`[B, 3, H, W]` -> the residual stream entering block 0, `[B, T, width]` (ln_pre applied)."""
+    x = visual.conv1(batch).flatten(2).transpose(1, 2)  # [B, patches, width]
+    cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+    x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
+    return visual.ln_pre(x)
+
+
+def _attention(block, x: torch.Tensor, cls_values: bool, spatial: bool):
+    """Multi-head self-attention of one block on `x` `[B, T, width]` (before LayerScale).
+
+    Returns the attention output `[B, T, width]` and, if `cls_values`, the class token's attention-weighted
+    values: `[B, H, T, head_dim]` if spatial else summed over tokens, `[B, H, head_dim]`.
+    """
+    attn = block.attn
+    batch, tokens, width = x.shape
+    heads = attn.num_heads
+    head_dim = width // heads
+    qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)
+    q, k, v = qkv.view(batch, tokens, 3, heads, head_dim).permute(2, 0, 3, 1, 4)  # each [B, H, T, head_dim]
+    mixed = F.scaled_dot_product_attention(q, k, v)
+    out = attn.out_proj(mixed.transpose(1, 2).reshape(batch, tokens, width))
+    if not cls_values:
+        return out, None
+    cls_weights = torch.softmax((q[:, :, :1] @ k.transpose(-1, -2)) * head_dim ** -0.5, dim=-1)  # [B, H, 1, T]
+    if spatial:
+        return out, cls_weights.transpose(-1, -2) * v
+    return out, (cls_weights @ v).squeeze(2)
+
+
+@dataclass
+class HeadReport:
+    """Why one image matches one caption: every part's contribution to their cosine score.
+
+    heads `[L, H]` (all layers), mlps `[L]`, rest and cosine scalars; `heads.sum() + mlps.sum() + rest == cosine`.
+    """
+
+    caption: str
+    heads: torch.Tensor
+    mlps: torch.Tensor
+    rest: float
+    cosine: float
+    warnings: list[str]
+
+    def top_heads(self, k: int = 10) -> list[tuple[int, int, float]]:
+        """The k heads that add most to the score, as (layer, head, contribution), largest first."""
+        flat = self.heads.flatten()
+        order = torch.argsort(flat, descending=True)[:k]
+        heads_per_layer = self.heads.shape[1]
+        return [(int(i) // heads_per_layer, int(i) % heads_per_layer, float(flat[i])) for i in order]
+
+
+def explain_caption(model: ClipModel, image, caption: str) -> HeadReport:
+    """Decompose the cosine score of one image (path, PIL image, bytes or array) and one caption over all
+    heads and MLPs. Over-long captions are cut to the context length, and `warnings` says so."""
+    encoded = model.tokenize(caption)
+    scores = decompose_image(model, image, spatial=False).scores(model.embed_tokens(encoded))
+    return HeadReport(
+        caption=caption,
+        heads=scores.heads[0, :, :, 0],
+        mlps=scores.mlps[0, :, 0],
+        rest=float(scores.rest[0, 0]),
+        cosine=float(scores.total()[0, 0]),
+        warnings=encoded.warnings(),
+    )

@@ -1,0 +1,117 @@
+"""Turning whatever a user hands us into a plain RGB PIL image, or a clear `ImageError`.
+
+Accepted: a path, raw bytes, a PIL image or a numpy array (H x W or H x W x C). Handled on the way: transparency
+(composited over white), CMYK, palette, greyscale, 16-bit and float images. Refused with a message: files that
+are not images, truncated or corrupt files, images too small to analyse and decompression bombs.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import ImageError
+
+ImageSource = Union[str, Path, bytes, Image.Image, np.ndarray]
+
+MIN_SIDE = 8  # pixels; anything smaller carries no structure a ViT could see
+MAX_PIXELS = 60_000_000  # refuse larger images before decoding them (decompression bombs)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
+    """Return `source` as an RGB PIL image, or raise `ImageError` saying what is wrong with it."""
+    label = name or _describe(source)
+    if isinstance(source, np.ndarray):
+        image = _from_array(source, label)
+    elif isinstance(source, Image.Image):
+        image = source
+    else:
+        image = _open(source, label)
+    _check_size(image.size, label)
+    try:
+        return _to_rgb(image)
+    except (OSError, ValueError, SyntaxError) as error:
+        raise ImageError(f"{label} could not be decoded: the file is truncated or corrupt ({error}).") from None
+
+
+def _describe(source: ImageSource) -> str:
+    if isinstance(source, (str, Path)):
+        return f"'{Path(source).name}'"
+    return "The image"
+
+
+def _open(source: str | Path | bytes, label: str) -> Image.Image:
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise ImageError(f"{label} does not exist or is not a file.")
+        stream = io.BytesIO(path.read_bytes())
+    elif isinstance(source, (bytes, bytearray)):
+        stream = io.BytesIO(source)
+    else:
+        raise ImageError(f"Expected an image file, bytes, a PIL image or an array, got {type(source).__name__}.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(stream)  # reads the header only
+            _check_size(image.size, label)
+            image.load()
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{label} is too large to decode safely (a possible decompression bomb).") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{label} is not an image that can be read (expected JPEG, PNG, WebP, BMP, GIF or TIFF).") from None
+    except (OSError, ValueError, SyntaxError) as error:
+        raise ImageError(f"{label} could not be decoded: the file is truncated or corrupt ({error}).") from None
+    return image
+
+
+def _check_size(size: tuple[int, int], label: str) -> None:
+    width, height = size
+    if width * height > MAX_PIXELS:
+        raise ImageError(
+            f"{label} is too large ({width} x {height} pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels)."
+        )
+    if min(width, height) < MIN_SIDE:
+        raise ImageError(f"{label} is too small ({width} x {height} pixels; at least {MIN_SIDE} x {MIN_SIDE} needed).")
+
+
+def _from_array(array: np.ndarray, label: str) -> Image.Image:
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise ImageError(f"{label} has shape {array.shape}; expected H x W, H x W x 3 or H x W x 4.")
+    _check_size((array.shape[1], array.shape[0]), label)
+    return Image.fromarray(_to_uint8(array))
+
+
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    """Scale an integer or float array of any depth to 0..255."""
+    if array.dtype == np.uint8:
+        return array
+    values = array.astype(np.float64)
+    if np.issubdtype(array.dtype, np.floating):
+        top = 1.0 if values.max(initial=0.0) <= 1.0 else 255.0
+    else:
+        top = 65535.0 if values.max(initial=0) > 255 else 255.0
+    return np.clip(np.round(values / top * 255.0), 0, 255).astype(np.uint8)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        return Image.fromarray(_to_uint8(np.asarray(image))).convert("RGB")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")

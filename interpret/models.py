@@ -1,0 +1,385 @@
+"""Model catalogue, loading (open_clip names and tags, local checkpoints, the bundled toy model) and caching.
+
+`load_model(name, pretrained)` returns a `ClipModel`: the open_clip model in eval mode with its preprocess,
+tokenizer and geometry. Models are cached per process, so a request never reloads one.
+"""
+from __future__ import annotations
+
+import contextlib
+import difflib
+import functools
+import json
+import logging
+import os
+import socket
+import threading
+from urllib.parse import urlparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
+from PIL import Image
+
+from .errors import CaptionError, ModelLoadError
+from .images import ImageSource, load_image
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+TOY_NAME = "toy"
+TOY_DIR = ASSETS / "toy"
+RANDOM_INIT_SEED = 0
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One entry of the app's model picker."""
+
+    name: str
+    pretrained: str | None
+
+    @property
+    def label(self) -> str:
+        if self.name == TOY_NAME:
+            return "toy (bundled, trained on the toy world)"
+        return f"{self.name} / {self.pretrained or 'random init'}"
+
+
+# The six models of CLIP-InterpreT (pretrained weights come from the Hugging Face hub on first use).
+PRETRAINED_CATALOGUE = (
+    ModelSpec("ViT-B-16", "laion2b_s34b_b88k"),
+    ModelSpec("ViT-B-16", "openai"),
+    ModelSpec("ViT-B-32", "datacomp_m_s128m_b4k"),
+    ModelSpec("ViT-B-32", "openai"),
+    ModelSpec("ViT-L-14", "laion2b_s32b_b82k"),
+    ModelSpec("ViT-L-14", "openai"),
+)
+# The same architectures with random weights: always loadable, for inspecting shapes offline.
+RANDOM_CATALOGUE = (ModelSpec("ViT-B-32", None), ModelSpec("ViT-B-16", None), ModelSpec("ViT-L-14", None))
+
+
+def catalogue() -> list[ModelSpec]:
+    """Every model the app offers: the bundled toy model (when present), the pretrained six, random-init ones."""
+    toy = [ModelSpec(TOY_NAME, None)] if (TOY_DIR / "open_clip_config.json").is_file() else []
+    return toy + list(PRETRAINED_CATALOGUE) + list(RANDOM_CATALOGUE)
+
+
+def spec_from_label(label: str) -> ModelSpec:
+    for spec in catalogue():
+        if spec.label == label:
+            return spec
+    raise ModelLoadError(f"Unknown model '{label}'. Choose one of: {', '.join(s.label for s in catalogue())}.")
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Shapes of a CLIP model that every analysis needs."""
+
+    layers: int  # vision transformer blocks
+    heads: int  # attention heads per block
+    width: int  # residual stream width
+    head_dim: int  # width // heads
+    embed_dim: int  # joint image-text space
+    grid: tuple[int, int]  # patch grid (rows, columns)
+    patch_size: tuple[int, int]
+    image_size: tuple[int, int]
+    context_length: int  # text tokens, start and end included
+
+    @property
+    def tokens(self) -> int:
+        """Vision tokens: the class token plus one per patch."""
+        return 1 + self.grid[0] * self.grid[1]
+
+
+@dataclass(frozen=True)
+class EncodedTexts:
+    """Tokenised captions and which of them had to be cut to the context length."""
+
+    tokens: torch.Tensor  # [M, context_length] token ids
+    truncated: list[bool]
+    kept: list[str]  # the text each caption was cut to (the caption itself when not truncated)
+
+    def warnings(self) -> list[str]:
+        return [f"Caption {i + 1} was longer than the model's context and was cut to: '{kept.strip()}'"
+                for i, (cut, kept) in enumerate(zip(self.truncated, self.kept)) if cut]
+
+
+class ClipModel:
+    """An open_clip CLIP with a vision transformer image tower, in eval mode, with its preprocess and tokenizer."""
+
+    def __init__(self, model: torch.nn.Module, preprocess, tokenizer, name: str, pretrained: str | None,
+                 device: str = "cpu"):
+        _check_vision_tower(model.visual, name)
+        self.model = model.eval().to(device)
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.name = name
+        self.pretrained = pretrained
+        self.device = torch.device(device)
+        visual: VisionTransformer = model.visual
+        heads = visual.transformer.resblocks[0].attn.num_heads
+        width = visual.transformer.width
+        self.geometry = Geometry(
+            layers=len(visual.transformer.resblocks),
+            heads=heads,
+            width=width,
+            head_dim=width // heads,
+            embed_dim=visual.proj.shape[1],
+            grid=tuple(visual.grid_size),
+            patch_size=tuple(visual.patch_size),
+            image_size=tuple(visual.image_size),
+            context_length=int(getattr(model, "context_length", 77)),
+        )
+        self._lock = threading.Lock()
+        self._folded_heads: torch.Tensor | None = None
+
+    def __repr__(self) -> str:
+        g = self.geometry
+        return (f"ClipModel({self.name!r}, pretrained={self.pretrained!r}, layers={g.layers}, heads={g.heads}, "
+                f"width={g.width}, embed_dim={g.embed_dim}, grid={g.grid[0]}x{g.grid[1]})")
+
+    @property
+    def label(self) -> str:
+        return ModelSpec(self.name, self.pretrained).label
+
+    @property
+    def visual(self) -> VisionTransformer:
+        return self.model.visual
+
+    # --- images -------------------------------------------------------------------------------------------
+    def preprocess_images(self, images: Sequence[ImageSource] | ImageSource | torch.Tensor) -> torch.Tensor:
+        """PIL images, paths, bytes or arrays (or an already preprocessed batch) -> `[B, 3, H, W]` on the device."""
+        if isinstance(images, torch.Tensor):
+            batch = images if images.dim() == 4 else images.unsqueeze(0)
+            expected = (3, *self.geometry.image_size)
+            if tuple(batch.shape[1:]) != expected:
+                raise ValueError(f"Expected a preprocessed batch [B, {expected[0]}, {expected[1]}, {expected[2]}], "
+                                 f"got {list(batch.shape)}.")
+            return batch.to(self.device, torch.float32)
+        if isinstance(images, (str, Path, bytes, Image.Image)) or (hasattr(images, "ndim")):
+            images = [images]
+        return torch.stack([self.preprocess(load_image(image)) for image in images]).to(self.device)
+
+    @torch.no_grad()
+    def encode_images(self, images) -> torch.Tensor:
+        """L2-normalised image embeddings `[B, D]`."""
+        return F.normalize(self.model.encode_image(self.preprocess_images(images)).float(), dim=-1)
+
+    # --- texts --------------------------------------------------------------------------------------------
+    def tokenize(self, texts: Sequence[str] | str) -> EncodedTexts:
+        """Token ids `[M, context_length]`; over-long captions are cut (and reported), empty ones refused."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if not texts:
+            raise CaptionError("No caption given.")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise CaptionError(f"Caption {i + 1} is not text ({type(text).__name__}).")
+            if not text.strip():
+                raise CaptionError("The caption is empty: type a few words describing the image.")
+        tokens = self.tokenizer(texts).to(self.device)
+        truncated, kept = [], []
+        inner = self.geometry.context_length - 2  # start and end tokens
+        for text in texts:
+            ids = self._encode_ids(text)
+            cut = ids is not None and len(ids) > inner
+            truncated.append(cut)
+            kept.append(self._decode_ids(ids[:inner]) if cut else text)
+        return EncodedTexts(tokens=tokens, truncated=truncated, kept=kept)
+
+    def _encode_ids(self, text: str) -> list[int] | None:
+        encode = getattr(self.tokenizer, "encode", None)
+        return list(encode(text)) if callable(encode) else None
+
+    def _decode_ids(self, ids: list[int]) -> str:
+        decode = getattr(self.tokenizer, "decode", None)
+        return decode(ids) if callable(decode) else ""
+
+    def token_strings(self, text: str) -> list[str]:
+        """The caption's tokens as strings, start and end included, cut to the context as the model sees them."""
+        ids = (self._encode_ids(text) or [])[: self.geometry.context_length - 2]
+        return ["<start>"] + [self._decode_ids([i]).strip() for i in ids] + ["<end>"]
+
+    def encode_texts(self, texts: Sequence[str] | str) -> torch.Tensor:
+        """L2-normalised text embeddings `[M, D]`."""
+        return self.embed_tokens(self.tokenize(texts))
+
+    @torch.no_grad()
+    def embed_tokens(self, encoded: EncodedTexts) -> torch.Tensor:
+        """L2-normalised text embeddings `[M, D]` of already tokenised captions."""
+        return F.normalize(self.model.encode_text(encoded.tokens).float(), dim=-1)
+
+    # --- folded weights used by the decomposition ---------------------------------------------------------
+    def folded_head_weights(self) -> torch.Tensor:
+        """`[L, H, head_dim, D]`: each head's output map pushed through LayerScale, ln_post's centring and
+        scale, and the projection: `W_O,h^T diag(ls_1) C diag(gamma_post) proj` (C = I - 11^T / width).
+        A head's value vectors times this, divided by ln_post's std at the class token, give its direct
+        contribution to the image embedding. Computed once per model."""
+        with self._lock:
+            if self._folded_heads is None:
+                self._folded_heads = _fold_heads(self.visual, self.geometry)
+            return self._folded_heads
+
+
+def folded_readout(visual: VisionTransformer) -> torch.Tensor:
+    """`[width, D]`: ln_post linearised at the class token (without its 1/std) followed by the projection."""
+    gamma = visual.ln_post.weight.detach().float()
+    proj = visual.proj.detach().float()
+    scaled = gamma[:, None] * proj
+    return scaled - scaled.mean(dim=0, keepdim=True)  # C @ diag(gamma) @ proj
+
+
+def layer_scale(module: torch.nn.Module, width: int, device) -> torch.Tensor:
+    gamma = getattr(module, "gamma", None)
+    return gamma.detach().float() if gamma is not None else torch.ones(width, device=device)
+
+
+@torch.no_grad()
+def _fold_heads(visual: VisionTransformer, geometry: Geometry) -> torch.Tensor:
+    readout = folded_readout(visual)
+    folded = []
+    for block in visual.transformer.resblocks:
+        out_weight = block.attn.out_proj.weight.detach().float()  # [width, width], out = o @ W^T
+        ls = layer_scale(block.ls_1, geometry.width, readout.device)
+        per_head = out_weight.T.reshape(geometry.heads, geometry.head_dim, geometry.width)
+        folded.append(per_head @ (ls[:, None] * readout))
+    return torch.stack(folded)
+
+
+def _check_vision_tower(visual: torch.nn.Module, name: str) -> None:
+    if not isinstance(visual, VisionTransformer):
+        raise ModelLoadError(
+            f"{name}: its image tower is a {type(visual).__name__}, not an open_clip VisionTransformer; "
+            "only vision-transformer CLIP models can be decomposed into heads.")
+    if visual.attn_pool is not None or visual.pool_type != "tok" or visual.final_ln_after_pool:
+        raise ModelLoadError(f"{name}: its image tower pools with '{visual.pool_type}' / attention pooling; "
+                             "only class-token pooling is supported.")
+    if not all(type(block) is ResidualAttentionBlock for block in visual.transformer.resblocks):
+        raise ModelLoadError(f"{name}: its image tower uses custom attention blocks (qk-norm, scaled cosine "
+                             "attention ...), which the decomposition does not support.")
+    if not visual.transformer.batch_first:
+        raise ModelLoadError(f"{name}: sequence-first transformers are not supported.")
+
+
+def _check_config(name: str) -> None:
+    config = open_clip.get_model_config(name)
+    if config is None:
+        known = open_clip.list_models()
+        close = difflib.get_close_matches(name, known, n=5)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ModelLoadError(f"Unknown model '{name}'.{hint} Known vision transformers include ViT-B-32, "
+                             "ViT-B-16 and ViT-L-14 (see open_clip.list_models()).")
+    vision = config["vision_cfg"]
+    if isinstance(vision.get("layers"), (list, tuple)):
+        raise ModelLoadError(f"'{name}' has a ResNet image tower; only vision transformers can be decomposed.")
+    if "timm_model_name" in vision:
+        raise ModelLoadError(f"'{name}' has a timm image tower ({vision['timm_model_name']}); only open_clip "
+                             "vision transformers can be decomposed.")
+    if vision.get("attentional_pool") or vision.get("pool_type", "tok") != "tok":
+        raise ModelLoadError(f"'{name}' pools its image tokens with attention or averaging; only class-token "
+                             "pooling is supported.")
+
+
+_cache_lock = threading.Lock()
+
+
+def load_model(name: str, pretrained: str | None = None, device: str = "cpu") -> ClipModel:
+    """Load (once per process) an open_clip vision-transformer CLIP.
+
+    name: an open_clip architecture ("ViT-B-32") or "toy" for the bundled model.
+    pretrained: a tag ("openai", "laion2b_s34b_b88k"), a local checkpoint path, or None for random weights.
+    Raises `ModelLoadError` with a readable message for unknown names or tags, unsupported towers, and weights
+    that cannot be downloaded (offline machines).
+    """
+    with _cache_lock:  # one load at a time: two requests for the same model share it
+        return _load_cached(name, pretrained or None, str(device))
+
+
+@functools.lru_cache(maxsize=3)
+def _load_cached(name: str, pretrained: str | None, device: str) -> ClipModel:
+    if name == TOY_NAME:
+        return _load_toy(device)
+    _check_config(name)
+    kwargs = {}
+    if pretrained is not None:
+        tag = open_clip.get_pretrained_cfg(name, pretrained)
+        if tag:
+            kwargs["force_quick_gelu"] = bool(tag.get("quick_gelu", False))
+        elif not os.path.isfile(pretrained):
+            tags = open_clip.list_pretrained_tags_by_model(name)
+            raise ModelLoadError(f"'{pretrained}' is neither a pretrained tag of {name} nor a checkpoint file. "
+                                 f"Known tags: {', '.join(tags) or 'none'}.")
+    try:
+        with _offline_unless_hub_reachable(), _quiet_open_clip_logging(), torch.random.fork_rng():
+            torch.manual_seed(RANDOM_INIT_SEED)  # random-init architectures are the same in every process
+            model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device,
+                                                                         **kwargs)
+    except Exception as error:  # download or checkpoint failures come as RuntimeError, OSError, HTTP errors...
+        if pretrained is not None and not os.path.isfile(pretrained):
+            reason = ("the Hugging Face hub cannot be reached from this machine (offline?)" if not hub_reachable()
+                      else f"{type(error).__name__}: {str(error)[:300]}")
+            raise ModelLoadError(
+                f"Could not download the weights of {name} ({pretrained}): {reason}. Weights come from the hub on "
+                "first use and are cached afterwards; random-init architectures and the bundled toy model work "
+                "offline.") from None
+        raise ModelLoadError(f"Could not load {name} from '{pretrained}': {error}") from None
+    return ClipModel(model, preprocess, open_clip.get_tokenizer(name), name, pretrained, device)
+
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connection (checked once per process)."""
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        with socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _offline_unless_hub_reachable():
+    """Put huggingface_hub in offline mode while the hub cannot be reached, so that cached weights load and
+    missing ones fail at once instead of after a minute of retries."""
+    from huggingface_hub import constants as hub
+
+    if hub.is_offline_mode() or hub_reachable():
+        yield
+        return
+    previous, hub.HF_HUB_OFFLINE = hub.HF_HUB_OFFLINE, True
+    try:
+        yield
+    finally:
+        hub.HF_HUB_OFFLINE = previous
+
+
+@contextlib.contextmanager
+def _quiet_open_clip_logging():
+    """open_clip reports download failures and random init on the root logger; we report them ourselves."""
+    logging.disable(logging.ERROR)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def _load_toy(device: str) -> ClipModel:
+    config_path = TOY_DIR / "open_clip_config.json"
+    if not config_path.is_file():
+        raise ModelLoadError(f"The bundled toy model is missing ({config_path}); train it with "
+                             "`python -m interpret train-toy`.")
+    model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{TOY_DIR}", device=device)
+    tokenizer = open_clip.get_tokenizer(f"local-dir:{TOY_DIR}")
+    json.loads(config_path.read_text())  # fail early on a corrupt config
+    return ClipModel(model, preprocess, tokenizer, TOY_NAME, None, device)
+
+
+def model_from_config(config: dict, name: str = "custom", device: str = "cpu") -> ClipModel:
+    """A random-init CLIP from an open_clip config dict (`embed_dim`, `vision_cfg`, `text_cfg`): for tests
+    and for training the toy model."""
+    model = open_clip.CLIP(**config)
+    vision = config["vision_cfg"]
+    preprocess = open_clip.image_transform(vision["image_size"], is_train=False)
+    tokenizer = open_clip.get_tokenizer("", context_length=config["text_cfg"].get("context_length", 77))
+    return ClipModel(model, preprocess, tokenizer, name, None, device)
