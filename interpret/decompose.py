@@ -169,7 +169,7 @@ def decompose_image(model: ClipModel, images, layers: Sequence[int] | int | None
     mlps = (torch.stack(mlp_residuals, dim=1) @ readout) * inv_std[:, None, None]
     return ImageDecomposition(
         weighted_values=torch.stack(weighted_values, dim=1),
-        folded_heads=model.folded_head_weights()[list(wanted)],
+        folded_heads=_select_layers(model.folded_head_weights(), wanted),
         inv_std=inv_std,
         mlps=mlps,
         rest=rest,
@@ -178,6 +178,13 @@ def decompose_image(model: ClipModel, images, layers: Sequence[int] | int | None
         grid=geometry.grid,
         spatial=spatial,
     )
+
+
+def _select_layers(per_layer: torch.Tensor, layers: tuple[int, ...]) -> torch.Tensor:
+    """`per_layer[layers]` without copying when the layers are a contiguous run (the usual case)."""
+    if layers == tuple(range(layers[0], layers[-1] + 1)):
+        return per_layer[layers[0]:layers[-1] + 1]
+    return per_layer[list(layers)]
 
 
 def _embed(visual, batch: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,20 @@
+# A Hugging Face Docker Space (or any container host): serves the app on port 7860.
+FROM python:3.11-slim
+
+RUN useradd --create-home --uid 1000 user
+USER user
+ENV HOME=/home/user \
+    PATH=/home/user/.local/bin:$PATH \
+    GRADIO_SERVER_NAME=0.0.0.0 \
+    GRADIO_SERVER_PORT=7860 \
+    PYTHONUNBUFFERED=1
+WORKDIR /home/user/app
+
+# CPU builds of torch keep the image small; the rest comes from requirements.txt.
+RUN pip install --no-cache-dir --user torch torchvision --index-url https://download.pytorch.org/whl/cpu
+COPY --chown=user requirements.txt .
+RUN pip install --no-cache-dir --user -r requirements.txt
+COPY --chown=user . .
+
+EXPOSE 7860
+CMD ["python", "app.py"]

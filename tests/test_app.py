@@ -1,0 +1,65 @@
+"""The app's handlers: results for good input, a readable gr.Error for bad input, and the app keeps serving."""
+import gradio as gr
+import pytest
+from PIL import Image
+
+import app
+from interpret.models import ModelSpec
+
+RANDOM_B32 = ModelSpec("ViT-B-32", None).label
+
+
+def test_heads_handler_returns_grid_table_and_summary(photo):
+    grid, rows, summary = app.run_heads(RANDOM_B32, str(photo), "a dog and a cat", 7)
+    assert isinstance(grid, Image.Image) and grid.size[0] > 200
+    assert len(rows) == 7 and [row[0] for row in rows] == list(range(1, 8))
+    assert "Cosine score" in summary
+
+
+@pytest.mark.parametrize("image, caption, message", [
+    (None, "a dog", "Upload an image first"),
+    ("PHOTO", "", "caption is empty"),
+    ("TEXTFILE", "a dog", "is not an image"),
+    ("TINY", "a dog", "too small"),
+])
+def test_bad_inputs_give_clear_messages(photo, tmp_path, image, caption, message):
+    text_file = tmp_path / "notes.txt"
+    text_file.write_text("hello")
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (1, 1)).save(tiny)
+    path = {"PHOTO": str(photo), "TEXTFILE": str(text_file), "TINY": str(tiny), None: None}[image]
+    with pytest.raises(gr.Error, match=message):
+        app.run_heads(RANDOM_B32, path, caption, 5)
+
+
+def test_unknown_model_label(photo):
+    with pytest.raises(gr.Error, match="Unknown model"):
+        app.run_heads("ViT-Z / nothing", str(photo), "a dog", 5)
+
+
+def test_long_caption_is_cut_and_said(photo):
+    _, _, summary = app.run_heads(RANDOM_B32, str(photo), "dog " * 100, 3)
+    assert "was longer than the model's context" in summary
+
+
+def test_unexpected_failures_are_reported_briefly(monkeypatch, photo):
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(app, "explain_caption", broken)
+    with pytest.raises(gr.Error, match="Something went wrong .*boom.*still running"):
+        app.run_heads(RANDOM_B32, str(photo), "a dog", 5)
+
+
+def test_offline_default_falls_back_with_a_note(monkeypatch):
+    monkeypatch.delenv("INTERPRET_DEFAULT_MODEL", raising=False)
+    monkeypatch.setattr(app, "ONLINE_DEFAULT", ModelSpec("ViT-B-32", "no-such-tag"))
+    label, note = app.choose_default_model()
+    assert label in [spec.label for spec in app.OFFLINE_DEFAULTS]
+    assert "instead" in note
+
+
+def test_app_builds_with_named_endpoints():
+    demo = app.build_app(RANDOM_B32, "")
+    names = {dependency.get("api_name") for dependency in demo.config["dependencies"]}
+    assert {"heads", "model_info"} <= names

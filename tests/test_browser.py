@@ -1,0 +1,111 @@
+"""Drive the real page in headless Chromium (Debian's package) with Playwright."""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from interpret.models import ModelSpec
+from tests.conftest import ROOT, in_ci
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    port = free_port()
+    env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1",
+               INTERPRET_DEFAULT_MODEL=ModelSpec("ViT-B-32", None).label, GRADIO_ANALYTICS_ENABLED="False")
+    process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"app.py exited early:\n{process.stdout.read()}")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail("app.py did not start serving within 120 s")
+    yield url
+    process.terminate()
+    process.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    if not shutil.which(CHROMIUM):
+        if in_ci():
+            pytest.fail(f"{CHROMIUM} is missing: .ci/run must install Debian's chromium")
+        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = browser.new_page(viewport={"width": 1300, "height": 1000})
+        page.goto(server)
+        page.wait_for_selector("#caption textarea", timeout=60_000)
+        yield page
+        browser.close()
+
+
+def test_heads_tab_shows_the_grid_and_the_table(page, photo):
+    page.locator("#image input[type=file]").set_input_files(str(photo))
+    page.locator("#caption textarea").fill("a dog and a cat")
+    page.locator("#heads-run").click()
+    page.wait_for_selector("#heads-grid img", timeout=60_000)
+    # ten rows of (rank, layer, head, contribution): ten decimal numbers in the table's text
+    page.wait_for_function(
+        "(document.querySelector('#heads-table').innerText.match(/-?\\d+\\.\\d+/g) || []).length >= 10",
+        timeout=30_000)
+    assert "Cosine score" in page.locator("#heads-summary").inner_text()
+
+
+def test_empty_caption_shows_a_message_and_the_page_keeps_working(page, photo):
+    page.locator("#caption textarea").fill("")
+    page.locator("#heads-run").click()
+    page.get_by_text("The caption is empty").first.wait_for(timeout=30_000)
+    page.locator("#caption textarea").fill("a cat")
+    page.locator("#heads-run").click()
+    page.wait_for_function(
+        "document.querySelector('#heads-summary').innerText.includes('Cosine score')", timeout=30_000)
+
+
+def test_named_api_endpoint_answers_gradio_client(server, photo):
+    from gradio_client import Client, handle_file
+
+    client = Client(server, verbose=False)
+    grid, table, summary = client.predict(ModelSpec("ViT-B-32", None).label, handle_file(str(photo)), "a dog", 4,
+                                          api_name="/heads")
+    assert os.path.isfile(grid) and len(table["data"]) == 4 and "Cosine score" in summary
+    info = client.predict(ModelSpec("ViT-B-32", None).label, api_name="/model_info")
+    assert "12 layers x 12 heads" in info
+
+
+def test_api_reports_a_broken_upload_and_keeps_serving(server, tmp_path, photo):
+    from gradio_client import Client, handle_file
+
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    client = Client(server, verbose=False)
+    with pytest.raises(Exception, match="is not an image"):
+        client.predict(ModelSpec("ViT-B-32", None).label, handle_file(str(broken)), "a dog", 4, api_name="/heads")
+    _, table, _ = client.predict(ModelSpec("ViT-B-32", None).label, handle_file(str(photo)), "a dog", 2,
+                                 api_name="/heads")
+    assert len(table["data"]) == 2

@@ -1,0 +1,44 @@
+import subprocess
+import sys
+
+from PIL import Image
+
+from interpret.cli import main
+from tests.conftest import ROOT
+
+
+def test_help_lists_the_commands():
+    result = subprocess.run([sys.executable, "-m", "interpret", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0 and "heads" in result.stdout
+
+
+def test_heads_prints_top_heads_and_saves_the_grid(photo, tmp_path, capsys):
+    grid = tmp_path / "grid.png"
+    assert main(["heads", str(photo), "--caption", "a dog", "--top", "5", "--save", str(grid)]) == 0
+    out = capsys.readouterr().out
+    assert "cosine score" in out and out.count("\n") > 5
+    rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
+    assert [row[0] for row in rows] == ["1", "2", "3", "4", "5"]
+    assert all(0 <= int(row[1]) < 12 and 0 <= int(row[2]) < 12 for row in rows)
+    with Image.open(grid) as picture:
+        assert picture.size[0] > 200
+
+
+def test_bad_image_is_a_message_not_a_traceback(tmp_path, capsys):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    assert main(["heads", str(broken), "--caption", "a dog"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: 'broken.png'") and "Traceback" not in err
+
+
+def test_unknown_model_and_empty_caption(photo, capsys):
+    assert main(["heads", str(photo), "--caption", "a dog", "--model", "ViT-Q-99"]) == 2
+    assert "Unknown model 'ViT-Q-99'" in capsys.readouterr().err
+    assert main(["heads", str(photo), "--caption", " "]) == 2
+    assert "caption is empty" in capsys.readouterr().err
+
+
+def test_long_caption_is_cut_with_a_warning(photo, capsys):
+    assert main(["heads", str(photo), "--caption", "dog " * 100, "--top", "1"]) == 0
+    assert "warning: Caption 1 was longer than the model's context" in capsys.readouterr().err

@@ -1,0 +1,105 @@
+import time
+
+import pytest
+import torch
+
+import interpret
+from interpret import models
+from interpret.errors import CaptionError, ModelLoadError
+from interpret.models import catalogue, load_model, spec_from_label
+
+
+def test_load_model_is_cached_and_has_geometry():
+    first = load_model("ViT-B-32")
+    assert load_model("ViT-B-32", None, "cpu") is first
+    g = first.geometry
+    assert (g.layers, g.heads, g.width, g.head_dim, g.embed_dim) == (12, 12, 768, 64, 512)
+    assert g.grid == (7, 7) and g.tokens == 50 and g.image_size == (224, 224) and g.context_length == 77
+    assert not first.model.training
+
+
+def test_random_init_is_the_same_in_every_load():
+    first = load_model("ViT-B-32")
+    models._load_cached.cache_clear()
+    second = load_model("ViT-B-32")
+    assert second is not first
+    assert torch.equal(first.visual.proj, second.visual.proj)
+
+
+def test_embeddings_are_normalised(tiny_model, photo):
+    images = tiny_model.encode_images([photo, photo])
+    texts = tiny_model.encode_texts(["a dog", "a cat", "a bird"])
+    assert images.shape == (2, 24) and texts.shape == (3, 24)
+    assert torch.allclose(images.norm(dim=-1), torch.ones(2)) and torch.allclose(texts.norm(dim=-1), torch.ones(3))
+    batch = tiny_model.preprocess_images(photo)
+    assert torch.allclose(tiny_model.encode_images(batch), images[:1], atol=1e-6)
+
+
+def test_preprocessed_batch_of_the_wrong_size_is_refused(tiny_model):
+    with pytest.raises(ValueError, match="preprocessed batch"):
+        tiny_model.preprocess_images(torch.zeros(1, 3, 224, 224))
+
+
+@pytest.mark.parametrize("name, pretrained, message", [
+    ("ViT-B-33", None, "Unknown model 'ViT-B-33'. Did you mean ViT-B-32"),
+    ("RN50", None, "ResNet"),
+    ("convnext_base", None, "timm image tower"),
+    ("coca_ViT-B-32", None, "attention or averaging"),
+    ("ViT-B-32", "no-such-tag", "neither a pretrained tag of ViT-B-32 nor a checkpoint file"),
+])
+def test_bad_model_requests_are_named_in_the_error(name, pretrained, message):
+    with pytest.raises(ModelLoadError, match=message):
+        load_model(name, pretrained)
+
+
+def test_offline_download_fails_fast_with_a_clear_message(monkeypatch):
+    monkeypatch.setattr(models, "hub_reachable", lambda timeout=3.0: False)
+    started = time.monotonic()
+    with pytest.raises(ModelLoadError, match=r"Could not download the weights of ViT-B-16 \(openai\).*offline"):
+        load_model("ViT-B-16", "openai")
+    assert time.monotonic() - started < 30  # no minute of retries (a bound on behaviour, not a benchmark)
+
+
+def test_local_checkpoint_path(tmp_path):
+    source = load_model("ViT-B-32")
+    checkpoint = tmp_path / "weights.pt"
+    torch.save(source.model.state_dict(), checkpoint)
+    loaded = load_model("ViT-B-32", str(checkpoint))
+    assert loaded is not source and torch.equal(loaded.visual.proj, source.visual.proj)
+
+
+def test_catalogue_has_the_six_clip_interpret_models():
+    pretrained = {(spec.name, spec.pretrained) for spec in catalogue() if spec.pretrained}
+    assert pretrained == {("ViT-B-16", "laion2b_s34b_b88k"), ("ViT-B-16", "openai"),
+                          ("ViT-B-32", "datacomp_m_s128m_b4k"), ("ViT-B-32", "openai"),
+                          ("ViT-L-14", "laion2b_s32b_b82k"), ("ViT-L-14", "openai")}
+    for spec in catalogue():
+        assert spec_from_label(spec.label) == spec
+    with pytest.raises(ModelLoadError, match="Unknown model"):
+        spec_from_label("nothing")
+
+
+@pytest.mark.parametrize("caption", ["", "   ", "\n"])
+def test_empty_captions_are_refused(tiny_model, caption):
+    with pytest.raises(CaptionError, match="empty"):
+        tiny_model.encode_texts(caption)
+
+
+def test_non_text_caption_is_refused(tiny_model):
+    with pytest.raises(CaptionError, match="not text"):
+        tiny_model.tokenize([3])
+
+
+def test_long_captions_are_cut_and_reported(tiny_model):
+    long = " ".join(["red"] * 40)  # the tiny model's context is 16 tokens
+    encoded = tiny_model.tokenize(["a dog", long])
+    assert encoded.truncated == [False, True]
+    assert encoded.kept[1].split() == ["red"] * 14
+    assert len(encoded.warnings()) == 1 and "cut" in encoded.warnings()[0]
+    assert tiny_model.encode_texts(long).shape == (1, 24)
+    assert tiny_model.token_strings(long) == ["<start>"] + ["red"] * 14 + ["<end>"]
+
+
+def test_public_api():
+    for name in interpret.__all__:
+        assert hasattr(interpret, name)
