@@ -7,13 +7,18 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
 
 import gradio as gr
 
 from interpret.decompose import explain_caption
 from interpret.errors import InterpretError, ModelLoadError
 from interpret.models import ClipModel, ModelSpec, catalogue, load_model, spec_from_label
-from interpret.render import head_grid
+from interpret.banks import toy_bank
+from interpret.render import head_grid, property_grid
+from interpret.textspan import HeadAtlas, describe_heads
+from interpret.toy.examples import toy_examples
+from interpret.toy.train import toy_images
 
 log = logging.getLogger("interpret.app")
 
@@ -100,6 +105,46 @@ def run_heads(label: str, image_path: str | None, caption: str, top: float = 10)
     return grid, rows, summary
 
 
+_atlases: dict[str, HeadAtlas] = {}
+_atlas_lock = threading.Lock()
+
+
+def atlas_for(model: ClipModel) -> HeadAtlas:
+    """The model's head labels, loaded once; for the toy model they are built on first use (seconds)."""
+    with _atlas_lock:
+        if model.slug not in _atlases:
+            path = model.index_dir / "head_labels.json"
+            if not path.is_file():
+                if model.name != "toy":
+                    pretrained = f" --pretrained {model.pretrained}" if model.pretrained else ""
+                    raise InterpretError(
+                        f"No head descriptions for {model.label} yet. Build them once with:  python -m interpret "
+                        f"describe-heads --model {model.name}{pretrained} --images YOUR_IMAGE_FOLDER")
+                describe_heads(model, toy_images(1000), toy_bank(), out_path=path, progress=False)
+            _atlases[model.slug] = HeadAtlas.load(path)
+        return _atlases[model.slug]
+
+
+@friendly_errors
+def run_atlas(label: str, layer: float, head: float):
+    """Head atlas tab: one head's TextSpan descriptions and label, and the property map of all heads."""
+    model = model_for(label)
+    g = model.geometry
+    layer, head = int(layer), int(head)
+    if not (0 <= layer < g.layers and 0 <= head < g.heads):
+        raise InterpretError(f"{model.label} has layers 0..{g.layers - 1} and heads 0..{g.heads - 1}.")
+    atlas = atlas_for(model)
+    chosen = atlas.get(layer, head)
+    rows = [[rank, text, tag, round(gain, 4)]
+            for rank, (text, tag, gain) in enumerate(zip(chosen.descriptions, chosen.tags, chosen.gains), start=1)]
+    summary = (f"**Head {layer}.{head}**: property **{chosen.property}** (confidence {chosen.confidence:.0%}); "
+               f"its {len(rows)} descriptions explain {chosen.explained:.0%} of its variance over {atlas.images} "
+               f"images (bank: {atlas.bank}).")
+    picture = property_grid(atlas.property_grid(g.layers, g.heads), f"{model.label}: head property labels",
+                            highlight=(layer, head))
+    return summary, rows, picture
+
+
 def build_app(default_label: str | None = None, note: str = "") -> gr.Blocks:
     if default_label is None:
         default_label, note = choose_default_model()
@@ -114,6 +159,10 @@ def build_app(default_label: str | None = None, note: str = "") -> gr.Blocks:
                 model_info = gr.Markdown(describe_model(default_label), elem_id="model-info")
                 image = ImageInput(type="filepath", label="Image", elem_id="image")
                 caption = gr.Textbox(label="Caption", placeholder="a photo of a dog", elem_id="caption")
+                examples = toy_examples()
+                if examples:
+                    gr.Examples(examples, [image, caption], label="Toy-world examples (for the toy model)",
+                                examples_per_page=len(examples))
             with gr.Column(scale=2):
                 with gr.Tab("Heads"):
                     top = gr.Slider(1, 50, value=10, step=1, label="Top heads to list")
@@ -123,7 +172,20 @@ def build_app(default_label: str | None = None, note: str = "") -> gr.Blocks:
                                           elem_id="heads-grid", interactive=False)
                     heads_table = gr.Dataframe(headers=["rank", "layer", "head", "contribution"],
                                                label="Top heads", elem_id="heads-table", interactive=False)
+                with gr.Tab("Head atlas"):
+                    with gr.Row():
+                        atlas_layer = gr.Number(value=0, precision=0, label="Layer", elem_id="atlas-layer")
+                        atlas_head = gr.Number(value=0, precision=0, label="Head", elem_id="atlas-head")
+                    atlas_button = gr.Button("Describe the head", variant="primary", elem_id="atlas-run")
+                    atlas_summary = gr.Markdown(elem_id="atlas-summary")
+                    atlas_table = gr.Dataframe(headers=["rank", "description", "property", "variance added"],
+                                               label="TextSpan descriptions", elem_id="atlas-table",
+                                               interactive=False)
+                    atlas_grid = gr.Image(label="Property label of every head", type="pil", elem_id="atlas-grid",
+                                          interactive=False)
         model_picker.change(describe_model, model_picker, model_info, api_name="model_info")
+        atlas_button.click(run_atlas, [model_picker, atlas_layer, atlas_head], [atlas_summary, atlas_table, atlas_grid],
+                           api_name="head_atlas")
         heads_button.click(run_heads, [model_picker, image, caption, top], [heads_grid, heads_table, heads_summary],
                            api_name="heads")
         caption.submit(run_heads, [model_picker, image, caption, top], [heads_grid, heads_table, heads_summary],

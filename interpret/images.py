@@ -115,3 +115,14 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files below `folder` (recursively, by suffix), sorted; ImageError if there is none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ImageError(f"{folder} is not a folder.")
+    files = sorted(path for path in folder.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file())
+    if not files:
+        raise ImageError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
+    return files

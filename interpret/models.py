@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import os
+import re
 import socket
 import threading
 from urllib.parse import urlparse
@@ -30,6 +31,7 @@ from .images import ImageSource, load_image
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 TOY_NAME = "toy"
 TOY_DIR = ASSETS / "toy"
+INDEXES = Path(os.environ.get("INTERPRET_INDEXES", ASSETS.parent / "indexes"))
 RANDOM_INIT_SEED = 0
 
 
@@ -143,6 +145,19 @@ class ClipModel:
     @property
     def label(self) -> str:
         return ModelSpec(self.name, self.pretrained).label
+
+    @property
+    def slug(self) -> str:
+        """A folder name for this model's databases and labels: 'ViT-B-32__openai', 'ViT-B-32__random', 'toy'."""
+        if self.name == TOY_NAME:
+            return TOY_NAME
+        weights = Path(self.pretrained).stem if self.pretrained and os.path.sep in self.pretrained else self.pretrained
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", f"{self.name}__{weights or 'random'}")
+
+    @property
+    def index_dir(self) -> Path:
+        """Where this model's databases and head labels live (`indexes/<slug>`)."""
+        return INDEXES / self.slug
 
     @property
     def visual(self) -> VisionTransformer:
@@ -365,14 +380,23 @@ def _quiet_open_clip_logging():
 
 
 def _load_toy(device: str) -> ClipModel:
-    config_path = TOY_DIR / "open_clip_config.json"
-    if not config_path.is_file():
-        raise ModelLoadError(f"The bundled toy model is missing ({config_path}); train it with "
+    if not (TOY_DIR / "open_clip_config.json").is_file():
+        raise ModelLoadError(f"The bundled toy model is missing from {TOY_DIR}; train it with "
                              "`python -m interpret train-toy`.")
-    model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{TOY_DIR}", device=device)
-    tokenizer = open_clip.get_tokenizer(f"local-dir:{TOY_DIR}")
-    json.loads(config_path.read_text())  # fail early on a corrupt config
-    return ClipModel(model, preprocess, tokenizer, TOY_NAME, None, device)
+    return local_model(TOY_DIR, TOY_NAME, device)
+
+
+def local_model(folder: Path, name: str | None = None, device: str = "cpu") -> ClipModel:
+    """A model saved in open_clip's local-dir layout (open_clip_config.json + weights), e.g. a toy model."""
+    folder = Path(folder)
+    try:
+        json.loads((folder / "open_clip_config.json").read_text())
+        with _quiet_open_clip_logging():
+            model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder}", device=device)
+        tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")
+    except (OSError, ValueError, RuntimeError) as error:
+        raise ModelLoadError(f"Could not load the model in {folder}: {error}") from None
+    return ClipModel(model, preprocess, tokenizer, name or folder.name, None, device)
 
 
 def model_from_config(config: dict, name: str = "custom", device: str = "cpu") -> ClipModel:

@@ -48,3 +48,36 @@ def head_grid(scores: np.ndarray, title: str = "", layers: list[int] | None = No
     axis.set_title(title, fontsize=9)
     figure.colorbar(picture, ax=axis, label="contribution to cosine score")
     return figure_to_image(figure)
+
+
+PROPERTY_COLOURS = {  # one colour per property, stable across models
+    "colour": "#e6194b", "shape": "#3cb44b", "texture": "#911eb4", "location": "#4363d8", "animal": "#f58231",
+    "object": "#42d4f4", "person": "#f032e6", "count": "#bfef45", "text": "#000075", "style": "#fabed4",
+    "light": "#ffe119", "material": "#9a6324", "size": "#469990", "position": "#808000", "untagged": "#a9a9a9",
+}
+
+
+def property_grid(grid: list[list[str]], title: str = "", highlight: tuple[int, int] | None = None) -> Image.Image:
+    """Layer x head map of property labels (`grid[layer][head]`, '' for heads not described), with a legend."""
+    from matplotlib.colors import to_rgb
+    from matplotlib.patches import Patch, Rectangle
+
+    layers, heads = len(grid), len(grid[0]) if grid else 0
+    pixels = np.ones((layers, heads, 3))
+    for l, row in enumerate(grid):
+        for h, prop in enumerate(row):
+            if prop:
+                pixels[l, h] = to_rgb(PROPERTY_COLOURS.get(prop, "#a9a9a9"))
+    figure, axis = plt.subplots(figsize=(max(4.0, 2.8 + 0.42 * heads), max(2.5, 1.2 + 0.32 * layers)))
+    axis.imshow(pixels, aspect="auto")
+    axis.set_xticks(range(heads), [str(h) for h in range(heads)], fontsize=8)
+    axis.set_yticks(range(layers), [str(l) for l in range(layers)], fontsize=8)
+    axis.set_xlabel("head")
+    axis.set_ylabel("layer")
+    axis.set_title(title, fontsize=9)
+    if highlight is not None:
+        axis.add_patch(Rectangle((highlight[1] - 0.5, highlight[0] - 0.5), 1, 1, fill=False, linewidth=2.5))
+    present = sorted({prop for row in grid for prop in row if prop})
+    axis.legend(handles=[Patch(color=PROPERTY_COLOURS.get(p, "#a9a9a9"), label=p) for p in present],
+                bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8, title="property")
+    return figure_to_image(figure)

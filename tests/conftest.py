@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
+
+# Databases and head labels that tests build go to a scratch folder, never into the project's indexes/.
+os.environ.setdefault("INTERPRET_INDEXES", tempfile.mkdtemp(prefix="interpret-test-indexes-"))
 
 import open_clip
 import pytest

@@ -59,7 +59,36 @@ def test_offline_default_falls_back_with_a_note(monkeypatch):
     assert "instead" in note
 
 
+def test_offline_default_is_the_toy_model_when_bundled(monkeypatch):
+    monkeypatch.delenv("INTERPRET_DEFAULT_MODEL", raising=False)
+    monkeypatch.setattr(app, "ONLINE_DEFAULT", ModelSpec("ViT-B-32", "no-such-tag"))
+    label, _ = app.choose_default_model()
+    assert label == ModelSpec("toy", None).label
+
+
+def test_toy_examples_run_on_the_toy_model():
+    for path, caption in app.toy_examples()[:2]:
+        grid, rows, summary = app.run_heads(ModelSpec("toy", None).label, path, caption, 5)
+        assert len(rows) == 5 and "Cosine score" in summary
+
+
 def test_app_builds_with_named_endpoints():
     demo = app.build_app(RANDOM_B32, "")
     names = {dependency.get("api_name") for dependency in demo.config["dependencies"]}
     assert {"heads", "model_info"} <= names
+
+
+def test_atlas_on_the_toy_model_builds_its_labels():
+    summary, rows, picture = app.run_atlas(ModelSpec("toy", None).label, 5, 2)
+    assert "Head 5.2" in summary and len(rows) == 20 and picture.size[0] > 200
+    assert all(row[2] in {"colour", "shape", "size", "position"} for row in rows)
+
+
+def test_atlas_without_labels_says_how_to_build_them():
+    with pytest.raises(gr.Error, match="describe-heads --model ViT-B-32 --images"):
+        app.run_atlas(RANDOM_B32, 0, 0)
+
+
+def test_atlas_out_of_range_head():
+    with pytest.raises(gr.Error, match="heads 0..7"):
+        app.run_atlas(ModelSpec("toy", None).label, 0, 8)

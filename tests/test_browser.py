@@ -10,6 +10,7 @@ import urllib.request
 import pytest
 
 from interpret.models import ModelSpec
+from interpret.toy.examples import toy_examples
 from tests.conftest import ROOT, in_ci
 
 CHROMIUM = "/usr/bin/chromium"
@@ -24,10 +25,12 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server():
+def server(tmp_path_factory):
+    indexes = tmp_path_factory.mktemp("indexes")  # the app builds the toy model's head labels here
     port = free_port()
     env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1",
-               INTERPRET_DEFAULT_MODEL=ModelSpec("ViT-B-32", None).label, GRADIO_ANALYTICS_ENABLED="False")
+               INTERPRET_DEFAULT_MODEL=ModelSpec("toy", None).label, GRADIO_ANALYTICS_ENABLED="False",
+               INTERPRET_INDEXES=str(indexes))
     process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/"
@@ -65,9 +68,10 @@ def page(server):
         browser.close()
 
 
-def test_heads_tab_shows_the_grid_and_the_table(page, photo):
-    page.locator("#image input[type=file]").set_input_files(str(photo))
-    page.locator("#caption textarea").fill("a dog and a cat")
+def test_heads_tab_shows_the_grid_and_the_table(page):
+    path, caption = toy_examples()[0]
+    page.locator("#image input[type=file]").set_input_files(path)
+    page.locator("#caption textarea").fill(caption)
     page.locator("#heads-run").click()
     page.wait_for_selector("#heads-grid img", timeout=60_000)
     # ten rows of (rank, layer, head, contribution): ten decimal numbers in the table's text
@@ -77,14 +81,27 @@ def test_heads_tab_shows_the_grid_and_the_table(page, photo):
     assert "Cosine score" in page.locator("#heads-summary").inner_text()
 
 
-def test_empty_caption_shows_a_message_and_the_page_keeps_working(page, photo):
+def test_empty_caption_shows_a_message_and_the_page_keeps_working(page):
     page.locator("#caption textarea").fill("")
     page.locator("#heads-run").click()
     page.get_by_text("The caption is empty").first.wait_for(timeout=30_000)
-    page.locator("#caption textarea").fill("a cat")
+    page.locator("#caption textarea").fill("a red circle")
     page.locator("#heads-run").click()
     page.wait_for_function(
         "document.querySelector('#heads-summary').innerText.includes('Cosine score')", timeout=30_000)
+
+
+def test_head_atlas_tab_describes_a_head(page):
+    page.get_by_role("tab", name="Head atlas").click()
+    page.locator("#atlas-layer input").fill("5")
+    page.locator("#atlas-head input").fill("2")
+    page.locator("#atlas-run").click()
+    page.wait_for_selector("#atlas-grid img", timeout=120_000)
+    summary = page.locator("#atlas-summary").inner_text()
+    assert "Head 5.2" in summary and "property" in summary
+    page.wait_for_function(
+        "/something|circle|square|triangle|cross/.test(document.querySelector('#atlas-table').innerText)",
+        timeout=30_000)
 
 
 def test_named_api_endpoint_answers_gradio_client(server, photo):

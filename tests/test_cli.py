@@ -42,3 +42,36 @@ def test_unknown_model_and_empty_caption(photo, capsys):
 def test_long_caption_is_cut_with_a_warning(photo, capsys):
     assert main(["heads", str(photo), "--caption", "dog " * 100, "--top", "1"]) == 0
     assert "warning: Caption 1 was longer than the model's context" in capsys.readouterr().err
+
+
+def test_heads_on_the_toy_model(capsys):
+    from interpret.toy.examples import toy_examples
+
+    path, caption = toy_examples()[0]
+    assert main(["heads", path, "--caption", caption, "--model", "toy", "--top", "3"]) == 0
+    assert "toy" in capsys.readouterr().out
+
+
+def test_describe_heads_on_the_toy_world(tmp_path, capsys):
+    out = tmp_path / "labels.json"
+    assert main(["describe-heads", "--model", "toy", "--limit", "120", "--k", "4", "--out", str(out)]) == 0
+    assert "described 48 heads of toy" in capsys.readouterr().out and out.is_file()
+
+
+def test_describe_heads_on_a_folder_skips_broken_images(tmp_path, photo, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "photo.png").write_bytes(photo.read_bytes())
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    bank = tmp_path / "bank.txt"
+    bank.write_text("colour\tsomething red\ncolour\tsomething blue\nanimal\ta dog\nanimal\ta cat\n")
+    out = tmp_path / "labels.json"
+    assert main(["describe-heads", "--model", "ViT-B-32", "--images", str(folder), "--bank", str(bank),
+                 "--layers", "11", "--k", "2", "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "skipped: 'broken.jpg'" in captured.err and "described 12 heads" in captured.out
+
+
+def test_describe_heads_needs_images_for_real_models(capsys):
+    assert main(["describe-heads", "--model", "ViT-B-32"]) == 2
+    assert "--images DIR is needed" in capsys.readouterr().err

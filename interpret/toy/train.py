@@ -1,6 +1,8 @@
 """Train the bundled toy CLIP on the toy world: `python -m interpret train-toy` (about 12 minutes on 2 CPU cores).
 
-Contrastive (InfoNCE both ways) on freshly captioned scenes; the colour x shape pairs in `HELD_OUT` never appear
+Contrastive (InfoNCE both ways) on freshly captioned scenes, with one hard negative caption per image (the true
+caption with one named attribute of one object changed, as in NegCLIP): without them nothing in a batch asks
+the model to tell positions apart. The colour x shape pairs in `HELD_OUT` never appear
 in training, so zero-shot accuracy on them measures composition. Fixed seed; progress bar; the result is written
 as open_clip's local-dir layout (`open_clip_config.json` + `open_clip_model.safetensors`, float16).
 """
@@ -20,11 +22,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..models import ClipModel, model_from_config
-from .world import COLOURS, IMAGE_SIZE, SHAPES, Scene, describe, generate
+from .world import COLOURS, IMAGE_SIZE, SHAPES, Scene, describe_with_negative, generate
 
 TOY_CONFIG = {
     "embed_dim": 64,
-    "vision_cfg": {"image_size": IMAGE_SIZE, "patch_size": 8, "width": 128, "layers": 6, "head_width": 16,
+    "vision_cfg": {"image_size": IMAGE_SIZE, "patch_size": 8, "width": 128, "layers": 4, "head_width": 16,
                    "mlp_ratio": 2.0},
     "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 3,
                  "mlp_ratio": 2.0},
@@ -55,8 +57,12 @@ def make_training_set(count: int, workers: int = 2) -> tuple[np.ndarray, list[li
     return np.stack([image for image, _ in results]), [objects for _, objects in results]
 
 
-def train(out_dir: Path, steps: int = 3000, batch_size: int = 192, scenes: int = 40_000, seed: int = 0,
-          learning_rate: float = 2e-3, progress: bool = True) -> ClipModel:
+DEFAULTS = {"steps": 1400, "batch_size": 128, "scenes": 30_000, "seed": 0, "learning_rate": 2e-3}
+
+
+def train(out_dir: Path, steps: int = DEFAULTS["steps"], batch_size: int = DEFAULTS["batch_size"],
+          scenes: int = DEFAULTS["scenes"], seed: int = DEFAULTS["seed"],
+          learning_rate: float = DEFAULTS["learning_rate"], progress: bool = True) -> ClipModel:
     """Train a fresh toy CLIP and save it to `out_dir`; returns it (eval mode)."""
     started = time.monotonic()
     torch.manual_seed(seed)
@@ -74,14 +80,18 @@ def train(out_dir: Path, steps: int = 3000, batch_size: int = 192, scenes: int =
     for step in bar:
         picks = [rng.randrange(scenes) for _ in range(batch_size)]
         batch = to_batch(list(images[picks]))
-        captions = [describe(objects[i], rng) for i in picks]
+        pairs = [describe_with_negative(objects[i], rng) for i in picks]
+        captions = [caption for caption, _ in pairs]
+        negatives = [negative for _, negative in pairs if negative is not None]
         image_features = F.normalize(model.encode_image(batch), dim=-1)
-        text_features = F.normalize(model.encode_text(clip.tokenizer(captions)), dim=-1)
-        logits = model.logit_scale.exp() * image_features @ text_features.T
+        text_features = F.normalize(model.encode_text(clip.tokenizer(captions + negatives)), dim=-1)
+        logits = model.logit_scale.exp() * image_features @ text_features.T  # [B, B + negatives]
         # captions of identical scenes are both right: soft targets over exact duplicates
         same = torch.tensor([[c == d for d in captions] for c in captions], dtype=torch.float32)
         targets = same / same.sum(dim=1, keepdim=True)
-        loss = (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+        image_to_text = F.cross_entropy(logits, F.pad(targets, (0, len(negatives))))
+        text_to_image = F.cross_entropy(logits[:, :batch_size].T, targets)
+        loss = (image_to_text + text_to_image) / 2
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -119,3 +129,8 @@ def toy_scene(seed: int, count: int | None = None) -> Scene:
     if seed >= TRAINING_SEED_OFFSET:
         raise ValueError("evaluation seeds must be below TRAINING_SEED_OFFSET")
     return generate(seed, count=count)
+
+
+def toy_images(count: int, seed: int = 500_000) -> list:
+    """Images of `count` evaluation scenes (1 to 3 objects) for describing heads; never trained on."""
+    return [toy_scene(seed + i).image for i in range(count)]

@@ -24,7 +24,7 @@ captions; the same seed always gives the same scene.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -56,6 +56,11 @@ def position_phrase(column: str, row: str) -> str:
     return f"at the {row} {column}"
 
 
+def with_article(words: str) -> str:
+    """'red circle' -> 'a red circle'; 'orange cross' -> 'an orange cross'."""
+    return ("an " if words[:1] in tuple("aeiou") else "a ") + words
+
+
 POSITIONS = tuple((column, row) for row in ROWS for column in COLUMNS)  # 9 thirds, reading order
 POSITION_PHRASES = tuple(position_phrase(column, row) for column, row in POSITIONS)
 
@@ -78,7 +83,7 @@ class ToyObject:
         words += [self.colour] if colour else []
         if shape:
             words.append(self.shape)
-            text = ("an " if words[0][0] in "aeiou" else "a ") + " ".join(words)
+            text = with_article(" ".join(words))
         else:
             text = "something " + " ".join(words) if words else "something"
         return text + (f" {self.position}" if position else "")
@@ -176,23 +181,60 @@ def _box(mask: np.ndarray) -> tuple[int, int, int, int]:
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
 
 
+SINGLE_OBJECT_FORMS = (  # the one-attribute captions of single objects
+    {"shape": False},  # something red
+    {"colour": False},  # a circle
+    {"colour": False, "size": True},  # a large circle
+    {"colour": False, "position": True},  # a circle on the left
+    {"shape": False, "position": True},  # something red on the left
+)
+ATTRIBUTE_VALUES = {"colour": tuple(COLOURS), "shape": SHAPES, "size": tuple(SIZES)}
+
+
+def _caption_form(objects: list[ToyObject], rng: random.Random) -> dict:
+    """Which attributes a caption names: keyword arguments of `ToyObject.phrase`."""
+    if len(objects) == 1 and rng.random() < 0.3:
+        return {"colour": True, "shape": True, "size": False, "position": False, **rng.choice(SINGLE_OBJECT_FORMS)}
+    return {"colour": True, "shape": True, "size": rng.random() < 0.5, "position": rng.random() < 0.5}
+
+
 def describe(objects: list[ToyObject], rng: random.Random) -> str:
     """One true caption of the objects, in a randomly chosen form of the grammar."""
-    if len(objects) == 1 and rng.random() < 0.3:
-        obj = objects[0]
-        single = rng.choice([
-            lambda: obj.phrase(shape=False),  # something red
-            lambda: obj.phrase(colour=False),  # a circle
-            lambda: obj.phrase(colour=False, size=True),  # a large circle
-            lambda: obj.phrase(colour=False, position=True),  # a circle on the left
-            lambda: obj.phrase(shape=False, position=True),  # something red on the left
-        ])
-        return single()
-    size, position = rng.random() < 0.5, rng.random() < 0.5
-    phrases = [o.phrase(size=size, position=position) for o in rng.sample(objects, len(objects))]
-    if len(phrases) == 1:
-        return phrases[0]
-    return ", ".join(phrases[:-1]) + " and " + phrases[-1]
+    return describe_with_negative(objects, rng)[0]
+
+
+def describe_with_negative(objects: list[ToyObject], rng: random.Random) -> tuple[str, str | None]:
+    """A true caption and a false one of the same form that differs in one named attribute of one object
+    (None when no such change is false)."""
+    form = _caption_form(objects, rng)
+    order = rng.sample(objects, len(objects))
+    phrases = [obj.phrase(**form) for obj in order]
+    named = [attribute for attribute, on in form.items() if on]
+    for _ in range(10):
+        index = rng.randrange(len(order))
+        changed = _change_one(order[index], rng.choice(named), rng)
+        if not any(_same_on(changed, obj, named) for obj in objects):
+            negative = phrases[:index] + [changed.phrase(**form)] + phrases[index + 1:]
+            return join_phrases(phrases), join_phrases(negative)
+    return join_phrases(phrases), None
+
+
+def _change_one(obj: ToyObject, attribute: str, rng: random.Random) -> ToyObject:
+    if attribute == "position":
+        column, row = rng.choice([cell for cell in POSITIONS if cell != (obj.column, obj.row)])
+        return replace(obj, column=column, row=row)
+    value = rng.choice([v for v in ATTRIBUTE_VALUES[attribute] if v != getattr(obj, attribute)])
+    return replace(obj, **{attribute: value})
+
+
+def _same_on(a: ToyObject, b: ToyObject, attributes: list[str]) -> bool:
+    return all(a.position == b.position if attr == "position" else getattr(a, attr) == getattr(b, attr)
+               for attr in attributes)
+
+
+def join_phrases(phrases: list[str]) -> str:
+    """['a red circle', 'a blue square', 'a green cross'] -> 'a red circle, a blue square and a green cross'."""
+    return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
 
 
 def generate(seed: int, count: int | None = None, allowed: set[tuple[str, str]] | None = None,

@@ -1,0 +1,117 @@
+"""How well a model sees the toy world: zero-shot accuracy per attribute and caption retrieval, on freshly drawn
+evaluation scenes (seeds below the training range, every colour x shape pair allowed).
+
+Tasks (prompt sets follow the caption grammar of `world.py`):
+- `colour x shape`: single objects, 24-way over "a {colour} {shape}"; `held-out pairs`: the same on the pairs
+  left out of training only;
+- `colour`: 6-way over "something {colour}"; `shape`: 4-way over "a {shape}";
+- `size`: 2-way over "a {size} {shape}" (true shape); `position`: 9-way over "a {shape} {position}" (true shape);
+- `two-object retrieval`: image -> caption R@1 among the captions "a {c1} {s1} and a {c2} {s2}" of all scenes;
+- `two-object binding`: the true caption against the one with the colours swapped between the objects.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..decompose import decompose_image
+from ..models import ClipModel
+from .world import COLOURS, POSITION_PHRASES, POSITIONS, SHAPES, SIZES, ToyObject, with_article
+from .train import HELD_OUT, toy_scene
+
+
+def _predict(model: ClipModel, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+    """Index of the best prompt per image."""
+    return (model.encode_images(images) @ model.encode_texts(prompts).T).argmax(dim=-1)
+
+
+def _batch(model: ClipModel, scenes) -> torch.Tensor:
+    return model.preprocess_images([scene.image for scene in scenes])
+
+
+def zero_shot_accuracy(model: ClipModel, count: int = 300, seed: int = 0) -> dict[str, float]:
+    """Accuracies on `count` single-object and `count // 2` two-object evaluation scenes."""
+    singles = [toy_scene(seed + i, count=1) for i in range(count)]
+    objects: list[ToyObject] = [scene.objects[0] for scene in singles]
+    images = _batch(model, singles)
+    results = {}
+
+    pairs = [(c, s) for c in COLOURS for s in SHAPES]
+    predicted = _predict(model, images, [with_article(f"{c} {s}") for c, s in pairs])
+    hits = [pairs[p] == (o.colour, o.shape) for p, o in zip(predicted.tolist(), objects)]
+    results["colour x shape (24-way)"] = sum(hits) / len(hits)
+    held = [hit for hit, o in zip(hits, objects) if (o.colour, o.shape) in HELD_OUT]
+    results["held-out pairs (24-way)"] = sum(held) / max(len(held), 1)
+
+    colours = list(COLOURS)
+    predicted = _predict(model, images, [f"something {c}" for c in colours])
+    results["colour (6-way)"] = _mean(colours[p] == o.colour for p, o in zip(predicted.tolist(), objects))
+    predicted = _predict(model, images, [f"a {s}" for s in SHAPES])
+    results["shape (4-way)"] = _mean(SHAPES[p] == o.shape for p, o in zip(predicted.tolist(), objects))
+
+    size_hits, position_hits = [], []
+    for shape in SHAPES:  # prompts name the true shape: group the images by it
+        index = [i for i, o in enumerate(objects) if o.shape == shape]
+        if not index:
+            continue
+        sizes = list(SIZES)
+        predicted = _predict(model, images[index], [f"a {size} {shape}" for size in sizes])
+        size_hits += [sizes[p] == objects[i].size for p, i in zip(predicted.tolist(), index)]
+        predicted = _predict(model, images[index], [f"a {shape} {phrase}" for phrase in POSITION_PHRASES])
+        position_hits += [POSITIONS[p] == (objects[i].column, objects[i].row) for p, i in zip(predicted.tolist(), index)]
+    results["size (2-way)"] = _mean(size_hits)
+    results["position (9-way)"] = _mean(position_hits)
+
+    doubles = [toy_scene(seed + count + i, count=2) for i in range(count // 2)]
+    captions = [f"{a.phrase()} and {b.phrase()}" for a, b in (scene.objects for scene in doubles)]
+    similarity = model.encode_images(_batch(model, doubles)) @ model.encode_texts(captions).T
+    results["two-object retrieval R@1"] = _mean(
+        captions[p] == captions[i] for i, p in enumerate(similarity.argmax(dim=-1).tolist()))
+    binding = []
+    for row, scene in enumerate(doubles):
+        a, b = scene.objects
+        if a.colour == b.colour or a.shape == b.shape:
+            continue
+        swapped = f"{ToyObject(b.colour, a.shape, a.size, a.column, a.row).phrase()} and " \
+                  f"{ToyObject(a.colour, b.shape, b.size, b.column, b.row).phrase()}"
+        scores = model.encode_images(scene.image) @ model.encode_texts([captions[row], swapped]).T
+        binding.append(bool(scores[0, 0] > scores[0, 1]))
+    results["two-object binding (true vs swapped)"] = _mean(binding)
+    return results
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / max(len(values), 1)
+
+
+def colour_and_shape_accuracy(model: ClipModel, embeddings: torch.Tensor, objects: list[ToyObject]) -> dict:
+    """Zero-shot colour (6-way, "something {colour}") and shape (4-way, "a {shape}") accuracy of image
+    embeddings `[N, D]` (normalised here)."""
+    embeddings = F.normalize(embeddings, dim=-1)
+    colours = list(COLOURS)
+    colour = (embeddings @ model.encode_texts([f"something {c}" for c in colours]).T).argmax(dim=-1)
+    shape = (embeddings @ model.encode_texts([with_article(s) for s in SHAPES]).T).argmax(dim=-1)
+    return {"colour": _mean(colours[p] == o.colour for p, o in zip(colour.tolist(), objects)),
+            "shape": _mean(SHAPES[p] == o.shape for p, o in zip(shape.tolist(), objects))}
+
+
+def mean_ablation(model: ClipModel, atlas, properties=("colour", "shape"), count: int = 300,
+                  seed: int = 20_000) -> list[dict]:
+    """Replace the direct contributions of the heads labelled with each property by their mean over other
+    scenes, and measure colour and shape accuracy before and after (single-object evaluation scenes)."""
+    scenes = [toy_scene(seed + i, count=1) for i in range(count)]
+    reference = [toy_scene(seed + count + i) for i in range(count)]
+    objects = [scene.objects[0] for scene in scenes]
+    parts = decompose_image(model, _batch(model, scenes), spatial=False)
+    heads = parts.head_totals()  # [N, L, H, D]
+    means = decompose_image(model, _batch(model, reference), spatial=False).head_totals().mean(dim=0)
+    rows = [{"ablated": "nothing", "heads": [], **colour_and_shape_accuracy(model, parts.embedding, objects)}]
+    for prop in properties:
+        chosen = atlas.heads_with(prop)
+        embedding = parts.embedding.clone()
+        for layer, head in chosen:
+            embedding += means[layer, head] - heads[:, layer, head]
+        rows.append({"ablated": f"{prop} heads", "heads": chosen,
+                     **colour_and_shape_accuracy(model, embedding, objects)})
+    return rows

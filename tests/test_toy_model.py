@@ -1,0 +1,66 @@
+"""The bundled toy model: loads offline, every API works on it, and it sees what is in the toy world."""
+import pytest
+import torch
+
+from interpret import models
+from interpret.decompose import decompose_image, explain_caption
+from interpret.models import load_model, local_model
+from interpret.toy.evaluate import zero_shot_accuracy
+from interpret.toy.examples import toy_examples
+from interpret.toy.train import TOY_CONFIG, train
+
+
+@pytest.fixture(scope="module")
+def toy(monkeypatch_module):
+    def no_network(*args, **kwargs):
+        raise AssertionError("the toy model must load without asking the network")
+
+    monkeypatch_module.setattr(models, "hub_reachable", no_network)
+    return load_model("toy")
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+def test_geometry(toy):
+    g = toy.geometry
+    assert g.image_size == (64, 64) and g.grid == (8, 8) and g.layers == 6 and g.heads == 8
+    assert g.context_length == 32 and g.embed_dim == TOY_CONFIG["embed_dim"]
+
+
+def test_decomposition_is_exact_on_the_toy_model(toy):
+    images = toy.preprocess_images([path for path, _ in toy_examples()])
+    decomposition = decompose_image(toy, images)
+    with torch.no_grad():
+        reference = toy.model.encode_image(images)
+    error = (decomposition.total() - reference).abs().max() / reference.norm(dim=-1).min()
+    assert float(error) <= 1e-4
+
+
+def test_examples_are_matched_by_their_captions(toy):
+    examples = toy_examples()
+    assert len(examples) == 6
+    paths, captions = zip(*examples)
+    similarity = toy.encode_images(list(paths)) @ toy.encode_texts(list(captions)).T
+    assert torch.equal(similarity.argmax(dim=1), torch.arange(len(examples)))
+    report = explain_caption(toy, paths[0], captions[0])
+    assert report.heads.shape == (6, 8)
+
+
+def test_zero_shot_accuracy_bars(toy):
+    accuracy = zero_shot_accuracy(toy, count=200)
+    assert accuracy["colour (6-way)"] >= 0.95
+    assert accuracy["shape (4-way)"] >= 0.95
+    assert accuracy["position (9-way)"] >= 0.8
+
+
+def test_training_smoke(tmp_path):
+    trained = train(tmp_path / "toy", steps=3, batch_size=8, scenes=32, progress=False)
+    loaded = local_model(tmp_path / "toy")
+    assert (tmp_path / "toy" / "open_clip_model.safetensors").is_file()
+    for name, parameter in trained.model.state_dict().items():  # saved as float16
+        assert torch.allclose(parameter.half().float(), loaded.model.state_dict()[name], atol=1e-3, rtol=1e-2)
+    assert loaded.encode_texts("a red circle").shape == (1, TOY_CONFIG["embed_dim"])
