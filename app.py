@@ -161,7 +161,7 @@ def build_app(default_label: str | None = None, note: str = "") -> gr.Blocks:
                 caption = gr.Textbox(label="Caption", placeholder="a photo of a dog", elem_id="caption")
                 examples = toy_examples()
                 if examples:
-                    gr.Examples(examples, [image, caption], label="Toy-world examples (for the toy model)",
+                    gr.Examples([list(example) for example in examples], [image, caption], label="Toy-world examples (for the toy model)",
                                 examples_per_page=len(examples))
             with gr.Column(scale=2):
                 with gr.Tab("Heads"):

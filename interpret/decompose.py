@@ -143,12 +143,14 @@ def decompose_image(model: ClipModel, images, layers: Sequence[int] | int | None
 
     x = _embed(visual, batch)  # [B, T, width]
     rest_residual = x[:, 0].clone()  # [B, width]: residual parts at the class token that go to `rest`
-    mlp_residuals, weighted_values = [], []
+    mlp_residuals = []
+    token_axis = (geometry.tokens,) if spatial else ()
+    weighted_values = x.new_empty(x.shape[0], len(wanted), geometry.heads, *token_axis, geometry.head_dim)
     for index, block in enumerate(visual.transformer.resblocks):
         attention_out, cls_values = _attention(block, x, cls_values=index in wanted, spatial=spatial)
         attention_out = block.ls_1(attention_out)
         if index in wanted:
-            weighted_values.append(cls_values)
+            weighted_values[:, wanted.index(index)] = cls_values
             if block.attn.out_proj.bias is not None:
                 rest_residual += layer_scale(block.ls_1, geometry.width, x.device) * block.attn.out_proj.bias
         else:
@@ -168,7 +170,7 @@ def decompose_image(model: ClipModel, images, layers: Sequence[int] | int | None
         rest = rest + ln_post.bias @ visual.proj
     mlps = (torch.stack(mlp_residuals, dim=1) @ readout) * inv_std[:, None, None]
     return ImageDecomposition(
-        weighted_values=torch.stack(weighted_values, dim=1),
+        weighted_values=weighted_values,
         folded_heads=_select_layers(model.folded_head_weights(), wanted),
         inv_std=inv_std,
         mlps=mlps,

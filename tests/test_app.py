@@ -79,8 +79,8 @@ def test_app_builds_with_named_endpoints():
 
 
 def test_atlas_on_the_toy_model_builds_its_labels():
-    summary, rows, picture = app.run_atlas(ModelSpec("toy", None).label, 5, 2)
-    assert "Head 5.2" in summary and len(rows) == 20 and picture.size[0] > 200
+    summary, rows, picture = app.run_atlas(ModelSpec("toy", None).label, 3, 2)
+    assert "Head 3.2" in summary and len(rows) == 20 and picture.size[0] > 200
     assert all(row[2] in {"colour", "shape", "size", "position"} for row in rows)
 
 

@@ -93,12 +93,12 @@ def test_empty_caption_shows_a_message_and_the_page_keeps_working(page):
 
 def test_head_atlas_tab_describes_a_head(page):
     page.get_by_role("tab", name="Head atlas").click()
-    page.locator("#atlas-layer input").fill("5")
+    page.locator("#atlas-layer input").fill("3")
     page.locator("#atlas-head input").fill("2")
     page.locator("#atlas-run").click()
     page.wait_for_selector("#atlas-grid img", timeout=120_000)
     summary = page.locator("#atlas-summary").inner_text()
-    assert "Head 5.2" in summary and "property" in summary
+    assert "Head 3.2" in summary and "property" in summary
     page.wait_for_function(
         "/something|circle|square|triangle|cross/.test(document.querySelector('#atlas-table').innerText)",
         timeout=30_000)
@@ -121,7 +121,7 @@ def test_api_reports_a_broken_upload_and_keeps_serving(server, tmp_path, photo):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
     client = Client(server, verbose=False)
-    with pytest.raises(Exception, match="is not an image"):
+    with pytest.raises(Exception, match="'broken.jpg' (is not an image|could not be decoded)"):
         client.predict(ModelSpec("ViT-B-32", None).label, handle_file(str(broken)), "a dog", 4, api_name="/heads")
     _, table, _ = client.predict(ModelSpec("ViT-B-32", None).label, handle_file(str(photo)), "a dog", 2,
                                  api_name="/heads")

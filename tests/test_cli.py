@@ -55,7 +55,7 @@ def test_heads_on_the_toy_model(capsys):
 def test_describe_heads_on_the_toy_world(tmp_path, capsys):
     out = tmp_path / "labels.json"
     assert main(["describe-heads", "--model", "toy", "--limit", "120", "--k", "4", "--out", str(out)]) == 0
-    assert "described 48 heads of toy" in capsys.readouterr().out and out.is_file()
+    assert "described 32 heads of toy" in capsys.readouterr().out and out.is_file()
 
 
 def test_describe_heads_on_a_folder_skips_broken_images(tmp_path, photo, capsys):

@@ -22,12 +22,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..models import ClipModel, model_from_config
-from .world import COLOURS, IMAGE_SIZE, SHAPES, Scene, describe_with_negative, generate
+from .world import (COLOURS, IMAGE_SIZE, POSITION_PHRASES, SHAPES, SIZES, Scene, describe_with_negative,
+                    generate)
 
 TOY_CONFIG = {
     "embed_dim": 64,
     "vision_cfg": {"image_size": IMAGE_SIZE, "patch_size": 8, "width": 128, "layers": 4, "head_width": 16,
-                   "mlp_ratio": 2.0},
+                   "mlp_ratio": 2.0, "pos_embed_type": "sin_cos_2d"},
     "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 3,
                  "mlp_ratio": 2.0},
 }
@@ -49,6 +50,12 @@ def _training_scene(seed: int) -> tuple[np.ndarray, list]:
     return np.asarray(scene.image), scene.objects
 
 
+def toy_token_ids(clip: ClipModel) -> list[int]:
+    """Ids of every token the toy grammar can produce, start and end included."""
+    words = " ".join([*COLOURS, *SHAPES, *SIZES, *POSITION_PHRASES, "a an something and ,"])
+    return sorted(set(clip.tokenizer.encode(words)) | {clip.tokenizer.sot_token_id, clip.tokenizer.eot_token_id})
+
+
 def make_training_set(count: int, workers: int = 2) -> tuple[np.ndarray, list[list]]:
     """`count` scenes (uint8 images `[N, 64, 64, 3]` and their objects), drawn in parallel."""
     with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -57,7 +64,7 @@ def make_training_set(count: int, workers: int = 2) -> tuple[np.ndarray, list[li
     return np.stack([image for image, _ in results]), [objects for _, objects in results]
 
 
-DEFAULTS = {"steps": 1400, "batch_size": 128, "scenes": 30_000, "seed": 0, "learning_rate": 2e-3}
+DEFAULTS = {"steps": 1400, "batch_size": 96, "scenes": 20_000, "seed": 0, "learning_rate": 2e-3}
 
 
 def train(out_dir: Path, steps: int = DEFAULTS["steps"], batch_size: int = DEFAULTS["batch_size"],
@@ -70,8 +77,10 @@ def train(out_dir: Path, steps: int = DEFAULTS["steps"], batch_size: int = DEFAU
     images, objects = make_training_set(scenes)
     clip = model_from_config(TOY_CONFIG, name="toy")
     model = clip.model.train()
-    with torch.no_grad():  # tokens the toy world never uses stay zero: the saved file compresses well
-        model.token_embedding.weight.zero_()
+    with torch.no_grad():  # tokens the toy world never uses stay zero (weight decay keeps them there): the
+        unused = torch.ones(model.token_embedding.num_embeddings, dtype=torch.bool)  # saved file compresses well
+        unused[toy_token_ids(clip)] = False  # the world's own words keep their random start: zeros would be
+        model.token_embedding.weight[unused] = 0.0  # a symmetric saddle ('left' = 'right' until images differ)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.05, betas=(0.9, 0.98))
     warmup = max(steps // 20, 1)
     schedule = torch.optim.lr_scheduler.LambdaLR(

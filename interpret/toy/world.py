@@ -9,6 +9,7 @@ Every attribute lives here, in one place:
 - position: the third of the image (column left / center / right, row top / middle / bottom) holding the
   centre of the object's bounding box. Objects never touch and never share a third.
 
+Scenes hold one object (half of them), two (30%) or three (20%).
 Background: a uniform grey between 200 and 255, plus mild Gaussian noise (std 3).
 
 Caption grammar (`describe`): an object is `[size] [colour] shape [position]`, e.g. "a red circle",
@@ -195,7 +196,7 @@ def _caption_form(objects: list[ToyObject], rng: random.Random) -> dict:
     """Which attributes a caption names: keyword arguments of `ToyObject.phrase`."""
     if len(objects) == 1 and rng.random() < 0.3:
         return {"colour": True, "shape": True, "size": False, "position": False, **rng.choice(SINGLE_OBJECT_FORMS)}
-    return {"colour": True, "shape": True, "size": rng.random() < 0.5, "position": rng.random() < 0.5}
+    return {"colour": True, "shape": True, "size": rng.random() < 0.5, "position": rng.random() < 0.7}
 
 
 def describe(objects: list[ToyObject], rng: random.Random) -> str:
@@ -212,7 +213,9 @@ def describe_with_negative(objects: list[ToyObject], rng: random.Random) -> tupl
     named = [attribute for attribute, on in form.items() if on]
     for _ in range(10):
         index = rng.randrange(len(order))
-        changed = _change_one(order[index], rng.choice(named), rng)
+        # position, when named, is changed half of the time: it is the attribute a batch tests least otherwise
+        attribute = "position" if form["position"] and rng.random() < 0.5 else rng.choice(named)
+        changed = _change_one(order[index], attribute, rng)
         if not any(_same_on(changed, obj, named) for obj in objects):
             negative = phrases[:index] + [changed.phrase(**form)] + phrases[index + 1:]
             return join_phrases(phrases), join_phrases(negative)
@@ -237,11 +240,14 @@ def join_phrases(phrases: list[str]) -> str:
     return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
 
 
+OBJECT_COUNTS, OBJECT_COUNT_WEIGHTS = (1, 2, 3), (0.5, 0.3, 0.2)
+
+
 def generate(seed: int, count: int | None = None, allowed: set[tuple[str, str]] | None = None,
              captions: int = 3) -> Scene:
-    """The scene of `seed`: 1 to 3 objects (or `count`), with `captions` captions drawn from the grammar."""
+    """The scene of `seed`: 1 to 3 objects (half of the scenes hold one; or `count`), with `captions` captions drawn from the grammar."""
     rng = random.Random(seed)
-    count = count or rng.randint(1, 3)
+    count = count or rng.choices(OBJECT_COUNTS, OBJECT_COUNT_WEIGHTS)[0]
     scene = None
     while scene is None:  # two large objects in neighbouring thirds may not fit: draw others
         objects = random_objects(rng, count, allowed)
