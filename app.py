@@ -169,7 +169,7 @@ def build_app(default_label: str | None = None, note: str = "") -> gr.Blocks:
                     heads_button = gr.Button("Explain the score", variant="primary", elem_id="heads-run")
                     heads_summary = gr.Markdown(elem_id="heads-summary")
                     heads_grid = gr.Image(label="Contribution of each layer and head", type="pil",
-                                          elem_id="heads-grid", interactive=False)
+                                          elem_id="heads-grid", interactive=False, show_label=False)
                     heads_table = gr.Dataframe(headers=["rank", "layer", "head", "contribution"],
                                                label="Top heads", elem_id="heads-table", interactive=False)
                 with gr.Tab("Head atlas"):
@@ -182,7 +182,7 @@ def build_app(default_label: str | None = None, note: str = "") -> gr.Blocks:
                                                label="TextSpan descriptions", elem_id="atlas-table",
                                                interactive=False)
                     atlas_grid = gr.Image(label="Property label of every head", type="pil", elem_id="atlas-grid",
-                                          interactive=False)
+                                          interactive=False, show_label=False)
         model_picker.change(describe_model, model_picker, model_info, api_name="model_info")
         atlas_button.click(run_atlas, [model_picker, atlas_layer, atlas_head], [atlas_summary, atlas_table, atlas_grid],
                            api_name="head_atlas")

@@ -45,7 +45,7 @@ class ModelSpec:
     @property
     def label(self) -> str:
         if self.name == TOY_NAME:
-            return "toy (bundled, trained on the toy world)"
+            return "toy (bundled)"
         return f"{self.name} / {self.pretrained or 'random init'}"
 
 

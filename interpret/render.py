@@ -45,7 +45,7 @@ def head_grid(scores: np.ndarray, title: str = "", layers: list[int] | None = No
     axis.set_ylabel("layer")
     if mlps is not None:
         axis.axvline(scores.shape[1] - 0.5, color="black", linewidth=1)
-    axis.set_title(title, fontsize=9)
+    axis.set_title(title, fontsize=9, wrap=True)
     figure.colorbar(picture, ax=axis, label="contribution to cosine score")
     return figure_to_image(figure)
 
@@ -74,7 +74,7 @@ def property_grid(grid: list[list[str]], title: str = "", highlight: tuple[int, 
     axis.set_yticks(range(layers), [str(l) for l in range(layers)], fontsize=8)
     axis.set_xlabel("head")
     axis.set_ylabel("layer")
-    axis.set_title(title, fontsize=9)
+    axis.set_title(title, fontsize=9, wrap=True)
     if highlight is not None:
         axis.add_patch(Rectangle((highlight[1] - 0.5, highlight[0] - 0.5), 1, 1, fill=False, linewidth=2.5))
     present = sorted({prop for row in grid for prop in row if prop})
