@@ -43,11 +43,8 @@ def zero_shot_accuracy(model: ClipModel, count: int = 300, seed: int = 0) -> dic
     held = [hit for hit, o in zip(hits, objects) if (o.colour, o.shape) in HELD_OUT]
     results["held-out pairs (24-way)"] = sum(held) / max(len(held), 1)
 
-    colours = list(COLOURS)
-    predicted = _predict(model, images, [f"something {c}" for c in colours])
-    results["colour (6-way)"] = _mean(colours[p] == o.colour for p, o in zip(predicted.tolist(), objects))
-    predicted = _predict(model, images, [f"a {s}" for s in SHAPES])
-    results["shape (4-way)"] = _mean(SHAPES[p] == o.shape for p, o in zip(predicted.tolist(), objects))
+    single_attribute = colour_and_shape_accuracy(model, model.encode_images(images), objects)
+    results["colour (6-way)"], results["shape (4-way)"] = single_attribute["colour"], single_attribute["shape"]
 
     size_hits, position_hits = [], []
     for shape in SHAPES:  # prompts name the true shape: group the images by it
