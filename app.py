@@ -13,11 +13,12 @@ import gradio as gr
 
 from interpret.decompose import explain_caption
 from interpret.errors import InterpretError, ModelLoadError
+from interpret.index import MANIFEST, ImageIndex, build_command
 from interpret.models import ClipModel, ModelSpec, catalogue, load_model, spec_from_label
-from interpret.banks import toy_bank
-from interpret.render import head_grid, property_grid
+from interpret.banks import PROPERTIES, toy_bank
+from interpret.render import head_grid, missing_image, property_grid
 from interpret.textspan import HeadAtlas, describe_heads
-from interpret.toy.examples import toy_examples
+from interpret.toy.examples import build_toy_index, toy_examples
 from interpret.toy.train import toy_images
 
 log = logging.getLogger("interpret.app")
@@ -130,9 +131,7 @@ def run_atlas(label: str, layer: float, head: float):
     """Head atlas tab: one head's TextSpan descriptions and label, and the property map of all heads."""
     model = model_for(label)
     g = model.geometry
-    layer, head = int(layer), int(head)
-    if not (0 <= layer < g.layers and 0 <= head < g.heads):
-        raise InterpretError(f"{model.label} has layers 0..{g.layers - 1} and heads 0..{g.heads - 1}.")
+    layer, head = _layer_head(model, layer, head)
     atlas = atlas_for(model)
     chosen = atlas.get(layer, head)
     rows = [[rank, text, tag, round(gain, 4)]
@@ -143,6 +142,110 @@ def run_atlas(label: str, layer: float, head: float):
     picture = property_grid(atlas.property_grid(g.layers, g.heads), f"{model.label}: head property labels",
                             highlight=(layer, head))
     return summary, rows, picture
+
+
+_databases: dict[str, ImageIndex] = {}
+_database_lock = threading.Lock()
+
+
+def database_for(model: ClipModel) -> ImageIndex:
+    """The model's image database (`indexes/<model>`), opened once and reopened after a rebuild; for the toy
+    model a small toy-world database is built on first use."""
+    with _database_lock:
+        folder = model.index_dir
+        if not (folder / MANIFEST).is_file():
+            if model.name != "toy":
+                raise InterpretError(f"No image database for {model.label} yet. Build one once with:  "
+                                     f"{build_command(model)}")
+            build_toy_index(model)
+        stamp = (folder / MANIFEST).stat().st_mtime_ns
+        key = f"{model.slug}@{stamp}"
+        if key not in _databases:
+            _databases[key] = ImageIndex.open(folder, model)
+        return _databases[key]
+
+
+def _layer_head(model: ClipModel, layer: float, head: float) -> tuple[int, int]:
+    """Layer and head from the page (negative layers count from the end)."""
+    g = model.geometry
+    layer, head = int(layer), int(head)
+    layer = layer + g.layers if layer < 0 else layer
+    if not (0 <= layer < g.layers and 0 <= head < g.heads):
+        raise InterpretError(f"{model.label} has layers 0..{g.layers - 1} and heads 0..{g.heads - 1}.")
+    return layer, head
+
+
+def gallery(results, database: ImageIndex) -> tuple[list, str]:
+    """Gallery items (image, 'score · file name') and a note on files that have gone missing since the build."""
+    items, missing = [], []
+    for path, score in results:
+        if path.is_file():
+            items.append((str(path), f"{score:+.3f} · {path.name}"))
+        else:
+            missing.append(path.name)
+            items.append((missing_image(), f"{score:+.3f} · {path.name} (file missing)"))
+    note = f"{len(results)} nearest of {database.count} images in {database.folder}."
+    if missing:
+        note += (f"\n\n⚠️ {len(missing)} file(s) are no longer where the database saw them "
+                 f"({', '.join(missing[:5])}); rebuild the database to drop them.")
+        gr.Warning(f"{len(missing)} neighbour file(s) are missing; rebuild the database.")
+    return items, note
+
+
+def _query_image(image_path: str | None) -> str:
+    if image_path is None:
+        raise InterpretError("Upload an image first.")
+    return image_path
+
+
+@friendly_errors
+def run_property_neighbours(label: str, image_path: str | None, prop: str, k: float = 12):
+    """Property neighbours tab: database images like the query in one property only."""
+    model = model_for(label)
+    database = database_for(model)
+    atlas = atlas_for(model)
+    heads = database.property_heads(prop, atlas)
+    results = database.property_neighbours(_query_image(image_path), prop, k=int(k), atlas=atlas)
+    items, note = gallery(results, database)
+    return items, f"**{prop}**: the {len(heads)} heads labelled so ({', '.join(f'{l}.{h}' for l, h in heads)}). " + note
+
+
+@friendly_errors
+def run_image_neighbours(label: str, image_path: str | None, layer: float, head: float, k: float = 12):
+    """Image neighbours tab: database images that head (layer, head) sees like the query."""
+    model = model_for(label)
+    layer, head = _layer_head(model, layer, head)
+    database = database_for(model)
+    items, note = gallery(database.image_neighbours(_query_image(image_path), layer, head, k=int(k)), database)
+    return items, f"**Head {layer}.{head}**: " + note
+
+
+@friendly_errors
+def run_text_neighbours(label: str, text: str, layer: float, head: float, k: float = 12):
+    """Text neighbours tab: database images whose head (layer, head) contribution matches the text."""
+    model = model_for(label)
+    layer, head = _layer_head(model, layer, head)
+    model.tokenize(text or "")  # an empty text gets its message before any database work
+    database = database_for(model)
+    items, note = gallery(database.text_neighbours(text, layer, head, k=int(k)), database)
+    return items, f"**Head {layer}.{head}**, '{text.strip()}': " + note
+
+
+def warm_up(label: str) -> None:
+    """Load the default model and, for the toy model, build its head labels and example database, so the
+    first request does not wait for them."""
+    try:
+        model = model_for(label)
+        if model.name == "toy":
+            atlas_for(model)
+            database_for(model)
+    except Exception:  # the tabs report the same failure to the user when asked
+        log.warning("warm-up of %s failed", label, exc_info=True)
+
+
+def _neighbour_gallery(elem_id: str) -> gr.Gallery:
+    return gr.Gallery(label="Nearest images", elem_id=elem_id, columns=6, height="auto", object_fit="contain",
+                      interactive=False)
 
 
 def build_app(default_label: str | None = None, note: str = "") -> gr.Blocks:
@@ -183,16 +286,56 @@ def build_app(default_label: str | None = None, note: str = "") -> gr.Blocks:
                                                interactive=False)
                     atlas_grid = gr.Image(label="Property label of every head", type="pil", elem_id="atlas-grid",
                                           interactive=False, show_label=False)
+                with gr.Tab("Property neighbours"):
+                    gr.Markdown("Images of the database that look like yours **in one property only**: the summed "
+                                "contributions of the heads labelled with it, compared by cosine.")
+                    with gr.Row():
+                        property_choice = gr.Dropdown(list(PROPERTIES), value="colour", label="Property",
+                                                      elem_id="property-choice")
+                        property_k = gr.Slider(1, 48, value=12, step=1, label="Neighbours")
+                    property_button = gr.Button("Find neighbours", variant="primary", elem_id="property-run")
+                    property_summary = gr.Markdown(elem_id="property-summary")
+                    property_gallery = _neighbour_gallery("property-gallery")
+                with gr.Tab("Image neighbours per head"):
+                    gr.Markdown("Images of the database that **one head** sees like yours.")
+                    with gr.Row():
+                        image_layer = gr.Number(value=-1, precision=0, label="Layer (-1: last)",
+                                                elem_id="image-nn-layer")
+                        image_head = gr.Number(value=0, precision=0, label="Head", elem_id="image-nn-head")
+                        image_k = gr.Slider(1, 48, value=12, step=1, label="Neighbours")
+                    image_button = gr.Button("Find neighbours", variant="primary", elem_id="image-nn-run")
+                    image_summary = gr.Markdown(elem_id="image-nn-summary")
+                    image_gallery = _neighbour_gallery("image-nn-gallery")
+                with gr.Tab("Text neighbours per head"):
+                    gr.Markdown("Images of the database whose contribution from **one head** matches a text.")
+                    neighbour_text = gr.Textbox(label="Text", placeholder="something red", elem_id="text-nn-text")
+                    with gr.Row():
+                        text_layer = gr.Number(value=-1, precision=0, label="Layer (-1: last)",
+                                               elem_id="text-nn-layer")
+                        text_head = gr.Number(value=0, precision=0, label="Head", elem_id="text-nn-head")
+                        text_k = gr.Slider(1, 48, value=12, step=1, label="Neighbours")
+                    text_button = gr.Button("Find neighbours", variant="primary", elem_id="text-nn-run")
+                    text_summary = gr.Markdown(elem_id="text-nn-summary")
+                    text_gallery = _neighbour_gallery("text-nn-gallery")
         model_picker.change(describe_model, model_picker, model_info, api_name="model_info")
         atlas_button.click(run_atlas, [model_picker, atlas_layer, atlas_head], [atlas_summary, atlas_table, atlas_grid],
                            api_name="head_atlas")
         heads_button.click(run_heads, [model_picker, image, caption, top], [heads_grid, heads_table, heads_summary],
                            api_name="heads")
+        property_button.click(run_property_neighbours, [model_picker, image, property_choice, property_k],
+                              [property_gallery, property_summary], api_name="property_neighbours")
+        image_button.click(run_image_neighbours, [model_picker, image, image_layer, image_head, image_k],
+                           [image_gallery, image_summary], api_name="image_neighbours")
+        text_button.click(run_text_neighbours, [model_picker, neighbour_text, text_layer, text_head, text_k],
+                          [text_gallery, text_summary], api_name="text_neighbours")
         caption.submit(run_heads, [model_picker, image, caption, top], [heads_grid, heads_table, heads_summary],
                        api_name=False)
+    app.default_label = default_label
     return app
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
-    build_app().queue(default_concurrency_limit=2).launch()
+    explorer = build_app()
+    threading.Thread(target=warm_up, args=(explorer.default_label,), daemon=True).start()
+    explorer.queue(default_concurrency_limit=2).launch()

@@ -92,6 +92,60 @@ def _describe_heads(args: argparse.Namespace) -> None:
     print(f"wrote {out}")
 
 
+def _build_index(args: argparse.Namespace) -> None:
+    from .index import build_index
+    from .models import load_model
+
+    model = load_model(args.model, args.pretrained, args.device)
+    if args.images:
+        report = build_index(model, args.images, args.out, layers=args.layers, batch_size=args.batch_size,
+                             approximate=args.approximate)
+    elif model.name == "toy":
+        from .toy.examples import build_toy_index
+
+        report = build_toy_index(model, args.out, progress=True)
+    else:
+        raise InterpretError("--images DIR is needed (a folder of images, searched recursively).")
+    for path, reason in report.skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    print(f"{model.label}: {report.summary()}")
+
+
+def _parse_head(text: str) -> tuple[int, int]:
+    try:
+        layer, head = (int(part) for part in text.split("."))
+        return layer, head
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LAYER.HEAD such as 11.4, got {text!r}") from None
+
+
+def _head_name(head: tuple[int, int]) -> str:
+    return f"{head[0]}.{head[1]}"
+
+
+def _neighbours(args: argparse.Namespace) -> None:
+    from .index import ImageIndex
+    from .models import load_model
+
+    model = load_model(args.model, args.pretrained, args.device) if args.model else None
+    database = ImageIndex.open(args.index, model)
+    if args.text is not None:
+        if args.head is None:
+            raise InterpretError("--text needs --head LAYER.HEAD.")
+        results, what = database.text_neighbours(args.text, *args.head, k=args.k), f"'{args.text}', head {_head_name(args.head)}"
+    elif args.image is None:
+        raise InterpretError("Give an image (IMAGE) or a text (--text).")
+    elif args.head is not None:
+        results, what = database.image_neighbours(args.image, *args.head, k=args.k), f"head {_head_name(args.head)}"
+    elif args.property:
+        results, what = database.property_neighbours(args.image, args.property, k=args.k), args.property
+    else:
+        results, what = database.neighbours(args.image, k=args.k), "whole embedding"
+    print(f"{database.model.label}, {database.count} images; neighbours by {what}:")
+    for rank, (path, score) in enumerate(results, start=1):
+        print(f"{rank:>4}  {score:+.4f}  {path}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m interpret",
                                      description="Look inside CLIP models: which heads carry an image-caption score.")
@@ -120,10 +174,37 @@ def build_parser() -> argparse.ArgumentParser:
     describe.add_argument("--out", help="output JSON (default: indexes/<model>/head_labels.json)")
     describe.set_defaults(run=_describe_heads)
 
+    index = commands.add_parser("build-index", help="embed a folder of images into a searchable database",
+                                description="Store every image's per-head contributions (chosen layers, "
+                                            "float16) and embedding in FAISS indexes. Reruns resume an "
+                                            "interrupted build and add or drop changed files only.")
+    _add_model_arguments(index)
+    index.add_argument("--images", help="folder of images (recursive; JPEG, PNG, WebP, ...); the toy model "
+                                        "draws toy scenes when omitted")
+    index.add_argument("--layers", type=int, nargs="+", help="layers whose heads to store (default: the last 4)")
+    index.add_argument("--out", help="database folder (default: indexes/<model>)")
+    index.add_argument("--batch-size", type=int, default=32)
+    index.add_argument("--approximate", action="store_true",
+                       help="also write IVF indexes for approximate per-head search (for 10^5 images or more)")
+    index.set_defaults(run=_build_index)
+
+    search = commands.add_parser("neighbours", help="nearest images in a database, by head, property or text",
+                                 description="Search a database built by build-index.")
+    search.add_argument("image", nargs="?", help="query image")
+    search.add_argument("--index", required=True, help="database folder (indexes/<model>)")
+    search.add_argument("--head", type=_parse_head, metavar="LAYER.HEAD", help="compare this head only")
+    search.add_argument("--property", help="compare the heads labelled with this property (colour, shape, ...)")
+    search.add_argument("--text", help="a text to match against --head's contributions")
+    search.add_argument("--k", type=int, default=10, help="how many neighbours (default: 10)")
+    search.add_argument("--model", help="the model (default: the one the database names)")
+    search.add_argument("--pretrained", default=None, help="its pretrained tag or checkpoint")
+    search.add_argument("--device", default="cpu")
+    search.set_defaults(run=_neighbours)
+
     from .models import TOY_DIR
     from .toy.train import DEFAULTS
 
-    train_toy = commands.add_parser("train-toy", help="train the bundled toy CLIP on the toy world (CPU, ~12 min)",
+    train_toy = commands.add_parser("train-toy", help="train the bundled toy CLIP on the toy world (CPU, ~14 min)",
                                     description="Train the toy CLIP contrastively on freshly drawn toy scenes.")
     train_toy.add_argument("--out", default=str(TOY_DIR), help=f"output folder (default: {TOY_DIR})")
     train_toy.add_argument("--steps", type=int, default=DEFAULTS["steps"])

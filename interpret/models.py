@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -136,6 +137,7 @@ class ClipModel:
         )
         self._lock = threading.Lock()
         self._folded_heads: torch.Tensor | None = None
+        self._weights_hash: str | None = None
 
     def __repr__(self) -> str:
         g = self.geometry
@@ -158,6 +160,19 @@ class ClipModel:
     def index_dir(self) -> Path:
         """Where this model's databases and head labels live (`indexes/<slug>`)."""
         return INDEXES / self.slug
+
+    @property
+    def weights_hash(self) -> str:
+        """SHA-256 of the weights (every tensor of the state dict, in order, as float32): names the exact model a
+        database was built with. Computed once per model (about a second for ViT-L-14)."""
+        with self._lock:
+            if self._weights_hash is None:
+                digest = hashlib.sha256()
+                for name, tensor in self.model.state_dict().items():
+                    digest.update(name.encode())
+                    digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+                self._weights_hash = digest.hexdigest()
+            return self._weights_hash
 
     @property
     def visual(self) -> VisionTransformer:

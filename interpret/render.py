@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import TwoSlopeNorm  # noqa: E402
-from PIL import Image  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
 
 
 def figure_to_image(figure) -> Image.Image:
@@ -81,3 +81,13 @@ def property_grid(grid: list[list[str]], title: str = "", highlight: tuple[int, 
     axis.legend(handles=[Patch(color=PROPERTY_COLOURS.get(p, "#a9a9a9"), label=p) for p in present],
                 bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8, title="property")
     return figure_to_image(figure)
+
+
+def missing_image(size: int = 160) -> Image.Image:
+    """A grey tile that stands in for an image file that has gone missing."""
+    tile = Image.new("RGB", (size, size), (215, 215, 215))
+    draw = ImageDraw.Draw(tile)
+    draw.line([(0, 0), (size, size)], fill=(170, 170, 170), width=3)
+    draw.line([(0, size), (size, 0)], fill=(170, 170, 170), width=3)
+    draw.text((size // 2, size // 2), "missing", fill=(80, 80, 80), anchor="mm")
+    return tile

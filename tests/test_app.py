@@ -92,3 +92,57 @@ def test_atlas_without_labels_says_how_to_build_them():
 def test_atlas_out_of_range_head():
     with pytest.raises(gr.Error, match="heads 0..7"):
         app.run_atlas(ModelSpec("toy", None).label, 0, 8)
+
+
+TOY = ModelSpec("toy", None).label
+
+
+def test_property_neighbours_on_the_toy_model_build_its_database_and_share_the_colour():
+    from interpret.toy.examples import EXAMPLE_SEEDS, example_path
+    from interpret.toy.world import generate
+
+    seed = EXAMPLE_SEEDS[0]
+    items, summary = app.run_property_neighbours(TOY, str(example_path(seed)), "colour", 8)
+    assert len(items) == 8 and "heads labelled so" in summary and "of 600 images" in summary
+    path, caption = items[0]
+    assert caption.split(" · ")[1].startswith("scene-") and float(caption.split(" · ")[0]) > 0.5
+    colours = {obj.colour for obj in generate(seed).objects}
+    database_scenes = [int(item[1].split("scene-")[1].split(".")[0]) for item in items]
+    from interpret.toy.train import toy_scene
+
+    shared = [bool(colours & {obj.colour for obj in toy_scene(s).objects}) for s in database_scenes]
+    assert sum(shared) >= 6
+
+
+def test_image_and_text_neighbours_per_head():
+    from interpret.toy.examples import toy_examples
+
+    path, _ = toy_examples()[1]
+    items, summary = app.run_image_neighbours(TOY, path, -1, 3, 5)
+    assert len(items) == 5 and "Head 3.3" in summary
+    items, summary = app.run_text_neighbours(TOY, "something red", 3, 6, 4)
+    assert len(items) == 4 and "'something red'" in summary
+    with pytest.raises(gr.Error, match="caption is empty"):
+        app.run_text_neighbours(TOY, "  ", 3, 6, 4)
+    with pytest.raises(gr.Error, match="layers 0..3 and heads 0..7"):
+        app.run_image_neighbours(TOY, path, 4, 0, 4)
+
+
+def test_neighbours_without_a_database_say_how_to_build_one(photo):
+    with pytest.raises(gr.Error, match="No image database for .*python -m interpret build-index --model ViT-B-32"):
+        app.run_image_neighbours(RANDOM_B32, str(photo), -1, 0, 4)
+
+
+def test_a_neighbour_file_missing_at_display_time_is_shown_as_such(tmp_path):
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from interpret.index import Neighbour
+
+    present = tmp_path / "here.png"
+    Image.new("RGB", (20, 20)).save(present)
+    results = [Neighbour(present, 0.9), Neighbour(Path(tmp_path / "gone.png"), 0.8)]
+    items, note = app.gallery(results, SimpleNamespace(count=2, folder=tmp_path))
+    assert items[0] == (str(present), "+0.900 · here.png")
+    assert isinstance(items[1][0], Image.Image) and "file missing" in items[1][1]
+    assert "no longer where the database saw them (gone.png)" in note

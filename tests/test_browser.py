@@ -126,3 +126,35 @@ def test_api_reports_a_broken_upload_and_keeps_serving(server, tmp_path, photo):
     _, table, _ = client.predict(ModelSpec("ViT-B-32", None).label, handle_file(str(photo)), "a dog", 2,
                                  api_name="/heads")
     assert len(table["data"]) == 2
+
+
+def test_property_neighbours_tab_shows_a_gallery(page):
+    path, _ = toy_examples()[0]
+    page.locator("#image input[type=file]").set_input_files(path)
+    page.get_by_role("tab", name="Property neighbours").click()
+    page.locator("#property-run").click()
+    page.wait_for_selector("#property-gallery img", timeout=120_000)
+    assert "heads labelled so" in page.locator("#property-summary").inner_text()
+    assert page.locator("#property-gallery").get_by_text("scene-").count() >= 1
+
+
+def test_text_neighbours_tab_shows_a_gallery(page):
+    page.get_by_role("tab", name="Text neighbours per head").click()
+    page.locator("#text-nn-text textarea").fill("something blue")
+    page.locator("#text-nn-run").click()
+    page.wait_for_selector("#text-nn-gallery img", timeout=120_000)
+    assert "Head 3.0" in page.locator("#text-nn-summary").inner_text()
+
+
+def test_neighbour_endpoints_answer_gradio_client(server):
+    from gradio_client import Client, handle_file
+
+    client = Client(server, verbose=False)
+    path, _ = toy_examples()[2]
+    toy = ModelSpec("toy", None).label
+    gallery, summary = client.predict(toy, handle_file(path), 1, 2, 3, api_name="/image_neighbours")
+    assert len(gallery) == 3 and "Head 1.2" in summary
+    gallery, summary = client.predict(toy, "a circle", -1, 0, 2, api_name="/text_neighbours")
+    assert len(gallery) == 2
+    gallery, summary = client.predict(toy, handle_file(path), "shape", 4, api_name="/property_neighbours")
+    assert len(gallery) == 4 and "shape" in summary

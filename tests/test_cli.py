@@ -75,3 +75,17 @@ def test_describe_heads_on_a_folder_skips_broken_images(tmp_path, photo, capsys)
 def test_describe_heads_needs_images_for_real_models(capsys):
     assert main(["describe-heads", "--model", "ViT-B-32"]) == 2
     assert "--images DIR is needed" in capsys.readouterr().err
+
+
+def test_build_index_and_neighbours_on_the_toy_model(tmp_path, capsys):
+    out = tmp_path / "toy-db"
+    assert main(["build-index", "--model", "toy", "--out", str(out)]) == 0
+    assert "600 images" in capsys.readouterr().out
+    query = str(next((out / "images").glob("scene-*.png")))
+    assert main(["neighbours", query, "--index", str(out), "--head", "3.1", "--k", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "neighbours by head 3.1" in lines[0] and len(lines) == 4 and lines[1].endswith(query)
+    assert main(["neighbours", "--text", "a red circle", "--index", str(out), "--k", "2"]) == 2
+    assert "--text needs --head" in capsys.readouterr().err
+    assert main(["neighbours", query, "--index", str(tmp_path / "none")]) == 2
+    assert "There is no database" in capsys.readouterr().err

@@ -1,9 +1,10 @@
-"""The toy-world example images shipped in assets/examples (evaluation seeds, so never trained on)."""
+"""The toy-world example images shipped in assets/examples, and the toy model's example database (evaluation
+seeds, so never trained on)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..models import ASSETS
+from ..models import ASSETS, ClipModel
 from .world import generate, join_phrases
 
 EXAMPLE_SEEDS = (1003, 1001, 1030, 1005, 1000, 1043)
@@ -29,3 +30,25 @@ def write_examples() -> None:
     EXAMPLES_DIR.mkdir(parents=True, exist_ok=True)
     for seed in EXAMPLE_SEEDS:
         generate(seed).image.save(example_path(seed))
+
+
+DATABASE_SEED = 700_000  # toy scenes of the example database; far from the example and head-label seeds
+DATABASE_SIZE = 600
+
+
+def build_toy_index(model: ClipModel, out: Path | None = None, count: int = DATABASE_SIZE, progress: bool = False):
+    """Draw `count` toy scenes into `<out>/images/` and build the database of `model` over them in `out`
+    (default: the model's index folder). Returns the build report (seconds for the toy model)."""
+    from ..index import build_index
+    from .train import toy_scene
+
+    out = Path(out) if out is not None else model.index_dir
+    images = out / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        path = images / f"scene-{DATABASE_SEED + i}.png"
+        if not path.is_file():
+            temporary = path.with_name(path.name + ".tmp")  # not an image suffix: never indexed half-written
+            toy_scene(DATABASE_SEED + i).image.save(temporary, format="PNG")
+            temporary.replace(path)
+    return build_index(model, images, out, progress=progress)

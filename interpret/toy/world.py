@@ -204,17 +204,22 @@ def describe(objects: list[ToyObject], rng: random.Random) -> str:
     return describe_with_negative(objects, rng)[0]
 
 
-def describe_with_negative(objects: list[ToyObject], rng: random.Random) -> tuple[str, str | None]:
+FULL_FORM = {"colour": True, "shape": True, "size": True, "position": True}  # "a large red circle on the left"
+NEGATIVE_WEIGHTS = {"position": 3, "shape": 2, "colour": 1, "size": 1}  # the attributes a batch tests least,
+# and that take longest to learn, are changed most often in hard negatives
+
+
+def describe_with_negative(objects: list[ToyObject], rng: random.Random,
+                           form: dict | None = None) -> tuple[str, str | None]:
     """A true caption and a false one of the same form that differs in one named attribute of one object
-    (None when no such change is false)."""
-    form = _caption_form(objects, rng)
+    (None when no such change is false). `form` fixes the named attributes (default: a random form)."""
+    form = form or _caption_form(objects, rng)
     order = rng.sample(objects, len(objects))
     phrases = [obj.phrase(**form) for obj in order]
     named = [attribute for attribute, on in form.items() if on]
     for _ in range(10):
         index = rng.randrange(len(order))
-        # position, when named, is changed half of the time: it is the attribute a batch tests least otherwise
-        attribute = "position" if form["position"] and rng.random() < 0.5 else rng.choice(named)
+        attribute = rng.choices(named, [NEGATIVE_WEIGHTS[name] for name in named])[0]
         changed = _change_one(order[index], attribute, rng)
         if not any(_same_on(changed, obj, named) for obj in objects):
             negative = phrases[:index] + [changed.phrase(**form)] + phrases[index + 1:]

@@ -1,0 +1,500 @@
+"""Image databases and nearest-neighbour search by head, by property and by the whole embedding (FAISS).
+
+A database holds, for every image of a folder, the token-summed direct contribution of each head of some layers
+(default: the last 4) and the whole image embedding. Each is stored as its direction (L2-normalised, float16, in
+a FAISS index of its own, memory-mapped when opened) and its length (float32), so that
+
+- per-head image neighbours compare the query's head (l, h) contribution with the database's, by cosine;
+- per-head text neighbours compare a text embedding with the database's head (l, h) contributions, by cosine;
+- property neighbours compare the sum of the heads labelled with a property (the model's head labels, see
+  `textspan.HeadAtlas`) for the query with the same sum over the database (lengths restore the sums exactly);
+- plain neighbours compare whole image embeddings, as CLIP does.
+
+Folder layout (`indexes/<model slug>/` by default):
+
+    manifest.json            what was built: model, pretrained tag, weights hash, open_clip version, layers,
+                             dtype, count, build time, image root, skipped files, and the data folder in use
+    data-<id>/files.json     image paths (relative to the root) with size and mtime, in row order
+    data-<id>/embedding.faiss
+    data-<id>/head_L{l}_H{h}.faiss   (and head_L{l}_H{h}.ivf.faiss for an approximate database)
+    data-<id>/lengths.npy    [L', H, N] float32 lengths of the head contributions
+    .building/               chunks of a build in progress (a rerun resumes from them)
+
+A build writes a new data folder, then replaces the manifest atomically, then deletes the old data folder: a
+reader sees the old database or the new one, never a mixture, and an interrupted build leaves the old one intact.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import faiss
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .decompose import decompose_image, normalise_layers
+from .errors import ImageError, InterpretError
+from .images import ImageSource, list_images, load_image
+from .models import ClipModel, load_model
+from .textspan import HeadAtlas
+
+FORMAT = 1
+MANIFEST = "manifest.json"
+BUILDING = ".building"
+EMBEDDING_FILE = "embedding.faiss"
+DEFAULT_LAST_LAYERS = 4
+APPROXIMATE_NPROBE = 16
+
+
+class DatabaseError(InterpretError):
+    """A database that is missing, damaged, or built for another model or with other settings."""
+
+
+class Neighbour(NamedTuple):
+    path: Path
+    score: float
+
+
+def default_layers(model: ClipModel) -> tuple[int, ...]:
+    """The last `DEFAULT_LAST_LAYERS` layers: where the heads that carry meaning are (Gandelsman et al.)."""
+    count = model.geometry.layers
+    return tuple(range(max(count - DEFAULT_LAST_LAYERS, 0), count))
+
+
+def head_file(layer: int, head: int, approximate: bool = False) -> str:
+    return f"head_L{layer}_H{head}" + (".ivf" if approximate else "") + ".faiss"
+
+
+def build_command(model: ClipModel, images: str = "YOUR_IMAGE_FOLDER") -> str:
+    pretrained = f" --pretrained {model.pretrained}" if model.pretrained else ""
+    return f"python -m interpret build-index --model {model.name}{pretrained} --images {images}"
+
+
+# --- building ---------------------------------------------------------------------------------------------------
+
+@dataclass
+class BuildReport:
+    """What a build did: rows `kept` from the previous database, `added`, `removed`, `skipped` (path, reason)."""
+
+    out: Path
+    count: int
+    added: int
+    kept: int
+    removed: int
+    skipped: list[tuple[str, str]]
+    seconds: float
+
+    def summary(self) -> str:
+        return (f"{self.count} images in {self.out} ({self.added} added, {self.kept} kept, {self.removed} removed, "
+                f"{len(self.skipped)} unreadable skipped) in {self.seconds:.1f} s")
+
+
+def build_index(model: ClipModel, images: str | Path, out: str | Path | None = None,
+                layers: Sequence[int] | None = None, batch_size: int = 32, approximate: bool = False,
+                progress: bool = True, chunk_size: int = 256) -> BuildReport:
+    """Embed the images below `images` (recursively) into a database at `out` (default: `model.index_dir`).
+
+    Incremental: images already in a database built with the same model and layers are kept (unless their size
+    or modification time changed), removed files are dropped, new ones are added. Resumable: finished chunks of
+    an interrupted build are reused. Unreadable images are skipped and listed in the manifest."""
+    started = time.monotonic()
+    root = Path(images).resolve()
+    out = Path(out) if out is not None else model.index_dir
+    layers = normalise_layers(layers, model.geometry.layers) if layers is not None else default_layers(model)
+    signature = _signature(model, layers)
+    files = list_images(root)  # ImageError for a missing or empty folder, before anything is written
+    current = {_relative(path, root): _stat(path) for path in files}
+
+    previous = _previous_database(out, model, signature, root)
+    kept_rows = [row for row, entry in enumerate(previous.entries) if current.get(entry["path"]) == entry["stat"]] \
+        if previous else []
+    kept_paths = {previous.entries[row]["path"] for row in kept_rows} if previous else set()
+    todo = [path for path in current if path not in kept_paths]
+    removed = (previous.count - len(kept_rows)) if previous else 0
+    if previous and not todo and not removed:
+        return BuildReport(out, previous.count, 0, previous.count, 0, previous.skipped, time.monotonic() - started)
+
+    chunks = _embed_in_chunks(model, root, todo, layers, out / BUILDING, signature, batch_size, chunk_size, progress)
+    new_rows = [row for chunk in chunks for row in chunk.rows]
+    skipped = [item for chunk in chunks for item in chunk.skipped]
+    count = len(kept_rows) + len(new_rows)
+    if count == 0:
+        shutil.rmtree(out / BUILDING, ignore_errors=True)
+        raise ImageError(f"None of the {len(files)} files in {root} could be read as an image; no database written. "
+                         f"First problem: {skipped[0][1] if skipped else 'unknown'}")
+
+    heads = [previous.head_contributions(rows=kept_rows)] if kept_rows else []  # [n, L', H, D] float32
+    embeddings = [previous.embeddings(rows=kept_rows)] if kept_rows else []
+    heads += [chunk.heads.astype(np.float32) for chunk in chunks if len(chunk.rows)]
+    embeddings += [chunk.embeddings.astype(np.float32) for chunk in chunks if len(chunk.rows)]
+    entries = ([previous.entries[row] for row in kept_rows] if kept_rows else []) + \
+              [{"path": path, "stat": current[path]} for path in new_rows]
+    data_name = f"data-{uuid.uuid4().hex[:12]}"
+    _write_data(out / data_name, np.concatenate(heads), np.concatenate(embeddings), entries, layers, approximate)
+    manifest = {**signature, "format": FORMAT, "count": count, "dtype": "float16", "root": str(root),
+                "data": data_name, "approximate": approximate, "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "build_seconds": round(time.monotonic() - started, 2),
+                "skipped": [{"path": path, "reason": reason} for path, reason in skipped]}
+    _write_json_atomic(out / MANIFEST, manifest)
+    if previous:
+        shutil.rmtree(out / previous.manifest["data"], ignore_errors=True)
+    shutil.rmtree(out / BUILDING, ignore_errors=True)
+    return BuildReport(out, count, len(new_rows), len(kept_rows), removed, skipped, time.monotonic() - started)
+
+
+def _signature(model: ClipModel, layers: tuple[int, ...]) -> dict:
+    g = model.geometry
+    return {"model": model.name, "pretrained": model.pretrained, "label": model.label,
+            "weights_sha256": model.weights_hash, "open_clip": open_clip.__version__, "layers": list(layers),
+            "heads": g.heads, "dim": g.embed_dim}
+
+
+def _relative(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def _stat(path: Path) -> list[int]:
+    info = path.stat()
+    return [info.st_size, info.st_mtime_ns]
+
+
+def _previous_database(out: Path, model: ClipModel, signature: dict, root: Path) -> "ImageIndex | None":
+    """The database already at `out`, if a rebuild can extend it; refuses to overwrite another model's."""
+    if not (out / MANIFEST).is_file():
+        return None
+    try:
+        manifest = _read_manifest(out)
+    except DatabaseError:
+        return None  # damaged: rebuilt from scratch
+    if manifest.get("weights_sha256") != signature["weights_sha256"]:
+        raise DatabaseError(f"{out} holds a database of {manifest.get('label', 'another model')}, not of "
+                            f"{model.label}; choose another --out or delete that folder.")
+    same = manifest.get("layers") == signature["layers"] and manifest.get("root") == str(root)
+    try:
+        return ImageIndex.open(out, model) if same else None
+    except DatabaseError:
+        return None
+
+
+@dataclass
+class _Chunk:
+    rows: list[str]  # relative paths of the images embedded, in order
+    heads: np.ndarray  # [n, L', H, D] float16
+    embeddings: np.ndarray  # [n, D] float16
+    skipped: list[tuple[str, str]]
+
+
+def _embed_in_chunks(model: ClipModel, root: Path, todo: list[str], layers: tuple[int, ...], work: Path,
+                     signature: dict, batch_size: int, chunk_size: int, progress: bool) -> list[_Chunk]:
+    """Embed `todo` chunk by chunk; each finished chunk is saved in `work`, and a rerun with the same plan
+    reuses them."""
+    plan = {"signature": signature, "root": str(root), "todo": todo, "chunk_size": chunk_size}
+    plan_path = work / "plan.json"
+    if plan_path.is_file():
+        try:
+            same_plan = json.loads(plan_path.read_text()) == plan
+        except (OSError, ValueError):
+            same_plan = False
+        if not same_plan:
+            shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    _write_json_atomic(plan_path, plan)
+    chunks = []
+    bar = tqdm(total=len(todo), desc="embedding images", unit="image", disable=not progress)
+    for number, start in enumerate(range(0, len(todo), chunk_size)):
+        path = work / f"chunk-{number:06d}.npz"
+        chunk = _load_chunk(path)
+        if chunk is None:
+            chunk = _embed_chunk(model, root, todo[start:start + chunk_size], layers, batch_size, bar)
+            _save_chunk(path, chunk)
+        else:
+            bar.update(min(chunk_size, len(todo) - start))
+        chunks.append(chunk)
+    bar.close()
+    return chunks
+
+
+def _embed_chunk(model: ClipModel, root: Path, paths: list[str], layers: tuple[int, ...], batch_size: int,
+                 bar: tqdm) -> _Chunk:
+    rows, heads, embeddings, skipped = [], [], [], []
+    for start in range(0, len(paths), batch_size):
+        batch, names = [], []
+        for name in paths[start:start + batch_size]:
+            try:
+                batch.append(model.preprocess(load_image(root / name)))
+                names.append(name)
+            except ImageError as error:
+                skipped.append((name, str(error)))
+        if batch:
+            parts = decompose_image(model, torch.stack(batch).to(model.device), layers=layers, spatial=False)
+            heads.append(parts.head_totals().cpu().numpy().astype(np.float16))
+            embeddings.append(parts.embedding.cpu().numpy().astype(np.float16))
+            rows += names
+        bar.update(len(paths[start:start + batch_size]))
+    g = model.geometry
+    return _Chunk(rows, np.concatenate(heads) if heads else np.zeros((0, len(layers), g.heads, g.embed_dim), np.float16),
+                  np.concatenate(embeddings) if embeddings else np.zeros((0, g.embed_dim), np.float16), skipped)
+
+
+def _save_chunk(path: Path, chunk: _Chunk) -> None:
+    temporary = path.with_name(path.name + ".tmp.npz")
+    skipped = np.array([f"{name}\t{reason}" for name, reason in chunk.skipped], dtype=str)
+    np.savez(temporary, rows=np.array(chunk.rows, dtype=str), heads=chunk.heads, embeddings=chunk.embeddings,
+             skipped=skipped)
+    os.replace(temporary, path)
+
+
+def _load_chunk(path: Path) -> _Chunk | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            skipped = [tuple(item.split("\t", 1)) for item in data["skipped"].tolist()]
+            return _Chunk(data["rows"].tolist(), data["heads"], data["embeddings"], skipped)
+    except (OSError, ValueError, KeyError):
+        return None  # damaged by the interruption: embed it again
+
+
+def _write_data(folder: Path, heads: np.ndarray, embeddings: np.ndarray, entries: list[dict],
+                layers: tuple[int, ...], approximate: bool) -> None:
+    """heads `[N, L', H, D]`, embeddings `[N, D]` (float32, raw) -> the data folder (written, then renamed)."""
+    temporary = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir(parents=True)
+    lengths = np.linalg.norm(heads, axis=-1)  # [N, L', H]
+    np.save(temporary / "lengths.npy", np.ascontiguousarray(lengths.transpose(1, 2, 0)).astype(np.float32))
+    faiss.write_index(_flat_index(embeddings), str(temporary / EMBEDDING_FILE))
+    for position, layer in enumerate(layers):
+        for head in range(heads.shape[2]):
+            vectors = heads[:, position, head]
+            faiss.write_index(_flat_index(vectors), str(temporary / head_file(layer, head)))
+            if approximate:
+                faiss.write_index(_ivf_index(vectors), str(temporary / head_file(layer, head, approximate=True)))
+    (temporary / "files.json").write_text(json.dumps(entries))
+    os.replace(temporary, folder)
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
+
+
+def _flat_index(vectors: np.ndarray) -> faiss.Index:
+    """Exact inner-product search over the directions of `vectors` `[N, D]`, stored as float16."""
+    index = faiss.IndexScalarQuantizer(vectors.shape[1], faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+    index.add(_unit(vectors))
+    return index
+
+
+def _ivf_index(vectors: np.ndarray) -> faiss.Index:
+    """Approximate (inverted-file) inner-product search, float16 codes; about 4 sqrt(N) lists."""
+    count, dim = vectors.shape
+    lists = max(1, min(int(4 * np.sqrt(count)), count // 39))
+    index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(dim), dim, lists, faiss.ScalarQuantizer.QT_fp16,
+                                          faiss.METRIC_INNER_PRODUCT)
+    unit = _unit(vectors)
+    sample = np.random.default_rng(0).choice(count, size=min(count, lists * 64), replace=False)
+    index.train(unit[np.sort(sample)])
+    index.add(unit)
+    return index
+
+
+def _write_json_atomic(path: Path, payload) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(payload, indent=1))
+    os.replace(temporary, path)
+
+
+def _read_manifest(folder: Path) -> dict:
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise DatabaseError(f"There is no database in {folder} (no {MANIFEST}).")
+    try:
+        manifest = json.loads(path.read_text())
+        if manifest.get("format") != FORMAT or not isinstance(manifest.get("count"), int):
+            raise ValueError(f"unknown format {manifest.get('format')!r}")
+        return manifest
+    except (OSError, ValueError, AttributeError) as error:
+        raise DatabaseError(f"The database manifest {path} is damaged ({error}); rebuild the database.") from None
+
+
+# --- searching --------------------------------------------------------------------------------------------------
+
+class ImageIndex:
+    """An opened database: search it by head, by property, by text or by the whole embedding.
+
+    Open once per process (`ImageIndex.open(path)`); the FAISS files are memory-mapped, and property indexes are
+    built in memory on first use. Searches are thread-safe."""
+
+    def __init__(self, folder: Path, manifest: dict, model: ClipModel, approximate: bool):
+        self.folder = folder
+        self.manifest = manifest
+        self.model = model
+        self.approximate = approximate
+        self.layers: tuple[int, ...] = tuple(manifest["layers"])
+        self.count: int = manifest["count"]
+        self.root = Path(manifest["root"])
+        data = folder / manifest["data"]
+        try:
+            self.entries: list[dict] = json.loads((data / "files.json").read_text())
+            self.lengths = np.load(data / "lengths.npy", allow_pickle=False)  # [L', H, N]
+        except (OSError, ValueError) as error:
+            raise self._damaged(error) from None
+        expected = (len(self.layers), manifest["heads"], self.count)
+        if len(self.entries) != self.count or self.lengths.shape != expected:
+            raise self._damaged(f"{len(self.entries)} files and lengths {self.lengths.shape} for {self.count} images")
+        self._data = data
+        self._indexes: dict[str, faiss.Index] = {}
+        self._lock = threading.RLock()  # a property index is built from head indexes, under the same lock
+        self.skipped = [(item["path"], item["reason"]) for item in manifest.get("skipped", [])]
+
+    @classmethod
+    def open(cls, path: str | Path, model: ClipModel | None = None, approximate: bool = False) -> "ImageIndex":
+        """Open the database in `path`. With `model`, check that the database was built with exactly these
+        weights; without, load the model the manifest names. `approximate` uses the IVF indexes of a database
+        built with `approximate=True` for per-head searches."""
+        folder = Path(path)
+        manifest = _read_manifest(folder)
+        if model is None:
+            model = load_model(manifest["model"], manifest.get("pretrained"))
+        if manifest.get("weights_sha256") != model.weights_hash:
+            raise DatabaseError(
+                f"The database in {folder} was built for {manifest.get('label', manifest.get('model'))} "
+                f"(weights {str(manifest.get('weights_sha256'))[:12]}), not for {model.label} "
+                f"(weights {model.weights_hash[:12]}). Rebuild it:  {build_command(model)} --out {folder}")
+        if approximate and not manifest.get("approximate"):
+            raise DatabaseError(f"The database in {folder} has no approximate indexes; rebuild it with --approximate.")
+        return cls(folder, manifest, model, approximate)
+
+    @property
+    def paths(self) -> list[Path]:
+        return [self.root / entry["path"] for entry in self.entries]
+
+    # --- the four searches
+    def image_neighbours(self, image: ImageSource, layer: int, head: int, k: int = 10) -> list[Neighbour]:
+        """Database images whose head (`layer`, `head`) contribution points where the query image's does."""
+        position = self._position(layer, head)
+        query = decompose_image(self.model, image, layers=self.layers, spatial=False).head_totals()[0, position, head]
+        return self._search(self._head_key(layer, head), query, k)
+
+    def text_neighbours(self, text: str, layer: int, head: int, k: int = 10) -> list[Neighbour]:
+        """Database images whose head (`layer`, `head`) contribution points along the text's embedding."""
+        self._position(layer, head)
+        return self._search(self._head_key(layer, head), self.model.encode_texts([text])[0], k)
+
+    def property_neighbours(self, image: ImageSource, prop: str, k: int = 10,
+                            atlas: HeadAtlas | None = None) -> list[Neighbour]:
+        """Database images like the query in one property only: the summed contributions of the heads labelled
+        `prop` (by `atlas`, default: the model's head labels), query against database."""
+        heads = self.property_heads(prop, atlas)
+        totals = decompose_image(self.model, image, layers=self.layers, spatial=False).head_totals()[0]
+        query = sum(totals[self.layers.index(layer), head] for layer, head in heads)
+        key = "property:" + ",".join(f"{layer}.{head}" for layer, head in heads)
+        return self._search(key, query, k)
+
+    def neighbours(self, image: ImageSource, k: int = 10) -> list[Neighbour]:
+        """Plain CLIP neighbours: whole image embeddings."""
+        return self._search(EMBEDDING_FILE, self.model.encode_images(image)[0], k)
+
+    # --- what can be asked
+    def property_heads(self, prop: str, atlas: HeadAtlas | None = None) -> list[tuple[int, int]]:
+        """The heads of the database's layers labelled `prop`."""
+        atlas = atlas or self.head_labels()
+        heads = [(layer, head) for layer, head in atlas.heads_with(prop) if layer in self.layers]
+        if not heads:
+            raise InterpretError(f"No head of layers {list(self.layers)} is labelled '{prop}'. Properties there: "
+                                 f"{', '.join(self.properties(atlas)) or 'none'}.")
+        return heads
+
+    def properties(self, atlas: HeadAtlas | None = None) -> list[str]:
+        """Properties with at least one labelled head in the database's layers, most heads first."""
+        atlas = atlas or self.head_labels()
+        counts: dict[str, int] = {}
+        for (layer, _), label in atlas.labels.items():
+            if layer in self.layers:
+                counts[label.property] = counts.get(label.property, 0) + 1
+        return sorted(counts, key=lambda prop: (-counts[prop], prop))
+
+    def head_labels(self) -> HeadAtlas:
+        path = self.model.index_dir / "head_labels.json"
+        if not path.is_file():
+            raise InterpretError(f"Property search needs head labels for {self.model.label}: run  python -m "
+                                 f"interpret describe-heads --model {self.model.name} ... (see the Head atlas tab).")
+        return HeadAtlas.load(path)
+
+    # --- internals
+    def _position(self, layer: int, head: int) -> int:
+        if layer not in self.layers or not 0 <= head < self.manifest["heads"]:
+            raise InterpretError(f"The database holds heads 0..{self.manifest['heads'] - 1} of layers "
+                                 f"{list(self.layers)}; head {layer}.{head} is not there (build it with --layers).")
+        return self.layers.index(layer)
+
+    def _head_key(self, layer: int, head: int) -> str:
+        return head_file(layer, head, self.approximate)
+
+    def _search(self, key: str, query: torch.Tensor, k: int) -> list[Neighbour]:
+        index = self._index(key)
+        vector = F.normalize(query.detach().float().reshape(1, -1), dim=-1).cpu().numpy()
+        scores, rows = index.search(vector, min(int(k), self.count))
+        return [Neighbour(self.root / self.entries[row]["path"], float(score))
+                for score, row in zip(scores[0], rows[0]) if row >= 0]
+
+    def _index(self, key: str) -> faiss.Index:
+        with self._lock:
+            if key not in self._indexes:
+                if key.startswith("property:"):
+                    heads = [tuple(map(int, item.split("."))) for item in key.split(":", 1)[1].split(",")]
+                    self._indexes[key] = _flat_index(sum(self.head_contributions(heads=[h]) for h in heads))
+                else:
+                    self._indexes[key] = self._read_index(key)
+            return self._indexes[key]
+
+    def _read_index(self, name: str) -> faiss.Index:
+        path = self._data / name
+        flags = faiss.IO_FLAG_READ_ONLY | (0 if self.approximate and name.endswith(".ivf.faiss")
+                                           else faiss.IO_FLAG_MMAP_IFC)
+        try:
+            index = faiss.read_index(str(path), flags)
+        except RuntimeError as error:
+            reason = "missing" if not path.is_file() else "unreadable or truncated"
+            raise self._damaged(f"{name} is {reason}: {str(error).splitlines()[-1][-120:]}") from None
+        if index.ntotal != self.count or index.d != self.manifest["dim"]:
+            raise self._damaged(f"{name} holds {index.ntotal} vectors of {index.d} dims")
+        if isinstance(index, faiss.IndexIVF):
+            index.nprobe = APPROXIMATE_NPROBE
+        return index
+
+    def _damaged(self, detail) -> DatabaseError:
+        return DatabaseError(f"The database in {self.folder} is damaged ({detail}). Rebuild it:  "
+                             f"{build_command(self.model, str(self.root))} --out {self.folder}")
+
+    def head_contributions(self, heads: list[tuple[int, int]] | None = None,
+                           rows: list[int] | None = None) -> np.ndarray:
+        """`[N, len(heads), D]` float32 head contributions (direction x length); all heads gives
+        `[N, L', H, D]`. `rows` picks images."""
+        everything = heads is None
+        heads = heads or [(layer, head) for layer in self.layers for head in range(self.manifest["heads"])]
+        rows_array = np.arange(self.count) if rows is None else np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows_array), len(heads), self.manifest["dim"]), np.float32)
+        for column, (layer, head) in enumerate(heads):
+            directions = self._index(head_file(layer, head)).reconstruct_n(0, self.count)[rows_array]
+            out[:, column] = directions * self.lengths[self.layers.index(layer), head, rows_array, None]
+        if everything:
+            return out.reshape(len(rows_array), len(self.layers), self.manifest["heads"], -1)
+        return out[:, 0] if len(heads) == 1 else out
+
+    def embeddings(self, rows: list[int] | None = None) -> np.ndarray:
+        """`[N, D]` float32 unit image embeddings (as stored; for incremental rebuilds their length is 1)."""
+        vectors = self._index(EMBEDDING_FILE).reconstruct_n(0, self.count)
+        return vectors if rows is None else vectors[np.asarray(rows, dtype=np.int64)]
