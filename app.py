@@ -13,7 +13,7 @@ import gradio as gr
 
 from interpret.decompose import explain_caption
 from interpret.errors import InterpretError, ModelLoadError
-from interpret.index import MANIFEST, ImageIndex, build_command
+from interpret.index import MANIFEST, ImageIndex, build_command, load_head_labels
 from interpret.models import ClipModel, ModelSpec, catalogue, load_model, spec_from_label
 from interpret.banks import PROPERTIES, toy_bank
 from interpret.render import head_grid, missing_image, property_grid
@@ -111,18 +111,17 @@ _atlas_lock = threading.Lock()
 
 
 def atlas_for(model: ClipModel) -> HeadAtlas:
-    """The model's head labels, loaded once; for the toy model they are built on first use (seconds)."""
+    """The model's head labels, loaded once; for the toy model they are built on first use (seconds), and
+    rebuilt when they were made with other toy weights."""
     with _atlas_lock:
         if model.slug not in _atlases:
-            path = model.index_dir / "head_labels.json"
-            if not path.is_file():
+            try:
+                _atlases[model.slug] = load_head_labels(model)
+            except InterpretError:
                 if model.name != "toy":
-                    pretrained = f" --pretrained {model.pretrained}" if model.pretrained else ""
-                    raise InterpretError(
-                        f"No head descriptions for {model.label} yet. Build them once with:  python -m interpret "
-                        f"describe-heads --model {model.name}{pretrained} --images YOUR_IMAGE_FOLDER")
-                describe_heads(model, toy_images(1000), toy_bank(), out_path=path, progress=False)
-            _atlases[model.slug] = HeadAtlas.load(path)
+                    raise
+                _atlases[model.slug] = describe_heads(model, toy_images(1000), toy_bank(),
+                                                      out_path=model.index_dir / "head_labels.json", progress=False)
         return _atlases[model.slug]
 
 
@@ -149,17 +148,16 @@ _database_lock = threading.Lock()
 
 
 def database_for(model: ClipModel) -> ImageIndex:
-    """The model's image database (`indexes/<model>`), opened once and reopened after a rebuild; for the toy
-    model a small toy-world database is built on first use."""
+    """The model's image database (`indexes/<model>`), opened once and reopened after a rebuild. For the toy
+    model a small toy-world database is built on first use (and rebuilt if it was made with other toy weights)."""
     with _database_lock:
         folder = model.index_dir
+        if model.name == "toy" and not any(key.startswith(f"{model.slug}@") for key in _databases):
+            build_toy_index(model)  # incremental: nothing to do when it is up to date
         if not (folder / MANIFEST).is_file():
-            if model.name != "toy":
-                raise InterpretError(f"No image database for {model.label} yet. Build one once with:  "
-                                     f"{build_command(model)}")
-            build_toy_index(model)
-        stamp = (folder / MANIFEST).stat().st_mtime_ns
-        key = f"{model.slug}@{stamp}"
+            raise InterpretError(f"No image database for {model.label} yet. Build one once with:  "
+                                 f"{build_command(model)}")
+        key = f"{model.slug}@{(folder / MANIFEST).stat().st_mtime_ns}"
         if key not in _databases:
             _databases[key] = ImageIndex.open(folder, model)
         return _databases[key]

@@ -99,7 +99,7 @@ def _build_index(args: argparse.Namespace) -> None:
     model = load_model(args.model, args.pretrained, args.device)
     if args.images:
         report = build_index(model, args.images, args.out, layers=args.layers, batch_size=args.batch_size,
-                             approximate=args.approximate)
+                             approximate=args.approximate, overwrite=args.overwrite)
     elif model.name == "toy":
         from .toy.examples import build_toy_index
 
@@ -186,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--batch-size", type=int, default=32)
     index.add_argument("--approximate", action="store_true",
                        help="also write IVF indexes for approximate per-head search (for 10^5 images or more)")
+    index.add_argument("--overwrite", action="store_true",
+                       help="replace a database of another model (or other weights) at --out")
     index.set_defaults(run=_build_index)
 
     search = commands.add_parser("neighbours", help="nearest images in a database, by head, property or text",

@@ -46,7 +46,7 @@ from .decompose import decompose_image, normalise_layers
 from .errors import ImageError, InterpretError
 from .images import ImageSource, list_images, load_image
 from .models import ClipModel, load_model
-from .textspan import HeadAtlas
+from .textspan import HeadAtlas, write_json_atomic
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -101,12 +101,13 @@ class BuildReport:
 
 def build_index(model: ClipModel, images: str | Path, out: str | Path | None = None,
                 layers: Sequence[int] | None = None, batch_size: int = 32, approximate: bool = False,
-                progress: bool = True, chunk_size: int = 256) -> BuildReport:
+                overwrite: bool = False, progress: bool = True, chunk_size: int = 256) -> BuildReport:
     """Embed the images below `images` (recursively) into a database at `out` (default: `model.index_dir`).
 
     Incremental: images already in a database built with the same model and layers are kept (unless their size
     or modification time changed), removed files are dropped, new ones are added. Resumable: finished chunks of
-    an interrupted build are reused. Unreadable images are skipped and listed in the manifest."""
+    an interrupted build are reused. Unreadable images are skipped and listed in the manifest. A database of
+    other weights at `out` is refused, or replaced with `overwrite`."""
     started = time.monotonic()
     root = Path(images).resolve()
     out = Path(out) if out is not None else model.index_dir
@@ -115,7 +116,7 @@ def build_index(model: ClipModel, images: str | Path, out: str | Path | None = N
     files = list_images(root)  # ImageError for a missing or empty folder, before anything is written
     current = {_relative(path, root): _stat(path) for path in files}
 
-    previous = _previous_database(out, model, signature, root)
+    previous = _previous_database(out, model, signature, root, overwrite)
     kept_rows = [row for row, entry in enumerate(previous.entries) if current.get(entry["path"]) == entry["stat"]] \
         if previous else []
     kept_paths = {previous.entries[row]["path"] for row in kept_rows} if previous else set()
@@ -145,9 +146,10 @@ def build_index(model: ClipModel, images: str | Path, out: str | Path | None = N
                 "data": data_name, "approximate": approximate, "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "build_seconds": round(time.monotonic() - started, 2),
                 "skipped": [{"path": path, "reason": reason} for path, reason in skipped]}
-    _write_json_atomic(out / MANIFEST, manifest)
-    if previous:
-        shutil.rmtree(out / previous.manifest["data"], ignore_errors=True)
+    write_json_atomic(out / MANIFEST, manifest)
+    for stale in out.glob("data-*"):  # the previous database's data, and leftovers of interrupted writes
+        if stale.name != data_name:
+            shutil.rmtree(stale, ignore_errors=True)
     shutil.rmtree(out / BUILDING, ignore_errors=True)
     return BuildReport(out, count, len(new_rows), len(kept_rows), removed, skipped, time.monotonic() - started)
 
@@ -168,8 +170,10 @@ def _stat(path: Path) -> list[int]:
     return [info.st_size, info.st_mtime_ns]
 
 
-def _previous_database(out: Path, model: ClipModel, signature: dict, root: Path) -> "ImageIndex | None":
-    """The database already at `out`, if a rebuild can extend it; refuses to overwrite another model's."""
+def _previous_database(out: Path, model: ClipModel, signature: dict, root: Path,
+                       overwrite: bool) -> "ImageIndex | None":
+    """The database already at `out`, if a rebuild can extend it; refuses to replace another model's unless
+    `overwrite`."""
     if not (out / MANIFEST).is_file():
         return None
     try:
@@ -177,8 +181,11 @@ def _previous_database(out: Path, model: ClipModel, signature: dict, root: Path)
     except DatabaseError:
         return None  # damaged: rebuilt from scratch
     if manifest.get("weights_sha256") != signature["weights_sha256"]:
-        raise DatabaseError(f"{out} holds a database of {manifest.get('label', 'another model')}, not of "
-                            f"{model.label}; choose another --out or delete that folder.")
+        if overwrite:
+            return None  # its data folder goes once the new manifest is in place
+        raise DatabaseError(f"{out} holds a database of {manifest.get('label', 'another model')} with other weights "
+                            f"({str(manifest.get('weights_sha256'))[:12]}, not {model.weights_hash[:12]}); choose "
+                            "another --out, or replace it with --overwrite.")
     same = manifest.get("layers") == signature["layers"] and manifest.get("root") == str(root)
     try:
         return ImageIndex.open(out, model) if same else None
@@ -208,7 +215,7 @@ def _embed_in_chunks(model: ClipModel, root: Path, todo: list[str], layers: tupl
         if not same_plan:
             shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(plan_path, plan)
+    write_json_atomic(plan_path, plan)
     chunks = []
     bar = tqdm(total=len(todo), desc="embedding images", unit="image", disable=not progress)
     for number, start in enumerate(range(0, len(todo), chunk_size)):
@@ -309,13 +316,6 @@ def _ivf_index(vectors: np.ndarray) -> faiss.Index:
     return index
 
 
-def _write_json_atomic(path: Path, payload) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(payload, indent=1))
-    os.replace(temporary, path)
-
-
 def _read_manifest(folder: Path) -> dict:
     path = folder / MANIFEST
     if not path.is_file():
@@ -327,6 +327,21 @@ def _read_manifest(folder: Path) -> dict:
         return manifest
     except (OSError, ValueError, AttributeError) as error:
         raise DatabaseError(f"The database manifest {path} is damaged ({error}); rebuild the database.") from None
+
+
+def load_head_labels(model: ClipModel) -> HeadAtlas:
+    """The head labels of `model` from its index folder; a clear error when they are missing or were made
+    with other weights."""
+    path = model.index_dir / "head_labels.json"
+    command = f"python -m interpret describe-heads --model {model.name}" + \
+        (f" --pretrained {model.pretrained}" if model.pretrained else "") + " --images YOUR_IMAGE_FOLDER"
+    if not path.is_file():
+        raise InterpretError(f"No head descriptions for {model.label} yet. Build them once with:  {command}")
+    atlas = HeadAtlas.load(path)
+    if atlas.weights != model.weights_hash:
+        raise InterpretError(f"The head labels in {path} were made with other weights than {model.label}'s; "
+                             f"describe the heads again:  {command}")
+    return atlas
 
 
 # --- searching --------------------------------------------------------------------------------------------------
@@ -427,11 +442,8 @@ class ImageIndex:
         return sorted(counts, key=lambda prop: (-counts[prop], prop))
 
     def head_labels(self) -> HeadAtlas:
-        path = self.model.index_dir / "head_labels.json"
-        if not path.is_file():
-            raise InterpretError(f"Property search needs head labels for {self.model.label}: run  python -m "
-                                 f"interpret describe-heads --model {self.model.name} ... (see the Head atlas tab).")
-        return HeadAtlas.load(path)
+        """The model's head labels (`indexes/<model>/head_labels.json`, written by describe-heads)."""
+        return load_head_labels(self.model)
 
     # --- internals
     def _position(self, layer: int, head: int) -> int:

@@ -136,6 +136,7 @@ class HeadAtlas:
     rank: int
     images: int
     labels: dict[tuple[int, int], HeadLabel]
+    weights: str = ""  # SHA-256 of the model's weights (`ClipModel.weights_hash`): labels go with exact weights
 
     def get(self, layer: int, head: int) -> HeadLabel:
         if (layer, head) not in self.labels:
@@ -152,7 +153,8 @@ class HeadAtlas:
         return sorted(key for key, label in self.labels.items() if label.property == prop)
 
     def signature(self) -> dict:
-        return {"model": self.model, "bank": self.bank, "k": self.k, "rank": self.rank, "images": self.images}
+        return {"model": self.model, "bank": self.bank, "k": self.k, "rank": self.rank, "images": self.images,
+                "weights": self.weights}
 
     def save(self, path: Path) -> None:
         payload = {**self.signature(), "labels": [asdict(label) for label in self.labels.values()]}
@@ -163,7 +165,8 @@ class HeadAtlas:
         try:
             payload = json.loads(Path(path).read_text())
             labels = {(item["layer"], item["head"]): HeadLabel(**item) for item in payload["labels"]}
-            return cls(payload["model"], payload["bank"], payload["k"], payload["rank"], payload["images"], labels)
+            return cls(payload["model"], payload["bank"], payload["k"], payload["rank"], payload["images"], labels,
+                       payload.get("weights", ""))
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise InterpretError(f"Could not read head labels from {path}: {error}") from None
 
@@ -195,7 +198,7 @@ def describe_heads(model: ClipModel, images: Sequence, bank: TextBank, k: int = 
     With `out_path`, the atlas is written after each layer and a rerun with the same settings resumes where
     the previous one stopped."""
     wanted = normalise_layers(layers, model.geometry.layers)
-    atlas = HeadAtlas(model.label, bank.name, k, rank, len(images), {})
+    atlas = HeadAtlas(model.label, bank.name, k, rank, len(images), {}, model.weights_hash)
     if out_path is not None and Path(out_path).is_file():
         try:
             previous = HeadAtlas.load(out_path)

@@ -132,8 +132,27 @@ def test_a_database_for_another_model_is_refused(tiny_model, folder, tmp_path):
     other = randomise_small_parameters(model_from_config(TINY_LAYERSCALE_CONFIG, name="tiny-layerscale"), seed=1)
     with pytest.raises(DatabaseError, match="was built for .* not for .*Rebuild it"):
         ImageIndex.open(tmp_path / "db", other)
-    with pytest.raises(DatabaseError, match="holds a database of"):
+    with pytest.raises(DatabaseError, match="holds a database of .* other weights.*--overwrite"):
         build_index(other, folder, tmp_path / "db", layers=[2], progress=False)
+    old_data = json.loads((tmp_path / "db" / MANIFEST).read_text())["data"]
+    report = build_index(other, folder, tmp_path / "db", layers=[2], overwrite=True, progress=False)
+    assert (report.added, report.kept) == (7, 0) and not (tmp_path / "db" / old_data).exists()
+    assert ImageIndex.open(tmp_path / "db", other).count == 7
+
+
+def test_head_labels_must_come_from_the_same_weights(tiny_model, tmp_path, monkeypatch):
+    from interpret.index import load_head_labels
+
+    monkeypatch.setattr(type(tiny_model), "index_dir", property(lambda self: tmp_path / "labels"))
+    with pytest.raises(InterpretError, match="No head descriptions for .*describe-heads --model tiny-layerscale"):
+        load_head_labels(tiny_model)
+    label = HeadLabel(0, 0, ["x"], ["colour"], [0.5], 0.5, "colour", 1.0)
+    HeadAtlas("tiny", "test", 1, 1, 1, {(0, 0): label}, "0" * 64).save(tmp_path / "labels" / "head_labels.json")
+    with pytest.raises(InterpretError, match="made with other weights"):
+        load_head_labels(tiny_model)
+    HeadAtlas("tiny", "test", 1, 1, 1, {(0, 0): label}, tiny_model.weights_hash).save(
+        tmp_path / "labels" / "head_labels.json")
+    assert load_head_labels(tiny_model).heads_with("colour") == [(0, 0)]
 
 
 @pytest.mark.parametrize("damage", ["truncated index", "missing file", "bad manifest", "no manifest"])

@@ -38,7 +38,8 @@ DATABASE_SIZE = 600
 
 def build_toy_index(model: ClipModel, out: Path | None = None, count: int = DATABASE_SIZE, progress: bool = False):
     """Draw `count` toy scenes into `<out>/images/` and build the database of `model` over them in `out`
-    (default: the model's index folder). Returns the build report (seconds for the toy model)."""
+    (default: the model's index folder), replacing one built with earlier toy weights. Returns the build report
+    (seconds for the toy model)."""
     from ..index import build_index
     from .train import toy_scene
 
@@ -51,4 +52,4 @@ def build_toy_index(model: ClipModel, out: Path | None = None, count: int = DATA
             temporary = path.with_name(path.name + ".tmp")  # not an image suffix: never indexed half-written
             toy_scene(DATABASE_SEED + i).image.save(temporary, format="PNG")
             temporary.replace(path)
-    return build_index(model, images, out, progress=progress)
+    return build_index(model, images, out, overwrite=True, progress=progress)
