@@ -8,6 +8,7 @@ import functools
 import logging
 import os
 import threading
+from collections import OrderedDict
 
 import gradio as gr
 
@@ -16,7 +17,8 @@ from interpret.errors import InterpretError, ModelLoadError
 from interpret.index import MANIFEST, ImageIndex, build_command, load_head_labels
 from interpret.models import ClipModel, ModelSpec, catalogue, load_model, spec_from_label
 from interpret.banks import PROPERTIES, toy_bank
-from interpret.render import head_grid, missing_image, property_grid
+from interpret.render import head_grid, map_overlay, missing_image, property_grid
+from interpret.segment import ImageMaps, parse_heads
 from interpret.textspan import HeadAtlas, describe_heads
 from interpret.toy.examples import build_toy_index, toy_examples
 from interpret.toy.train import toy_images
@@ -229,6 +231,61 @@ def run_text_neighbours(label: str, text: str, layer: float, head: float, k: flo
     return items, f"**Head {layer}.{head}**, '{text.strip()}': " + note
 
 
+_image_maps: "OrderedDict[tuple, ImageMaps]" = OrderedDict()
+_image_maps_lock = threading.Lock()
+IMAGE_MAPS_KEPT = 4
+
+
+def image_maps_for(model: ClipModel, image_path: str | None) -> ImageMaps:
+    """The image's spatial decomposition, kept for the last few images: changing the text, the heads or the
+    opacity does not decompose the image again."""
+    path = _query_image(image_path)
+    key = (model.slug, path, os.path.getmtime(path) if os.path.exists(path) else 0)
+    with _image_maps_lock:
+        if key in _image_maps:
+            _image_maps.move_to_end(key)
+            return _image_maps[key]
+    maps = ImageMaps(model, path)
+    with _image_maps_lock:
+        _image_maps[key] = maps
+        while len(_image_maps) > IMAGE_MAPS_KEPT:
+            _image_maps.popitem(last=False)
+    return maps
+
+
+def _map_summary(spatial, model: ClipModel) -> str:
+    grid = spatial.grid
+    return (f"**{spatial.text}**, {spatial.heads} of {model.label}: patch contributions from {float(grid.min()):+.4f} "
+            f"to {float(grid.max()):+.4f} (sum {float(grid.sum()):+.4f}) on the {grid.shape[0]}x{grid.shape[1]} grid. "
+            "Red adds to the score, blue takes away.")
+
+
+@friendly_errors
+def run_topic(label: str, image_path: str | None, text: str, heads: str = "all", opacity: float = 0.6):
+    """Topic segmentation tab: where the chosen heads find the text."""
+    model = model_for(label)
+    choice = parse_heads(heads)
+    model.tokenize(text or "")
+    maps = image_maps_for(model, image_path)
+    spatial = maps.topic(text, **choice)
+    picture = map_overlay(maps.picture, spatial.image, opacity, f"'{spatial.text}' ({spatial.heads})")
+    return picture, _map_summary(spatial, model)
+
+
+@friendly_errors
+def run_contrastive(label: str, image_path: str | None, text_a: str, text_b: str, heads: str = "all",
+                    opacity: float = 0.6):
+    """Contrastive segmentation tab: where the chosen heads find text A rather than text B."""
+    model = model_for(label)
+    choice = parse_heads(heads)
+    model.tokenize([text_a or "", text_b or ""])
+    maps = image_maps_for(model, image_path)
+    spatial = maps.contrastive(text_a, text_b, **choice)
+    picture = map_overlay(maps.picture, spatial.image, opacity, f"'{spatial.text}' ({spatial.heads})",
+                          label="contribution to score(A) − score(B)")
+    return picture, _map_summary(spatial, model)
+
+
 def warm_up(label: str) -> None:
     """Load the default model and, for the toy model, build its head labels and example database, so the
     first request does not wait for them."""
@@ -239,6 +296,14 @@ def warm_up(label: str) -> None:
             database_for(model)
     except Exception:  # the tabs report the same failure to the user when asked
         log.warning("warm-up of %s failed", label, exc_info=True)
+
+
+HEADS_LABEL = "Heads: all, a layer (3), a head (3.2) or heads (3.2, 2.5)"
+
+
+def _map_image(elem_id: str) -> gr.Image:
+    return gr.Image(label="Map (PNG)", type="pil", format="png", elem_id=elem_id, interactive=False,
+                    buttons=["download", "fullscreen"])
 
 
 def _neighbour_gallery(elem_id: str) -> gr.Gallery:
@@ -284,6 +349,29 @@ def build_app(default_label: str | None = None, note: str = "") -> gr.Blocks:
                                                interactive=False)
                     atlas_grid = gr.Image(label="Property label of every head", type="pil", elem_id="atlas-grid",
                                           interactive=False, show_label=False)
+                with gr.Tab("Topic segmentation"):
+                    gr.Markdown("Where in the image do the chosen heads find the text? Each patch's contribution "
+                                "to the image-text score.")
+                    topic_text = gr.Textbox(label="Text", placeholder="something red", elem_id="topic-text")
+                    with gr.Row():
+                        topic_heads = gr.Textbox(value="all", label=HEADS_LABEL, elem_id="topic-heads")
+                        topic_opacity = gr.Slider(0, 1, value=0.6, step=0.05, label="Map opacity",
+                                                  elem_id="topic-opacity")
+                    topic_button = gr.Button("Map it", variant="primary", elem_id="topic-run")
+                    topic_summary = gr.Markdown(elem_id="topic-summary")
+                    topic_picture = _map_image("topic-map")
+                with gr.Tab("Contrastive segmentation"):
+                    gr.Markdown("Where do the chosen heads find text A **rather than** text B? map(A) − map(B).")
+                    with gr.Row():
+                        contrast_a = gr.Textbox(label="Text A", placeholder="something red", elem_id="contrast-a")
+                        contrast_b = gr.Textbox(label="Text B", placeholder="something blue", elem_id="contrast-b")
+                    with gr.Row():
+                        contrast_heads = gr.Textbox(value="all", label=HEADS_LABEL, elem_id="contrast-heads")
+                        contrast_opacity = gr.Slider(0, 1, value=0.6, step=0.05, label="Map opacity",
+                                                     elem_id="contrast-opacity")
+                    contrast_button = gr.Button("Map it", variant="primary", elem_id="contrast-run")
+                    contrast_summary = gr.Markdown(elem_id="contrast-summary")
+                    contrast_picture = _map_image("contrast-map")
                 with gr.Tab("Property neighbours"):
                     gr.Markdown("Images of the database that look like yours **in one property only**: the summed "
                                 "contributions of the heads labelled with it, compared by cosine.")
@@ -320,6 +408,14 @@ def build_app(default_label: str | None = None, note: str = "") -> gr.Blocks:
                            api_name="head_atlas")
         heads_button.click(run_heads, [model_picker, image, caption, top], [heads_grid, heads_table, heads_summary],
                            api_name="heads")
+        topic_inputs = [model_picker, image, topic_text, topic_heads, topic_opacity]
+        topic_button.click(run_topic, topic_inputs, [topic_picture, topic_summary], api_name="topic_segmentation")
+        topic_opacity.release(run_topic, topic_inputs, [topic_picture, topic_summary], api_name=False)
+        contrast_inputs = [model_picker, image, contrast_a, contrast_b, contrast_heads, contrast_opacity]
+        contrast_button.click(run_contrastive, contrast_inputs, [contrast_picture, contrast_summary],
+                              api_name="contrastive_segmentation")
+        contrast_opacity.release(run_contrastive, contrast_inputs, [contrast_picture, contrast_summary],
+                                 api_name=False)
         property_button.click(run_property_neighbours, [model_picker, image, property_choice, property_k],
                               [property_gallery, property_summary], api_name="property_neighbours")
         image_button.click(run_image_neighbours, [model_picker, image, image_layer, image_head, image_k],

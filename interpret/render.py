@@ -50,6 +50,25 @@ def head_grid(scores: np.ndarray, title: str = "", layers: list[int] | None = No
     return figure_to_image(figure)
 
 
+def map_overlay(image: Image.Image, values: np.ndarray, opacity: float = 0.6, title: str = "",
+                label: str = "contribution to cosine score") -> Image.Image:
+    """A spatial map `[H, W]` (the image's size) over the image, on a diverging scale centred at zero (red:
+    adds to the score, blue: takes away), with a colour bar; `opacity` in 0..1 is the map's."""
+    values = np.asarray(values, dtype=np.float64)
+    width, height = image.size
+    scale = 5.0 / max(width, height)
+    figure, axis = plt.subplots(figsize=(max(width * scale, 2.5) + 1.4, max(height * scale, 2.0) + 0.6))
+    axis.imshow(image)
+    picture = axis.imshow(values, cmap="RdBu_r", norm=diverging_norm(values), alpha=float(np.clip(opacity, 0, 1)),
+                          interpolation="nearest")
+    axis.set_axis_off()
+    axis.set_title(title, fontsize=9, wrap=True)
+    bar = figure.colorbar(picture, ax=axis, fraction=0.046, pad=0.03)
+    bar.solids.set_alpha(1.0)
+    bar.set_label(label, fontsize=8)
+    return figure_to_image(figure)
+
+
 PROPERTY_COLOURS = {  # one colour per property, stable across models
     "colour": "#e6194b", "shape": "#3cb44b", "texture": "#911eb4", "location": "#4363d8", "animal": "#f58231",
     "object": "#42d4f4", "person": "#f032e6", "count": "#bfef45", "text": "#000075", "style": "#fabed4",

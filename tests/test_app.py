@@ -146,3 +146,43 @@ def test_a_neighbour_file_missing_at_display_time_is_shown_as_such(tmp_path):
     assert items[0] == (str(present), "+0.900 · here.png")
     assert isinstance(items[1][0], Image.Image) and "file missing" in items[1][1]
     assert "no longer where the database saw them (gone.png)" in note
+
+
+def test_topic_and_contrastive_maps_reuse_one_decomposition(monkeypatch):
+    from interpret.toy.examples import toy_examples
+
+    built = []
+    real = app.ImageMaps
+
+    def counting(*args, **kwargs):
+        built.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(app, "ImageMaps", counting)
+    path, _ = toy_examples()[3]
+    picture, summary = app.run_topic(TOY, path, "something red", "all", 0.5)
+    assert isinstance(picture, Image.Image) and "8x8 grid" in summary and "all heads" in summary
+    picture, summary = app.run_topic(TOY, path, "a circle", "3.2", 0.9)
+    assert "head 3.2" in summary
+    picture, summary = app.run_contrastive(TOY, path, "something red", "something blue", "2", 0.6)
+    assert "something red − something blue" in summary
+    picture, summary = app.run_contrastive(TOY, path, "a circle", "a square", "3.1, 2.0", 0.6)
+    assert "heads 3.1, 2.0" in summary
+    assert built == [path]
+
+
+@pytest.mark.parametrize("heads, text, message", [
+    ("3.x", "a circle", "Heads '3.x' not understood"),
+    ("9", "a circle", "there is no layer 9"),
+    ("all", "", "caption is empty"),
+])
+def test_bad_map_requests(heads, text, message):
+    from interpret.toy.examples import toy_examples
+
+    with pytest.raises(gr.Error, match=message):
+        app.run_topic(TOY, toy_examples()[0][0], text, heads, 0.5)
+
+
+def test_maps_need_an_image():
+    with pytest.raises(gr.Error, match="Upload an image first"):
+        app.run_contrastive(TOY, None, "a", "b", "all", 0.5)

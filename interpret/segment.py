@@ -1,0 +1,243 @@
+"""Topic and contrastive segmentation maps from the spatial decomposition, and zero-shot segmentation.
+
+A head's contribution to the image-text cosine score splits over the source tokens it attends to
+(`ImageDecomposition.token_scores`); dropping the class token and laying the patch tokens on their grid gives a
+map of where that head (or a set of heads, or all heads) finds the text. A contrastive map is the map of one
+text minus the map of another. One decomposition of the image serves any number of texts and heads
+(`ImageMaps`), so a map costs about one forward pass.
+
+Maps are drawn on the image the user gave: the patch grid covers the centre crop the model's preprocess takes
+(shortest side resized, centre cropped), so the grid is upsampled (bilinear) onto that box of the original image;
+pixels outside the box were not seen and are 0.
+
+Zero-shot segmentation (the TextSpan paper's protocol, itself from Chefer et al.'s ImageNet-segmentation
+evaluation): with class prompts, the all-heads map of the predicted class minus the mean of the maps of all
+classes; min-max normalised; foreground where it exceeds its mean. `evaluate_segmentation` reports pixel accuracy,
+mIoU (mean of the foreground and background IoU, intersections and unions summed over the images) and mAP (the
+mean over images of the average precision of the normalised map as a foreground score).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .decompose import decompose_image
+from .errors import InterpretError
+from .images import ImageSource, load_image
+from .models import ClipModel
+
+HeadSelection = Sequence[tuple[int, int]] | None
+
+
+@dataclass
+class SpatialMap:
+    """Per-patch contributions to a cosine score (or a difference of two).
+
+    grid: `[grid_h, grid_w]` on the patch grid; image: `[H, W]` float32, the grid upsampled onto `box` of the
+    input image (0 outside); box: (left, top, right, bottom) of the input image the model saw; text: what was
+    mapped ('red' or 'red − blue'); heads: which heads ('all heads', 'layer 3', 'head 3.2', ...)."""
+
+    grid: torch.Tensor
+    image: np.ndarray
+    box: tuple[int, int, int, int]
+    text: str
+    heads: str
+
+
+class ImageMaps:
+    """One image's spatial decomposition, reused for every topic or contrastive map asked of it."""
+
+    def __init__(self, model: ClipModel, image: ImageSource):
+        self.model = model
+        self.picture = load_image(image)
+        self.decomposition = decompose_image(model, [self.picture], spatial=True)
+        self.box = crop_box(model, self.picture.size)
+
+    def token_scores(self, texts: list[str]) -> torch.Tensor:
+        """`[L, H, T, M]`: each head's and token's contribution to the cosine score with each text."""
+        return self.decomposition.token_scores(self.model.encode_texts(texts))[0]
+
+    def topic(self, text: str, layer: int | Sequence[int] | None = None, head: int | None = None,
+              heads: HeadSelection = None) -> SpatialMap:
+        """Where the chosen heads find `text` (see `topic_map`)."""
+        selected, name = self.select_heads(layer, head, heads)
+        scores = self.token_scores([text])[..., 0]  # [L, H, T]
+        return self._spatial(self._sum(scores, selected), text.strip(), name)
+
+    def contrastive(self, text_a: str, text_b: str, layer: int | Sequence[int] | None = None, head: int | None = None,
+                    heads: HeadSelection = None) -> SpatialMap:
+        """Where the chosen heads find `text_a` rather than `text_b`: map(a) − map(b)."""
+        selected, name = self.select_heads(layer, head, heads)
+        scores = self.token_scores([text_a, text_b])
+        difference = self._sum(scores[..., 0], selected) - self._sum(scores[..., 1], selected)
+        return self._spatial(difference, f"{text_a.strip()} − {text_b.strip()}", name)
+
+    def select_heads(self, layer=None, head=None, heads: HeadSelection = None) -> tuple[torch.Tensor, str]:
+        """`[L, H]` 0/1 weights of the chosen heads and a name for them. `heads` (pairs) wins; else `layer`
+        (an index, negative from the end, or several) with `head` (one of them) or all its heads; else all."""
+        g = self.model.geometry
+        chosen = torch.zeros(g.layers, g.heads)
+        if heads is not None:
+            for l, h in heads:
+                chosen[self._layer(l), self._head(h)] = 1
+            if not heads:
+                raise InterpretError("No heads chosen.")
+            name = ", ".join(f"{self._layer(l)}.{h}" for l, h in heads)
+            return chosen, f"head{'s' if len(heads) > 1 else ''} {name}"
+        if layer is None:
+            if head is not None:
+                raise InterpretError("Choose a layer for the head.")
+            return chosen + 1, "all heads"
+        layers = [self._layer(l) for l in ([layer] if isinstance(layer, int) else layer)]
+        if head is not None:
+            for l in layers:
+                chosen[l, self._head(head)] = 1
+            return chosen, ", ".join(f"head {l}.{head}" for l in layers)
+        chosen[layers] = 1
+        return chosen, ("layer " if len(layers) == 1 else "layers ") + ", ".join(map(str, layers))
+
+    def _layer(self, layer: int) -> int:
+        count = self.model.geometry.layers
+        index = layer + count if layer < 0 else layer
+        if not 0 <= index < count:
+            raise InterpretError(f"{self.model.label} has layers 0..{count - 1}; there is no layer {layer}.")
+        return index
+
+    def _head(self, head: int) -> int:
+        if not 0 <= head < self.model.geometry.heads:
+            raise InterpretError(f"{self.model.label} has heads 0..{self.model.geometry.heads - 1}; "
+                                 f"there is no head {head}.")
+        return head
+
+    @staticmethod
+    def _sum(scores: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+        """`[L, H, T]` scores, `[L, H]` weights -> `[T]`."""
+        return torch.einsum("lht,lh->t", scores, chosen)
+
+    def _spatial(self, per_token: torch.Tensor, text: str, heads: str) -> SpatialMap:
+        rows, columns = self.model.geometry.grid
+        grid = per_token[1:].reshape(rows, columns)  # the class token is not a place in the image
+        return SpatialMap(grid, upsample(grid, self.picture.size, self.box), self.box, text, heads)
+
+
+def parse_heads(spec: str | None) -> dict:
+    """The page's head choice -> keyword arguments of `topic_map`: '' or 'all' (all heads), '11' (a layer),
+    '11.4' (a head), '11.4, 10.2' (a set of heads)."""
+    text = (spec or "").strip().lower()
+    if text in ("", "all", "all heads"):
+        return {}
+    try:
+        if "." not in text and "," not in text:
+            return {"layer": int(text)}
+        pairs = [tuple(int(part) for part in item.strip().split(".")) for item in text.split(",") if item.strip()]
+        if not pairs or any(len(pair) != 2 for pair in pairs):
+            raise ValueError
+    except ValueError:
+        raise InterpretError(f"Heads '{spec}' not understood: write 'all', a layer ('11'), a head ('11.4') or "
+                             "heads ('11.4, 10.2').") from None
+    return {"layer": pairs[0][0], "head": pairs[0][1]} if len(pairs) == 1 else {"heads": pairs}
+
+
+def topic_map(model: ClipModel, image: ImageSource, text: str, layer: int | Sequence[int] | None = None,
+              head: int | None = None, heads: HeadSelection = None) -> SpatialMap:
+    """Where in `image` the chosen heads find `text`: their per-patch contributions to the image-text cosine
+    score. `layer=None`: all heads; `layer` alone: all heads of that layer (or layers); `layer` and `head`: one
+    head; `heads=[(layer, head), ...]`: a set. Use `ImageMaps` to make many maps of one image."""
+    return ImageMaps(model, image).topic(text, layer, head, heads)
+
+
+def contrastive_map(model: ClipModel, image: ImageSource, text_a: str, text_b: str,
+                    layer: int | Sequence[int] | None = None, head: int | None = None,
+                    heads: HeadSelection = None) -> SpatialMap:
+    """`topic_map(text_a) − topic_map(text_b)`, from one decomposition of the image."""
+    return ImageMaps(model, image).contrastive(text_a, text_b, layer, head, heads)
+
+
+def crop_box(model: ClipModel, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The box (left, top, right, bottom) of an image of `size` (width, height) that the model's preprocess
+    keeps: the centre square when it resizes the shortest side and crops the centre, else the whole image."""
+    width, height = size
+    names = [type(step).__name__ for step in getattr(model.preprocess, "transforms", [])]
+    if "CenterCrop" not in names:
+        return 0, 0, width, height
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    return left, top, left + side, top + side
+
+
+def upsample(grid: torch.Tensor, size: tuple[int, int], box: tuple[int, int, int, int]) -> np.ndarray:
+    """`[gh, gw]` -> `[H, W]` float32: bilinear onto `box`, 0 elsewhere."""
+    width, height = size
+    left, top, right, bottom = box
+    inside = F.interpolate(grid[None, None].float(), size=(bottom - top, right - left), mode="bilinear",
+                           align_corners=False)[0, 0]
+    out = np.zeros((height, width), np.float32)
+    out[top:bottom, left:right] = inside.numpy()
+    return out
+
+
+# --- zero-shot segmentation -------------------------------------------------------------------------------------
+
+@dataclass
+class Segmentation:
+    """Zero-shot segmentation of one image: the predicted class, the normalised map `[H, W]` (0..1) and the
+    foreground mask (map above its mean)."""
+
+    predicted: int
+    score_map: np.ndarray
+    mask: np.ndarray
+
+
+def zero_shot_segmentation(model: ClipModel, image: ImageSource, class_texts: torch.Tensor) -> Segmentation:
+    """Segment the predicted class with all heads; `class_texts` `[C, D]` unit embeddings of the class prompts."""
+    maps = ImageMaps(model, image)
+    scores = maps.decomposition.token_scores(class_texts)[0]  # [L, H, T, C]
+    per_class = scores.sum(dim=(0, 1))  # [T, C]
+    predicted = int(maps.decomposition.scores(class_texts).total()[0].argmax())
+    relative = per_class[:, predicted] - per_class.mean(dim=1)
+    picture = maps._spatial(relative, "", "all heads").image
+    left, top, right, bottom = maps.box
+    seen = picture[top:bottom, left:right]
+    normalised = np.zeros_like(picture)
+    normalised[top:bottom, left:right] = (seen - seen.min()) / max(float(seen.max() - seen.min()), 1e-12)
+    return Segmentation(predicted, normalised, normalised > normalised[top:bottom, left:right].mean())
+
+
+def average_precision(scores: np.ndarray, truth: np.ndarray) -> float:
+    """Area under the precision-recall curve of `scores` as a detector of `truth` (both flat), as scikit-learn's
+    `average_precision_score` defines it (ties broken as they fall)."""
+    order = np.argsort(-scores, kind="stable")
+    hits = truth[order].astype(np.float64)
+    if hits.sum() == 0:
+        return float("nan")
+    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return float((precision * hits).sum() / hits.sum())
+
+
+def evaluate_segmentation(model: ClipModel, samples: Iterable[tuple[ImageSource, np.ndarray]],
+                          classes: list[str]) -> dict[str, float]:
+    """Pixel accuracy, mIoU and mAP of zero-shot segmentation over (image, foreground mask `[H, W]` bool)."""
+    class_texts = model.encode_texts(classes)
+    intersection, union = np.zeros(2), np.zeros(2)
+    correct = total = 0
+    precisions = []
+    for image, truth in samples:
+        result = zero_shot_segmentation(model, image, class_texts)
+        truth = np.asarray(truth, dtype=bool)
+        if truth.shape != result.mask.shape:
+            raise InterpretError(f"A mask of shape {truth.shape} does not match its image {result.mask.shape}.")
+        for label, (predicted, actual) in enumerate(((~result.mask, ~truth), (result.mask, truth))):
+            intersection[label] += np.logical_and(predicted, actual).sum()
+            union[label] += np.logical_or(predicted, actual).sum()
+        correct += int((result.mask == truth).sum())
+        total += truth.size
+        precisions.append(average_precision(result.score_map.ravel(), truth.ravel()))
+    if total == 0:
+        raise InterpretError("No images to evaluate.")
+    return {"pixel accuracy": correct / total, "mIoU": float(np.mean(intersection / np.maximum(union, 1))),
+            "mAP": float(np.nanmean(precisions)), "images": len(precisions)}
+

@@ -1,0 +1,104 @@
+"""Topic and contrastive maps: they are the decomposition's per-token scores laid on the grid, on any grid, drawn
+on the image the user gave; zero-shot segmentation and its metrics."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from interpret.decompose import decompose_image
+from interpret.errors import InterpretError
+from interpret.models import load_model
+from interpret.render import map_overlay
+from interpret.segment import (ImageMaps, average_precision, contrastive_map, crop_box, evaluate_segmentation,
+                               topic_map)
+
+
+@pytest.fixture(scope="module")
+def picture():
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8))  # wider than tall
+
+
+def test_maps_are_the_token_scores_on_the_grid(tiny_model, picture):
+    parts = decompose_image(tiny_model, [picture])
+    token = parts.token_scores(tiny_model.encode_texts(["a red square"]))[0, ..., 0]  # [L, H, T]
+    rows, columns = tiny_model.geometry.grid
+    everything = topic_map(tiny_model, picture, "a red square")
+    assert everything.grid.shape == (rows, columns) and everything.heads == "all heads"
+    assert torch.allclose(everything.grid, token.sum(dim=(0, 1))[1:].reshape(rows, columns), atol=1e-6)
+    one = topic_map(tiny_model, picture, "a red square", layer=-1, head=2)
+    assert one.heads == "head 2.2" and torch.allclose(one.grid, token[2, 2, 1:].reshape(rows, columns), atol=1e-6)
+    layer = topic_map(tiny_model, picture, "a red square", layer=1)
+    assert torch.allclose(layer.grid, token[1].sum(0)[1:].reshape(rows, columns), atol=1e-6)
+    chosen = topic_map(tiny_model, picture, "a red square", heads=[(0, 1), (2, 0)])
+    assert torch.allclose(chosen.grid, (token[0, 1] + token[2, 0])[1:].reshape(rows, columns), atol=1e-6)
+
+
+def test_all_heads_map_plus_class_token_is_the_heads_share_of_the_score(vit_b16, picture):
+    maps = ImageMaps(vit_b16, picture)
+    assert maps.topic("a dog").grid.shape == (14, 14)
+    texts = vit_b16.encode_texts(["a dog"])
+    heads_total = maps.decomposition.scores(texts).heads.sum()
+    class_token = maps.decomposition.token_scores(texts)[0, :, :, 0, 0].sum()
+    assert float(maps.topic("a dog").grid.sum() + class_token) == pytest.approx(float(heads_total), abs=1e-5)
+
+
+def test_contrastive_is_the_difference_of_two_topic_maps(tiny_model, picture):
+    maps = ImageMaps(tiny_model, picture)
+    difference = contrastive_map(tiny_model, picture, "a dog", "a cat", layer=2)
+    assert torch.allclose(difference.grid, maps.topic("a dog", layer=2).grid - maps.topic("a cat", layer=2).grid,
+                          atol=1e-6)
+    assert difference.text == "a dog − a cat"
+
+
+def test_any_grid(vit_b32, picture):
+    assert topic_map(vit_b32, picture, "a dog").grid.shape == (7, 7)
+    toy = load_model("toy")
+    assert topic_map(toy, picture, "something red").grid.shape == (8, 8)
+
+
+def test_the_map_covers_the_centre_crop_of_the_users_image(vit_b32, picture):
+    assert crop_box(vit_b32, picture.size) == (15, 0, 105, 90)
+    spatial = topic_map(vit_b32, picture, "a dog")
+    assert spatial.image.shape == (90, 120) and spatial.box == (15, 0, 105, 90)
+    assert np.all(spatial.image[:, :15] == 0) and np.all(spatial.image[:, 105:] == 0)
+    inside = spatial.image[:, 15:105]
+    assert np.sign(inside[5, 5]) == np.sign(float(spatial.grid[0, 0]))  # top-left patch at the top left
+    assert inside.max() <= float(spatial.grid.max()) + 1e-6 and inside.min() >= float(spatial.grid.min()) - 1e-6
+
+
+def test_bad_head_choices(tiny_model, picture):
+    maps = ImageMaps(tiny_model, picture)
+    with pytest.raises(InterpretError, match="layers 0..2; there is no layer 5"):
+        maps.topic("a dog", layer=5)
+    with pytest.raises(InterpretError, match="heads 0..2; there is no head 3"):
+        maps.topic("a dog", layer=1, head=3)
+    with pytest.raises(InterpretError, match="Choose a layer"):
+        maps.topic("a dog", head=1)
+    with pytest.raises(InterpretError, match="caption is empty"):
+        maps.topic(" ")
+
+
+def test_overlay_draws_any_size(picture):
+    values = np.linspace(-1, 2, 90 * 120).reshape(90, 120)
+    drawn = map_overlay(picture, values, opacity=0.3, title="a dog")
+    assert drawn.size[0] > 200 and drawn.mode == "RGB"
+
+
+def test_average_precision_by_hand():
+    scores = np.array([0.9, 0.8, 0.7, 0.6])
+    truth = np.array([1, 0, 1, 0], bool)
+    assert average_precision(scores, truth) == pytest.approx((1 / 1 + 2 / 3) / 2)
+    assert average_precision(scores, np.array([1, 1, 0, 0], bool)) == pytest.approx(1.0)
+
+
+def test_zero_shot_segmentation_of_toy_objects():
+    from interpret.toy.train import toy_scene
+    from interpret.toy.world import COLOURS, SHAPES, with_article
+
+    toy = load_model("toy")
+    scenes = [toy_scene(40_000 + i, count=1) for i in range(12)]
+    classes = [with_article(f"{c} {s}") for c in COLOURS for s in SHAPES]
+    metrics = evaluate_segmentation(toy, [(scene.image, scene.masks[0]) for scene in scenes], classes)
+    assert metrics["images"] == 12
+    assert metrics["pixel accuracy"] > 0.8 and metrics["mIoU"] > 0.5 and metrics["mAP"] > 0.5
