@@ -146,6 +146,41 @@ def _neighbours(args: argparse.Namespace) -> None:
         print(f"{rank:>4}  {score:+.4f}  {path}")
 
 
+def _eval_seg(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from .images import list_images, load_image
+    from .models import load_model
+    from .segment import evaluate_segmentation
+
+    model = load_model(args.model, args.pretrained, args.device)
+    if args.images:
+        if not (args.masks and args.classes):
+            raise InterpretError("--images needs --masks DIR (same file names, nonzero = foreground) and "
+                                 "--classes FILE (one class prompt a line).")
+        classes = [line.strip() for line in Path(args.classes).read_text().splitlines() if line.strip()]
+        masks = {path.stem: path for path in list_images(args.masks)}
+        pairs = [(path, masks[path.stem]) for path in list_images(args.images)[: args.limit] if path.stem in masks]
+        if not pairs:
+            raise InterpretError(f"No image in {args.images} has a mask of the same name in {args.masks}.")
+        samples = ((path, np.asarray(load_image(mask).convert("L")) > 0) for path, mask in pairs)
+        source = f"{len(pairs)} images of {args.images}"
+    elif model.name == "toy":
+        from .toy.train import toy_scene
+        from .toy.world import COLOURS, SHAPES, with_article
+
+        classes = [with_article(f"{colour} {shape}") for colour in COLOURS for shape in SHAPES]
+        count = args.limit or 200
+        samples = ((scene.image, scene.masks[0]) for scene in (toy_scene(80_000 + i, count=1) for i in range(count)))
+        source = f"{count} single-object toy scenes, {len(classes)} classes 'a {{colour}} {{shape}}'"
+    else:
+        raise InterpretError("--images DIR, --masks DIR and --classes FILE are needed (the toy model has its own).")
+    metrics = evaluate_segmentation(model, samples, classes)
+    print(f"{model.label}, {source}: zero-shot segmentation (all heads, predicted class minus the class mean, "
+          "thresholded at its mean)")
+    print(f"pixel accuracy {metrics['pixel accuracy']:.3f}   mIoU {metrics['mIoU']:.3f}   mAP {metrics['mAP']:.3f}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m interpret",
                                      description="Look inside CLIP models: which heads carry an image-caption score.")
@@ -202,6 +237,16 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--pretrained", default=None, help="its pretrained tag or checkpoint")
     search.add_argument("--device", default="cpu")
     search.set_defaults(run=_neighbours)
+
+    seg = commands.add_parser("eval-seg", help="evaluate zero-shot segmentation over images with masks",
+                              description="The TextSpan paper's protocol: all heads, the predicted class's map minus "
+                                          "the mean over classes, thresholded at its mean; pixel accuracy, mIoU, mAP.")
+    _add_model_arguments(seg)
+    seg.add_argument("--images", help="folder of images; the toy model uses toy scenes when omitted")
+    seg.add_argument("--masks", help="folder of masks with the images' file names (nonzero = foreground)")
+    seg.add_argument("--classes", help="text file, one class prompt a line")
+    seg.add_argument("--limit", type=int, help="evaluate at most this many images")
+    seg.set_defaults(run=_eval_seg)
 
     from .models import TOY_DIR
     from .toy.train import DEFAULTS

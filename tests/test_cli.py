@@ -89,3 +89,22 @@ def test_build_index_and_neighbours_on_the_toy_model(tmp_path, capsys):
     assert "--text needs --head" in capsys.readouterr().err
     assert main(["neighbours", query, "--index", str(tmp_path / "none")]) == 2
     assert "There is no database" in capsys.readouterr().err
+
+
+def test_eval_seg_over_a_folder_of_images_and_masks(tmp_path, capsys):
+    from interpret.toy.train import toy_scene
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    for i in range(3):
+        scene = toy_scene(81_000 + i, count=1)
+        scene.image.save(tmp_path / "images" / f"s{i}.png")
+        Image.fromarray(scene.masks[0].astype("uint8") * 255).save(tmp_path / "masks" / f"s{i}.png")
+    (tmp_path / "classes.txt").write_text("a red circle\na blue square\na green cross\n")
+    args = ["eval-seg", "--model", "toy", "--images", str(tmp_path / "images"), "--masks", str(tmp_path / "masks"),
+            "--classes", str(tmp_path / "classes.txt")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "3 images of" in out and "pixel accuracy" in out and "mIoU" in out and "mAP" in out
+    assert main(args[:5]) == 2
+    assert "--images needs --masks" in capsys.readouterr().err
