@@ -1,7 +1,6 @@
 """Image databases: build (atomic, resumable, incremental), search by head / text / property / embedding,
 and clear refusals of bad input."""
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -14,8 +13,8 @@ from interpret.decompose import decompose_image
 from interpret.errors import ImageError, InterpretError
 from interpret.index import MANIFEST, DatabaseError, ImageIndex, build_index
 from interpret.textspan import HeadAtlas, HeadLabel
-from tests.conftest import randomise_small_parameters, TINY_LAYERSCALE_CONFIG
 from interpret.models import model_from_config
+from tests.conftest import TINY_LAYERSCALE_CONFIG, randomise_small_parameters
 
 
 def draw(path, seed: int) -> None:
