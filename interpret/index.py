@@ -75,9 +75,14 @@ def head_file(layer: int, head: int, approximate: bool = False) -> str:
     return f"head_L{layer}_H{head}" + (".ivf" if approximate else "") + ".faiss"
 
 
-def build_command(model: ClipModel, images: str = "YOUR_IMAGE_FOLDER") -> str:
+def command_for(command: str, model: ClipModel, images: str = "YOUR_IMAGE_FOLDER") -> str:
+    """The CLI line that runs `command` ('build-index', 'describe-heads') for `model` over a folder."""
     pretrained = f" --pretrained {model.pretrained}" if model.pretrained else ""
-    return f"python -m interpret build-index --model {model.name}{pretrained} --images {images}"
+    return f"python -m interpret {command} --model {model.name}{pretrained} --images {images}"
+
+
+def build_command(model: ClipModel, images: str = "YOUR_IMAGE_FOLDER") -> str:
+    return command_for("build-index", model, images)
 
 
 # --- building ---------------------------------------------------------------------------------------------------
@@ -333,8 +338,7 @@ def load_head_labels(model: ClipModel) -> HeadAtlas:
     """The head labels of `model` from its index folder; a clear error when they are missing or were made
     with other weights."""
     path = model.index_dir / "head_labels.json"
-    command = f"python -m interpret describe-heads --model {model.name}" + \
-        (f" --pretrained {model.pretrained}" if model.pretrained else "") + " --images YOUR_IMAGE_FOLDER"
+    command = command_for("describe-heads", model)
     if not path.is_file():
         raise InterpretError(f"No head descriptions for {model.label} yet. Build them once with:  {command}")
     atlas = HeadAtlas.load(path)
@@ -474,8 +478,7 @@ class ImageIndex:
 
     def _read_index(self, name: str) -> faiss.Index:
         path = self._data / name
-        flags = faiss.IO_FLAG_READ_ONLY | (0 if self.approximate and name.endswith(".ivf.faiss")
-                                           else faiss.IO_FLAG_MMAP_IFC)
+        flags = faiss.IO_FLAG_READ_ONLY | (0 if name.endswith(".ivf.faiss") else faiss.IO_FLAG_MMAP_IFC)
         try:
             index = faiss.read_index(str(path), flags)
         except RuntimeError as error:

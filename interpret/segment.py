@@ -197,7 +197,7 @@ def zero_shot_segmentation(model: ClipModel, image: ImageSource, class_texts: to
     maps = ImageMaps(model, image)
     scores = maps.decomposition.token_scores(class_texts)[0]  # [L, H, T, C]
     per_class = scores.sum(dim=(0, 1))  # [T, C]
-    predicted = int(maps.decomposition.scores(class_texts).total()[0].argmax())
+    predicted = int((maps.decomposition.embedding[0] @ class_texts.T).argmax())  # the model's own zero-shot pick
     relative = per_class[:, predicted] - per_class.mean(dim=1)
     picture = maps._spatial(relative, "", "all heads").image
     left, top, right, bottom = maps.box
