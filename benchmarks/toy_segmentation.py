@@ -27,11 +27,12 @@ from interpret.banks import toy_bank  # noqa: E402
 from interpret.models import load_model  # noqa: E402
 from interpret.segment import ImageMaps, upsample  # noqa: E402
 from interpret.textspan import describe_heads  # noqa: E402
+from interpret.toy.evaluate import COLOUR_PROMPTS, SHAPE_PROMPTS  # noqa: E402
 from interpret.toy.train import toy_images, toy_scene  # noqa: E402
-from interpret.toy.world import COLOURS, SHAPES, with_article  # noqa: E402
+from interpret.toy.world import COLOURS, SHAPES  # noqa: E402
 
 SEED = 60_000
-WORDS = {"colour": [f"something {c}" for c in COLOURS], "shape": [with_article(s) for s in SHAPES]}
+WORDS = {"colour": list(COLOUR_PROMPTS), "shape": list(SHAPE_PROMPTS)}
 
 
 def grow(mask: np.ndarray) -> np.ndarray:

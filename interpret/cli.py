@@ -166,10 +166,10 @@ def _eval_seg(args: argparse.Namespace) -> None:
         samples = ((path, np.asarray(load_image(mask).convert("L")) > 0) for path, mask in pairs)
         source = f"{len(pairs)} images of {args.images}"
     elif model.name == "toy":
+        from .toy.evaluate import COLOUR_SHAPE_PROMPTS
         from .toy.train import toy_scene
-        from .toy.world import COLOURS, SHAPES, with_article
 
-        classes = [with_article(f"{colour} {shape}") for colour in COLOURS for shape in SHAPES]
+        classes = list(COLOUR_SHAPE_PROMPTS)
         count = args.limit or 200
         samples = ((scene.image, scene.masks[0]) for scene in (toy_scene(80_000 + i, count=1) for i in range(count)))
         source = f"{count} single-object toy scenes, {len(classes)} classes 'a {{colour}} {{shape}}'"

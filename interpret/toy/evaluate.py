@@ -19,6 +19,12 @@ from ..models import ClipModel
 from .world import COLOURS, POSITION_PHRASES, POSITIONS, SHAPES, SIZES, ToyObject, with_article
 from .train import HELD_OUT, toy_scene
 
+# the zero-shot prompts of the toy world, in one place (index i of a prompt list is value i of its attribute)
+COLOUR_PROMPTS = tuple(f"something {colour}" for colour in COLOURS)
+SHAPE_PROMPTS = tuple(with_article(shape) for shape in SHAPES)
+COLOUR_SHAPE_PAIRS = tuple((colour, shape) for colour in COLOURS for shape in SHAPES)
+COLOUR_SHAPE_PROMPTS = tuple(with_article(f"{colour} {shape}") for colour, shape in COLOUR_SHAPE_PAIRS)
+
 
 def _predict(model: ClipModel, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
     """Index of the best prompt per image."""
@@ -36,9 +42,8 @@ def zero_shot_accuracy(model: ClipModel, count: int = 300, seed: int = 0) -> dic
     images = _batch(model, singles)
     results = {}
 
-    pairs = [(c, s) for c in COLOURS for s in SHAPES]
-    predicted = _predict(model, images, [with_article(f"{c} {s}") for c, s in pairs])
-    hits = [pairs[p] == (o.colour, o.shape) for p, o in zip(predicted.tolist(), objects)]
+    predicted = _predict(model, images, list(COLOUR_SHAPE_PROMPTS))
+    hits = [COLOUR_SHAPE_PAIRS[p] == (o.colour, o.shape) for p, o in zip(predicted.tolist(), objects)]
     results["colour x shape (24-way)"] = sum(hits) / len(hits)
     held = [hit for hit, o in zip(hits, objects) if (o.colour, o.shape) in HELD_OUT]
     results["held-out pairs (24-way)"] = sum(held) / max(len(held), 1)
@@ -87,8 +92,8 @@ def colour_and_shape_accuracy(model: ClipModel, embeddings: torch.Tensor, object
     embeddings `[N, D]` (normalised here)."""
     embeddings = F.normalize(embeddings, dim=-1)
     colours = list(COLOURS)
-    colour = (embeddings @ model.encode_texts([f"something {c}" for c in colours]).T).argmax(dim=-1)
-    shape = (embeddings @ model.encode_texts([with_article(s) for s in SHAPES]).T).argmax(dim=-1)
+    colour = (embeddings @ model.encode_texts(list(COLOUR_PROMPTS)).T).argmax(dim=-1)
+    shape = (embeddings @ model.encode_texts(list(SHAPE_PROMPTS)).T).argmax(dim=-1)
     return {"colour": _mean(colours[p] == o.colour for p, o in zip(colour.tolist(), objects)),
             "shape": _mean(SHAPES[p] == o.shape for p, o in zip(shape.tolist(), objects))}
 
