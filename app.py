@@ -301,14 +301,38 @@ def warm_up(label: str) -> None:
 HEADS_LABEL = "Heads: all, a layer (3), a head (3.2) or heads (3.2, 2.5)"
 
 
-def _map_image(elem_id: str) -> gr.Image:
-    return gr.Image(label="Map (PNG)", type="pil", format="png", elem_id=elem_id, interactive=False,
-                    buttons=["download", "fullscreen"])
+def _map_controls(prefix: str):
+    """A segmentation tab's heads box, opacity slider, run button, summary and map (`<prefix>-heads`, ...)."""
+    with gr.Row():
+        heads = gr.Textbox(value="all", label=HEADS_LABEL, elem_id=f"{prefix}-heads")
+        opacity = gr.Slider(0, 1, value=0.6, step=0.05, label="Map opacity", elem_id=f"{prefix}-opacity")
+    button = gr.Button("Map it", variant="primary", elem_id=f"{prefix}-run")
+    summary = gr.Markdown(elem_id=f"{prefix}-summary")
+    picture = gr.Image(label="Map (PNG)", type="pil", format="png", elem_id=f"{prefix}-map", interactive=False,
+                       buttons=["download", "fullscreen"])
+    return heads, opacity, button, summary, picture
 
 
-def _neighbour_gallery(elem_id: str) -> gr.Gallery:
-    return gr.Gallery(label="Nearest images", elem_id=elem_id, columns=6, height="auto", object_fit="contain",
-                      interactive=False)
+def _neighbour_count() -> gr.Slider:
+    return gr.Slider(1, 48, value=12, step=1, label="Neighbours")
+
+
+def _head_and_count(prefix: str):
+    """A per-head neighbour tab's layer and head boxes (`<prefix>-layer`, `<prefix>-head`) and count slider."""
+    with gr.Row():
+        layer = gr.Number(value=-1, precision=0, label="Layer (-1: last)", elem_id=f"{prefix}-layer")
+        head = gr.Number(value=0, precision=0, label="Head", elem_id=f"{prefix}-head")
+        count = _neighbour_count()
+    return layer, head, count
+
+
+def _neighbour_outputs(prefix: str):
+    """A neighbour tab's run button, summary and gallery (`<prefix>-run`, `-summary`, `-gallery`)."""
+    button = gr.Button("Find neighbours", variant="primary", elem_id=f"{prefix}-run")
+    summary = gr.Markdown(elem_id=f"{prefix}-summary")
+    gallery = gr.Gallery(label="Nearest images", elem_id=f"{prefix}-gallery", columns=6, height="auto",
+                         object_fit="contain", interactive=False)
+    return button, summary, gallery
 
 
 def build_app(default_label: str | None = None, note: str = "") -> gr.Blocks:
@@ -353,56 +377,31 @@ def build_app(default_label: str | None = None, note: str = "") -> gr.Blocks:
                     gr.Markdown("Where in the image do the chosen heads find the text? Each patch's contribution "
                                 "to the image-text score.")
                     topic_text = gr.Textbox(label="Text", placeholder="something red", elem_id="topic-text")
-                    with gr.Row():
-                        topic_heads = gr.Textbox(value="all", label=HEADS_LABEL, elem_id="topic-heads")
-                        topic_opacity = gr.Slider(0, 1, value=0.6, step=0.05, label="Map opacity",
-                                                  elem_id="topic-opacity")
-                    topic_button = gr.Button("Map it", variant="primary", elem_id="topic-run")
-                    topic_summary = gr.Markdown(elem_id="topic-summary")
-                    topic_picture = _map_image("topic-map")
+                    topic_heads, topic_opacity, topic_button, topic_summary, topic_picture = _map_controls("topic")
                 with gr.Tab("Contrastive segmentation"):
                     gr.Markdown("Where do the chosen heads find text A **rather than** text B? map(A) − map(B).")
                     with gr.Row():
                         contrast_a = gr.Textbox(label="Text A", placeholder="something red", elem_id="contrast-a")
                         contrast_b = gr.Textbox(label="Text B", placeholder="something blue", elem_id="contrast-b")
-                    with gr.Row():
-                        contrast_heads = gr.Textbox(value="all", label=HEADS_LABEL, elem_id="contrast-heads")
-                        contrast_opacity = gr.Slider(0, 1, value=0.6, step=0.05, label="Map opacity",
-                                                     elem_id="contrast-opacity")
-                    contrast_button = gr.Button("Map it", variant="primary", elem_id="contrast-run")
-                    contrast_summary = gr.Markdown(elem_id="contrast-summary")
-                    contrast_picture = _map_image("contrast-map")
+                    contrast_heads, contrast_opacity, contrast_button, contrast_summary, contrast_picture = \
+                        _map_controls("contrast")
                 with gr.Tab("Property neighbours"):
                     gr.Markdown("Images of the database that look like yours **in one property only**: the summed "
                                 "contributions of the heads labelled with it, compared by cosine.")
                     with gr.Row():
                         property_choice = gr.Dropdown(list(PROPERTIES), value="colour", label="Property",
                                                       elem_id="property-choice")
-                        property_k = gr.Slider(1, 48, value=12, step=1, label="Neighbours")
-                    property_button = gr.Button("Find neighbours", variant="primary", elem_id="property-run")
-                    property_summary = gr.Markdown(elem_id="property-summary")
-                    property_gallery = _neighbour_gallery("property-gallery")
+                        property_k = _neighbour_count()
+                    property_button, property_summary, property_gallery = _neighbour_outputs("property")
                 with gr.Tab("Image neighbours per head"):
                     gr.Markdown("Images of the database that **one head** sees like yours.")
-                    with gr.Row():
-                        image_layer = gr.Number(value=-1, precision=0, label="Layer (-1: last)",
-                                                elem_id="image-nn-layer")
-                        image_head = gr.Number(value=0, precision=0, label="Head", elem_id="image-nn-head")
-                        image_k = gr.Slider(1, 48, value=12, step=1, label="Neighbours")
-                    image_button = gr.Button("Find neighbours", variant="primary", elem_id="image-nn-run")
-                    image_summary = gr.Markdown(elem_id="image-nn-summary")
-                    image_gallery = _neighbour_gallery("image-nn-gallery")
+                    image_layer, image_head, image_k = _head_and_count("image-nn")
+                    image_button, image_summary, image_gallery = _neighbour_outputs("image-nn")
                 with gr.Tab("Text neighbours per head"):
                     gr.Markdown("Images of the database whose contribution from **one head** matches a text.")
                     neighbour_text = gr.Textbox(label="Text", placeholder="something red", elem_id="text-nn-text")
-                    with gr.Row():
-                        text_layer = gr.Number(value=-1, precision=0, label="Layer (-1: last)",
-                                               elem_id="text-nn-layer")
-                        text_head = gr.Number(value=0, precision=0, label="Head", elem_id="text-nn-head")
-                        text_k = gr.Slider(1, 48, value=12, step=1, label="Neighbours")
-                    text_button = gr.Button("Find neighbours", variant="primary", elem_id="text-nn-run")
-                    text_summary = gr.Markdown(elem_id="text-nn-summary")
-                    text_gallery = _neighbour_gallery("text-nn-gallery")
+                    text_layer, text_head, text_k = _head_and_count("text-nn")
+                    text_button, text_summary, text_gallery = _neighbour_outputs("text-nn")
         model_picker.change(describe_model, model_picker, model_info, api_name="model_info")
         atlas_button.click(run_atlas, [model_picker, atlas_layer, atlas_head], [atlas_summary, atlas_table, atlas_grid],
                            api_name="head_atlas")
