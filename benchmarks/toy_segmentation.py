@@ -27,11 +27,10 @@ from interpret.banks import toy_bank  # noqa: E402
 from interpret.models import load_model  # noqa: E402
 from interpret.segment import ImageMaps, upsample  # noqa: E402
 from interpret.textspan import describe_heads  # noqa: E402
-from interpret.toy.evaluate import COLOUR_PROMPTS, SHAPE_PROMPTS  # noqa: E402
-from interpret.toy.train import toy_images, toy_scene  # noqa: E402
+from interpret.toy.evaluate import COLOUR_PROMPTS, SHAPE_PROMPTS, two_object_scenes  # noqa: E402
+from interpret.toy.train import toy_images  # noqa: E402
 from interpret.toy.world import COLOURS, SHAPES  # noqa: E402
 
-SEED = 60_000
 WORDS = {"colour": list(COLOUR_PROMPTS), "shape": list(SHAPE_PROMPTS)}
 
 
@@ -53,18 +52,6 @@ def iou(values: np.ndarray, mask: np.ndarray) -> float:
 
 def on(values: np.ndarray, mask: np.ndarray) -> bool:
     return bool(grow(mask).flat[int(np.argmax(values))])
-
-
-def scenes_for(count: int):
-    """Two-object scenes whose objects differ in colour and in shape."""
-    found, seed = [], SEED
-    while len(found) < count:
-        scene = toy_scene(seed, count=2)
-        a, b = scene.objects
-        if a.colour != b.colour and a.shape != b.shape:
-            found.append(scene)
-        seed += 1
-    return found
 
 
 def main() -> None:
@@ -90,7 +77,7 @@ def main() -> None:
                "shape point", "shape contrast")
     tallies = {name: {key: [] for key in columns} for name in selections}
     ceiling = []
-    for scene in scenes_for(args.scenes):
+    for scene in two_object_scenes(args.scenes):
         maps = ImageMaps(model, scene.image)
         scores = maps.token_scores(texts)  # [L, H, T, words]
         for mask in scene.masks:

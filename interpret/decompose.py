@@ -141,7 +141,7 @@ def decompose_image(model: ClipModel, images, layers: Sequence[int] | int | None
     geometry = model.geometry
     wanted = normalise_layers(layers, geometry.layers)
 
-    x = _embed(visual, batch)  # [B, T, width]
+    x = embed_image_tokens(visual, batch)  # [B, T, width]
     rest_residual = x[:, 0].clone()  # [B, width]: residual parts at the class token that go to `rest`
     mlp_residuals = []
     token_axis = (geometry.tokens,) if spatial else ()
@@ -189,7 +189,7 @@ def _select_layers(per_layer: torch.Tensor, layers: tuple[int, ...]) -> torch.Te
     return per_layer[list(layers)]
 
 
-def _embed(visual, batch: torch.Tensor) -> torch.Tensor:
+def embed_image_tokens(visual, batch: torch.Tensor) -> torch.Tensor:
     """`[B, 3, H, W]` -> the residual stream entering block 0, `[B, T, width]` (ln_pre applied)."""
     x = visual.conv1(batch).flatten(2).transpose(1, 2)  # [B, patches, width]
     cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)

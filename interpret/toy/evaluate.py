@@ -117,3 +117,48 @@ def mean_ablation(model: ClipModel, atlas, properties=("colour", "shape"), count
         rows.append({"ablated": f"{prop} heads", "heads": chosen,
                      **colour_and_shape_accuracy(model, embedding, objects)})
     return rows
+
+
+TWO_OBJECT_SEED = 60_000
+
+
+def two_object_scenes(count: int, seed: int = TWO_OBJECT_SEED) -> list:
+    """Evaluation scenes of two objects that differ in colour and in shape (the first `count` from `seed` on)."""
+    found = []
+    while len(found) < count:
+        scene = toy_scene(seed, count=2)
+        first, second = scene.objects
+        if first.colour != second.colour and first.shape != second.shape:
+            found.append(scene)
+        seed += 1
+    return found
+
+
+def interaction_truth(model: ClipModel, scenes, image_layer: int = -1, text_layer: int = -1,
+                      steps: int = 10) -> dict[str, float]:
+    """Second-order interactions against the ground truth, on two-object scenes captioned
+    "a {colour 1} {shape 1} and a {colour 2} {shape 2}", per object:
+
+    - `colour pointing` / `words pointing`: the patch with the largest interaction with the object's colour word
+      (with its colour and shape words) overlaps the object's box;
+    - `colour ranking` / `shape ranking`: summed over the object's box, the object's colour (shape) word
+      interacts more than the other object's; `red ranking`: the same for red objects only."""
+    from ..interact import interaction_map
+
+    counts = {"colour pointing": [], "words pointing": [], "colour ranking": [], "shape ranking": [],
+              "red ranking": []}
+    for scene in scenes:
+        caption = " and ".join(with_article(f"{o.colour} {o.shape}") for o in scene.objects)
+        result = interaction_map(model, scene.image, caption, image_layer, text_layer, steps)
+        colour_at = [result.tokens.index(o.colour) for o in scene.objects]  # each shape word follows its colour
+        for index, box in enumerate(scene.boxes):
+            mine, other = colour_at[index], colour_at[1 - index]
+            inside = result.patch_weights(tuple(box)) > 0
+            for name, span in (("colour pointing", [mine]), ("words pointing", [mine, mine + 1])):
+                counts[name].append(bool(inside.flatten()[result.span_to_region(span).grid.argmax()]))
+            per_token = result.region_to_span(tuple(box))
+            counts["colour ranking"].append(bool(per_token[mine] > per_token[other]))
+            counts["shape ranking"].append(bool(per_token[mine + 1] > per_token[other + 1]))
+            if scene.objects[index].colour == "red":
+                counts["red ranking"].append(counts["colour ranking"][-1])
+    return {name: _mean(values) for name, values in counts.items()} | {"objects": len(counts["colour ranking"])}

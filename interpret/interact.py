@@ -1,0 +1,392 @@
+"""Second-order caption-token x image-patch interactions (Moeller, Tilli, Vu, Pado, TMLR 2025).
+
+The score `e_t . e_i / (|e_t| |e_i|)` of a caption and an image splits over pairs of (caption token, image
+patch). Take the hidden states `h` entering one block of each tower, references `r` (the caption "<start> !
+<end>", padded with zeros; the all-zero image in the normalised input space, both pushed through the same
+blocks) and the straight path `r + a (h - r)`. With `J(x)` the Jacobian of a tower's embedding (before
+normalisation) with respect to its hidden states at `x`, the integrated per-token tangent
+
+    T[:, s] = 1/steps * sum_{a = 1, 1 - 1/steps, ..., 1/steps} J(r + a (h - r)) @ (h - r) restricted to token s
+
+is one Jacobian-vector product per token (`[D]` each), and the interaction of caption token s with image
+position p is
+
+    A[s, p] = T_text[:, s] . T_image[:, p] / (|e_t(h)| |e_i(h)|).
+
+Completeness: summed over every caption token (start to end) and every image position (the class token
+included), A tends to `(e_t(h) - e_t(r)) . (e_i(h) - e_i(r)) / (|e_t(h)| |e_i(h)|)` (`Interaction.explained`) as
+the steps grow; `Interaction.residual` is what is left at the chosen steps. This is exactly what the authors'
+`exclip` package computes, without ever building its `(S * width) x (P * width)` matrix.
+
+Two ways to get the tangents, tested against each other:
+- the generic path: `torch.func.jvp`, batched over tokens, through every block from the chosen one on;
+- the fast path for the default layer (the states entering the last block): only the pooled query of that block
+  (the class token; the end token) reaches the embedding, and a tangent on token s enters it only through s's
+  key and value (and, for the pooled token, its query and the residual), so the tangents of all tokens come
+  from one pass over the block's keys and values, in closed form.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from open_clip.transformer import ResidualAttentionBlock
+from PIL import Image
+
+from .decompose import embed_image_tokens
+from .errors import InterpretError
+from .images import ImageSource, load_image
+from .models import ClipModel
+from .segment import SpatialMap, crop_box, upsample
+
+MAX_STEPS = 500
+TANGENT_BUDGET_BYTES = 768 * 2 ** 20  # memory for the batched tangents of the generic path
+
+
+@dataclass
+class Interaction:
+    """Interactions between the tokens of one caption and the patches of one image.
+
+    scores: `[S, grid_h, grid_w]`: token s (start and end tokens included, padding cut) x patch; they add up to
+        the part of the cosine score the method explains (see `explained`), together with `class_scores`.
+    class_scores: `[S]`: each token's interaction with the image's class-token position (not a place).
+    tokens: the S tokens as strings ('<start>', 'a', 'red', ..., '<end>').
+    explained: `(e_t(h) - e_t(r)) . (e_i(h) - e_i(r)) / (|e_t(h)| |e_i(h)|)`, what all interactions sum to
+        exactly in the limit of many steps; residual: `explained - (scores.sum() + class_scores.sum())`.
+    cosine: the model's cosine score of the caption and the image.
+    picture: the image as given (None when a preprocessed tensor was given); box: (left, top, right, bottom) of
+        the picture the model saw (its preprocess's centre crop).
+    """
+
+    scores: torch.Tensor
+    class_scores: torch.Tensor
+    tokens: list[str]
+    explained: float
+    residual: float
+    cosine: float
+    caption: str
+    image_layer: int
+    text_layer: int
+    steps: int
+    picture: Image.Image | None
+    box: tuple[int, int, int, int]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return tuple(self.scores.shape[1:])
+
+    @property
+    def total(self) -> float:
+        """The sum of all interactions (patches and the class token)."""
+        return float(self.scores.sum() + self.class_scores.sum())
+
+    def token_indices(self, tokens: Sequence[int] | slice | int | None = None) -> list[int]:
+        """Token positions from an index, a list of indices (negative from the end) or a slice; None: the
+        caption's words (every token but start and end)."""
+        count = len(self.tokens)
+        if tokens is None:
+            return list(range(1, count - 1))
+        if isinstance(tokens, slice):
+            return list(range(count))[tokens]
+        chosen = [tokens] if isinstance(tokens, int) else list(tokens)
+        for index in chosen:
+            if not -count <= int(index) < count:
+                raise InterpretError(f"The caption has tokens 0..{count - 1}; there is no token {index}.")
+        return sorted({int(index) % count for index in chosen})
+
+    def span_to_region(self, tokens: Sequence[int] | slice | int | None = None) -> SpatialMap:
+        """Where in the image the chosen tokens (default: all words) find their match: their interactions
+        summed over the tokens, on the patch grid and upsampled onto the picture."""
+        chosen = self.token_indices(tokens)
+        if not chosen:
+            raise InterpretError("Choose at least one token.")
+        grid = self.scores[chosen].sum(dim=0)
+        text = " ".join(self.tokens[i] for i in chosen)
+        size = self.picture.size if self.picture is not None else (self.box[2], self.box[3])
+        return SpatialMap(grid, upsample(grid, size, self.box), self.box, text, self.layers_name)
+
+    def region_to_span(self, box: tuple[float, float, float, float] | None = None) -> torch.Tensor:
+        """`[S]`: each token's interactions summed over a box (left, top, right, bottom) of the picture, in its
+        pixels (default: the whole image). A patch counts with the fraction of its area inside the box."""
+        return torch.einsum("shw,hw->s", self.scores, self.patch_weights(box))
+
+    def patch_weights(self, box: tuple[float, float, float, float] | None = None) -> torch.Tensor:
+        """`[grid_h, grid_w]`: the fraction of each patch's area inside `box` (picture pixels)."""
+        left, top, right, bottom = self.box
+        rows, columns = self.grid
+        if box is None:
+            return torch.ones(rows, columns)
+        x0, y0, x1, y1 = (float(v) for v in box)
+        x0, x1 = sorted((x0, x1))
+        y0, y1 = sorted((y0, y1))
+        across = _overlaps(np.linspace(left, right, columns + 1), x0, x1)
+        down = _overlaps(np.linspace(top, bottom, rows + 1), y0, y1)
+        weights = torch.from_numpy(np.outer(down, across)).float()
+        if weights.sum() <= 0:
+            raise InterpretError(f"The box {tuple(round(v) for v in box)} covers none of the image the model saw "
+                                 f"{self.box}.")
+        return weights
+
+    @property
+    def layers_name(self) -> str:
+        return f"image layer {self.image_layer}, text layer {self.text_layer}"
+
+
+def _overlaps(edges: np.ndarray, low: float, high: float) -> np.ndarray:
+    """The fraction of each interval [edges[i], edges[i + 1]] that lies inside [low, high]."""
+    inside = np.clip(np.minimum(edges[1:], high) - np.maximum(edges[:-1], low), 0, None)
+    return inside / np.diff(edges)
+
+
+# --- the towers as functions of the hidden states entering one block ---------------------------------------------
+
+@dataclass
+class _Tower:
+    """One tower seen from the hidden states entering block `layer`.
+
+    inputs: `[2, n, width]` the hidden states of the input and of its reference; blocks: the blocks from `layer`
+    on; mask: the attention mask `[n, n]` (or None); pooled: the token the embedding is read from; readout: the
+    final LayerNorm and projection of the pooled token, `[..., width] -> [..., D]`."""
+
+    inputs: torch.Tensor
+    blocks: list
+    mask: torch.Tensor | None
+    pooled: int
+    readout: Callable[[torch.Tensor], torch.Tensor]
+
+    def embed(self, hidden: torch.Tensor) -> torch.Tensor:
+        """`[B, n, width]` hidden states -> `[B, D]` embeddings (not normalised)."""
+        for block in self.blocks[:-1]:
+            hidden = block_forward(block, hidden, self.mask)
+        return self.readout(block_forward(self.blocks[-1], hidden, self.mask, query=self.pooled)[:, 0])
+
+    def tangents(self, steps: int, rule: str = "right", fast: bool | None = None) -> torch.Tensor:
+        """`[n, D]`: the integrated Jacobian-vector product of every token (see the module's docstring)."""
+        if fast is None:
+            fast = len(self.blocks) == 1
+        start, reference = self.inputs[0], self.inputs[1]
+        delta = start - reference  # [n, width]
+        alphas = interpolation_points(steps, rule).to(delta)
+        points = reference + alphas[:, None, None] * delta  # [steps, n, width]
+        if fast:
+            if len(self.blocks) != 1:
+                raise InterpretError("The fast path needs the hidden states entering the last block.")
+            return _last_block_tangents(self.blocks[0], self.readout, self.pooled, points, delta)
+        return _generic_tangents(self.embed, points, delta)
+
+
+def interpolation_points(steps: int, rule: str = "right") -> torch.Tensor:
+    """`[steps]` points on the path from the reference (0) to the input (1): 'right' (the paper's and exclip's
+    Riemann sum) 1, 1 - 1/steps, ..., 1/steps; 'midpoint' (k - 1/2) / steps, whose error shrinks as 1/steps^2
+    instead of 1/steps."""
+    ends = torch.arange(steps, 0, -1, dtype=torch.float64) / steps
+    if rule == "right":
+        return ends
+    if rule == "midpoint":
+        return ends - 0.5 / steps
+    raise InterpretError(f"Unknown integration rule '{rule}': use 'right' (as exclip) or 'midpoint'.")
+
+
+def block_forward(block: ResidualAttentionBlock, x: torch.Tensor, mask: torch.Tensor | None,
+                  query: int | None = None) -> torch.Tensor:
+    """One open_clip residual attention block on `x` `[B, n, width]` -> `[B, n, width]`, written out in plain
+    operations so that `torch.func` can push tangents through it. With `query`, only that token's output is
+    computed (`[B, 1, width]`): all a last block needs."""
+    attn = block.attn
+    batch, tokens, width = x.shape
+    heads = attn.num_heads
+    qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)
+    q, k, v = qkv.view(batch, tokens, 3, heads, width // heads).permute(2, 0, 3, 1, 4)  # each [B, H, n, hd]
+    if query is not None:
+        q, x = q[:, :, query:query + 1], x[:, query:query + 1]
+        mask = None if mask is None else mask[query:query + 1]
+    logits = (q @ k.transpose(-1, -2)) * (width // heads) ** -0.5
+    if mask is not None:
+        logits = logits + mask
+    mixed = (torch.softmax(logits, dim=-1) @ v).transpose(1, 2).reshape(batch, x.shape[1], width)
+    x = x + block.ls_1(attn.out_proj(mixed))
+    return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+
+def _generic_tangents(embed, points: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """`[n, D]` by forward-mode autodiff through `embed`, one tangent per token, batched over tokens."""
+    steps, tokens, width = points.shape
+    per_token = steps * tokens * width * 4 * 24  # bytes of tangents one token needs in a block (MLP included)
+    chunk = max(1, min(tokens, TANGENT_BUDGET_BYTES // per_token))
+
+    def integrated(tangent: torch.Tensor) -> torch.Tensor:  # [n, width] -> [D]
+        _, derivative = torch.func.jvp(embed, (points,), (tangent.expand_as(points),))
+        return derivative.mean(dim=0)
+
+    eye = torch.eye(tokens, dtype=delta.dtype, device=delta.device)
+    results = []
+    for first in range(0, tokens, chunk):
+        one_hot = eye[first:first + chunk, :, None] * delta  # [chunk, n, width]: delta on one token each
+        results.append(torch.func.vmap(integrated)(one_hot))
+    return torch.cat(results)
+
+
+def _last_block_tangents(block: ResidualAttentionBlock, readout, pooled: int, points: torch.Tensor,
+                         delta: torch.Tensor) -> torch.Tensor:
+    """`[n, D]` in closed form for the last block, where only the pooled query matters.
+
+    For a tangent u on token s: ln_1 is per token, so it changes only z_s (dz_s = ln_1'(x_s) u); then k_s and
+    v_s. With c_s = q . dk_s / sqrt(hd) the pooled row's softmax moves by a_s c_s (e_s - a), so the attention
+    output moves by a_s (c_s (v_s - o) + dv_s). The pooled token itself also moves its query and the residual.
+    The rest of the block (MLP) and the readout act on the pooled token alone: one JVP each, batched."""
+    attn = block.attn
+    steps, tokens, width = points.shape
+    heads = attn.num_heads
+    head_dim = width // heads
+    scale = head_dim ** -0.5
+    z, dz = torch.func.jvp(block.ln_1, (points,), (delta.expand_as(points),))  # [steps, n, width]
+
+    def split(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return t.view(steps, tokens, 3, heads, head_dim).permute(2, 0, 3, 1, 4)  # 3 x [steps, H, n, hd]
+
+    q, k, v = split(F.linear(z, attn.in_proj_weight, attn.in_proj_bias))
+    dq, dk, dv = split(F.linear(dz, attn.in_proj_weight))
+    query = q[:, :, pooled]  # [steps, H, hd]
+    weights = torch.softmax(torch.einsum("nhd,nhtd->nht", query, k) * scale, dim=-1)  # [steps, H, n]
+    mixed = torch.einsum("nht,nhtd->nhd", weights, v)  # [steps, H, hd]
+    key_change = torch.einsum("nhd,nhtd->nht", query, dk) * scale  # c_s
+    d_mixed = weights[..., None] * (key_change[..., None] * (v - mixed[:, :, None]) + dv)  # [steps, H, n, hd]
+    query_logits = torch.einsum("nhd,nhtd->nht", dq[:, :, pooled], k) * scale
+    query_weights = weights * (query_logits - (weights * query_logits).sum(-1, keepdim=True))
+    d_mixed[:, :, pooled] += torch.einsum("nht,nhtd->nhd", query_weights, v)
+
+    out_weight = attn.out_proj.weight
+    d_pooled = block.ls_1(F.linear(d_mixed.transpose(1, 2).reshape(steps, tokens, width), out_weight))
+    d_pooled[:, pooled] += delta[pooled]  # the residual connection
+    pooled_state = points[:, pooled] + block.ls_1(attn.out_proj(mixed.reshape(steps, width)))  # [steps, width]
+
+    def rest(y: torch.Tensor) -> torch.Tensor:  # the pooled token after attention -> embedding
+        return readout(y + block.ls_2(block.mlp(block.ln_2(y))))
+
+    def integrated(tangent: torch.Tensor) -> torch.Tensor:  # [steps, width] -> [D]
+        return torch.func.jvp(rest, (pooled_state,), (tangent,))[1].mean(dim=0)
+
+    return torch.func.vmap(integrated, in_dims=1)(d_pooled)
+
+
+def _layer_index(layer: int, count: int, tower: str) -> int:
+    index = layer + count if layer < 0 else layer
+    if not 0 <= index < count:
+        raise InterpretError(f"The {tower} tower has blocks 0..{count - 1} (or -{count}..-1); there is no "
+                             f"layer {layer}.")
+    return index
+
+
+def _linear_or_matrix(projection) -> Callable[[torch.Tensor], torch.Tensor]:
+    if projection is None:
+        return lambda x: x
+    if isinstance(projection, torch.nn.Linear):
+        return projection
+    return lambda x: x @ projection
+
+
+def _image_tower(model: ClipModel, batch: torch.Tensor, layer: int) -> _Tower:
+    """The image and the all-zero reference image, seen from the states entering block `layer`."""
+    visual = model.visual
+    blocks = list(visual.transformer.resblocks)
+    index = _layer_index(layer, len(blocks), "image")
+    with torch.no_grad():
+        hidden = embed_image_tokens(visual, torch.cat([batch, torch.zeros_like(batch)]))
+        for block in blocks[:index]:
+            hidden = block(hidden)
+
+    def readout(pooled: torch.Tensor) -> torch.Tensor:
+        return visual.ln_post(pooled) @ visual.proj
+
+    return _Tower(hidden, blocks[index:], None, 0, readout)
+
+
+def _text_parts(model: ClipModel):
+    """The text tower's pieces, from a CLIP or a CustomTextCLIP (whose tower is `model.text`)."""
+    clip = model.model
+    tower = clip.text if hasattr(clip, "text") else clip
+    pool = getattr(tower, "text_pool_type", getattr(tower, "pool_type", "argmax"))
+    blocks = list(tower.transformer.resblocks)
+    if getattr(tower, "cls_emb", None) is not None or pool not in ("argmax", "eos") or tower.attn_mask is None \
+            or not all(type(block) is ResidualAttentionBlock for block in blocks):
+        raise InterpretError(f"{model.label}: interaction maps need a causal text transformer read out at its end "
+                             f"token (this one pools with '{pool}').")
+    return tower, blocks
+
+
+def _text_tower(model: ClipModel, ids: torch.Tensor, layer: int) -> _Tower:
+    """The caption (token ids `[context]`) and the reference caption '<start> ! <end>', seen from the states
+    entering block `layer`. The causal mask makes the tokens after the end token irrelevant, so both are cut
+    there."""
+    tower, blocks = _text_parts(model)
+    end = int(ids.argmax())
+    length = end + 1
+    reference = torch.zeros_like(ids[:length])
+    reference[0], reference[2] = ids[0], ids[end]  # start, '!' (id 0), end; padding with 0 as exclip does
+    tokens = torch.stack([ids[:length], reference])
+    index = _layer_index(layer, len(blocks), "text")
+    mask = tower.attn_mask[:length, :length]
+    with torch.no_grad():
+        hidden = tower.token_embedding(tokens) + tower.positional_embedding[:length]
+        for block in blocks[:index]:
+            hidden = block(hidden, attn_mask=mask)
+    projection = _linear_or_matrix(tower.text_projection)
+
+    def readout(pooled: torch.Tensor) -> torch.Tensor:
+        return projection(tower.ln_final(pooled))
+
+    return _Tower(hidden, blocks[index:], mask, end, readout)
+
+
+def interaction_map(model: ClipModel, image: ImageSource | torch.Tensor, caption: str, image_layer: int = -1,
+                    text_layer: int = -1, steps: int = 10, rule: str = "right",
+                    fast: bool | None = None) -> Interaction:
+    """Second-order interactions between the caption's tokens and the image's patches (see the module's
+    docstring). `image`: a PIL image (path, bytes, array) or a preprocessed `[1, 3, H, W]` tensor; layers index
+    the blocks whose input states are interpolated (-1: the last block); `rule`: the points on the path (see
+    `interpolation_points`; 'right' is the paper's, 'midpoint' converges faster); `fast`: force (True) or forbid (False)
+    the closed-form path (default: used where it applies, the last block)."""
+    if not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
+        raise InterpretError(f"Steps must be a whole number from 1 to {MAX_STEPS}, not {steps!r}.")
+    interpolation_points(1, rule)  # refuse an unknown rule before any work
+    picture = None if isinstance(image, torch.Tensor) else load_image(image)
+    batch = model.preprocess_images(image if picture is None else [picture])
+    if batch.shape[0] != 1:
+        raise InterpretError(f"One image at a time, not a batch of {batch.shape[0]}.")
+    encoded = model.tokenize(caption)
+    token_names = model.token_strings(caption)
+    image_tower = _image_tower(model, batch, image_layer)
+    text_tower = _text_tower(model, encoded.tokens[0], text_layer)
+    if len(token_names) != text_tower.pooled + 1:
+        token_names = [f"token {i}" for i in range(text_tower.pooled + 1)]
+
+    with torch.no_grad():
+        image_ends = image_tower.embed(image_tower.inputs)  # [2, D]: the image, the reference
+        text_ends = text_tower.embed(text_tower.inputs)
+        image_tangents = image_tower.tangents(steps, rule, fast)  # [1 + patches, D]
+        text_tangents = text_tower.tangents(steps, rule, fast)  # [S, D]
+    norms = image_ends[0].norm() * text_ends[0].norm()
+    pairs = (text_tangents @ image_tangents.T) / norms  # [S, 1 + patches]
+    explained = float((text_ends[0] - text_ends[1]) @ (image_ends[0] - image_ends[1]) / norms)
+    rows, columns = model.geometry.grid
+    scores = pairs[:, 1:].reshape(len(token_names), rows, columns)
+    size = picture.size if picture is not None else (batch.shape[-1], batch.shape[-2])
+    return Interaction(
+        scores=scores,
+        class_scores=pairs[:, 0],
+        tokens=token_names,
+        explained=explained,
+        residual=explained - float(pairs.sum()),
+        cosine=float(text_ends[0] @ image_ends[0] / norms),
+        caption=caption,
+        image_layer=_layer_index(image_layer, model.geometry.layers, "image"),
+        text_layer=_layer_index(text_layer, len(_text_parts(model)[1]), "text"),
+        steps=steps,
+        picture=picture,
+        box=crop_box(model, size) if picture is not None else (0, 0, *size),
+        warnings=encoded.warnings(),
+    )
