@@ -11,13 +11,16 @@ import threading
 from collections import OrderedDict
 
 import gradio as gr
+from PIL import Image
 
 from interpret.decompose import explain_caption
 from interpret.errors import InterpretError, ModelLoadError
 from interpret.index import MANIFEST, ImageIndex, build_command, load_head_labels
+from interpret.interact import Interaction, interaction_map, parse_box, parse_tokens
 from interpret.models import ClipModel, ModelSpec, catalogue, load_model, spec_from_label
 from interpret.banks import PROPERTIES, toy_bank
-from interpret.render import head_grid, map_overlay, missing_image, property_grid
+from interpret.images import load_image
+from interpret.render import head_grid, map_overlay, missing_image, outline_box, property_grid
 from interpret.segment import ImageMaps, parse_heads
 from interpret.textspan import HeadAtlas, describe_heads
 from interpret.toy.examples import build_toy_index, toy_examples
@@ -231,26 +234,40 @@ def run_text_neighbours(label: str, text: str, layer: float, head: float, k: flo
     return items, f"**Head {layer}.{head}**, '{text.strip()}': " + note
 
 
-_image_maps: "OrderedDict[tuple, ImageMaps]" = OrderedDict()
-_image_maps_lock = threading.Lock()
-IMAGE_MAPS_KEPT = 4
+class RecentResults:
+    """The last few results of an expensive computation, by key (thread-safe): changing only a display
+    choice (text, heads, opacity, span, box) does not recompute them."""
+
+    def __init__(self, kept: int = 4):
+        self.kept = kept
+        self._results: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key, make):
+        with self._lock:
+            if key in self._results:
+                self._results.move_to_end(key)
+                return self._results[key]
+        result = make()
+        with self._lock:
+            self._results[key] = result
+            while len(self._results) > self.kept:
+                self._results.popitem(last=False)
+        return result
+
+
+def _file_key(image_path: str | None) -> tuple:
+    path = _query_image(image_path)
+    return path, os.path.getmtime(path) if os.path.exists(path) else 0
+
+
+_image_maps = RecentResults()
 
 
 def image_maps_for(model: ClipModel, image_path: str | None) -> ImageMaps:
-    """The image's spatial decomposition, kept for the last few images: changing the text, the heads or the
-    opacity does not decompose the image again."""
-    path = _query_image(image_path)
-    key = (model.slug, path, os.path.getmtime(path) if os.path.exists(path) else 0)
-    with _image_maps_lock:
-        if key in _image_maps:
-            _image_maps.move_to_end(key)
-            return _image_maps[key]
-    maps = ImageMaps(model, path)
-    with _image_maps_lock:
-        _image_maps[key] = maps
-        while len(_image_maps) > IMAGE_MAPS_KEPT:
-            _image_maps.popitem(last=False)
-    return maps
+    """The image's spatial decomposition, kept for the last few images."""
+    key = (model.slug, *_file_key(image_path))
+    return _image_maps.get(key, lambda: ImageMaps(model, key[1]))
 
 
 def _map_summary(spatial, model: ClipModel) -> str:
@@ -284,6 +301,100 @@ def run_contrastive(label: str, image_path: str | None, text_a: str, text_b: str
     picture = map_overlay(maps.picture, spatial.image, opacity, f"'{spatial.text}' ({spatial.heads})",
                           label="contribution to score(A) − score(B)")
     return picture, _map_summary(spatial, model)
+
+
+_interactions = RecentResults()
+
+
+def interaction_for(model: ClipModel, image_path: str | None, caption: str, image_layer: float, text_layer: float,
+                    steps: float, rule: str) -> Interaction:
+    """The caption x image interactions, kept for the last few inputs: choosing another span or box is instant."""
+    model.tokenize(caption or "")  # an empty caption gets its message before any image work
+    settings = (caption, int(image_layer), int(text_layer), int(steps), rule or "right")
+    key = (model.slug, *_file_key(image_path), *settings)
+    return _interactions.get(key, lambda: interaction_map(model, key[1], *settings))
+
+
+def _token_choices(result: Interaction) -> list[str]:
+    return [f"{index}: {token}" for index, token in enumerate(result.tokens)]
+
+
+@friendly_errors
+def run_interaction(label: str, image_path: str | None, caption: str, image_layer: float = -1,
+                    text_layer: float = -1, steps: float = 10, rule: str = "midpoint", tokens: str = "",
+                    box: str = "", opacity: float = 0.6):
+    """Interactions tab: where the chosen caption tokens (a span; default all words) match the image, and how
+    much each token matches the chosen box of the image (default: all of it)."""
+    model = model_for(label)
+    span, region = parse_tokens(tokens), parse_box(box)
+    result = interaction_for(model, image_path, caption, image_layer, text_layer, steps, rule)
+    spatial = result.span_to_region(span)
+    per_token = result.region_to_span(region)
+    picture = map_overlay(result.picture, spatial.image, opacity, f"'{spatial.text}' ({result.layers_name})",
+                          label="interaction with the span", box=region)
+    bound = float(per_token.abs().max()) or 1.0
+    coloured = [(token, round(float(value) / bound, 4)) for token, value in zip(result.tokens, per_token)]
+    where = "the whole image" if region is None else f"the box {tuple(round(v) for v in region)}"
+    best = int(per_token[1:-1].argmax()) + 1 if len(result.tokens) > 2 else 0
+    summary = (f"Cosine **{result.cosine:+.4f}**; {result.layers_name}, {result.steps} steps ({result.rule} rule): "
+               f"the interactions sum to {result.total:+.5f} of the {result.explained:+.5f} they explain "
+               f"(residual {result.residual:+.1e}, {abs(result.residual) / max(abs(result.explained), 1e-12):.1%})."
+               f"\n\n**Span → region**: '{spatial.text}' (red: where it matches). **Region → span**: over {where}, "
+               f"'{result.tokens[best]}' matches most ({float(per_token[best]):+.5f}); tokens are coloured by their "
+               "interaction, red adds to the score.")
+    for warning in result.warnings:
+        gr.Warning(warning)
+        summary += f"\n\n⚠️ {warning}"
+    return picture, coloured, summary
+
+
+@friendly_errors
+def interaction_controls(label: str, image_path: str | None, caption: str, image_layer: float = -1,
+                         text_layer: float = -1, steps: float = 10, rule: str = "midpoint", box: str = ""):
+    """The token checkboxes and the box picker for the current interactions."""
+    result = interaction_for(model_for(label), image_path, caption, image_layer, text_layer, steps, rule)
+    return gr.update(choices=_token_choices(result)), box_picker(result.picture, parse_box(box))
+
+
+def tokens_from_checkboxes(chosen: list[str] | None) -> str:
+    return ", ".join(item.split(":")[0] for item in (chosen or []))
+
+
+PICKER_SIDE = 384  # small pictures are shown enlarged (whole multiples) so that corners can be clicked
+
+
+def picker_scale(picture: Image.Image) -> int:
+    return max(1, PICKER_SIDE // max(picture.size))
+
+
+def box_picker(picture: Image.Image, box=None, corner=None) -> Image.Image:
+    """The picture to click corners on (enlarged by `picker_scale`), with the box or first corner drawn."""
+    scale = picker_scale(picture)
+    enlarged = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+    return outline_box(enlarged, None if box is None else tuple(v * scale for v in box),
+                       None if corner is None else tuple(v * scale for v in corner))
+
+
+@friendly_errors
+def pick_corner(image_path: str | None, box: str, event: gr.SelectData):
+    """A click on the picker: the first corner of a new box, or the second corner of the started one (in the
+    picture's own pixels)."""
+    picture = load_image(_query_image(image_path))
+    x, y = (float(v) / picker_scale(picture) for v in event.index[:2])
+    values = [v for v in (box or "").replace(" ", "").split(",") if v]
+    if len(values) == 2:
+        corner = (float(values[0]), float(values[1]))
+        new_box = (min(corner[0], x), min(corner[1], y), max(corner[0], x), max(corner[1], y))
+        return ", ".join(f"{v:.0f}" for v in new_box), box_picker(picture, new_box)
+    return f"{x:.0f}, {y:.0f}", box_picker(picture, corner=(x, y))
+
+
+def run_after_pick(*inputs):
+    """`run_interaction` once the picker holds a whole box (after its second corner)."""
+    box = inputs[8]
+    if len([v for v in (box or "").split(",") if v.strip()]) == 2:
+        return gr.skip(), gr.skip(), gr.skip()
+    return run_interaction(*inputs)
 
 
 def warm_up(label: str) -> None:
@@ -385,6 +496,37 @@ def build_app(default_label: str | None = None, note: str = "") -> gr.Blocks:
                         contrast_b = gr.Textbox(label="Text B", placeholder="something blue", elem_id="contrast-b")
                     contrast_heads, contrast_opacity, contrast_button, contrast_summary, contrast_picture = \
                         _map_controls("contrast")
+                with gr.Tab("Interactions"):
+                    gr.Markdown("Which caption tokens match which image patches (second-order interactions, "
+                                "Moeller et al.). Tick tokens to see **where** they match; click two corners on "
+                                "the picture to see **which tokens** match that box. For the toy model, try image "
+                                "layer 2 and text layer 0 (its last text blocks mix the words).")
+                    with gr.Row():
+                        inter_image_layer = gr.Number(value=-1, precision=0, label="Image layer (-1: last block)",
+                                                      elem_id="inter-image-layer")
+                        inter_text_layer = gr.Number(value=-1, precision=0, label="Text layer (-1: last block)",
+                                                     elem_id="inter-text-layer")
+                        inter_steps = gr.Slider(1, 50, value=10, step=1, label="Steps", elem_id="inter-steps")
+                        inter_rule = gr.Radio(["midpoint", "right"], value="midpoint", elem_id="inter-rule",
+                                              label="Path points (midpoint: more exact; right: the paper's)")
+                    inter_button = gr.Button("Compute interactions", variant="primary", elem_id="inter-run")
+                    inter_checkboxes = gr.CheckboxGroup([], label="Caption tokens: tick a span (none: all words)",
+                                                        elem_id="inter-token-boxes")
+                    with gr.Row():
+                        inter_tokens = gr.Textbox(label="Span: token numbers (5, 5,6 or 5-7; empty: all words)",
+                                                  elem_id="inter-tokens")
+                        inter_box = gr.Textbox(label="Box: left, top, right, bottom (empty: whole image)",
+                                               elem_id="inter-box")
+                        inter_opacity = gr.Slider(0, 1, value=0.6, step=0.05, label="Map opacity",
+                                                  elem_id="inter-opacity")
+                    inter_summary = gr.Markdown(elem_id="inter-summary")
+                    inter_span = gr.HighlightedText(label="Tokens coloured by their interaction with the box",
+                                                    elem_id="inter-span", show_legend=False)
+                    with gr.Row():
+                        inter_picker = gr.Image(label="Click two corners of a box", type="pil", interactive=False,
+                                                elem_id="inter-picker")
+                        inter_map = gr.Image(label="Where the span matches (PNG)", type="pil", format="png",
+                                             elem_id="inter-map", interactive=False, buttons=["download", "fullscreen"])
                 with gr.Tab("Property neighbours"):
                     gr.Markdown("Images of the database that look like yours **in one property only**: the summed "
                                 "contributions of the heads labelled with it, compared by cosine.")
@@ -415,6 +557,18 @@ def build_app(default_label: str | None = None, note: str = "") -> gr.Blocks:
                               api_name="contrastive_segmentation")
         contrast_opacity.release(run_contrastive, contrast_inputs, [contrast_picture, contrast_summary],
                                  api_name=False)
+        inter_settings = [model_picker, image, caption, inter_image_layer, inter_text_layer, inter_steps, inter_rule]
+        inter_inputs = inter_settings + [inter_tokens, inter_box, inter_opacity]
+        inter_outputs = [inter_map, inter_span, inter_summary]
+        inter_button.click(run_interaction, inter_inputs, inter_outputs, api_name="interaction").then(
+            interaction_controls, inter_settings + [inter_box], [inter_checkboxes, inter_picker], api_name=False)
+        inter_checkboxes.input(tokens_from_checkboxes, inter_checkboxes, inter_tokens, api_name=False).then(
+            run_interaction, inter_inputs, inter_outputs, api_name=False)
+        inter_picker.select(pick_corner, [image, inter_box], [inter_box, inter_picker], api_name=False).then(
+            run_after_pick, inter_inputs, inter_outputs, api_name=False)
+        for control in (inter_tokens, inter_box):
+            control.submit(run_interaction, inter_inputs, inter_outputs, api_name=False)
+        inter_opacity.release(run_interaction, inter_inputs, inter_outputs, api_name=False)
         property_button.click(run_property_neighbours, [model_picker, image, property_choice, property_k],
                               [property_gallery, property_summary], api_name="property_neighbours")
         image_button.click(run_image_neighbours, [model_picker, image, image_layer, image_head, image_k],

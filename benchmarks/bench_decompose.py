@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import ctypes
 import statistics
 import subprocess
 import sys
@@ -24,15 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from interpret.decompose import decompose_image  # noqa: E402
 from interpret.models import load_model  # noqa: E402
-
-
-def status_mb(field: str) -> float:
-    """A memory figure of this process from /proc/self/status (VmRSS, VmHWM), in MiB."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise KeyError(field)
+from benchmarks.memory import reset_peak, status_mb  # noqa: E402
 
 
 def measure_memory(name: str, batch: int, method: str) -> dict:
@@ -41,10 +32,7 @@ def measure_memory(name: str, batch: int, method: str) -> dict:
     model = load_model(name)
     images = torch.randn(batch, 3, *model.geometry.image_size)
     model.folded_head_weights()  # a per-model constant, computed once at first use
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
-    with open("/proc/self/clear_refs", "w") as clear_refs:
-        clear_refs.write("5")  # VmHWM := VmRSS
-    loaded = status_mb("VmRSS")
+    loaded = reset_peak()
     with torch.no_grad():
         result = model.model.encode_image(images) if method == "plain" else decompose_image(model, images)
     peak = status_mb("VmHWM")

@@ -37,6 +37,41 @@ def _heads(args: argparse.Namespace) -> None:
         print(f"\nsaved the layer x head grid to {args.save}")
 
 
+def _interact(args: argparse.Namespace) -> None:
+    from .interact import interaction_map, parse_box, parse_tokens
+    from .models import load_model
+    from .render import map_overlay, token_strip
+
+    model = load_model(args.model, args.pretrained, args.device)
+    result = interaction_map(model, args.image, args.caption, args.image_layer, args.text_layer, args.steps,
+                             args.rule)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    tokens, box = parse_tokens(args.tokens), parse_box(args.box)
+    region = result.span_to_region(tokens)
+    per_token = result.region_to_span(box)
+    print(f"{model.label}, {result.layers_name}, {result.steps} steps ({result.rule}): cosine {result.cosine:+.4f}; "
+          f"interactions sum to {result.total:+.5f} of the {result.explained:+.5f} they explain "
+          f"(residual {result.residual:+.2e})")
+    where = "the whole image" if box is None else f"the box {tuple(round(v) for v in box)}"
+    print(f"\ntoken interactions summed over {where}:")
+    print(f"{'index':>5}  {'token':<16} {'interaction':>12}")
+    for index, (token, value) in enumerate(zip(result.tokens, per_token.tolist())):
+        print(f"{index:>5}  {token:<16} {value:>+12.5f}")
+    grid = region.grid
+    row, column = divmod(int(grid.argmax()), grid.shape[1])
+    print(f"\n'{region.text}' matches the image most at patch row {row}, column {column} "
+          f"({float(grid.max()):+.5f}; the span's interactions sum to {float(grid.sum()):+.5f})")
+    if args.save:
+        map_overlay(result.picture, region.image, 0.6, f"'{region.text}' ({result.layers_name})",
+                    label="interaction with the span", box=box).save(args.save)
+        print(f"saved the span's map to {args.save}")
+    if args.save_tokens:
+        token_strip(result.tokens, per_token.numpy(), f"tokens x {where}", result.token_indices(tokens)) \
+            .save(args.save_tokens)
+        print(f"saved the coloured tokens to {args.save_tokens}")
+
+
 def _train_toy(args: argparse.Namespace) -> None:
     import time
 
@@ -247,6 +282,27 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--classes", help="text file, one class prompt a line")
     seg.add_argument("--limit", type=int, help="evaluate at most this many images")
     seg.set_defaults(run=_eval_seg)
+
+    interact = commands.add_parser("interact", help="second-order caption-token x image-patch interactions",
+                                   description="Which caption tokens match which image patches (Moeller et al.): "
+                                               "a span's map on the image and a box's score per token.")
+    interact.add_argument("image", help="image file")
+    interact.add_argument("--caption", required=True)
+    interact.add_argument("--tokens", help="the span to map: token numbers such as 5, 5,6 or 5-7 (0 is the start "
+                                           "token; default: all words)")
+    interact.add_argument("--box", help="the region to score tokens on: left,top,right,bottom in image pixels "
+                                        "(default: the whole image)")
+    interact.add_argument("--image-layer", type=int, default=-1,
+                          help="interpolate the states entering this image block (default: -1, the last)")
+    interact.add_argument("--text-layer", type=int, default=-1, help="the same for the text tower (default: -1)")
+    interact.add_argument("--steps", type=int, default=10, help="interpolation steps (default: 10)")
+    interact.add_argument("--rule", default="right", choices=("right", "midpoint"),
+                          help="interpolation points: 'right' (the paper's, as exclip) or 'midpoint' (more exact "
+                               "at the same cost)")
+    interact.add_argument("--save", metavar="PNG", help="save the span's map over the image")
+    interact.add_argument("--save-tokens", metavar="PNG", help="save the tokens coloured by their box interactions")
+    _add_model_arguments(interact)
+    interact.set_defaults(run=_interact)
 
     from .models import TOY_DIR
     from .toy.train import DEFAULTS

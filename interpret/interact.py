@@ -56,7 +56,7 @@ class Interaction:
     tokens: the S tokens as strings ('<start>', 'a', 'red', ..., '<end>').
     explained: `(e_t(h) - e_t(r)) . (e_i(h) - e_i(r)) / (|e_t(h)| |e_i(h)|)`, what all interactions sum to
         exactly in the limit of many steps; residual: `explained - (scores.sum() + class_scores.sum())`.
-    cosine: the model's cosine score of the caption and the image.
+    cosine: the model's cosine score of the caption and the image; steps, rule: the path's points.
     picture: the image as given (None when a preprocessed tensor was given); box: (left, top, right, bottom) of
         the picture the model saw (its preprocess's centre crop).
     """
@@ -71,6 +71,7 @@ class Interaction:
     image_layer: int
     text_layer: int
     steps: int
+    rule: str
     picture: Image.Image | None
     box: tuple[int, int, int, int]
     warnings: list[str] = field(default_factory=list)
@@ -386,7 +387,46 @@ def interaction_map(model: ClipModel, image: ImageSource | torch.Tensor, caption
         image_layer=_layer_index(image_layer, model.geometry.layers, "image"),
         text_layer=_layer_index(text_layer, len(_text_parts(model)[1]), "text"),
         steps=steps,
+        rule=rule,
         picture=picture,
         box=crop_box(model, size) if picture is not None else (0, 0, *size),
         warnings=encoded.warnings(),
     )
+
+
+def parse_tokens(spec: str | Sequence | None) -> list[int] | None:
+    """The page's or the command line's token choice -> token positions: '' (None: all words), '5', '5,6',
+    '5-7' (inclusive), or a list of such items (the page's checkboxes, 'INDEX: token')."""
+    items = [spec] if isinstance(spec, (str, int)) or spec is None else list(spec)
+    chosen: list[int] = []
+    for item in items:
+        for part in str(item if item is not None else "").split(","):
+            text = part.split(":")[0].strip()
+            if not text:
+                continue
+            try:
+                if "-" in text[1:]:
+                    first, last = (int(value) for value in text.split("-", 1) if value)
+                    chosen.extend(range(first, last + 1))
+                else:
+                    chosen.append(int(text))
+            except ValueError:
+                raise InterpretError(f"Tokens '{part.strip()}' not understood: write token numbers such as 5, "
+                                     "5,6 or 5-7 (0 is the start token).") from None
+    return chosen or None
+
+
+def parse_box(spec: str | Sequence[float] | None) -> tuple[float, float, float, float] | None:
+    """'left, top, right, bottom' (image pixels) or four numbers -> a box; '' or None -> None (the whole image)."""
+    if spec is None or (isinstance(spec, str) and not spec.strip()):
+        return None
+    try:
+        values = [float(v) for v in (spec.replace(";", ",").split(",") if isinstance(spec, str) else spec)]
+    except ValueError:
+        values = []
+    if len(values) != 4:
+        raise InterpretError(f"Box '{spec}' not understood: give left, top, right, bottom in image pixels "
+                             "(e.g. 10, 20, 110, 90), or click two corners on the picture.")
+    if values[0] == values[2] or values[1] == values[3]:
+        raise InterpretError("The box is empty: its corners must differ in both directions.")
+    return tuple(values)

@@ -51,9 +51,11 @@ def head_grid(scores: np.ndarray, title: str = "", layers: list[int] | None = No
 
 
 def map_overlay(image: Image.Image, values: np.ndarray, opacity: float = 0.6, title: str = "",
-                label: str = "contribution to cosine score") -> Image.Image:
+                label: str = "contribution to cosine score",
+                box: tuple[float, float, float, float] | None = None) -> Image.Image:
     """A spatial map `[H, W]` (the image's size) over the image, on a diverging scale centred at zero (red:
-    adds to the score, blue: takes away), with a colour bar; `opacity` in 0..1 is the map's."""
+    adds to the score, blue: takes away), with a colour bar; `opacity` in 0..1 is the map's; `box` (left, top,
+    right, bottom), if given, is outlined."""
     values = np.asarray(values, dtype=np.float64)
     width, height = image.size
     scale = 5.0 / max(width, height)
@@ -61,12 +63,64 @@ def map_overlay(image: Image.Image, values: np.ndarray, opacity: float = 0.6, ti
     axis.imshow(image)
     picture = axis.imshow(values, cmap="RdBu_r", norm=diverging_norm(values), alpha=float(np.clip(opacity, 0, 1)),
                           interpolation="nearest")
+    if box is not None:
+        from matplotlib.patches import Rectangle
+
+        left, top, right, bottom = box
+        axis.add_patch(Rectangle((left, top), right - left, bottom - top, fill=False, edgecolor="black",
+                                 linewidth=1.5, linestyle="--"))
     axis.set_axis_off()
     axis.set_title(title, fontsize=9, wrap=True)
     bar = figure.colorbar(picture, ax=axis, fraction=0.046, pad=0.03)
     bar.solids.set_alpha(1.0)
     bar.set_label(label, fontsize=8)
     return figure_to_image(figure)
+
+
+def token_strip(tokens: list[str], values, title: str = "", chosen: list[int] | None = None) -> Image.Image:
+    """Tokens as coloured boxes on a diverging scale centred at zero (red: adds to the score), each with its
+    value below; `chosen` tokens are underlined."""
+    from matplotlib.patches import Rectangle
+
+    values = np.asarray(values, dtype=np.float64)
+    norm = diverging_norm(values)
+    colours = plt.get_cmap("RdBu_r")(norm(values))
+    widths = [0.35 + 0.11 * max(len(token), 4) for token in tokens]
+    figure, axis = plt.subplots(figsize=(min(max(sum(widths) + 0.4, 3.0), 40.0), 1.3))
+    x = 0.0
+    for index, (token, value, colour, width) in enumerate(zip(tokens, values, colours, widths)):
+        axis.add_patch(Rectangle((x, 0.35), width - 0.06, 0.55, facecolor=colour, edgecolor="#555555", linewidth=0.5))
+        dark = abs(norm(value) - 0.5) > 0.35
+        axis.text(x + (width - 0.06) / 2, 0.62, token, ha="center", va="center", fontsize=9,
+                  color="white" if dark else "black")
+        axis.text(x + (width - 0.06) / 2, 0.15, f"{value:+.3g}", ha="center", va="center", fontsize=7)
+        if chosen and index in chosen:
+            axis.plot([x, x + width - 0.06], [0.3, 0.3], color="black", linewidth=2)
+        x += width
+    axis.set_xlim(-0.05, x + 0.05)
+    axis.set_ylim(0, 1)
+    axis.set_axis_off()
+    axis.set_title(title, fontsize=9, wrap=True)
+    return figure_to_image(figure)
+
+
+def outline_box(image: Image.Image, box: tuple[float, float, float, float] | None,
+                corner: tuple[float, float] | None = None) -> Image.Image:
+    """A copy of the image with `box` (left, top, right, bottom) outlined, or a first `corner` marked."""
+    picture = image.convert("RGB").copy()
+    draw = ImageDraw.Draw(picture)
+    line = max(1, round(max(picture.size) / 160))
+    if box is not None:
+        left, top, right, bottom = box
+        draw.rectangle([min(left, right), min(top, bottom), max(left, right), max(top, bottom)], outline=(0, 0, 0),
+                       width=line + 1)
+        draw.rectangle([min(left, right) + line + 1, min(top, bottom) + line + 1, max(left, right) - line - 1,
+                        max(top, bottom) - line - 1], outline=(255, 255, 0), width=line)
+    if corner is not None:
+        x, y = corner
+        radius = 3 * line
+        draw.ellipse([x - radius, y - radius, x + radius, y + radius], outline=(0, 0, 0), fill=(255, 255, 0))
+    return picture
 
 
 PROPERTY_COLOURS = {  # one colour per property, stable across models

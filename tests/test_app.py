@@ -186,3 +186,50 @@ def test_bad_map_requests(heads, text, message):
 def test_maps_need_an_image():
     with pytest.raises(gr.Error, match="Upload an image first"):
         app.run_contrastive(TOY, None, "a", "b", "all", 0.5)
+
+
+def test_interactions_map_a_span_and_score_a_box(monkeypatch):
+    from interpret.toy.examples import toy_examples
+
+    made = []
+    real = app.interaction_map
+    monkeypatch.setattr(app, "interaction_map", lambda *args, **kwargs: made.append(args) or real(*args, **kwargs))
+    path, _ = toy_examples()[0]
+    caption = "a red circle and a blue square"
+    picture, coloured, summary = app.run_interaction(TOY, path, caption, 2, 0, 5, "right", "2", "", 0.6)
+    assert isinstance(picture, Image.Image)
+    assert [token for token, _ in coloured] == ["<start>", "a", "red", "circle", "and", "a", "blue", "square",
+                                                "<end>"]
+    assert max(abs(score) for _, score in coloured) == pytest.approx(1.0)
+    assert "'red'" in summary and "whole image" in summary and "residual" in summary
+    picture, coloured, summary = app.run_interaction(TOY, path, caption, 2, 0, 5, "right", "2-3", "0, 0, 30, 30")
+    assert "'red circle'" in summary and "the box (0, 0, 30, 30)" in summary
+    choices, picker = app.interaction_controls(TOY, path, caption, 2, 0, 5, "right", "0, 0, 30, 30")
+    assert choices["choices"][2] == "2: red" and isinstance(picker, Image.Image)
+    assert app.tokens_from_checkboxes(["2: red", "3: circle"]) == "2, 3"
+    assert len(made) == 1  # one computation served every span and box
+
+
+def test_picking_a_box_by_two_clicks():
+    from interpret.toy.examples import toy_examples
+
+    path, _ = toy_examples()[0]  # 64 x 64 pixels, shown 6 times larger to click on
+    box, picture = app.pick_corner(path, "", gr.SelectData(None, {"index": [60, 12], "value": None}))
+    assert box == "10, 2" and picture.size == (384, 384)
+    box, picture = app.pick_corner(path, box, gr.SelectData(None, {"index": [30, 48], "value": None}))
+    assert box == "5, 2, 10, 8"
+    assert app.run_after_pick(TOY, path, "a cat", -1, -1, 2, "right", "", "10, 2", 0.6) == (gr.skip(),) * 3
+
+
+@pytest.mark.parametrize("tokens, box, caption, message", [
+    ("x", "", "a red circle", "Tokens 'x' not understood"),
+    ("", "1,2,3", "a red circle", "Box '1,2,3' not understood"),
+    ("9", "", "a red circle", "no token 9"),
+    ("", "", "", "caption is empty"),
+    ("", "-9,-9,-5,-5", "a red circle", "covers none"),
+])
+def test_bad_interaction_requests(tokens, box, caption, message):
+    from interpret.toy.examples import toy_examples
+
+    with pytest.raises(gr.Error, match=message):
+        app.run_interaction(TOY, toy_examples()[0][0], caption, -1, -1, 2, "right", tokens, box, 0.5)

@@ -190,3 +190,38 @@ def test_contrastive_endpoint_answers_gradio_client(server):
     picture, summary = client.predict(ModelSpec("toy", None).label, handle_file(path), "something red",
                                       "something blue", "all", 0.5, api_name="/contrastive_segmentation")
     assert os.path.isfile(picture) and picture.endswith(".png") and "something red − something blue" in summary
+
+
+def test_interactions_tab_maps_a_ticked_token_and_a_clicked_box(page):
+    path, _ = toy_examples()[0]
+    page.locator("#image input[type=file]").set_input_files(path)
+    page.locator("#caption textarea").fill("a red circle and a blue square")
+    open_tab(page, "Interactions")
+    page.locator("#inter-image-layer input").fill("2")
+    page.locator("#inter-text-layer input").fill("0")
+    page.locator("#inter-run").click()
+    page.wait_for_selector("#inter-map img", timeout=60_000)
+    page.get_by_label("2: red").check()
+    page.wait_for_function("document.querySelector('#inter-summary').innerText.includes(\"'red'\")",
+                           timeout=30_000)
+    picker = page.locator("#inter-picker img")
+    picker.wait_for(timeout=30_000)
+    size = picker.bounding_box()
+    picker.click(position={"x": size["width"] * 0.1, "y": size["height"] * 0.1})
+    page.wait_for_function("document.querySelector('#inter-box textarea, #inter-box input').value.split(',')"
+                           ".length === 2", timeout=30_000)
+    picker.click(position={"x": size["width"] * 0.6, "y": size["height"] * 0.6})
+    page.wait_for_function("document.querySelector('#inter-summary').innerText.includes('the box (')",
+                           timeout=30_000)
+    assert page.locator("#inter-span").inner_text().count("red") >= 1
+
+
+def test_interaction_endpoint_answers_gradio_client(server):
+    from gradio_client import Client, handle_file
+
+    client = Client(server, verbose=False)
+    path, _ = toy_examples()[0]
+    picture, coloured, summary = client.predict(ModelSpec("toy", None).label, handle_file(path),
+                                                "a red circle", -1, -1, 4, "midpoint", "2", "0, 0, 32, 32", 0.6,
+                                                api_name="/interaction")
+    assert os.path.isfile(picture) and "'red'" in summary and "the box (0, 0, 32, 32)" in summary

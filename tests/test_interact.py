@@ -2,10 +2,8 @@
 path, span <-> region sums, bad input, and the toy world's ground truth."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from interpret import InterpretError, load_model
 from interpret.errors import CaptionError, ImageError
