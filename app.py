@@ -18,11 +18,14 @@ from interpret.errors import InterpretError, ModelLoadError
 from interpret.index import MANIFEST, ImageIndex, build_command, load_head_labels
 from interpret.interact import Interaction, interaction_map, parse_box, parse_tokens
 from interpret.models import ClipModel, ModelSpec, catalogue, load_model, spec_from_label
+from interpret.mutual import load_descriptors, mutual_knowledge
 from interpret.banks import PROPERTIES, toy_bank
 from interpret.images import load_image
-from interpret.render import head_grid, map_overlay, missing_image, outline_box, property_grid
+from interpret.render import (concept_venn, deletion_plot, head_grid, map_overlay, missing_image, outline_box,
+                              parts_overlay, property_grid)
 from interpret.segment import ImageMaps, parse_heads
 from interpret.textspan import HeadAtlas, describe_heads
+from interpret.toy.evaluate import toy_descriptors
 from interpret.toy.examples import build_toy_index, toy_examples
 from interpret.toy.train import toy_images
 
@@ -389,6 +392,39 @@ def pick_corner(image_path: str | None, box: str, event: gr.SelectData):
     return f"{x:.0f}, {y:.0f}", box_picker(picture, corner=(x, y))
 
 
+TOY_CLASSES = "toy world: 24 classes 'a {colour} {shape}'"
+OWN_CLASSES = "my descriptor file (JSON)"
+
+
+@friendly_errors
+def run_mutual(label: str, image_path: str | None, preset: str = TOY_CLASSES, descriptor_file: str | None = None,
+               template: str = "{}", parts: float = 3, method: str = "prompts"):
+    """Mutual knowledge tab: the zero-shot prediction, the image's parts and the concepts the vision and text
+    sides share, and the deletion curve of the shared concepts' parts."""
+    model = model_for(label)
+    if preset == OWN_CLASSES:
+        if not descriptor_file:
+            raise InterpretError('Upload a JSON file of classes and their descriptions: {"class": ["description", '
+                                 '...], ...}.')
+        descriptors = load_descriptors(descriptor_file, template=template or "{}")
+    else:
+        descriptors = toy_descriptors()
+    result = mutual_knowledge(model, _query_image(image_path), descriptors, parts=int(parts), method=method)
+    labels = [", ".join(concepts) for concepts in result.part_concepts]
+    overlay = parts_overlay(result.picture, result.parts.numpy(), result.box, labels,
+                            title=f"{len(labels)} parts and the descriptors that match them (vision side)")
+    venn = concept_venn([d for d in result.visual if d not in result.shared], result.shared,
+                        [d for d in result.textual if d not in result.shared],
+                        f"predicted: '{result.predicted}'")
+    curve = deletion_plot(result.deletion, [f"part {k}" for k in result.deleted_parts],
+                          f"deleting the shared concepts' parts (AUC {result.auc:.3f})")
+    summary = (f"Predicted **{result.predicted}** (probability {result.probability:.3f} among "
+               f"{len(result.classes)} classes). Shared concepts: **{', '.join(result.shared) or 'none'}**; "
+               f"mutual information {result.mutual_information:.3f} bits, score **{result.score:.3f}** (0..1); "
+               f"deletion AUC **{result.auc:.3f}** (lower: the shared concepts carry the prediction).")
+    return summary, overlay, venn, curve
+
+
 def run_after_pick(*inputs):
     """`run_interaction` once the picker holds a whole box (after its second corner)."""
     box = inputs[8]
@@ -527,6 +563,31 @@ def build_app(default_label: str | None = None, note: str = "") -> gr.Blocks:
                                                 elem_id="inter-picker")
                         inter_map = gr.Image(label="Where the span matches (PNG)", type="pil", format="png",
                                              elem_id="inter-map", interactive=False, buttons=["download", "fullscreen"])
+                with gr.Tab("Mutual knowledge"):
+                    gr.Markdown("Why this zero-shot class? The concepts that CLIP's **vision side** sees in the "
+                                "image's parts and its **text side** associates with the predicted class, and "
+                                "what is left of the prediction when the shared concepts' parts are removed "
+                                "(Sammani & Deligiannis).")
+                    with gr.Row():
+                        mutual_preset = gr.Radio([TOY_CLASSES, OWN_CLASSES], value=TOY_CLASSES, label="Classes",
+                                                 elem_id="mutual-preset")
+                        mutual_file = gr.File(label='Descriptors: JSON {"class": ["description", ...]}',
+                                              file_types=[".json"], type="filepath", elem_id="mutual-file")
+                    with gr.Row():
+                        mutual_template = gr.Textbox(value="{}", label="Class prompt ({} is the class)",
+                                                     elem_id="mutual-template")
+                        mutual_parts = gr.Slider(2, 8, value=3, step=1, label="Parts", elem_id="mutual-parts")
+                        mutual_method = gr.Radio(["prompts", "contributions"], value="prompts",
+                                                 label="Part embedding", elem_id="mutual-method")
+                    mutual_button = gr.Button("Explain the prediction", variant="primary", elem_id="mutual-run")
+                    mutual_summary = gr.Markdown(elem_id="mutual-summary")
+                    with gr.Row():
+                        mutual_parts_picture = gr.Image(label="Parts", type="pil", interactive=False,
+                                                        elem_id="mutual-parts-map")
+                        mutual_venn = gr.Image(label="Concepts", type="pil", interactive=False,
+                                               elem_id="mutual-venn")
+                    mutual_curve = gr.Image(label="Deletion curve", type="pil", interactive=False,
+                                            elem_id="mutual-curve")
                 with gr.Tab("Property neighbours"):
                     gr.Markdown("Images of the database that look like yours **in one property only**: the summed "
                                 "contributions of the heads labelled with it, compared by cosine.")
@@ -569,6 +630,9 @@ def build_app(default_label: str | None = None, note: str = "") -> gr.Blocks:
         for control in (inter_tokens, inter_box):
             control.submit(run_interaction, inter_inputs, inter_outputs, api_name=False)
         inter_opacity.release(run_interaction, inter_inputs, inter_outputs, api_name=False)
+        mutual_button.click(run_mutual, [model_picker, image, mutual_preset, mutual_file, mutual_template, mutual_parts,
+                                         mutual_method], [mutual_summary, mutual_parts_picture, mutual_venn, mutual_curve],
+                            api_name="mutual_knowledge")
         property_button.click(run_property_neighbours, [model_picker, image, property_choice, property_k],
                               [property_gallery, property_summary], api_name="property_neighbours")
         image_button.click(run_image_neighbours, [model_picker, image, image_layer, image_head, image_k],

@@ -72,6 +72,86 @@ def _interact(args: argparse.Namespace) -> None:
         print(f"saved the coloured tokens to {args.save_tokens}")
 
 
+def _model_spec(text: str) -> tuple[str, str | None]:
+    """'ViT-B-32:openai' -> ('ViT-B-32', 'openai'); 'toy' -> ('toy', None)."""
+    name, _, pretrained = text.partition(":")
+    return name, pretrained or None
+
+
+def _mutual_samples(model, args) -> list[tuple[object, str | None]]:
+    """(image, true class or None) pairs: the images of --images (the class is the parent folder's name when
+    it is one of the classes), or single-object toy scenes for the toy model."""
+    from .images import list_images
+
+    if args.images:
+        paths = list_images(args.images)[: args.limit]
+        return [(path, Path(path).parent.name) for path in readable_images(paths)]
+    if model.name != "toy":
+        raise InterpretError("--images DIR is needed (images in folders named by their class, or loose).")
+    from .toy.train import toy_scene
+    from .toy.world import with_article
+
+    scenes = [toy_scene(90_000 + i, count=1) for i in range(args.limit or 100)]
+    return [(s.image, with_article(f"{s.objects[0].colour} {s.objects[0].shape}")) for s in scenes]
+
+
+def _mutual(args: argparse.Namespace) -> None:
+    import csv
+
+    from .models import load_model
+    from .mutual import load_classes, load_descriptors, mutual_knowledge
+    from .render import figure_to_image
+
+    if not args.descriptors and any(_model_spec(text)[0] != "toy" for text in args.models):
+        raise InterpretError("--descriptors FILE is needed (JSON: class -> list of descriptions).")
+    rows = []
+    for text in args.models:
+        model = load_model(*_model_spec(text), device=args.device)
+        if args.descriptors:
+            classes = load_classes(args.classes) if args.classes else None
+            descriptors = load_descriptors(args.descriptors, classes, args.template)
+        elif model.name == "toy":
+            from .toy.evaluate import toy_descriptors
+
+            descriptors = toy_descriptors()
+        else:
+            raise InterpretError("--descriptors FILE is needed (JSON: class -> list of descriptions).")
+        scores, areas, correct, labelled = [], [], 0, 0
+        for image, truth in _mutual_samples(model, args):
+            result = mutual_knowledge(model, image, descriptors, parts=args.parts, method=args.method)
+            scores.append(result.score)
+            areas.append(result.auc)
+            if truth in descriptors.descriptors:
+                labelled += 1
+                correct += result.predicted == truth
+        row = {"model": model.label, "images": len(scores), "mean score": sum(scores) / len(scores),
+               "mean AUC": sum(areas) / len(areas),
+               "zero-shot accuracy": correct / labelled if labelled else float("nan")}
+        rows.append(row)
+        print(f"{model.label}: {len(scores)} images, mean score {row['mean score']:.3f}, mean AUC "
+              f"{row['mean AUC']:.3f}, zero-shot accuracy {row['zero-shot accuracy']:.3f}"
+              + ("" if labelled else " (no image is in a folder named by its class)"))
+    with open(args.out, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"wrote {args.out}")
+    if args.plot:
+        import matplotlib.pyplot as plt
+        import numpy as np
+
+        figure, axis = plt.subplots(figsize=(2.5 + 1.8 * len(rows), 3.4))
+        measures = ("mean score", "mean AUC", "zero-shot accuracy")
+        for offset, measure in enumerate(measures):
+            axis.bar(np.arange(len(rows)) + (offset - 1) * 0.27, [row[measure] for row in rows], 0.27, label=measure)
+        axis.set_xticks(range(len(rows)), [row["model"] for row in rows], fontsize=8)
+        axis.set_ylim(0, 1.05)
+        axis.legend(fontsize=8)
+        axis.set_title("Mutual knowledge per model", fontsize=9)
+        figure_to_image(figure).save(args.plot)
+        print(f"saved the plot to {args.plot}")
+
+
 def _train_toy(args: argparse.Namespace) -> None:
     import time
 
@@ -303,6 +383,27 @@ def build_parser() -> argparse.ArgumentParser:
     interact.add_argument("--save-tokens", metavar="PNG", help="save the tokens coloured by their box interactions")
     _add_model_arguments(interact)
     interact.set_defaults(run=_interact)
+
+    mutual = commands.add_parser("mutual", help="mutual knowledge of the vision and text sides, per model",
+                                 description="Explain zero-shot predictions by the concepts both encoders pick "
+                                             "(Sammani & Deligiannis) over a folder, for each model; writes one "
+                                             "table (mean score, mean deletion AUC, zero-shot accuracy) and a plot.")
+    mutual.add_argument("--models", nargs="+", required=True, metavar="NAME[:TAG]",
+                        help="models, e.g. ViT-B-32:openai ViT-B-16:openai toy (no tag: random weights)")
+    mutual.add_argument("--images", help="folder of images, ideally in folders named by their class (for the "
+                                         "accuracy); the toy model draws single-object scenes when omitted")
+    mutual.add_argument("--classes", help="text file, one class a line (default: every class of --descriptors)")
+    mutual.add_argument("--descriptors", help='JSON file {"class": ["description", ...]} (default for the toy '
+                                              "model: its colour and shape descriptors)")
+    mutual.add_argument("--template", default="{}", help="class prompt, e.g. 'a photo of a {}' (default: {})")
+    mutual.add_argument("--parts", type=int, default=3, help="image parts K (default: 3)")
+    mutual.add_argument("--method", default="prompts", choices=("prompts", "contributions"),
+                        help="how a part is embedded (default: prompts)")
+    mutual.add_argument("--limit", type=int, help="at most this many images per model")
+    mutual.add_argument("--out", default="mutual.csv", help="CSV table (default: mutual.csv)")
+    mutual.add_argument("--plot", metavar="PNG", help="save a bar plot of the table")
+    mutual.add_argument("--device", default="cpu")
+    mutual.set_defaults(run=_mutual)
 
     from .models import TOY_DIR
     from .toy.train import DEFAULTS

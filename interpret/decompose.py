@@ -76,6 +76,13 @@ class ImageDecomposition:
         contributions = torch.einsum("blhk,lhkd->blhd", values, self.folded_heads)
         return contributions * self._per_image(self.inv_std, 4)
 
+    def token_totals(self) -> torch.Tensor:
+        """`[B, T, D]`: each source token's contribution summed over the requested layers' heads (spatial only)."""
+        if not self.spatial:
+            raise ValueError("token_totals needs a spatial decomposition (decompose_image(..., spatial=True)).")
+        contributions = torch.einsum("blhtk,lhkd->btd", self.weighted_values, self.folded_heads)
+        return contributions * self._per_image(self.inv_std, 3)
+
     def total(self) -> torch.Tensor:
         """`[B, D]`: the sum of all parts; equals `embedding` to float error."""
         return self.head_totals().sum(dim=(1, 2)) + self.mlps.sum(dim=1) + self.rest

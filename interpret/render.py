@@ -164,3 +164,69 @@ def missing_image(size: int = 160) -> Image.Image:
     draw.line([(0, size), (size, 0)], fill=(170, 170, 170), width=3)
     draw.text((size // 2, size // 2), "missing", fill=(80, 80, 80), anchor="mm")
     return tile
+
+
+PART_COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
+                "#fabed4", "#469990", "#dcbeff", "#9a6324", "#800000", "#aaffc3", "#808000", "#000075")
+
+
+def parts_overlay(image: Image.Image, parts: np.ndarray, box: tuple[int, int, int, int], labels: list[str],
+                  opacity: float = 0.5, title: str = "") -> Image.Image:
+    """The image with its parts (`[grid_h, grid_w]` ids on the patch grid covering `box`) tinted one colour
+    each, and a legend of each part's label."""
+    from matplotlib.colors import to_rgb
+    from matplotlib.patches import Patch
+
+    parts = np.asarray(parts)
+    left, top, right, bottom = box
+    width, height = image.size
+    ids = Image.fromarray(parts.astype(np.uint8)).resize((right - left, bottom - top), Image.NEAREST)
+    tint = np.zeros((height, width, 4))
+    colours = np.array([(*to_rgb(PART_COLOURS[k % len(PART_COLOURS)]), 1.0) for k in range(len(labels))])
+    tint[top:bottom, left:right] = colours[np.asarray(ids)]
+    tint[..., 3] *= float(np.clip(opacity, 0, 1))
+    scale = 5.0 / max(width, height)
+    figure, axis = plt.subplots(figsize=(max(width * scale, 2.5) + 2.6, max(height * scale, 2.0) + 0.6))
+    axis.imshow(image)
+    axis.imshow(tint, interpolation="nearest")
+    axis.set_axis_off()
+    axis.set_title(title, fontsize=9, wrap=True)
+    axis.legend(handles=[Patch(color=PART_COLOURS[k % len(PART_COLOURS)], label=f"part {k}: {label}")
+                         for k, label in enumerate(labels)], bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8)
+    return figure_to_image(figure)
+
+
+def concept_venn(visual_only: list[str], shared: list[str], textual_only: list[str], title: str = "") -> Image.Image:
+    """Two overlapping circles: the concepts only the vision side picks, those both pick, those only the text
+    side picks."""
+    from matplotlib.patches import Circle
+
+    figure, axis = plt.subplots(figsize=(6.4, 3.6))
+    axis.add_patch(Circle((0.36, 0.5), 0.33, color="#4363d8", alpha=0.25))
+    axis.add_patch(Circle((0.64, 0.5), 0.33, color="#e6194b", alpha=0.25))
+    for x, heading, words in ((0.2, "vision only", visual_only), (0.5, "shared", shared),
+                              (0.8, "text only", textual_only)):
+        axis.text(x, 0.88, heading, ha="center", va="center", fontsize=9, fontweight="bold")
+        lines = words[:8] + ([f"... {len(words) - 8} more"] if len(words) > 8 else [])
+        axis.text(x, 0.5, "\n".join(lines) or "(none)", ha="center", va="center", fontsize=8, wrap=True)
+    axis.set_xlim(0, 1)
+    axis.set_ylim(0.1, 0.95)
+    axis.set_aspect("equal")
+    axis.set_axis_off()
+    axis.set_title(title, fontsize=9, wrap=True)
+    return figure_to_image(figure)
+
+
+def deletion_plot(curve: list[float], labels: list[str], title: str = "") -> Image.Image:
+    """The predicted class's probability as parts are removed one after another (x: the removed part)."""
+    figure, axis = plt.subplots(figsize=(5.0, 3.0))
+    steps = np.arange(len(curve))
+    axis.plot(steps, curve, marker="o", color="#e6194b")
+    axis.fill_between(steps, curve, alpha=0.15, color="#e6194b")
+    axis.set_xticks(steps, ["none"] + labels, fontsize=7, rotation=20 if len(curve) > 4 else 0)
+    axis.set_ylim(0, 1.02)
+    axis.set_xlabel("parts removed (cumulative)", fontsize=8)
+    axis.set_ylabel("probability of the prediction", fontsize=8)
+    axis.set_title(title, fontsize=9, wrap=True)
+    axis.grid(alpha=0.3)
+    return figure_to_image(figure)

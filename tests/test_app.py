@@ -233,3 +233,25 @@ def test_bad_interaction_requests(tokens, box, caption, message):
 
     with pytest.raises(gr.Error, match=message):
         app.run_interaction(TOY, toy_examples()[0][0], caption, -1, -1, 2, "right", tokens, box, 0.5)
+
+
+def test_mutual_knowledge_on_the_toy_preset_and_an_uploaded_file(tmp_path):
+    import json
+
+    from interpret.toy.examples import toy_examples
+
+    path, _ = toy_examples()[0]  # a green cross
+    summary, parts, venn, curve = app.run_mutual(TOY, path, app.TOY_CLASSES, None, "{}", 2, "prompts")
+    assert "Predicted **a green cross**" in summary and "something green" in summary and "AUC" in summary
+    assert all(isinstance(picture, Image.Image) for picture in (parts, venn, curve))
+    own = tmp_path / "classes.json"
+    own.write_text(json.dumps({"green": ["something green"], "red": ["something red"]}))
+    summary, *_ = app.run_mutual(TOY, path, app.OWN_CLASSES, str(own), "something {}", 3, "contributions")
+    assert "among 2 classes" in summary
+    with pytest.raises(gr.Error, match="Upload a JSON file"):
+        app.run_mutual(TOY, path, app.OWN_CLASSES, None, "{}", 3, "prompts")
+    own.write_text("[1, 2]")
+    with pytest.raises(gr.Error, match="map each class"):
+        app.run_mutual(TOY, path, app.OWN_CLASSES, str(own), "{}", 3, "prompts")
+    with pytest.raises(gr.Error, match="Upload an image first"):
+        app.run_mutual(TOY, None, app.TOY_CLASSES, None, "{}", 3, "prompts")

@@ -225,3 +225,24 @@ def test_interaction_endpoint_answers_gradio_client(server):
                                                 "a red circle", -1, -1, 4, "midpoint", "2", "0, 0, 32, 32", 0.6,
                                                 api_name="/interaction")
     assert os.path.isfile(picture) and "'red'" in summary and "the box (0, 0, 32, 32)" in summary
+
+
+def test_mutual_knowledge_tab_shows_parts_concepts_and_curve(page):
+    path, _ = toy_examples()[0]
+    page.locator("#image input[type=file]").set_input_files(path)
+    open_tab(page, "Mutual knowledge")
+    page.locator("#mutual-run").click()
+    for element in ("#mutual-parts-map img", "#mutual-venn img", "#mutual-curve img"):
+        page.wait_for_selector(element, timeout=60_000)
+    assert "Predicted" in page.locator("#mutual-summary").inner_text()
+
+
+def test_mutual_knowledge_endpoint_answers_gradio_client(server):
+    from gradio_client import Client, handle_file
+
+    client = Client(server, verbose=False)
+    path, _ = toy_examples()[3]  # a purple square
+    summary, parts, venn, curve = client.predict(ModelSpec("toy", None).label, handle_file(path),
+                                                 "toy world: 24 classes 'a {colour} {shape}'", None, "{}", 2,
+                                                 "prompts", api_name="/mutual_knowledge")
+    assert "Predicted **a purple square**" in summary and all(os.path.isfile(p) for p in (parts, venn, curve))

@@ -108,3 +108,41 @@ def test_eval_seg_over_a_folder_of_images_and_masks(tmp_path, capsys):
     assert "3 images of" in out and "pixel accuracy" in out and "mIoU" in out and "mAP" in out
     assert main(args[:5]) == 2
     assert "--images needs --masks" in capsys.readouterr().err
+
+
+def test_interact_prints_token_scores_and_saves_both_pictures(tmp_path, capsys):
+    from interpret.toy.examples import toy_examples
+
+    path, _ = toy_examples()[1]
+    arguments = ["interact", path, "--caption", "a blue circle and a yellow square", "--model", "toy",
+                 "--image-layer", "2", "--text-layer", "0", "--tokens", "2", "--box", "0,0,32,32",
+                 "--save", str(tmp_path / "map.png"), "--save-tokens", str(tmp_path / "tokens.png")]
+    assert main(arguments) == 0
+    out = capsys.readouterr().out
+    assert "the box (0, 0, 32, 32)" in out and "'blue' matches the image most" in out and "residual" in out
+    assert Image.open(tmp_path / "map.png").size[0] > 100 and Image.open(tmp_path / "tokens.png").size[0] > 100
+    assert main(["interact", path, "--caption", "a blue circle", "--model", "toy", "--tokens", "x"]) == 2
+    assert "Tokens 'x' not understood" in capsys.readouterr().err
+
+
+def test_mutual_over_models_writes_a_table_and_a_plot(tmp_path, capsys):
+    import csv
+    import json
+
+    for colour, value in (("red", (210, 40, 40)), ("blue", (40, 60, 210))):
+        (tmp_path / "images" / colour).mkdir(parents=True)
+        for i in range(2):
+            picture = Image.new("RGB", (64, 64), (230, 230, 230))
+            picture.paste(value, (16 + 8 * i, 16, 40 + 8 * i, 40))
+            picture.save(tmp_path / "images" / colour / f"{i}.png")
+    (tmp_path / "d.json").write_text(json.dumps({"red": ["something red"], "blue": ["something blue"]}))
+    out, plot = tmp_path / "table.csv", tmp_path / "plot.png"
+    assert main(["mutual", "--models", "toy", "ViT-B-32", "--images", str(tmp_path / "images"), "--descriptors",
+                 str(tmp_path / "d.json"), "--template", "a {} square", "--parts", "2", "--out", str(out),
+                 "--plot", str(plot)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [row["model"] for row in rows] == ["toy (bundled)", "ViT-B-32 / random init"]
+    assert float(rows[0]["zero-shot accuracy"]) == 1.0 and rows[0]["images"] == "4"
+    assert Image.open(plot).size[0] > 100
+    assert main(["mutual", "--models", "ViT-B-32", "--images", str(tmp_path)]) == 2
+    assert "--descriptors FILE is needed" in capsys.readouterr().err

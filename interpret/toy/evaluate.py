@@ -162,3 +162,45 @@ def interaction_truth(model: ClipModel, scenes, image_layer: int = -1, text_laye
             if scene.objects[index].colour == "red":
                 counts["red ranking"].append(counts["colour ranking"][-1])
     return {name: _mean(values) for name, values in counts.items()} | {"objects": len(counts["colour ranking"])}
+
+
+def toy_descriptors():
+    """The toy world's descriptor set: classes "a {colour} {shape}", each described by "something {colour}"
+    and "a {shape}" (the caption grammar's one-attribute phrases)."""
+    from ..mutual import descriptor_set
+
+    return descriptor_set({with_article(f"{colour} {shape}"): [f"something {colour}", with_article(shape)]
+                           for colour, shape in COLOUR_SHAPE_PAIRS})
+
+
+def mutual_truth(model: ClipModel, count: int = 100, parts: int = 2, method: str = "prompts",
+                 seed: int = 80_000) -> dict[str, float]:
+    """Mutual knowledge against the ground truth on single-object scenes, classes "a {colour} {shape}":
+
+    - `shared both`: the shared concepts include the object's colour and shape descriptors;
+    - `object part drops most`: removing the object's part (the one covering most of its mask) alone lowers the
+      predicted class's probability more than removing any other part alone;
+    - `accuracy`, `mean score`, `mean AUC`: zero-shot accuracy and the mean mutual-information score and AUC."""
+    from ..mutual import deletion_probabilities, mutual_knowledge
+
+    descriptors = toy_descriptors()
+    class_texts = model.encode_texts(descriptors.prompts())
+    counts = {"shared both": [], "object part drops most": [], "accuracy": [], "mean score": [], "mean AUC": []}
+    for index in range(count):
+        scene = toy_scene(seed + index, count=1)
+        obj = scene.objects[0]
+        result = mutual_knowledge(model, scene.image, descriptors, parts=parts, method=method)
+        counts["shared both"].append({f"something {obj.colour}", with_article(obj.shape)} <= set(result.shared))
+        cover = F.adaptive_avg_pool2d(torch.from_numpy(scene.masks[0]).float()[None, None], model.geometry.grid)[0, 0]
+        found = int(result.parts.max()) + 1
+        object_part = int(torch.stack([(cover * (result.parts == k)).sum() for k in range(found)]).argmax())
+        target = result.classes.index(result.predicted)
+        alone = deletion_probabilities(model, model.preprocess_images([scene.image]), result.parts,
+                                       list(range(found)), class_texts, target, cumulative=False)
+        drops = [result.deletion[0] - p for p in alone]
+        counts["object part drops most"].append(all(drops[object_part] > d for k, d in enumerate(drops)
+                                                    if k != object_part))
+        counts["accuracy"].append(result.predicted == with_article(f"{obj.colour} {obj.shape}"))
+        counts["mean score"].append(result.score)
+        counts["mean AUC"].append(result.auc)
+    return {name: _mean(values) for name, values in counts.items()} | {"images": count}
