@@ -378,15 +378,20 @@ def box_picker(picture: Image.Image, box=None, corner=None) -> Image.Image:
                        None if corner is None else tuple(v * scale for v in corner))
 
 
+def first_corner(box: str | None) -> tuple[float, float] | None:
+    """The corner of a box the picker has started ('x, y'), or None when the box is empty or whole."""
+    values = [v for v in (box or "").split(",") if v.strip()]
+    return (float(values[0]), float(values[1])) if len(values) == 2 else None
+
+
 @friendly_errors
 def pick_corner(image_path: str | None, box: str, event: gr.SelectData):
     """A click on the picker: the first corner of a new box, or the second corner of the started one (in the
     picture's own pixels)."""
     picture = load_image(_query_image(image_path))
     x, y = (float(v) / picker_scale(picture) for v in event.index[:2])
-    values = [v for v in (box or "").replace(" ", "").split(",") if v]
-    if len(values) == 2:
-        corner = (float(values[0]), float(values[1]))
+    corner = first_corner(box)
+    if corner is not None:
         new_box = (min(corner[0], x), min(corner[1], y), max(corner[0], x), max(corner[1], y))
         return ", ".join(f"{v:.0f}" for v in new_box), box_picker(picture, new_box)
     return f"{x:.0f}, {y:.0f}", box_picker(picture, corner=(x, y))
@@ -427,8 +432,7 @@ def run_mutual(label: str, image_path: str | None, preset: str = TOY_CLASSES, de
 
 def run_after_pick(*inputs):
     """`run_interaction` once the picker holds a whole box (after its second corner)."""
-    box = inputs[8]
-    if len([v for v in (box or "").split(",") if v.strip()]) == 2:
+    if first_corner(inputs[8]) is not None:
         return gr.skip(), gr.skip(), gr.skip()
     return run_interaction(*inputs)
 

@@ -115,30 +115,26 @@ def main() -> None:
         for tokens in (11, args.long_tokens):
             ours_s = time_ours(name, tokens, args.steps, args.repeats)
             ours = in_child(name, tokens, "ours", args.steps)
-            theirs = {}
-            if name in args.exclip_models and (tokens == 11 or args.exclip_long_tokens >= tokens):
-                theirs = in_child(name, tokens, "exclip", args.steps)
-            cells = ["-"] * 4
-            if "error" in theirs:
-                cells = [theirs["error"][:60], "-", "-", "-"]
-            elif theirs:
-                a, b = torch.load(ours["scores"]), torch.load(theirs["scores"])
-                cells = [f"{theirs['seconds']:.1f}", f"{theirs['extra_mb']:.0f}", f"{theirs['seconds'] / ours_s:.0f}x",
-                         f"{float((a - b).abs().max() / b.abs().max()):.1e}"]
-            print(f"| {name} | {tokens} | {ours_s:.3f} | {ours.get('extra_mb', float('nan')):.0f} | "
-                  + " | ".join(cells) + " |", flush=True)
+            compare = name in args.exclip_models and (tokens == 11 or args.exclip_long_tokens >= tokens)
+            theirs = in_child(name, tokens, "exclip", args.steps) if compare else {}
+            print_row(name, tokens, f"{ours_s:.3f}", ours_s, ours, theirs)
         if name in args.exclip_models and args.exclip_long_tokens not in (11, args.long_tokens):
             tokens = args.exclip_long_tokens
             ours, theirs = in_child(name, tokens, "ours", args.steps), in_child(name, tokens, "exclip", args.steps)
-            if "error" in theirs:
-                print(f"| {name} | {tokens} | {ours['seconds']:.3f} (one call) | {ours['extra_mb']:.0f} | "
-                      f"{theirs['error'][:60]} | - | - | - |", flush=True)
-            else:
-                a, b = torch.load(ours["scores"]), torch.load(theirs["scores"])
-                print(f"| {name} | {tokens} | {ours['seconds']:.3f} (one call) | {ours['extra_mb']:.0f} | "
-                      f"{theirs['seconds']:.1f} | {theirs['extra_mb']:.0f} | {theirs['seconds'] / ours['seconds']:.0f}x"
-                      f" | {float((a - b).abs().max() / b.abs().max()):.1e} |", flush=True)
+            print_row(name, tokens, f"{ours['seconds']:.3f} (one call)", ours["seconds"], ours, theirs)
 
+
+def print_row(name: str, tokens: int, ours_time: str, ours_s: float, ours: dict, theirs: dict) -> None:
+    """One table row: our time and memory, and exclip's with the speed-up and the difference, when run."""
+    cells = ["-"] * 4
+    if "error" in theirs:
+        cells = [theirs["error"][:60], "-", "-", "-"]
+    elif theirs:
+        a, b = torch.load(ours["scores"]), torch.load(theirs["scores"])
+        cells = [f"{theirs['seconds']:.1f}", f"{theirs['extra_mb']:.0f}", f"{theirs['seconds'] / ours_s:.0f}x",
+                 f"{float((a - b).abs().max() / b.abs().max()):.1e}"]
+    print(f"| {name} | {tokens} | {ours_time} | {ours.get('extra_mb', float('nan')):.0f} | " + " | ".join(cells)
+          + " |", flush=True)
 
 if __name__ == "__main__":
     main()

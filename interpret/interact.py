@@ -149,10 +149,12 @@ def _overlaps(edges: np.ndarray, low: float, high: float) -> np.ndarray:
 class _Tower:
     """One tower seen from the hidden states entering block `layer`.
 
-    inputs: `[2, n, width]` the hidden states of the input and of its reference; blocks: the blocks from `layer`
-    on; mask: the attention mask `[n, n]` (or None); pooled: the token the embedding is read from; readout: the
-    final LayerNorm and projection of the pooled token, `[..., width] -> [..., D]`."""
+    layer: the block index (from 0); inputs: `[2, n, width]` the hidden states of the input and of its reference;
+    blocks: the blocks from `layer` on; mask: the attention mask `[n, n]` (or None); pooled: the token the
+    embedding is read from; readout: the final LayerNorm and projection of the pooled token,
+    `[..., width] -> [..., D]`."""
 
+    layer: int
     inputs: torch.Tensor
     blocks: list
     mask: torch.Tensor | None
@@ -303,7 +305,7 @@ def _image_tower(model: ClipModel, batch: torch.Tensor, layer: int) -> _Tower:
     def readout(pooled: torch.Tensor) -> torch.Tensor:
         return visual.ln_post(pooled) @ visual.proj
 
-    return _Tower(hidden, blocks[index:], None, 0, readout)
+    return _Tower(index, hidden, blocks[index:], None, 0, readout)
 
 
 def _text_parts(model: ClipModel):
@@ -340,7 +342,7 @@ def _text_tower(model: ClipModel, ids: torch.Tensor, layer: int) -> _Tower:
     def readout(pooled: torch.Tensor) -> torch.Tensor:
         return projection(tower.ln_final(pooled))
 
-    return _Tower(hidden, blocks[index:], mask, end, readout)
+    return _Tower(index, hidden, blocks[index:], mask, end, readout)
 
 
 def interaction_map(model: ClipModel, image: ImageSource | torch.Tensor, caption: str, image_layer: int = -1,
@@ -384,8 +386,8 @@ def interaction_map(model: ClipModel, image: ImageSource | torch.Tensor, caption
         residual=explained - float(pairs.sum()),
         cosine=float(text_ends[0] @ image_ends[0] / norms),
         caption=caption,
-        image_layer=_layer_index(image_layer, model.geometry.layers, "image"),
-        text_layer=_layer_index(text_layer, len(_text_parts(model)[1]), "text"),
+        image_layer=image_tower.layer,
+        text_layer=text_tower.layer,
         steps=steps,
         rule=rule,
         picture=picture,

@@ -266,7 +266,7 @@ def mutual_knowledge(model: ClipModel, image: ImageSource, descriptors: Descript
     visual = list(dict.fromkeys(d for concepts in part_concepts for d in concepts))
 
     own = descriptors.descriptors[predicted]
-    ranking = (model.encode_texts(own) @ class_texts[target]).argsort(descending=True)
+    ranking = (pool_texts[[pool.index(d) for d in own]] @ class_texts[target]).argsort(descending=True)
     textual = [own[i] for i in ranking[: max(1, top_text)].tolist()]
     shared = [d for d in visual if d in textual]
     picked_by_vision = torch.tensor([d in visual for d in pool])
