@@ -108,10 +108,7 @@ def run_heads(label: str, image_path: str | None, caption: str, top: float = 10)
             for rank, (layer, head, value) in enumerate(report.top_heads(int(top)), start=1)]
     summary = (f"Cosine score **{report.cosine:+.4f}** = heads {float(report.heads.sum()):+.4f} "
                f"+ MLPs {float(report.mlps.sum()):+.4f} + rest {report.rest:+.4f}")
-    for warning in report.warnings:
-        gr.Warning(warning)
-        summary += f"\n\n⚠️ {warning}"
-    return grid, rows, summary
+    return grid, rows, _with_warnings(summary, report.warnings)
 
 
 _atlases: dict[str, HeadAtlas] = {}
@@ -273,23 +270,33 @@ def image_maps_for(model: ClipModel, image_path: str | None) -> ImageMaps:
     return _image_maps.get(key, lambda: ImageMaps(model, key[1]))
 
 
-def _map_summary(spatial, model: ClipModel) -> str:
-    grid = spatial.grid
-    return (f"**{spatial.text}**, {spatial.heads} of {model.label}: patch contributions from {float(grid.min()):+.4f} "
-            f"to {float(grid.max()):+.4f} (sum {float(grid.sum()):+.4f}) on the {grid.shape[0]}x{grid.shape[1]} grid. "
-            "Red adds to the score, blue takes away.")
+def _with_warnings(summary: str, warnings: list[str]) -> str:
+    """Show each warning as a toast and append it to the summary."""
+    for warning in warnings:
+        gr.Warning(warning)
+        summary += f"\n\n⚠️ {warning}"
+    return summary
+
+
+def _map_summary(spatial, model: ClipModel, warnings: list[str]) -> str:
+    return _with_warnings(f"**{spatial.text}**, {spatial.heads} of {model.label}: {spatial.summary()}. "
+                          "Red adds to the score, blue takes away.", warnings)
 
 
 @friendly_errors
-def run_topic(label: str, image_path: str | None, text: str, heads: str = "all", opacity: float = 0.6):
-    """Topic segmentation tab: where the chosen heads find the text."""
+def run_topic(label: str, image_path: str | None, text: str, heads: str = "all", opacity: float = 0.6,
+              relative_to: str = ""):
+    """Topic segmentation tab: where the chosen heads find the text; `relative_to`: other texts, one a line,
+    whose mean map is taken away."""
     model = model_for(label)
     choice = parse_heads(heads)
-    model.tokenize(text or "")
+    others = [line.strip() for line in (relative_to or "").splitlines() if line.strip()]
+    encoded = model.tokenize([text or "", *others])
     maps = image_maps_for(model, image_path)
-    spatial = maps.topic(text, **choice)
-    picture = map_overlay(maps.picture, spatial.image, opacity, f"'{spatial.text}' ({spatial.heads})")
-    return picture, _map_summary(spatial, model)
+    spatial = maps.topic(text, **choice, relative_to=others)
+    picture = map_overlay(maps.picture, spatial.image, opacity, f"'{spatial.text}' ({spatial.heads})",
+                          label="contribution to cosine score" + (" − the others' mean" if others else ""))
+    return picture, _map_summary(spatial, model, encoded.warnings())
 
 
 @friendly_errors
@@ -298,12 +305,12 @@ def run_contrastive(label: str, image_path: str | None, text_a: str, text_b: str
     """Contrastive segmentation tab: where the chosen heads find text A rather than text B."""
     model = model_for(label)
     choice = parse_heads(heads)
-    model.tokenize([text_a or "", text_b or ""])
+    encoded = model.tokenize([text_a or "", text_b or ""])
     maps = image_maps_for(model, image_path)
     spatial = maps.contrastive(text_a, text_b, **choice)
     picture = map_overlay(maps.picture, spatial.image, opacity, f"'{spatial.text}' ({spatial.heads})",
                           label="contribution to score(A) − score(B)")
-    return picture, _map_summary(spatial, model)
+    return picture, _map_summary(spatial, model, encoded.warnings())
 
 
 _interactions = RecentResults()
@@ -345,10 +352,7 @@ def run_interaction(label: str, image_path: str | None, caption: str, image_laye
                f"\n\n**Span → region**: '{spatial.text}' (red: where it matches). **Region → span**: over {where}, "
                f"'{result.tokens[best]}' matches most ({float(per_token[best]):+.5f}); tokens are coloured by their "
                "interaction, red adds to the score.")
-    for warning in result.warnings:
-        gr.Warning(warning)
-        summary += f"\n\n⚠️ {warning}"
-    return picture, coloured, summary
+    return picture, coloured, _with_warnings(summary, result.warnings)
 
 
 @friendly_errors
@@ -526,8 +530,14 @@ def build_app(default_label: str | None = None, note: str = "") -> gr.Blocks:
                                           interactive=False, show_label=False)
                 with gr.Tab("Topic segmentation"):
                     gr.Markdown("Where in the image do the chosen heads find the text? Each patch's contribution "
-                                "to the image-text score.")
-                    topic_text = gr.Textbox(label="Text", placeholder="something red", elem_id="topic-text")
+                                "to the image-text score. A map alone also holds what the image gives *every* "
+                                "text; to see only what is particular to yours, list alternatives under "
+                                "*Relative to* (their mean map is taken away, as in the TextSpan protocol).")
+                    with gr.Row():
+                        topic_text = gr.Textbox(label="Text", placeholder="something red", elem_id="topic-text")
+                        topic_others = gr.Textbox(label="Relative to (optional, one text a line)", lines=2,
+                                                  placeholder="something blue\nsomething green",
+                                                  elem_id="topic-relative")
                     topic_heads, topic_opacity, topic_button, topic_summary, topic_picture = _map_controls("topic")
                 with gr.Tab("Contrastive segmentation"):
                     gr.Markdown("Where do the chosen heads find text A **rather than** text B? map(A) − map(B).")
@@ -614,7 +624,7 @@ def build_app(default_label: str | None = None, note: str = "") -> gr.Blocks:
                            api_name="head_atlas")
         heads_button.click(run_heads, [model_picker, image, caption, top], [heads_grid, heads_table, heads_summary],
                            api_name="heads")
-        topic_inputs = [model_picker, image, topic_text, topic_heads, topic_opacity]
+        topic_inputs = [model_picker, image, topic_text, topic_heads, topic_opacity, topic_others]
         topic_button.click(run_topic, topic_inputs, [topic_picture, topic_summary], api_name="topic_segmentation")
         topic_opacity.release(run_topic, topic_inputs, [topic_picture, topic_summary], api_name=False)
         contrast_inputs = [model_picker, image, contrast_a, contrast_b, contrast_heads, contrast_opacity]

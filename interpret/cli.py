@@ -37,6 +37,22 @@ def _heads(args: argparse.Namespace) -> None:
         print(f"\nsaved the layer x head grid to {args.save}")
 
 
+def _topic(args: argparse.Namespace) -> None:
+    from .models import load_model
+    from .render import map_overlay
+    from .segment import ImageMaps, parse_heads
+
+    model = load_model(args.model, args.pretrained, args.device)
+    choice = parse_heads(args.heads)
+    maps = ImageMaps(model, args.image)
+    spatial = maps.topic(args.text, **choice, relative_to=args.relative_to)
+    print(f"{model.label}, {spatial.heads}: '{spatial.text}'")
+    print(spatial.summary())
+    if args.save:
+        map_overlay(maps.picture, spatial.image, args.opacity, f"'{spatial.text}' ({spatial.heads})").save(args.save)
+        print(f"saved the map to {args.save}")
+
+
 def _interact(args: argparse.Namespace) -> None:
     from .interact import interaction_map, parse_box, parse_tokens
     from .models import load_model
@@ -352,6 +368,21 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--pretrained", default=None, help="its pretrained tag or checkpoint")
     search.add_argument("--device", default="cpu")
     search.set_defaults(run=_neighbours)
+
+    topic = commands.add_parser("topic", help="where in an image the heads find a text (topic / contrastive map)",
+                                description="Each patch's contribution to the image-text score, summed over the "
+                                            "chosen heads; with --relative-to, minus the mean map of other texts "
+                                            "(one text: a contrastive map).")
+    topic.add_argument("image", help="image file")
+    topic.add_argument("--text", required=True, help="what to look for, e.g. 'a dog'")
+    topic.add_argument("--relative-to", nargs="+", metavar="TEXT",
+                       help="texts whose mean map is taken away, e.g. 'a cat' or the other class prompts")
+    topic.add_argument("--heads", default="all", help="'all' (default), a layer '11', a head '11.4' or heads "
+                                                      "'11.4, 10.2'")
+    topic.add_argument("--save", metavar="PNG", help="save the map over the image")
+    topic.add_argument("--opacity", type=float, default=0.6, help="the map's opacity in the PNG (default: 0.6)")
+    _add_model_arguments(topic)
+    topic.set_defaults(run=_topic)
 
     seg = commands.add_parser("eval-seg", help="evaluate zero-shot segmentation over images with masks",
                               description="The TextSpan paper's protocol: all heads, the predicted class's map minus "

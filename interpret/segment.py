@@ -47,6 +47,14 @@ class SpatialMap:
     text: str
     heads: str
 
+    def summary(self) -> str:
+        """One line: the range and sum of the patch contributions and where the largest is."""
+        grid = self.grid
+        row, column = divmod(int(grid.argmax()), grid.shape[1])
+        return (f"patch contributions from {float(grid.min()):+.4f} to {float(grid.max()):+.4f} (sum "
+                f"{float(grid.sum()):+.4f}) on the {grid.shape[0]}x{grid.shape[1]} grid; the largest at row {row}, "
+                f"column {column}")
+
 
 class ImageMaps:
     """One image's spatial decomposition, reused for every topic or contrastive map asked of it."""
@@ -62,19 +70,24 @@ class ImageMaps:
         return self.decomposition.token_scores(self.model.encode_texts(texts))[0]
 
     def topic(self, text: str, layer: int | Sequence[int] | None = None, head: int | None = None,
-              heads: HeadSelection = None) -> SpatialMap:
-        """Where the chosen heads find `text` (see `topic_map`)."""
+              heads: HeadSelection = None, relative_to: str | Sequence[str] | None = None) -> SpatialMap:
+        """Where the chosen heads find `text` (see `topic_map`); with `relative_to`, minus the mean map of
+        those texts."""
         selected, name = self.select_heads(layer, head, heads)
-        scores = self.token_scores([text])[..., 0]  # [L, H, T]
-        return self._spatial(self._sum(scores, selected), text.strip(), name)
+        others = [relative_to] if isinstance(relative_to, str) else list(relative_to or [])
+        scores = self._sum(self.token_scores([text, *others]), selected)  # [T, 1 + others]
+        if not others:
+            return self._spatial(scores[:, 0], text.strip(), name)
+        if len(others) == 1:
+            label = f"{text.strip()} − {others[0].strip()}"
+        else:
+            label = f"{text.strip()} − mean({', '.join(other.strip() for other in others)})"
+        return self._spatial(scores[:, 0] - scores[:, 1:].mean(dim=1), label, name)
 
     def contrastive(self, text_a: str, text_b: str, layer: int | Sequence[int] | None = None, head: int | None = None,
                     heads: HeadSelection = None) -> SpatialMap:
         """Where the chosen heads find `text_a` rather than `text_b`: map(a) − map(b)."""
-        selected, name = self.select_heads(layer, head, heads)
-        scores = self.token_scores([text_a, text_b])
-        difference = self._sum(scores[..., 0], selected) - self._sum(scores[..., 1], selected)
-        return self._spatial(difference, f"{text_a.strip()} − {text_b.strip()}", name)
+        return self.topic(text_a, layer, head, heads, relative_to=text_b)
 
     def select_heads(self, layer=None, head=None, heads: HeadSelection = None) -> tuple[torch.Tensor, str]:
         """`[L, H]` 0/1 weights of the chosen heads and a name for them. `heads` (pairs) wins; else `layer`
@@ -115,8 +128,8 @@ class ImageMaps:
 
     @staticmethod
     def _sum(scores: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
-        """`[L, H, T]` scores, `[L, H]` weights -> `[T]`."""
-        return torch.einsum("lht,lh->t", scores, chosen)
+        """`[L, H, T, M]` scores, `[L, H]` weights -> `[T, M]`."""
+        return torch.einsum("lhtm,lh->tm", scores, chosen)
 
     def _spatial(self, per_token: torch.Tensor, text: str, heads: str) -> SpatialMap:
         rows, columns = self.model.geometry.grid
@@ -143,11 +156,17 @@ def parse_heads(spec: str | None) -> dict:
 
 
 def topic_map(model: ClipModel, image: ImageSource, text: str, layer: int | Sequence[int] | None = None,
-              head: int | None = None, heads: HeadSelection = None) -> SpatialMap:
+              head: int | None = None, heads: HeadSelection = None,
+              relative_to: str | Sequence[str] | None = None) -> SpatialMap:
     """Where in `image` the chosen heads find `text`: their per-patch contributions to the image-text cosine
     score. `layer=None`: all heads; `layer` alone: all heads of that layer (or layers); `layer` and `head`: one
-    head; `heads=[(layer, head), ...]`: a set. Use `ImageMaps` to make many maps of one image."""
-    return ImageMaps(model, image).topic(text, layer, head, heads)
+    head; `heads=[(layer, head), ...]`: a set. Use `ImageMaps` to make many maps of one image.
+
+    `relative_to` (a text or several): the map minus the mean of their maps. A map alone also holds what the
+    image gives every text (CLIP's shared direction: background and objects alike); taking away the map of
+    alternatives ("something blue", "something green", ...; the class prompts in the TextSpan protocol) leaves
+    what is particular to `text`."""
+    return ImageMaps(model, image).topic(text, layer, head, heads, relative_to)
 
 
 def contrastive_map(model: ClipModel, image: ImageSource, text_a: str, text_b: str,
@@ -218,6 +237,18 @@ def average_precision(scores: np.ndarray, truth: np.ndarray) -> float:
     return float((precision * hits).sum() / hits.sum())
 
 
+def overlap(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """`[2, 2]`: intersection and union (rows) of background and foreground (columns) of two `[H, W]` masks;
+    sum them over images before taking `mean_iou`."""
+    return np.array([[np.logical_and(p, t).sum(), np.logical_or(p, t).sum()]
+                     for p, t in ((~predicted, ~truth), (predicted, truth))], dtype=np.float64).T
+
+
+def mean_iou(intersection: np.ndarray, union: np.ndarray) -> float:
+    """mIoU of the segmentation protocol: the mean over background and foreground of intersection / union."""
+    return float(np.mean(intersection / np.maximum(union, 1)))
+
+
 def evaluate_segmentation(model: ClipModel, samples: Iterable[tuple[ImageSource, np.ndarray]],
                           classes: list[str]) -> dict[str, float]:
     """Pixel accuracy, mIoU and mAP of zero-shot segmentation over (image, foreground mask `[H, W]` bool)."""
@@ -230,14 +261,13 @@ def evaluate_segmentation(model: ClipModel, samples: Iterable[tuple[ImageSource,
         truth = np.asarray(truth, dtype=bool)
         if truth.shape != result.mask.shape:
             raise InterpretError(f"A mask of shape {truth.shape} does not match its image {result.mask.shape}.")
-        for label, (predicted, actual) in enumerate(((~result.mask, ~truth), (result.mask, truth))):
-            intersection[label] += np.logical_and(predicted, actual).sum()
-            union[label] += np.logical_or(predicted, actual).sum()
+        counts = overlap(result.mask, truth)
+        intersection, union = intersection + counts[0], union + counts[1]
         correct += int((result.mask == truth).sum())
         total += truth.size
         precisions.append(average_precision(result.score_map.ravel(), truth.ravel()))
     if total == 0:
         raise InterpretError("No images to evaluate.")
-    return {"pixel accuracy": correct / total, "mIoU": float(np.mean(intersection / np.maximum(union, 1))),
+    return {"pixel accuracy": correct / total, "mIoU": mean_iou(intersection, union),
             "mAP": float(np.nanmean(precisions)), "images": len(precisions)}
 

@@ -168,6 +168,10 @@ def test_topic_and_contrastive_maps_reuse_one_decomposition(monkeypatch):
     assert "something red − something blue" in summary
     picture, summary = app.run_contrastive(TOY, path, "a circle", "a square", "3.1, 2.0", 0.6)
     assert "heads 3.1, 2.0" in summary
+    picture, summary = app.run_topic(TOY, path, "something red", "all", 0.6, "something blue\n\n something green ")
+    assert "something red − mean(something blue, something green)" in summary
+    picture, summary = app.run_topic(TOY, path, "something red", "all", 0.6, " \n")
+    assert "**something red**," in summary
     assert built == [path]
 
 
@@ -181,6 +185,15 @@ def test_bad_map_requests(heads, text, message):
 
     with pytest.raises(gr.Error, match=message):
         app.run_topic(TOY, toy_examples()[0][0], text, heads, 0.5)
+
+
+def test_over_long_map_texts_are_cut_and_said_so():
+    from interpret.toy.examples import toy_examples
+
+    _, summary = app.run_topic(TOY, toy_examples()[0][0], "something red", "all", 0.5, "something " * 40)
+    assert "Caption 2 was longer than the model's context" in summary
+    _, summary = app.run_contrastive(TOY, toy_examples()[0][0], "a circle " * 20, "a square", "all", 0.5)
+    assert "Caption 1 was longer than the model's context" in summary
 
 
 def test_maps_need_an_image():

@@ -175,14 +175,16 @@ def test_topic_segmentation_tab_draws_a_map_with_a_download_button(page):
     page.locator("#image input[type=file]").set_input_files(path)
     open_tab(page, "Topic segmentation")
     page.locator("#topic-text textarea").fill("something red")
+    page.locator("#topic-relative textarea").fill("something blue\nsomething green")
     page.locator("#topic-run").click()
     page.wait_for_selector("#topic-map img", timeout=60_000)
-    assert "8x8 grid" in page.locator("#topic-summary").inner_text()
+    summary = page.locator("#topic-summary").inner_text()
+    assert "8x8 grid" in summary and "something red − mean(something blue, something green)" in summary
     assert page.locator("#topic-map").get_by_role("button", name="Download").count() + \
         page.locator("#topic-map a[download]").count() >= 1
 
 
-def test_contrastive_endpoint_answers_gradio_client(server):
+def test_topic_and_contrastive_endpoints_answer_gradio_client(server):
     from gradio_client import Client, handle_file
 
     client = Client(server, verbose=False)
@@ -190,6 +192,9 @@ def test_contrastive_endpoint_answers_gradio_client(server):
     picture, summary = client.predict(ModelSpec("toy", None).label, handle_file(path), "something red",
                                       "something blue", "all", 0.5, api_name="/contrastive_segmentation")
     assert os.path.isfile(picture) and picture.endswith(".png") and "something red − something blue" in summary
+    picture, summary = client.predict(ModelSpec("toy", None).label, handle_file(path), "something red", "all", 0.5,
+                                      "something blue\nsomething green", api_name="/topic_segmentation")
+    assert os.path.isfile(picture) and "something red − mean(something blue, something green)" in summary
 
 
 def test_interactions_tab_maps_a_ticked_token_and_a_clicked_box(page):

@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 
@@ -108,6 +109,25 @@ def test_eval_seg_over_a_folder_of_images_and_masks(tmp_path, capsys):
     assert "3 images of" in out and "pixel accuracy" in out and "mIoU" in out and "mAP" in out
     assert main(args[:5]) == 2
     assert "--images needs --masks" in capsys.readouterr().err
+
+
+def test_topic_prints_where_the_map_peaks_and_saves_it(tmp_path, capsys):
+    from interpret.toy.train import toy_scene
+
+    scene = toy_scene(81_010, count=1)  # one object: the relative map of its colour peaks on it
+    scene.image.save(tmp_path / "scene.png")
+    colour = f"something {scene.objects[0].colour}"
+    others = [f"something {c}" for c in ("red", "green", "blue", "yellow") if c != scene.objects[0].colour]
+    assert main(["topic", str(tmp_path / "scene.png"), "--model", "toy", "--text", colour, "--relative-to",
+                 *others, "--save", str(tmp_path / "map.png")]) == 0
+    out = capsys.readouterr().out
+    assert f"all heads: '{colour} − mean(" in out and "on the 8x8 grid" in out
+    row, column = (int(n) for n in re.search(r"largest at row (\d+), column (\d+)", out).groups())
+    left, top, right, bottom = scene.boxes[0]
+    assert left - 8 <= column * 8 + 4 <= right + 8 and top - 8 <= row * 8 + 4 <= bottom + 8
+    assert Image.open(tmp_path / "map.png").size[0] > 100
+    assert main(["topic", str(tmp_path / "scene.png"), "--model", "toy", "--text", "a", "--heads", "7.1"]) == 2
+    assert "there is no layer 7" in capsys.readouterr().err
 
 
 def test_interact_prints_token_scores_and_saves_both_pictures(tmp_path, capsys):

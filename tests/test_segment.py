@@ -9,8 +9,9 @@ from interpret.decompose import decompose_image
 from interpret.errors import InterpretError
 from interpret.models import load_model
 from interpret.render import map_overlay
+from interpret.errors import CaptionError
 from interpret.segment import (ImageMaps, average_precision, contrastive_map, crop_box, evaluate_segmentation,
-                               topic_map)
+                               mean_iou, overlap, topic_map)
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +50,22 @@ def test_contrastive_is_the_difference_of_two_topic_maps(tiny_model, picture):
     assert torch.allclose(difference.grid, maps.topic("a dog", layer=2).grid - maps.topic("a cat", layer=2).grid,
                           atol=1e-6)
     assert difference.text == "a dog − a cat"
+
+
+def test_relative_maps_take_away_the_mean_map_of_other_texts(tiny_model, picture):
+    maps = ImageMaps(tiny_model, picture)
+    one = maps.topic("a dog", layer=1, relative_to="a cat")
+    assert torch.allclose(one.grid, maps.topic("a dog", layer=1).grid - maps.topic("a cat", layer=1).grid, atol=1e-6)
+    assert one.text == "a dog − a cat"
+    several = topic_map(tiny_model, picture, "a dog", relative_to=["a cat", "a bird"])
+    mean = (maps.topic("a cat").grid + maps.topic("a bird").grid) / 2
+    assert torch.allclose(several.grid, maps.topic("a dog").grid - mean, atol=1e-6)
+    assert several.text == "a dog − mean(a cat, a bird)"
+    assert np.allclose(several.image, maps.topic("a dog").image - (maps.topic("a cat").image +
+                                                                    maps.topic("a bird").image) / 2, atol=1e-6)
+    assert torch.equal(maps.topic("a dog", relative_to=[]).grid, maps.topic("a dog").grid)
+    with pytest.raises(CaptionError, match="empty"):
+        maps.topic("a dog", relative_to=["a cat", " "])
 
 
 def test_any_grid(vit_b32, picture):
@@ -90,6 +107,31 @@ def test_average_precision_by_hand():
     truth = np.array([1, 0, 1, 0], bool)
     assert average_precision(scores, truth) == pytest.approx((1 / 1 + 2 / 3) / 2)
     assert average_precision(scores, np.array([1, 1, 0, 0], bool)) == pytest.approx(1.0)
+
+
+def test_overlap_and_mean_iou_by_hand():
+    truth = np.array([[1, 1, 0, 0, 0]], bool)
+    predicted = np.array([[1, 0, 0, 0, 0]], bool)
+    counts = overlap(predicted, truth)  # background: 3 of 4; foreground: 1 of 2
+    assert counts.tolist() == [[3, 1], [4, 2]]
+    assert mean_iou(*counts) == pytest.approx((3 / 4 + 1 / 2) / 2)
+    assert mean_iou(*(counts + overlap(truth, truth))) == pytest.approx((6 / 7 + 3 / 4) / 2)  # summed, then divided
+
+
+def test_toy_colour_maps_find_their_objects():
+    """The issue's truth check on 20 two-object scenes (figures on 300: benchmarks/toy_segmentation.py)."""
+    from interpret.toy.evaluate import segmentation_truth, two_object_scenes
+
+    rows = segmentation_truth(load_model("toy"), two_object_scenes(20))
+    ours, perfect, nothing = rows["all heads"], rows["perfect patch-level map"], rows["all background"]
+    # the colour word's map relative to the colour words, thresholded at its mean (the TextSpan protocol)
+    assert ours["colour mIoU relative"] >= 0.5
+    assert ours["colour mIoU relative"] > nothing["mIoU"] + 0.1
+    assert ours["colour object IoU relative"] > perfect["object IoU"] - 0.05  # as good as the patch grid allows
+    # the raw map also holds what every text gets from the image: thresholded, it takes in the background
+    assert ours["colour mIoU raw"] < nothing["mIoU"]
+    assert ours["colour contrastive pointing"] >= 0.9 and ours["red − blue pointing"] == 1.0
+    assert ours["colour pointing"] >= 0.85
 
 
 def test_zero_shot_segmentation_of_toy_objects():

@@ -11,6 +11,7 @@ Tasks (prompt sets follow the caption grammar of `world.py`):
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -162,6 +163,81 @@ def interaction_truth(model: ClipModel, scenes, image_layer: int = -1, text_laye
             if scene.objects[index].colour == "red":
                 counts["red ranking"].append(counts["colour ranking"][-1])
     return {name: _mean(values) for name, values in counts.items()} | {"objects": len(counts["colour ranking"])}
+
+
+def _grown(mask: np.ndarray) -> np.ndarray:
+    """The mask and its 8 neighbours (a map's maximum on an object's edge pixel still counts)."""
+    padded = np.pad(mask, 1)
+    rows, columns = mask.shape
+    return np.any([padded[dy:dy + rows, dx:dx + columns] for dy in range(3) for dx in range(3)], axis=0)
+
+
+def _points_at(values: np.ndarray, mask: np.ndarray) -> bool:
+    return bool(_grown(mask).flat[int(np.argmax(values))])
+
+
+def segmentation_truth(model: ClipModel, scenes, selections: dict[str, dict] | None = None) -> dict[str, dict]:
+    """Topic and contrastive maps against the ground truth, on two-object scenes whose objects differ in colour
+    and in shape; per head selection (`{name: topic_map keyword arguments}`, default all heads) and per object:
+
+    - `colour mIoU raw`: the map of the object's colour word ("something red") thresholded at its mean, against
+      the object's mask: the segmentation protocol's mIoU (mean of background and foreground IoU, intersections
+      and unions summed over the objects); `colour object IoU raw`: its foreground IoU alone;
+    - `... relative`: the same for the word's map relative to all colour words (`relative_to`: minus their mean
+      map), the TextSpan zero-shot protocol with the colour words as classes; `shape ...` likewise for "a circle";
+    - `colour pointing`: the (raw) map's maximum lies on the object (its mask grown by one pixel);
+    - `colour contrastive pointing`: the maximum of map(its colour word) − map(the other object's) lies on the
+      object; `red − blue pointing`: the same over red objects beside a blue one; `shape ...` likewise.
+
+    Two reference rows score masks that use no model: `perfect patch-level map` (the true mask averaged onto the
+    patch grid, upsampled like a map and thresholded at its mean: the best a patch-level map can hope for) and
+    `all background` (nothing predicted)."""
+    from ..segment import ImageMaps, mean_iou, overlap, upsample
+
+    selections = selections or {"all heads": {}}
+    words = {"colour": list(COLOUR_PROMPTS), "shape": list(SHAPE_PROMPTS)}
+    kinds = {"colour": list(COLOURS), "shape": list(SHAPES)}
+    overlaps = {name: {} for name in [*selections, "perfect patch-level map", "all background"]}
+    pointing = ("colour pointing", "colour contrastive pointing", "red − blue pointing", "shape pointing",
+                "shape contrastive pointing")
+    points = {name: {key: [] for key in pointing} for name in selections}
+
+    def add(name: str, measure: str, predicted: np.ndarray, mask: np.ndarray) -> None:
+        """Count the overlap towards `measure`, a name with {} for 'mIoU' / 'object IoU'."""
+        overlaps[name][measure] = overlaps[name].get(measure, 0) + overlap(predicted, mask)
+
+    for scene in scenes:
+        maps = ImageMaps(model, scene.image)
+        for index, (obj, mask) in enumerate(zip(scene.objects, scene.masks)):
+            cover = F.avg_pool2d(torch.from_numpy(mask).float()[None, None], model.geometry.patch_size)[0, 0]
+            perfect = upsample(cover, maps.picture.size, maps.box)
+            add("perfect patch-level map", "{}", perfect > perfect.mean(), mask)
+            add("all background", "{}", np.zeros_like(mask), mask)
+            other = scene.objects[1 - index]
+            for name, choice in selections.items():
+                for kind in ("colour", "shape"):
+                    word = words[kind][kinds[kind].index(getattr(obj, kind))]
+                    rival = words[kind][kinds[kind].index(getattr(other, kind))]
+                    raw = maps.topic(word, **choice).image
+                    relative = maps.topic(word, **choice, relative_to=words[kind]).image
+                    if kind == "colour":
+                        add(name, "colour {} raw", raw > raw.mean(), mask)
+                    add(name, f"{kind} {{}} relative", relative > relative.mean(), mask)
+                    tally = points[name]
+                    tally[f"{kind} pointing"].append(_points_at(raw, mask))
+                    contrast = maps.contrastive(word, rival, **choice).image
+                    tally[f"{kind} contrastive pointing"].append(_points_at(contrast, mask))
+                    if (obj.colour, other.colour) == ("red", "blue") and kind == "colour":
+                        tally["red − blue pointing"].append(tally["colour contrastive pointing"][-1])
+    rows = {}
+    for name, counts in overlaps.items():
+        row = {}
+        for measure, (intersection, union) in counts.items():
+            row[measure.format("mIoU")] = mean_iou(intersection, union)
+            row[measure.format("object IoU")] = float(intersection[1] / max(union[1], 1))
+        rows[name] = row | {key: float(np.mean(values)) if values else float("nan")
+                            for key, values in points.get(name, {}).items()}
+    return rows
 
 
 def toy_descriptors():
