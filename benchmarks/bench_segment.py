@@ -1,6 +1,6 @@
 """Time of a topic map against a plain forward pass of the image tower, side by side in one run.
 
-    python benchmarks/bench_segment.py [--model ViT-B-16] [--repeats 7]
+    python benchmarks/bench_segment.py [--model ViT-B-16] [--repeats 15]
 
 Random-init weights; a 640 x 480 photo (or a drawn image when the shared data is absent).
 - plain: preprocess + `model.encode_image` (one image);
@@ -8,7 +8,7 @@ Random-init weights; a 640 x 480 photo (or a drawn image when the shared data is
   embedding, per-token scores, and the upsampling to the photo's size;
 - a further map of the same image: `ImageMaps.topic` on a kept decomposition (what the app does when the
   text, the heads or the opacity change).
-Medians over the repeats, after one warm-up of each.
+The three run in turn in each round; medians over the rounds, after one warm-up round.
 """
 from __future__ import annotations
 
@@ -28,20 +28,28 @@ from interpret.models import load_model  # noqa: E402
 from interpret.segment import ImageMaps, topic_map  # noqa: E402
 
 
-def timed(function, repeats: int) -> float:
+def seconds(function) -> float:
+    started = time.perf_counter()
     function()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
+    return time.perf_counter() - started
+
+
+def side_by_side(functions: dict, repeats: int) -> dict[str, list[float]]:
+    """Each function once per round, in turn (so that a slow spell of the machine hits all of them), after
+    one warm-up round."""
+    for function in functions.values():
         function()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    times = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            times[name].append(seconds(function))
+    return times
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="ViT-B-16")
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
     model = load_model(args.model, None)
     photo = ROOT.parent / "shared/data/images/examples/dogcat2.png"
@@ -53,14 +61,16 @@ def main() -> None:
             model.model.encode_image(model.preprocess_images([image]))
 
     maps = ImageMaps(model, image)
-    plain_s = timed(plain, args.repeats)
-    map_s = timed(lambda: topic_map(model, image, "a dog"), args.repeats)
-    again_s = timed(lambda: maps.topic("a cat", layer=-1), args.repeats)
-    print(f"{model.label}, one 640 x 480 image, median of {args.repeats} runs\n")
+    times = side_by_side({"plain": plain, "map": lambda: topic_map(model, image, "a dog"),
+                          "again": lambda: maps.topic("a cat", layer=-1)}, args.repeats)
+    print(f"{model.label}, one 640 x 480 image, {args.repeats} rounds; medians, and the median of each "
+          "round's ratio to the plain forward pass\n")
     print("| | seconds | x plain forward |\n|---|---|---|")
-    print(f"| plain encode_image | {plain_s:.3f} | 1.00 |")
-    print(f"| topic_map (all heads, text included) | {map_s:.3f} | {map_s / plain_s:.2f} |")
-    print(f"| another map of the same image | {again_s:.3f} | {again_s / plain_s:.2f} |")
+    rows = (("plain encode_image", "plain"), ("topic_map (all heads, text included)", "map"),
+            ("another map of the same image", "again"))
+    for label, name in rows:
+        ratio = statistics.median(t / p for t, p in zip(times[name], times["plain"]))
+        print(f"| {label} | {statistics.median(times[name]):.3f} | {ratio:.2f} |")
 
 
 if __name__ == "__main__":

@@ -310,14 +310,11 @@ def _image_tower(model: ClipModel, batch: torch.Tensor, layer: int) -> _Tower:
 
 def _text_parts(model: ClipModel):
     """The text tower's pieces, from a CLIP or a CustomTextCLIP (whose tower is `model.text`)."""
-    clip = model.model
-    tower = clip.text if hasattr(clip, "text") else clip
-    pool = getattr(tower, "text_pool_type", getattr(tower, "pool_type", "argmax"))
-    blocks = list(tower.transformer.resblocks)
-    if getattr(tower, "cls_emb", None) is not None or pool not in ("argmax", "eos") or tower.attn_mask is None \
-            or not all(type(block) is ResidualAttentionBlock for block in blocks):
-        raise InterpretError(f"{model.label}: interaction maps need a causal text transformer read out at its end "
-                             f"token (this one pools with '{pool}').")
+    tower = model.causal_text_tower()
+    blocks = list(tower.transformer.resblocks) if tower is not None else []
+    if tower is None or not all(type(block) is ResidualAttentionBlock for block in blocks):
+        raise InterpretError(f"{model.label}: interaction maps need open_clip's causal text transformer, read out "
+                             "at its end token; this model's text tower is another kind.")
     return tower, blocks
 
 
@@ -326,7 +323,7 @@ def _text_tower(model: ClipModel, ids: torch.Tensor, layer: int) -> _Tower:
     entering block `layer`. The causal mask makes the tokens after the end token irrelevant, so both are cut
     there."""
     tower, blocks = _text_parts(model)
-    end = int(ids.argmax())
+    end = int(model.end_positions(ids[None])[0])
     length = end + 1
     reference = torch.zeros_like(ids[:length])
     reference[0], reference[2] = ids[0], ids[end]  # start, '!' (id 0), end; padding with 0 as exclip does

@@ -237,8 +237,46 @@ class ClipModel:
 
     @torch.no_grad()
     def embed_tokens(self, encoded: EncodedTexts) -> torch.Tensor:
-        """L2-normalised text embeddings `[M, D]` of already tokenised captions."""
-        return F.normalize(self.model.encode_text(encoded.tokens).float(), dim=-1)
+        """L2-normalised text embeddings `[M, D]` of already tokenised captions. A causal text tower read out
+        at the end token runs on the tokens up to the last end token only (the padding after it cannot change
+        the embedding): the same numbers, several times faster for short captions."""
+        tower = self.causal_text_tower()
+        if tower is None:
+            return F.normalize(self.model.encode_text(encoded.tokens).float(), dim=-1)
+        tokens = encoded.tokens
+        ends = self.end_positions(tokens)
+        length = int(ends.max()) + 1
+        cast = tower.transformer.get_cast_dtype()
+        states = tower.token_embedding(tokens[:, :length]).to(cast) + tower.positional_embedding[:length].to(cast)
+        states = tower.ln_final(tower.transformer(states, attn_mask=tower.attn_mask[:length, :length]))
+        pooled = states[torch.arange(len(tokens)), ends]
+        projection = tower.text_projection
+        if isinstance(projection, torch.nn.Linear):
+            pooled = projection(pooled)
+        elif projection is not None:
+            pooled = pooled @ projection
+        return F.normalize(pooled.float(), dim=-1)
+
+    def causal_text_tower(self) -> torch.nn.Module | None:
+        """The module holding the text transformer (the CLIP itself, or a CustomTextCLIP's `text`) when that
+        transformer is causal, unmasked otherwise and read out at the end token; None for any other text tower."""
+        clip = self.model
+        tower = clip.text if hasattr(clip, "text") else clip
+        pool = getattr(tower, "text_pool_type", getattr(tower, "pool_type", None))
+        if pool not in ("argmax", "eos") or getattr(tower, "attn_mask", None) is None \
+                or getattr(tower, "cls_emb", None) is not None or getattr(tower, "use_pad_mask", False) \
+                or not hasattr(tower, "token_embedding"):
+            return None
+        return tower
+
+    def end_positions(self, tokens: torch.Tensor) -> torch.Tensor:
+        """`[M]`: where the causal text tower reads each caption of `tokens` `[M, context]` out (its end token)."""
+        tower = self.causal_text_tower()
+        pool = getattr(tower, "text_pool_type", getattr(tower, "pool_type", None))
+        if pool == "eos":
+            eos = getattr(tower, "text_eos_id", getattr(tower, "eos_id", None))
+            return (tokens == eos).int().argmax(dim=-1)
+        return tokens.argmax(dim=-1)
 
     # --- folded weights used by the decomposition ---------------------------------------------------------
     def folded_head_weights(self) -> torch.Tensor:

@@ -100,6 +100,29 @@ def test_long_captions_are_cut_and_reported(tiny_model):
     assert tiny_model.token_strings(long) == ["<start>"] + ["red"] * 14 + ["<end>"]
 
 
+@pytest.mark.parametrize("fixture", ["tiny_model", "vit_b32"])
+def test_text_embeddings_cut_at_the_end_token_are_open_clips(fixture, request):
+    model = request.getfixturevalue(fixture)
+    encoded = model.tokenize(["a dog", "a photo of a big red car parked by the sea at night", "cat " * 100])
+    with torch.no_grad():
+        expected = torch.nn.functional.normalize(model.model.encode_text(encoded.tokens).float(), dim=-1)
+    assert model.causal_text_tower() is not None
+    assert torch.allclose(model.embed_tokens(encoded), expected, atol=1e-6)
+
+
+def test_other_text_towers_use_open_clips_own_encoder():
+    from interpret.models import model_from_config
+    from tests.conftest import TINY_LAYERSCALE_CONFIG
+
+    config = {**TINY_LAYERSCALE_CONFIG, "text_cfg": {**TINY_LAYERSCALE_CONFIG["text_cfg"], "pool_type": "first"}}
+    model = model_from_config(config, name="first-token")
+    assert model.causal_text_tower() is None
+    encoded = model.tokenize(["a dog", "a red car"])
+    with torch.no_grad():
+        expected = torch.nn.functional.normalize(model.model.encode_text(encoded.tokens).float(), dim=-1)
+    assert torch.allclose(model.embed_tokens(encoded), expected, atol=1e-6)
+
+
 def test_public_api():
     for name in interpret.__all__:
         assert hasattr(interpret, name)
