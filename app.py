@@ -17,7 +17,8 @@ from interpret.decompose import explain_caption
 from interpret.errors import InterpretError, ModelLoadError
 from interpret.index import MANIFEST, ImageIndex, build_command, load_head_labels
 from interpret.interact import Interaction, interaction_map, parse_box, parse_tokens
-from interpret.models import ClipModel, ModelSpec, catalogue, load_model, spec_from_label
+from interpret.models import (ClipModel, ModelSpec, catalogue, head_index, layer_index, load_model,
+                              spec_from_label)
 from interpret.mutual import load_descriptors, mutual_knowledge
 from interpret.banks import PROPERTIES, toy_bank
 from interpret.images import load_image
@@ -171,11 +172,7 @@ def database_for(model: ClipModel) -> ImageIndex:
 def _layer_head(model: ClipModel, layer: float, head: float) -> tuple[int, int]:
     """Layer and head from the page (negative layers count from the end)."""
     g = model.geometry
-    layer, head = int(layer), int(head)
-    layer = layer + g.layers if layer < 0 else layer
-    if not (0 <= layer < g.layers and 0 <= head < g.heads):
-        raise InterpretError(f"{model.label} has layers 0..{g.layers - 1} and heads 0..{g.heads - 1}.")
-    return layer, head
+    return layer_index(int(layer), g.layers, model.label), head_index(int(head), g.heads, model.label)
 
 
 def gallery(results, database: ImageIndex) -> tuple[list, str]:

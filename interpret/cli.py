@@ -234,7 +234,8 @@ def _build_index(args: argparse.Namespace) -> None:
     elif model.name == "toy":
         from .toy.examples import build_toy_index
 
-        report = build_toy_index(model, args.out, progress=True)
+        report = build_toy_index(model, args.out, progress=True, layers=args.layers, batch_size=args.batch_size,
+                                 approximate=args.approximate)
     else:
         raise InterpretError("--images DIR is needed (a folder of images, searched recursively).")
     for path, reason in report.skipped:

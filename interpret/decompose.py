@@ -18,7 +18,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .models import ClipModel, folded_readout, layer_scale
+from .errors import InterpretError
+from .models import ClipModel, folded_readout, layer_index, layer_scale
 
 
 @dataclass
@@ -120,20 +121,16 @@ class ImageDecomposition:
         return values.reshape(-1, *([1] * (dims - 1)))
 
 
-def normalise_layers(layers: Sequence[int] | int | None, count: int) -> tuple[int, ...]:
-    """Layer indices (negative ones count from the end) -> sorted unique non-negative indices."""
+def normalise_layers(layers: Sequence[int] | int | None, count: int, owner: str = "The model") -> tuple[int, ...]:
+    """Layer indices (negative ones count from the end) of `owner`'s `count` layers -> sorted unique
+    non-negative indices."""
     if layers is None:
         return tuple(range(count))
     if isinstance(layers, int):
         layers = [layers]
-    result = set()
-    for layer in layers:
-        index = layer + count if layer < 0 else layer
-        if not 0 <= index < count:
-            raise ValueError(f"Layer {layer} does not exist: the model has {count} layers (0..{count - 1}).")
-        result.add(index)
+    result = {layer_index(layer, count, owner) for layer in layers}
     if not result:
-        raise ValueError("No layers requested.")
+        raise InterpretError("No layers requested.")
     return tuple(sorted(result))
 
 
@@ -146,7 +143,7 @@ def decompose_image(model: ClipModel, images, layers: Sequence[int] | int | None
     batch = model.preprocess_images(images)
     visual = model.visual
     geometry = model.geometry
-    wanted = normalise_layers(layers, geometry.layers)
+    wanted = normalise_layers(layers, geometry.layers, model.label)
 
     x = embed_image_tokens(visual, batch)  # [B, T, width]
     rest_residual = x[:, 0].clone()  # [B, width]: residual parts at the class token that go to `rest`

@@ -39,7 +39,7 @@ from PIL import Image
 from .decompose import embed_image_tokens
 from .errors import InterpretError
 from .images import ImageSource, load_image
-from .models import ClipModel
+from .models import ClipModel, layer_index, project
 from .segment import SpatialMap, crop_box, upsample
 
 MAX_STEPS = 500
@@ -276,27 +276,11 @@ def _last_block_tangents(block: ResidualAttentionBlock, readout, pooled: int, po
     return torch.func.vmap(integrated, in_dims=1)(d_pooled)
 
 
-def _layer_index(layer: int, count: int, tower: str) -> int:
-    index = layer + count if layer < 0 else layer
-    if not 0 <= index < count:
-        raise InterpretError(f"The {tower} tower has blocks 0..{count - 1} (or -{count}..-1); there is no "
-                             f"layer {layer}.")
-    return index
-
-
-def _linear_or_matrix(projection) -> Callable[[torch.Tensor], torch.Tensor]:
-    if projection is None:
-        return lambda x: x
-    if isinstance(projection, torch.nn.Linear):
-        return projection
-    return lambda x: x @ projection
-
-
 def _image_tower(model: ClipModel, batch: torch.Tensor, layer: int) -> _Tower:
     """The image and the all-zero reference image, seen from the states entering block `layer`."""
     visual = model.visual
     blocks = list(visual.transformer.resblocks)
-    index = _layer_index(layer, len(blocks), "image")
+    index = layer_index(layer, len(blocks), f"The image tower of {model.label}")
     with torch.no_grad():
         hidden = embed_image_tokens(visual, torch.cat([batch, torch.zeros_like(batch)]))
         for block in blocks[:index]:
@@ -328,16 +312,14 @@ def _text_tower(model: ClipModel, ids: torch.Tensor, layer: int) -> _Tower:
     reference = torch.zeros_like(ids[:length])
     reference[0], reference[2] = ids[0], ids[end]  # start, '!' (id 0), end; padding with 0 as exclip does
     tokens = torch.stack([ids[:length], reference])
-    index = _layer_index(layer, len(blocks), "text")
+    index = layer_index(layer, len(blocks), f"The text tower of {model.label}")
     mask = tower.attn_mask[:length, :length]
     with torch.no_grad():
         hidden = tower.token_embedding(tokens) + tower.positional_embedding[:length]
         for block in blocks[:index]:
             hidden = block(hidden, attn_mask=mask)
-    projection = _linear_or_matrix(tower.text_projection)
-
     def readout(pooled: torch.Tensor) -> torch.Tensor:
-        return projection(tower.ln_final(pooled))
+        return project(tower.ln_final(pooled), tower.text_projection)
 
     return _Tower(index, hidden, blocks[index:], mask, end, readout)
 

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 from PIL import Image
 
-from .errors import CaptionError, ModelLoadError
+from .errors import CaptionError, InterpretError, ModelLoadError
 from .images import ImageSource, load_image
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -94,6 +94,29 @@ class Geometry:
     def tokens(self) -> int:
         """Vision tokens: the class token plus one per patch."""
         return 1 + self.grid[0] * self.grid[1]
+
+
+def layer_index(layer: int, count: int, owner: str) -> int:
+    """`layer` (negative ones count from the end) as an index into the `count` layers of `owner` (named in the
+    message: 'toy (bundled)', 'The text tower of toy (bundled)')."""
+    index = layer + count if layer < 0 else layer
+    if not 0 <= index < count:
+        raise InterpretError(f"{owner} has layers 0..{count - 1} (or -{count}..-1); there is no layer {layer}.")
+    return index
+
+
+def head_index(head: int, count: int, owner: str) -> int:
+    """`head`, checked against the `count` heads of each layer of `owner`."""
+    if not 0 <= head < count:
+        raise InterpretError(f"{owner} has heads 0..{count - 1}; there is no head {head}.")
+    return head
+
+
+def project(states: torch.Tensor, projection: torch.Tensor | torch.nn.Module | None) -> torch.Tensor:
+    """A tower's output projection, which open_clip keeps as a matrix, a Linear or nothing."""
+    if projection is None:
+        return states
+    return projection(states) if isinstance(projection, torch.nn.Module) else states @ projection
 
 
 @dataclass(frozen=True)
@@ -250,12 +273,7 @@ class ClipModel:
         states = tower.token_embedding(tokens[:, :length]).to(cast) + tower.positional_embedding[:length].to(cast)
         states = tower.ln_final(tower.transformer(states, attn_mask=tower.attn_mask[:length, :length]))
         pooled = states[torch.arange(len(tokens)), ends]
-        projection = tower.text_projection
-        if isinstance(projection, torch.nn.Linear):
-            pooled = projection(pooled)
-        elif projection is not None:
-            pooled = pooled @ projection
-        return F.normalize(pooled.float(), dim=-1)
+        return F.normalize(project(pooled, tower.text_projection).float(), dim=-1)
 
     def causal_text_tower(self) -> torch.nn.Module | None:
         """The module holding the text transformer (the CLIP itself, or a CustomTextCLIP's `text`) when that

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from .decompose import decompose_image
 from .errors import InterpretError
 from .images import ImageSource, load_image
-from .models import ClipModel
+from .models import ClipModel, head_index, layer_index
 
 HeadSelection = Sequence[tuple[int, int]] | None
 
@@ -114,17 +114,10 @@ class ImageMaps:
         return chosen, ("layer " if len(layers) == 1 else "layers ") + ", ".join(map(str, layers))
 
     def _layer(self, layer: int) -> int:
-        count = self.model.geometry.layers
-        index = layer + count if layer < 0 else layer
-        if not 0 <= index < count:
-            raise InterpretError(f"{self.model.label} has layers 0..{count - 1}; there is no layer {layer}.")
-        return index
+        return layer_index(layer, self.model.geometry.layers, self.model.label)
 
     def _head(self, head: int) -> int:
-        if not 0 <= head < self.model.geometry.heads:
-            raise InterpretError(f"{self.model.label} has heads 0..{self.model.geometry.heads - 1}; "
-                                 f"there is no head {head}.")
-        return head
+        return head_index(head, self.model.geometry.heads, self.model.label)
 
     @staticmethod
     def _sum(scores: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:

@@ -197,7 +197,7 @@ def describe_heads(model: ClipModel, images: Sequence, bank: TextBank, k: int = 
 
     With `out_path`, the atlas is written after each layer and a rerun with the same settings resumes where
     the previous one stopped."""
-    wanted = normalise_layers(layers, model.geometry.layers)
+    wanted = normalise_layers(layers, model.geometry.layers, model.label)
     atlas = HeadAtlas(model.label, bank.name, k, rank, len(images), {}, model.weights_hash)
     if out_path is not None and Path(out_path).is_file():
         try:

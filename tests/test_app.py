@@ -124,8 +124,10 @@ def test_image_and_text_neighbours_per_head():
     assert len(items) == 4 and "'something red'" in summary
     with pytest.raises(gr.Error, match="caption is empty"):
         app.run_text_neighbours(TOY, "  ", 3, 6, 4)
-    with pytest.raises(gr.Error, match="layers 0..3 and heads 0..7"):
+    with pytest.raises(gr.Error, match=r"layers 0..3 \(or -4..-1\); there is no layer 4"):
         app.run_image_neighbours(TOY, path, 4, 0, 4)
+    with pytest.raises(gr.Error, match="heads 0..7; there is no head 8"):
+        app.run_text_neighbours(TOY, "something red", -1, 8, 4)
 
 
 def test_neighbours_without_a_database_say_how_to_build_one(photo):

@@ -1,3 +1,4 @@
+import json
 import re
 import subprocess
 import sys
@@ -78,10 +79,16 @@ def test_describe_heads_needs_images_for_real_models(capsys):
     assert "--images DIR is needed" in capsys.readouterr().err
 
 
+def test_layers_that_do_not_exist_get_a_message(capsys):
+    assert main(["describe-heads", "--model", "toy", "--layers", "9"]) == 2
+    assert "toy (bundled) has layers 0..3 (or -4..-1); there is no layer 9." in capsys.readouterr().err
+
+
 def test_build_index_and_neighbours_on_the_toy_model(tmp_path, capsys):
     out = tmp_path / "toy-db"
-    assert main(["build-index", "--model", "toy", "--out", str(out)]) == 0
+    assert main(["build-index", "--model", "toy", "--out", str(out), "--layers", "-1"]) == 0
     assert "600 images" in capsys.readouterr().out
+    assert json.loads((out / "manifest.json").read_text())["layers"] == [3]  # the toy's own scenes take --layers
     query = str(next((out / "images").glob("scene-*.png")))
     assert main(["neighbours", query, "--index", str(out), "--head", "3.1", "--k", "3"]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from interpret.decompose import decompose_image, explain_caption, normalise_layers
+from interpret.errors import InterpretError
 
 
 def relative_error(decomposition, model, batch) -> float:
@@ -87,9 +88,9 @@ def test_subset_heads_equal_the_full_decompositions_heads(vit_b32):
 
 
 def test_bad_layers_are_refused(tiny_model):
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(InterpretError, match="there is no layer 3"):
         decompose_image(tiny_model, random_batch(tiny_model, 1), layers=[3])
-    with pytest.raises(ValueError, match="No layers"):
+    with pytest.raises(InterpretError, match="No layers"):
         decompose_image(tiny_model, random_batch(tiny_model, 1), layers=[])
 
 

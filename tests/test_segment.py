@@ -86,7 +86,7 @@ def test_the_map_covers_the_centre_crop_of_the_users_image(vit_b32, picture):
 
 def test_bad_head_choices(tiny_model, picture):
     maps = ImageMaps(tiny_model, picture)
-    with pytest.raises(InterpretError, match="layers 0..2; there is no layer 5"):
+    with pytest.raises(InterpretError, match=r"layers 0..2 \(or -3..-1\); there is no layer 5"):
         maps.topic("a dog", layer=5)
     with pytest.raises(InterpretError, match="heads 0..2; there is no head 3"):
         maps.topic("a dog", layer=1, head=3)

@@ -36,10 +36,11 @@ DATABASE_SEED = 700_000  # toy scenes of the example database; far from the exam
 DATABASE_SIZE = 600
 
 
-def build_toy_index(model: ClipModel, out: Path | None = None, count: int = DATABASE_SIZE, progress: bool = False):
+def build_toy_index(model: ClipModel, out: Path | None = None, count: int = DATABASE_SIZE, progress: bool = False,
+                    **options):
     """Draw `count` toy scenes into `<out>/images/` and build the database of `model` over them in `out`
-    (default: the model's index folder), replacing one built with earlier toy weights. Returns the build report
-    (seconds for the toy model)."""
+    (default: the model's index folder), replacing one built with earlier toy weights; `options` go to
+    `build_index` (layers, batch_size, approximate). Returns the build report (seconds for the toy model)."""
     from ..index import build_index
     from .train import toy_scene
 
@@ -52,4 +53,4 @@ def build_toy_index(model: ClipModel, out: Path | None = None, count: int = DATA
             temporary = path.with_name(path.name + ".tmp")  # not an image suffix: never indexed half-written
             toy_scene(DATABASE_SEED + i).image.save(temporary, format="PNG")
             temporary.replace(path)
-    return build_index(model, images, out, overwrite=True, progress=progress)
+    return build_index(model, images, out, overwrite=True, progress=progress, **options)
