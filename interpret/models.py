@@ -272,7 +272,7 @@ class ClipModel:
         cast = tower.transformer.get_cast_dtype()
         states = tower.token_embedding(tokens[:, :length]).to(cast) + tower.positional_embedding[:length].to(cast)
         states = tower.ln_final(tower.transformer(states, attn_mask=tower.attn_mask[:length, :length]))
-        pooled = states[torch.arange(len(tokens)), ends]
+        pooled = states[torch.arange(len(tokens), device=tokens.device), ends]
         return F.normalize(project(pooled, tower.text_projection).float(), dim=-1)
 
     def causal_text_tower(self) -> torch.nn.Module | None:
