@@ -92,12 +92,21 @@ def descriptor_set(descriptors: dict, classes: list[str] | None = None, template
     return DescriptorSet(checked, template)
 
 
+def _read_text(path: str | Path, what: str) -> str:
+    """The text of a file the user named; a message naming `what` when it is missing or unreadable (decoding
+    errors propagate, for the caller's message)."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InterpretError(f"No {what} at {path}.") from None
+    except OSError as error:
+        raise InterpretError(f"Could not read the {what} {path} ({error}).") from None
+
+
 def load_descriptors(path: str | Path, classes: list[str] | None = None, template: str = "{}") -> DescriptorSet:
     """A JSON file `{"class": ["description", ...], ...}` (optionally restricted to `classes`)."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InterpretError(f"No descriptor file at {path}.") from None
+        data = json.loads(_read_text(path, "descriptor file"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InterpretError(f"{path} is not a JSON file of class -> descriptions ({error}).") from None
     return descriptor_set(data, classes, template)
@@ -106,9 +115,7 @@ def load_descriptors(path: str | Path, classes: list[str] | None = None, templat
 def load_classes(path: str | Path) -> list[str]:
     """A text file, one class name a line."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise InterpretError(f"No class file at {path}.") from None
+        lines = _read_text(path, "class file").splitlines()
     except UnicodeDecodeError:
         raise InterpretError(f"{path} is not a text file of class names.") from None
     return [line.strip() for line in lines if line.strip()]
@@ -194,14 +201,9 @@ def binary_mutual_information(first: torch.Tensor, second: torch.Tensor) -> tupl
 
 
 @torch.no_grad()
-def _embed(model: ClipModel, batch: torch.Tensor) -> torch.Tensor:
-    return F.normalize(model.model.encode_image(batch).float(), dim=-1)
-
-
-@torch.no_grad()
-def _probabilities(model: ClipModel, batch: torch.Tensor, class_texts: torch.Tensor) -> torch.Tensor:
-    """`[B, C]` zero-shot probabilities of preprocessed images."""
-    images = _embed(model, batch)
+def _probabilities(model: ClipModel, images: torch.Tensor, class_texts: torch.Tensor) -> torch.Tensor:
+    """`[B, C]` zero-shot probabilities of image embeddings `[B, D]` (normalised here)."""
+    images = F.normalize(images.float(), dim=-1)
     return torch.softmax(model.model.logit_scale.exp().float() * images @ class_texts.T, dim=-1)
 
 
@@ -221,7 +223,7 @@ def deletion_probabilities(model: ClipModel, batch: torch.Tensor, parts: torch.T
                 for i, part in enumerate(order)]
     if not variants:
         return []
-    return _probabilities(model, torch.cat(variants), class_texts)[:, target].tolist()
+    return _probabilities(model, model.encode_images(torch.cat(variants)), class_texts)[:, target].tolist()
 
 
 METHODS = ("prompts", "contributions")
@@ -246,7 +248,7 @@ def mutual_knowledge(model: ClipModel, image: ImageSource, descriptors: Descript
     pool_texts = model.encode_texts(pool)  # [M, D]
 
     decomposition = decompose_image(model, batch, spatial=True)
-    probabilities = _probabilities(model, batch, class_texts)[0]
+    probabilities = _probabilities(model, decomposition.embedding, class_texts)[0]
     target = int(probabilities.argmax())
     predicted = descriptors.classes[target]
 
@@ -259,7 +261,7 @@ def mutual_knowledge(model: ClipModel, image: ImageSource, descriptors: Descript
     weights = part_vectors @ class_texts[target] / decomposition.embedding[0].norm()
     if method == "prompts":  # each part alone on the image's mean colour, embedded by the image encoder
         others = [[j for j in range(count) if j != k] for k in range(count)]
-        part_vectors = _embed(model, torch.cat([remove_parts(model, batch, grid, rest) for rest in others]))
+        part_vectors = model.encode_images(torch.cat([remove_parts(model, batch, grid, rest) for rest in others]))
     similarity = F.normalize(part_vectors, dim=-1) @ pool_texts.T  # [K, M]
     chosen = similarity.topk(min(per_part, len(pool)), dim=1).indices
     part_concepts = [[pool[i] for i in row] for row in chosen.tolist()]
