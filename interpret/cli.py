@@ -74,10 +74,9 @@ def _interact(args: argparse.Namespace) -> None:
     print(f"{'index':>5}  {'token':<16} {'interaction':>12}")
     for index, (token, value) in enumerate(zip(result.tokens, per_token.tolist())):
         print(f"{index:>5}  {token:<16} {value:>+12.5f}")
-    grid = region.grid
-    row, column = divmod(int(grid.argmax()), grid.shape[1])
+    row, column = region.peak
     print(f"\n'{region.text}' matches the image most at patch row {row}, column {column} "
-          f"({float(grid.max()):+.5f}; the span's interactions sum to {float(grid.sum()):+.5f})")
+          f"({float(region.grid.max()):+.5f}; the span's interactions sum to {float(region.grid.sum()):+.5f})")
     if args.save:
         map_overlay(result.picture, region.image, 0.6, f"'{region.text}' ({result.layers_name})",
                     label="interaction with the span", box=box).save(args.save)
@@ -118,20 +117,18 @@ def _mutual(args: argparse.Namespace) -> None:
     from .mutual import load_classes, load_descriptors, mutual_knowledge
     from .render import figure_to_image
 
-    if not args.descriptors and any(_model_spec(text)[0] != "toy" for text in args.models):
+    if args.descriptors:
+        classes = load_classes(args.classes) if args.classes else None
+        descriptors = load_descriptors(args.descriptors, classes, args.template)
+    elif all(_model_spec(text)[0] == "toy" for text in args.models):
+        from .toy.evaluate import toy_descriptors
+
+        descriptors = toy_descriptors()
+    else:
         raise InterpretError("--descriptors FILE is needed (JSON: class -> list of descriptions).")
     rows = []
     for text in args.models:
         model = load_model(*_model_spec(text), device=args.device)
-        if args.descriptors:
-            classes = load_classes(args.classes) if args.classes else None
-            descriptors = load_descriptors(args.descriptors, classes, args.template)
-        elif model.name == "toy":
-            from .toy.evaluate import toy_descriptors
-
-            descriptors = toy_descriptors()
-        else:
-            raise InterpretError("--descriptors FILE is needed (JSON: class -> list of descriptions).")
         scores, areas, correct, labelled = [], [], 0, 0
         for image, truth in _mutual_samples(model, args):
             result = mutual_knowledge(model, image, descriptors, parts=args.parts, method=args.method)
@@ -283,6 +280,7 @@ def _eval_seg(args: argparse.Namespace) -> None:
 
     from .images import list_images, load_image
     from .models import load_model
+    from .mutual import load_classes
     from .segment import evaluate_segmentation
 
     model = load_model(args.model, args.pretrained, args.device)
@@ -290,7 +288,7 @@ def _eval_seg(args: argparse.Namespace) -> None:
         if not (args.masks and args.classes):
             raise InterpretError("--images needs --masks DIR (same file names, nonzero = foreground) and "
                                  "--classes FILE (one class prompt a line).")
-        classes = [line.strip() for line in Path(args.classes).read_text().splitlines() if line.strip()]
+        classes = load_classes(args.classes)
         masks = {path.stem: path for path in list_images(args.masks)}
         pairs = [(path, masks[path.stem]) for path in list_images(args.images)[: args.limit] if path.stem in masks]
         if not pairs:

@@ -47,10 +47,16 @@ class SpatialMap:
     text: str
     heads: str
 
+    @property
+    def peak(self) -> tuple[int, int]:
+        """(row, column) of the largest value on the grid."""
+        row, column = divmod(int(self.grid.argmax()), self.grid.shape[1])
+        return row, column
+
     def summary(self) -> str:
         """One line: the range and sum of the patch contributions and where the largest is."""
         grid = self.grid
-        row, column = divmod(int(grid.argmax()), grid.shape[1])
+        row, column = self.peak
         return (f"patch contributions from {float(grid.min()):+.4f} to {float(grid.max()):+.4f} (sum "
                 f"{float(grid.sum()):+.4f}) on the {grid.shape[0]}x{grid.shape[1]} grid; the largest at row {row}, "
                 f"column {column}")

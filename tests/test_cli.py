@@ -116,6 +116,8 @@ def test_eval_seg_over_a_folder_of_images_and_masks(tmp_path, capsys):
     assert "3 images of" in out and "pixel accuracy" in out and "mIoU" in out and "mAP" in out
     assert main(args[:5]) == 2
     assert "--images needs --masks" in capsys.readouterr().err
+    assert main(args[:-1] + [str(tmp_path / "missing.txt")]) == 2
+    assert "No class file at" in capsys.readouterr().err
 
 
 def test_topic_prints_where_the_map_peaks_and_saves_it(tmp_path, capsys):
