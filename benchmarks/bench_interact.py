@@ -136,5 +136,6 @@ def print_row(name: str, tokens: int, ours_time: str, ours_s: float, ours: dict,
     print(f"| {name} | {tokens} | {ours_time} | {ours.get('extra_mb', float('nan')):.0f} | " + " | ".join(cells)
           + " |", flush=True)
 
+
 if __name__ == "__main__":
     main()

@@ -46,5 +46,6 @@ def main() -> None:
               f" | {figures['colour ranking']:.3f} | {figures['shape ranking']:.3f} | {figures['red ranking']:.3f}"
               f" | {seconds:.3f} |", flush=True)
 
+
 if __name__ == "__main__":
     main()

@@ -313,11 +313,11 @@ def _text_tower(model: ClipModel, ids: torch.Tensor, layer: int) -> _Tower:
     reference[0], reference[2] = ids[0], ids[end]  # start, '!' (id 0), end; padding with 0 as exclip does
     tokens = torch.stack([ids[:length], reference])
     index = layer_index(layer, len(blocks), f"The text tower of {model.label}")
-    mask = tower.attn_mask[:length, :length]
     with torch.no_grad():
-        hidden = tower.token_embedding(tokens) + tower.positional_embedding[:length]
+        hidden, mask = model.text_stream(tokens)
         for block in blocks[:index]:
             hidden = block(hidden, attn_mask=mask)
+
     def readout(pooled: torch.Tensor) -> torch.Tensor:
         return project(tower.ln_final(pooled), tower.text_projection)
 

@@ -268,12 +268,19 @@ class ClipModel:
             return F.normalize(self.model.encode_text(encoded.tokens).float(), dim=-1)
         tokens = encoded.tokens
         ends = self.end_positions(tokens)
-        length = int(ends.max()) + 1
-        cast = tower.transformer.get_cast_dtype()
-        states = tower.token_embedding(tokens[:, :length]).to(cast) + tower.positional_embedding[:length].to(cast)
-        states = tower.ln_final(tower.transformer(states, attn_mask=tower.attn_mask[:length, :length]))
+        states, mask = self.text_stream(tokens[:, :int(ends.max()) + 1])
+        states = tower.ln_final(tower.transformer(states, attn_mask=mask))
         pooled = states[torch.arange(len(tokens), device=tokens.device), ends]
         return F.normalize(project(pooled, tower.text_projection).float(), dim=-1)
+
+    def text_stream(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids `[M, n]` (cut after their end tokens) -> the residual stream entering block 0 of the causal
+        text tower, `[M, n, width]`, and the causal mask `[n, n]` that goes with it."""
+        tower = self.causal_text_tower()
+        length = tokens.shape[1]
+        cast = tower.transformer.get_cast_dtype()
+        states = tower.token_embedding(tokens).to(cast) + tower.positional_embedding[:length].to(cast)
+        return states, tower.attn_mask[:length, :length]
 
     def causal_text_tower(self) -> torch.nn.Module | None:
         """The module holding the text transformer (the CLIP itself, or a CustomTextCLIP's `text`) when that
