@@ -165,6 +165,11 @@ def interaction_truth(model: ClipModel, scenes, image_layer: int = -1, text_laye
     return {name: _mean(values) for name, values in counts.items()} | {"objects": len(counts["colour ranking"])}
 
 
+def _patch_cover(model: ClipModel, mask: np.ndarray) -> torch.Tensor:
+    """`[grid_h, grid_w]`: the share of each patch that a toy scene's object mask `[64, 64]` covers."""
+    return F.avg_pool2d(torch.from_numpy(mask).float()[None, None], model.geometry.patch_size)[0, 0]
+
+
 def _grown(mask: np.ndarray) -> np.ndarray:
     """The mask and its 8 neighbours (a map's maximum on an object's edge pixel still counts)."""
     padded = np.pad(mask, 1)
@@ -209,8 +214,7 @@ def segmentation_truth(model: ClipModel, scenes, selections: dict[str, dict] | N
     for scene in scenes:
         maps = ImageMaps(model, scene.image)
         for index, (obj, mask) in enumerate(zip(scene.objects, scene.masks)):
-            cover = F.avg_pool2d(torch.from_numpy(mask).float()[None, None], model.geometry.patch_size)[0, 0]
-            perfect = upsample(cover, maps.picture.size, maps.box)
+            perfect = upsample(_patch_cover(model, mask), maps.picture.size, maps.box)
             add("perfect patch-level map", "{}", perfect > perfect.mean(), mask)
             add("all background", "{}", np.zeros_like(mask), mask)
             other = scene.objects[1 - index]
@@ -267,7 +271,7 @@ def mutual_truth(model: ClipModel, count: int = 100, parts: int = 2, method: str
         obj = scene.objects[0]
         result = mutual_knowledge(model, scene.image, descriptors, parts=parts, method=method)
         counts["shared both"].append({f"something {obj.colour}", with_article(obj.shape)} <= set(result.shared))
-        cover = F.adaptive_avg_pool2d(torch.from_numpy(scene.masks[0]).float()[None, None], model.geometry.grid)[0, 0]
+        cover = _patch_cover(model, scene.masks[0])
         found = int(result.parts.max()) + 1
         object_part = int(torch.stack([(cover * (result.parts == k)).sum() for k in range(found)]).argmax())
         target = result.classes.index(result.predicted)
