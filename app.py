@@ -4,11 +4,17 @@ Every handler turns bad input into a readable message (never a stack trace) and 
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
+import re
 import threading
 from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
 
 import gradio as gr
 from PIL import Image
@@ -22,6 +28,9 @@ from interpret.models import (ClipModel, ModelSpec, catalogue, head_index, layer
 from interpret.mutual import load_descriptors, mutual_knowledge
 from interpret.banks import PROPERTIES, toy_bank
 from interpret.images import load_image
+from interpret.limits import (ANALYSIS_SLOTS, MAX_NEIGHBOURS, MAX_PARTS, MIN_PARTS, MAX_STEPS, MAX_TOP_HEADS, MAX_UPLOAD_BYTES, QUEUE_SIZE,
+                              RESULT_CACHE_BYTES, UPLOAD_LIFETIME_S, WORKING_SIDE, check_number, check_text,
+                              check_texts)
 from interpret.render import (concept_venn, deletion_plot, head_grid, map_overlay, missing_image, outline_box,
                               parts_overlay, property_grid)
 from interpret.segment import ImageMaps, parse_heads
@@ -34,6 +43,25 @@ log = logging.getLogger("interpret.app")
 
 ONLINE_DEFAULT = ModelSpec("ViT-B-32", "openai")
 OFFLINE_DEFAULTS = (ModelSpec("toy", None), ModelSpec("ViT-B-32", None))
+ROOT = Path(__file__).resolve().parent
+# Random-init architectures larger than ViT-B-32 cost a visitor's request seconds and up to 1.7 GB each; a hosted
+# instance does not offer them unless INTERPRET_MODELS names them.
+LARGE_RANDOM = (ModelSpec("ViT-B-16", None), ModelSpec("ViT-L-14", None))
+
+
+def hosted() -> bool:
+    """Whether this runs as a public service (a Hugging Face Space sets SPACE_ID; INTERPRET_HOSTED=1 says so too)."""
+    return bool(os.environ.get("SPACE_ID")) or os.environ.get("INTERPRET_HOSTED", "") == "1"
+
+
+def offered_models() -> list[ModelSpec]:
+    """The models a visitor may pick: INTERPRET_MODELS (labels, comma-separated) when set; else the catalogue,
+    less the large random-init ones on a hosted instance."""
+    everything = catalogue()
+    wanted = [label.strip() for label in os.environ.get("INTERPRET_MODELS", "").split(",") if label.strip()]
+    if wanted:
+        return [spec for spec in everything if spec.label in wanted]
+    return [spec for spec in everything if not (hosted() and spec in LARGE_RANDOM)]
 
 
 class ImageInput(gr.Image):
@@ -49,35 +77,63 @@ class ImageInput(gr.Image):
 
 
 def friendly_errors(handler):
-    """Show a user's mistake as a message and an unexpected failure as a short note; never a traceback."""
+    """Show a user's mistake as a message and an unexpected failure as a short note; never a traceback, never a
+    path of the server."""
 
     @functools.wraps(handler)
     def wrapper(*args, **kwargs):
         try:
             return handler(*args, **kwargs)
         except InterpretError as error:
-            raise gr.Error(str(error), print_exception=False) from None
+            message = str(error) or f"{type(error).__name__}: this input cannot be used."
+            raise gr.Error(public(message), print_exception=False) from None
         except gr.Error:
             raise
         except Exception as error:  # a bug: keep serving, log it for us, tell the user briefly
             log.exception("handler %s failed", handler.__name__)
-            raise gr.Error(f"Something went wrong ({type(error).__name__}: {error}). The app is still running; "
-                           "please try another input.", print_exception=False) from None
+            raise gr.Error(public(f"Something went wrong ({type(error).__name__}: {str(error)[:300]}). The app is "
+                                  "still running; please try another input."), print_exception=False) from None
 
     return wrapper
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[^\s'\"(),;:]+/)*[^\s'\"(),;:]*")
+
+
+def public(message: str) -> str:
+    """`message` without the server's file system: paths inside the app's folder become relative to it (the
+    commands in messages still work from there), any other absolute path becomes its file name."""
+    def shorten(match: re.Match) -> str:
+        path = Path(match.group(0))
+        try:
+            return path.relative_to(ROOT).as_posix() or "."
+        except ValueError:
+            return path.name or "/"
+
+    return _ABSOLUTE_PATH.sub(shorten, message)
 
 
 def model_for(label: str) -> ClipModel:
     if not label:
         raise ModelLoadError("Pick a model first.")
+    check_text(label, "The model label", 200)
     spec = spec_from_label(label)
+    if spec not in offered_models():
+        raise ModelLoadError(f"{label} is not offered here. Choose one of: "
+                             f"{', '.join(s.label for s in offered_models())}.")
     return load_model(spec.name, spec.pretrained)
+
+
+def picture_of(image_path: str | None) -> Image.Image:
+    """The uploaded image as the app works on it: checked, decoded, and shrunk to `WORKING_SIDE` pixels on its
+    longest side when larger (the model sees 224 px; the maps are drawn on this picture)."""
+    return load_image(_query_image(image_path), max_side=WORKING_SIDE)
 
 
 def choose_default_model() -> tuple[str, str]:
     """(label of the model to start with, a note for the page). Tries the real CLIP; offline, the toy model."""
     wanted = os.environ.get("INTERPRET_DEFAULT_MODEL")
-    labels = [spec.label for spec in catalogue()]
+    labels = [spec.label for spec in offered_models()]
     if wanted in labels:
         return wanted, ""
     try:
@@ -100,13 +156,13 @@ def describe_model(label: str) -> str:
 @friendly_errors
 def run_heads(label: str, image_path: str | None, caption: str, top: float = 10):
     """Heads tab: the layer x head grid of contributions to the image-caption score and the top heads."""
-    if image_path is None:
-        raise InterpretError("Upload an image first.")
+    top = check_number(top, "The number of top heads", 1, MAX_TOP_HEADS, integer=True)
     model = model_for(label)
-    report = explain_caption(model, image_path, caption or "")
+    model.tokenize(caption or "")  # an unusable caption gets its message before any image work
+    report = explain_caption(model, picture_of(image_path), caption)
     grid = head_grid(report.heads.numpy(), f"{model.label}: '{caption.strip()}'", mlps=report.mlps.numpy())
     rows = [[rank, layer, head, round(value, 5)]
-            for rank, (layer, head, value) in enumerate(report.top_heads(int(top)), start=1)]
+            for rank, (layer, head, value) in enumerate(report.top_heads(top), start=1)]
     summary = (f"Cosine score **{report.cosine:+.4f}** = heads {float(report.heads.sum()):+.4f} "
                f"+ MLPs {float(report.mlps.sum()):+.4f} + rest {report.rest:+.4f}")
     return grid, rows, _with_warnings(summary, report.warnings)
@@ -172,7 +228,12 @@ def database_for(model: ClipModel) -> ImageIndex:
 def _layer_head(model: ClipModel, layer: float, head: float) -> tuple[int, int]:
     """Layer and head from the page (negative layers count from the end)."""
     g = model.geometry
-    return layer_index(int(layer), g.layers, model.label), head_index(int(head), g.heads, model.label)
+    layer, head = check_number(layer, "The layer", integer=True), check_number(head, "The head", integer=True)
+    return layer_index(layer, g.layers, model.label), head_index(head, g.heads, model.label)
+
+
+def _checked_k(k: float) -> int:
+    return check_number(k, "The number of neighbours", 1, MAX_NEIGHBOURS, integer=True)
 
 
 def gallery(results, database: ImageIndex) -> tuple[list, str]:
@@ -201,11 +262,13 @@ def _query_image(image_path: str | None) -> str:
 @friendly_errors
 def run_property_neighbours(label: str, image_path: str | None, prop: str, k: float = 12):
     """Property neighbours tab: database images like the query in one property only."""
+    k = _checked_k(k)
     model = model_for(label)
+    picture = picture_of(image_path)
     database = database_for(model)
     atlas = atlas_for(model)
     heads = database.property_heads(prop, atlas)
-    results = database.property_neighbours(_query_image(image_path), prop, k=int(k), atlas=atlas)
+    results = database.property_neighbours(picture, prop, k=k, atlas=atlas)
     items, note = gallery(results, database)
     return items, f"**{prop}**: the {len(heads)} heads labelled so ({', '.join(f'{l}.{h}' for l, h in heads)}). " + note
 
@@ -213,44 +276,82 @@ def run_property_neighbours(label: str, image_path: str | None, prop: str, k: fl
 @friendly_errors
 def run_image_neighbours(label: str, image_path: str | None, layer: float, head: float, k: float = 12):
     """Image neighbours tab: database images that head (layer, head) sees like the query."""
+    k = _checked_k(k)
     model = model_for(label)
     layer, head = _layer_head(model, layer, head)
+    picture = picture_of(image_path)
     database = database_for(model)
-    items, note = gallery(database.image_neighbours(_query_image(image_path), layer, head, k=int(k)), database)
+    items, note = gallery(database.image_neighbours(picture, layer, head, k=k), database)
     return items, f"**Head {layer}.{head}**: " + note
 
 
 @friendly_errors
 def run_text_neighbours(label: str, text: str, layer: float, head: float, k: float = 12):
     """Text neighbours tab: database images whose head (layer, head) contribution matches the text."""
+    k = _checked_k(k)
     model = model_for(label)
     layer, head = _layer_head(model, layer, head)
-    model.tokenize(text or "")  # an empty text gets its message before any database work
+    model.tokenize(text or "")  # an unusable text gets its message before any database work
     database = database_for(model)
-    items, note = gallery(database.text_neighbours(text, layer, head, k=int(k)), database)
+    items, note = gallery(database.text_neighbours(text, layer, head, k=k), database)
     return items, f"**Head {layer}.{head}**, '{text.strip()}': " + note
 
 
 class RecentResults:
-    """The last few results of an expensive computation, by key (thread-safe): changing only a display
-    choice (text, heads, opacity, span, box) does not recompute them."""
+    """Recent results of an expensive computation, by key (thread-safe), kept within `max_bytes` (least
+    recently used go first): changing only a display choice (text, heads, opacity, span, box) does not recompute
+    them. Only results that `valid` accepts are kept; a failure is never kept."""
 
-    def __init__(self, kept: int = 4):
-        self.kept = kept
-        self._results: OrderedDict = OrderedDict()
+    def __init__(self, max_bytes: int = RESULT_CACHE_BYTES):
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._results: OrderedDict = OrderedDict()  # key -> (result, bytes)
         self._lock = threading.Lock()
 
-    def get(self, key, make):
+    def __len__(self) -> int:
+        return len(self._results)
+
+    def __contains__(self, key) -> bool:
+        return key in self._results
+
+    def get(self, key, make, valid=lambda result: True):
         with self._lock:
             if key in self._results:
                 self._results.move_to_end(key)
-                return self._results[key]
+                return self._results[key][0]
         result = make()
+        size = result_bytes(result)
+        if not valid(result) or size > self.max_bytes:
+            return result
         with self._lock:
-            self._results[key] = result
-            while len(self._results) > self.kept:
-                self._results.popitem(last=False)
+            if key in self._results:
+                self.bytes -= self._results.pop(key)[1]
+            self._results[key] = (result, size)
+            self.bytes += size
+            while self.bytes > self.max_bytes:
+                self.bytes -= self._results.popitem(last=False)[1][1]
         return result
+
+
+def result_bytes(value, seen: set | None = None) -> int:
+    """The memory a result holds in tensors, arrays and pictures (models it refers to are not its own)."""
+    seen = set() if seen is None else seen
+    if id(value) in seen or isinstance(value, (ClipModel, torch.nn.Module)):
+        return 0
+    seen.add(id(value))
+    if isinstance(value, torch.Tensor):
+        return value.element_size() * value.nelement()
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, Image.Image):
+        return value.width * value.height * len(value.getbands())
+    if isinstance(value, dict):
+        return sum(result_bytes(item, seen) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(result_bytes(item, seen) for item in value)
+    if dataclasses.is_dataclass(value) or hasattr(value, "__dict__"):
+        return sum(result_bytes(item, seen) for item in vars(value).values())
+    return 0
 
 
 def _file_key(image_path: str | None) -> tuple:
@@ -264,7 +365,7 @@ _image_maps = RecentResults()
 def image_maps_for(model: ClipModel, image_path: str | None) -> ImageMaps:
     """The image's spatial decomposition, kept for the last few images."""
     key = (model.slug, *_file_key(image_path))
-    return _image_maps.get(key, lambda: ImageMaps(model, key[1]))
+    return _image_maps.get(key, lambda: ImageMaps(model, picture_of(image_path)))
 
 
 def _with_warnings(summary: str, warnings: list[str]) -> str:
@@ -273,6 +374,10 @@ def _with_warnings(summary: str, warnings: list[str]) -> str:
         gr.Warning(warning)
         summary += f"\n\n⚠️ {warning}"
     return summary
+
+
+def _checked_opacity(opacity: float) -> float:
+    return check_number(opacity, "The opacity", 0, 1)
 
 
 def _map_summary(spatial, model: ClipModel, warnings: list[str]) -> str:
@@ -285,9 +390,10 @@ def run_topic(label: str, image_path: str | None, text: str, heads: str = "all",
               relative_to: str = ""):
     """Topic segmentation tab: where the chosen heads find the text; `relative_to`: other texts, one a line,
     whose mean map is taken away."""
+    opacity = _checked_opacity(opacity)
     model = model_for(label)
     choice = parse_heads(heads)
-    others = [line.strip() for line in (relative_to or "").splitlines() if line.strip()]
+    others = check_texts([line.strip() for line in (relative_to or "").splitlines() if line.strip()], "Relative to")
     encoded = model.tokenize([text or "", *others])
     maps = image_maps_for(model, image_path)
     spatial = maps.topic(text, **choice, relative_to=others)
@@ -300,6 +406,7 @@ def run_topic(label: str, image_path: str | None, text: str, heads: str = "all",
 def run_contrastive(label: str, image_path: str | None, text_a: str, text_b: str, heads: str = "all",
                     opacity: float = 0.6):
     """Contrastive segmentation tab: where the chosen heads find text A rather than text B."""
+    opacity = _checked_opacity(opacity)
     model = model_for(label)
     choice = parse_heads(heads)
     encoded = model.tokenize([text_a or "", text_b or ""])
@@ -316,10 +423,13 @@ _interactions = RecentResults()
 def interaction_for(model: ClipModel, image_path: str | None, caption: str, image_layer: float, text_layer: float,
                     steps: float, rule: str) -> Interaction:
     """The caption x image interactions, kept for the last few inputs: choosing another span or box is instant."""
-    model.tokenize(caption or "")  # an empty caption gets its message before any image work
-    settings = (caption, int(image_layer), int(text_layer), int(steps), rule or "right")
+    model.tokenize(caption or "")  # an unusable caption gets its message before any image work
+    settings = (caption, check_number(image_layer, "The image layer", integer=True),
+                check_number(text_layer, "The text layer", integer=True),
+                check_number(steps, "Steps", 1, MAX_STEPS, integer=True), rule or "right")
     key = (model.slug, *_file_key(image_path), *settings)
-    return _interactions.get(key, lambda: interaction_map(model, key[1], *settings))
+    return _interactions.get(key, lambda: interaction_map(model, picture_of(image_path), *settings),
+                             valid=lambda result: result.total != 0 or result.explained == 0)
 
 
 def _token_choices(result: Interaction) -> list[str]:
@@ -332,8 +442,10 @@ def run_interaction(label: str, image_path: str | None, caption: str, image_laye
                     box: str = "", opacity: float = 0.6):
     """Interactions tab: where the chosen caption tokens (a span; default all words) match the image, and how
     much each token matches the chosen box of the image (default: all of it)."""
+    opacity = _checked_opacity(opacity)
     model = model_for(label)
-    span, region = parse_tokens(tokens), parse_box(box)
+    model.tokenize(caption or "")  # the span is checked against the caption's tokens before any image work
+    span, region = parse_tokens(tokens, len(model.token_strings(caption))), parse_box(box)
     result = interaction_for(model, image_path, caption, image_layer, text_layer, steps, rule)
     spatial = result.span_to_region(span)
     per_token = result.region_to_span(region)
@@ -389,7 +501,7 @@ def first_corner(box: str | None) -> tuple[float, float] | None:
 def pick_corner(image_path: str | None, box: str, event: gr.SelectData):
     """A click on the picker: the first corner of a new box, or the second corner of the started one (in the
     picture's own pixels)."""
-    picture = load_image(_query_image(image_path))
+    picture = picture_of(image_path)
     x, y = (float(v) / picker_scale(picture) for v in event.index[:2])
     corner = first_corner(box)
     if corner is not None:
@@ -407,6 +519,7 @@ def run_mutual(label: str, image_path: str | None, preset: str = TOY_CLASSES, de
                template: str = "{}", parts: float = 3, method: str = "prompts"):
     """Mutual knowledge tab: the zero-shot prediction, the image's parts and the concepts the vision and text
     sides share, and the deletion curve of the shared concepts' parts."""
+    parts = check_number(parts, "Parts", MIN_PARTS, MAX_PARTS, integer=True)
     model = model_for(label)
     if preset == OWN_CLASSES:
         if not descriptor_file:
@@ -415,7 +528,7 @@ def run_mutual(label: str, image_path: str | None, preset: str = TOY_CLASSES, de
         descriptors = load_descriptors(descriptor_file, template=template or "{}")
     else:
         descriptors = toy_descriptors()
-    result = mutual_knowledge(model, _query_image(image_path), descriptors, parts=int(parts), method=method)
+    result = mutual_knowledge(model, picture_of(image_path), descriptors, parts=parts, method=method)
     labels = [", ".join(concepts) for concepts in result.part_concepts]
     overlay = parts_overlay(result.picture, result.parts.numpy(), result.box, labels,
                             title=f"{len(labels)} parts and the descriptors that match them (vision side)")
@@ -449,6 +562,10 @@ def warm_up(label: str) -> None:
     except Exception:  # the tabs report the same failure to the user when asked
         log.warning("warm-up of %s failed", label, exc_info=True)
 
+
+# Every event that runs a model shares one pool of slots sized to the cores: many visitors queue instead of
+# oversubscribing the CPU (Gradio's own limit is per event, which let 20 analyses run at once on 2 cores).
+ANALYSIS = {"concurrency_id": "analysis", "concurrency_limit": ANALYSIS_SLOTS}
 
 HEADS_LABEL = "Heads: all, a layer (3), a head (3.2) or heads (3.2, 2.5)"
 
@@ -490,8 +607,8 @@ def _neighbour_outputs(prefix: str):
 def build_app(default_label: str | None = None, note: str = "") -> gr.Blocks:
     if default_label is None:
         default_label, note = choose_default_model()
-    labels = [spec.label for spec in catalogue()]
-    with gr.Blocks(title="CLIP interpret") as app:
+    labels = [spec.label for spec in offered_models()]
+    with gr.Blocks(title="CLIP interpret", delete_cache=(UPLOAD_LIFETIME_S, UPLOAD_LIFETIME_S)) as app:
         gr.Markdown("# CLIP interpret\nUpload an image, type a caption, and see which layers and attention heads "
                     "of CLIP carry their match.")
         gr.Markdown(note, elem_id="status")
@@ -616,48 +733,54 @@ def build_app(default_label: str | None = None, note: str = "") -> gr.Blocks:
                     neighbour_text = gr.Textbox(label="Text", placeholder="something red", elem_id="text-nn-text")
                     text_layer, text_head, text_k = _head_and_count("text-nn")
                     text_button, text_summary, text_gallery = _neighbour_outputs("text-nn")
-        model_picker.change(describe_model, model_picker, model_info, api_name="model_info")
+        model_picker.change(describe_model, model_picker, model_info, **ANALYSIS, api_name="model_info")
         atlas_button.click(run_atlas, [model_picker, atlas_layer, atlas_head], [atlas_summary, atlas_table, atlas_grid],
-                           api_name="head_atlas")
+                           **ANALYSIS, api_name="head_atlas")
         heads_button.click(run_heads, [model_picker, image, caption, top], [heads_grid, heads_table, heads_summary],
-                           api_name="heads")
+                           **ANALYSIS, api_name="heads")
         topic_inputs = [model_picker, image, topic_text, topic_heads, topic_opacity, topic_others]
-        topic_button.click(run_topic, topic_inputs, [topic_picture, topic_summary], api_name="topic_segmentation")
-        topic_opacity.release(run_topic, topic_inputs, [topic_picture, topic_summary], api_name=False)
+        topic_button.click(run_topic, topic_inputs, [topic_picture, topic_summary], **ANALYSIS, api_name="topic_segmentation")
+        topic_opacity.release(run_topic, topic_inputs, [topic_picture, topic_summary], **ANALYSIS, api_name=False)
         contrast_inputs = [model_picker, image, contrast_a, contrast_b, contrast_heads, contrast_opacity]
         contrast_button.click(run_contrastive, contrast_inputs, [contrast_picture, contrast_summary],
-                              api_name="contrastive_segmentation")
+                              **ANALYSIS, api_name="contrastive_segmentation")
         contrast_opacity.release(run_contrastive, contrast_inputs, [contrast_picture, contrast_summary],
-                                 api_name=False)
+                                 **ANALYSIS, api_name=False)
         inter_settings = [model_picker, image, caption, inter_image_layer, inter_text_layer, inter_steps, inter_rule]
         inter_inputs = inter_settings + [inter_tokens, inter_box, inter_opacity]
         inter_outputs = [inter_map, inter_span, inter_summary]
-        inter_button.click(run_interaction, inter_inputs, inter_outputs, api_name="interaction").then(
-            interaction_controls, inter_settings + [inter_box], [inter_checkboxes, inter_picker], api_name=False)
+        inter_button.click(run_interaction, inter_inputs, inter_outputs, **ANALYSIS, api_name="interaction").then(
+            interaction_controls, inter_settings + [inter_box], [inter_checkboxes, inter_picker], **ANALYSIS, api_name=False)
         inter_checkboxes.input(tokens_from_checkboxes, inter_checkboxes, inter_tokens, api_name=False).then(
-            run_interaction, inter_inputs, inter_outputs, api_name=False)
-        inter_picker.select(pick_corner, [image, inter_box], [inter_box, inter_picker], api_name=False).then(
-            run_after_pick, inter_inputs, inter_outputs, api_name=False)
+            run_interaction, inter_inputs, inter_outputs, **ANALYSIS, api_name=False)
+        inter_picker.select(pick_corner, [image, inter_box], [inter_box, inter_picker], **ANALYSIS, api_name=False).then(
+            run_after_pick, inter_inputs, inter_outputs, **ANALYSIS, api_name=False)
         for control in (inter_tokens, inter_box):
-            control.submit(run_interaction, inter_inputs, inter_outputs, api_name=False)
-        inter_opacity.release(run_interaction, inter_inputs, inter_outputs, api_name=False)
+            control.submit(run_interaction, inter_inputs, inter_outputs, **ANALYSIS, api_name=False)
+        inter_opacity.release(run_interaction, inter_inputs, inter_outputs, **ANALYSIS, api_name=False)
         mutual_button.click(run_mutual, [model_picker, image, mutual_preset, mutual_file, mutual_template, mutual_parts,
                                          mutual_method], [mutual_summary, mutual_parts_picture, mutual_venn, mutual_curve],
-                            api_name="mutual_knowledge")
+                            **ANALYSIS, api_name="mutual_knowledge")
         property_button.click(run_property_neighbours, [model_picker, image, property_choice, property_k],
-                              [property_gallery, property_summary], api_name="property_neighbours")
+                              [property_gallery, property_summary], **ANALYSIS, api_name="property_neighbours")
         image_button.click(run_image_neighbours, [model_picker, image, image_layer, image_head, image_k],
-                           [image_gallery, image_summary], api_name="image_neighbours")
+                           [image_gallery, image_summary], **ANALYSIS, api_name="image_neighbours")
         text_button.click(run_text_neighbours, [model_picker, neighbour_text, text_layer, text_head, text_k],
-                          [text_gallery, text_summary], api_name="text_neighbours")
+                          [text_gallery, text_summary], **ANALYSIS, api_name="text_neighbours")
         caption.submit(run_heads, [model_picker, image, caption, top], [heads_grid, heads_table, heads_summary],
-                       api_name=False)
+                       **ANALYSIS, api_name=False)
     app.default_label = default_label
     return app
+
+
+def serve(explorer: gr.Blocks, **launch_options) -> None:
+    """Launch with the limits of `interpret.limits`: a bounded queue ("busy, try again" beyond it), every analysis
+    in one pool of `ANALYSIS_SLOTS` (set on each event), and a cap on uploads."""
+    explorer.queue(max_size=QUEUE_SIZE).launch(max_file_size=MAX_UPLOAD_BYTES, **launch_options)
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
     explorer = build_app()
     threading.Thread(target=warm_up, args=(explorer.default_label,), daemon=True).start()
-    explorer.queue(default_concurrency_limit=2).launch()
+    serve(explorer)

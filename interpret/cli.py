@@ -59,11 +59,12 @@ def _interact(args: argparse.Namespace) -> None:
     from .render import map_overlay, token_strip
 
     model = load_model(args.model, args.pretrained, args.device)
+    model.tokenize(args.caption)  # an unusable caption, span or box gets its message before any work
+    tokens, box = parse_tokens(args.tokens, len(model.token_strings(args.caption))), parse_box(args.box)
     result = interaction_map(model, args.image, args.caption, args.image_layer, args.text_layer, args.steps,
                              args.rule)
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    tokens, box = parse_tokens(args.tokens), parse_box(args.box)
     region = result.span_to_region(tokens)
     per_token = result.region_to_span(box)
     print(f"{model.label}, {result.layers_name}, {result.steps} steps ({result.rule}): cosine {result.cosine:+.4f}; "

@@ -2,7 +2,8 @@
 
 Accepted: a path, raw bytes, a PIL image or a numpy array (H x W or H x W x C). Handled on the way: transparency
 (composited over white), CMYK, palette, greyscale, 16-bit and float images. Refused with a message: files that
-are not images, truncated or corrupt files, images too small to analyse and decompression bombs.
+are not images, truncated or corrupt files, and images outside the limits (`limits`: file bytes, pixels, sides,
+aspect ratio), checked on the file's size and then on the header, before any pixel is decoded.
 """
 from __future__ import annotations
 
@@ -15,28 +16,29 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import ImageError
+from .limits import MAX_ASPECT, MAX_IMAGE_BYTES, MAX_PIXELS, MAX_SIDE, MB, MIN_SIDE
 
 ImageSource = Union[str, Path, bytes, Image.Image, np.ndarray]
 
-MIN_SIDE = 8  # pixels; anything smaller carries no structure a ViT could see
-MAX_PIXELS = 60_000_000  # refuse larger images before decoding them (decompression bombs)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
-def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
-    """Return `source` as an RGB PIL image, or raise `ImageError` saying what is wrong with it."""
+def load_image(source: ImageSource, name: str | None = None, max_side: int | None = None) -> Image.Image:
+    """Return `source` as an RGB PIL image, or raise `ImageError` saying what is wrong with it. With `max_side`,
+    a larger image is shrunk to that longest side (a JPEG is decoded at a reduced scale to begin with)."""
     label = name or _describe(source)
     if isinstance(source, np.ndarray):
         image = _from_array(source, label)
     elif isinstance(source, Image.Image):
         image = source
     else:
-        image = _open(source, label)
+        image = _open(source, label, max_side)
     _check_size(image.size, label)
     try:
-        return _to_rgb(image)
+        image = _to_rgb(image)
     except (OSError, ValueError, SyntaxError) as error:
         raise ImageError(f"{label} could not be decoded: the file is truncated or corrupt ({error}).") from None
+    return image if max_side is None else _shrunk(image, max_side)
 
 
 def _describe(source: ImageSource) -> str:
@@ -45,21 +47,34 @@ def _describe(source: ImageSource) -> str:
     return "The image"
 
 
-def _open(source: str | Path | bytes, label: str) -> Image.Image:
+def _open(source: str | Path | bytes, label: str, max_side: int | None = None) -> Image.Image:
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
             raise ImageError(f"{label} does not exist or is not a file.")
-        stream = io.BytesIO(path.read_bytes())
-    elif isinstance(source, (bytes, bytearray)):
-        stream = io.BytesIO(source)
-    else:
-        raise ImageError(f"Expected an image file, bytes, a PIL image or an array, got {type(source).__name__}.")
+        _check_bytes(path.stat().st_size, label)
+        with path.open("rb") as stream:  # streamed: the file is never read whole into memory
+            return _decode(stream, label, max_side)
+    if isinstance(source, (bytes, bytearray)):
+        _check_bytes(len(source), label)
+        return _decode(io.BytesIO(source), label, max_side)
+    raise ImageError(f"Expected an image file, bytes, a PIL image or an array, got {type(source).__name__}.")
+
+
+def _check_bytes(size: int, label: str) -> None:
+    if size > MAX_IMAGE_BYTES:
+        raise ImageError(f"{label} is a {size / MB:.1f} MB file; the limit is {MAX_IMAGE_BYTES // MB} MB.")
+
+
+def _decode(stream, label: str, max_side: int | None = None) -> Image.Image:
+    """The image in `stream`, decoded after its header passed the size checks."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(stream)  # reads the header only
             _check_size(image.size, label)
+            if max_side is not None and image.format == "JPEG":
+                image.draft("RGB", (max_side, max_side))  # decode at 1/2, 1/4 or 1/8 scale when that suffices
             image.load()
     except ImageError:
         raise
@@ -78,8 +93,21 @@ def _check_size(size: tuple[int, int], label: str) -> None:
         raise ImageError(
             f"{label} is too large ({width} x {height} pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels)."
         )
+    if max(width, height) > MAX_SIDE:
+        raise ImageError(f"{label} is too large ({width} x {height} pixels; the limit is {MAX_SIDE:,} pixels a side).")
     if min(width, height) < MIN_SIDE:
         raise ImageError(f"{label} is too small ({width} x {height} pixels; at least {MIN_SIDE} x {MIN_SIDE} needed).")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise ImageError(f"{label} is too elongated ({width} x {height} pixels; the longest side may be at most "
+                         f"{MAX_ASPECT} times the shortest).")
+
+
+def _shrunk(image: Image.Image, side: int) -> Image.Image:
+    """`image` itself when its longest side is at most `side`, else a copy shrunk to it (aspect kept)."""
+    if max(image.size) <= side:
+        return image
+    scale = side / max(image.size)
+    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BICUBIC)
 
 
 def _from_array(array: np.ndarray, label: str) -> Image.Image:

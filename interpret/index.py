@@ -13,7 +13,8 @@ a FAISS index of its own, memory-mapped when opened) and its length (float32), s
 Folder layout (`indexes/<model slug>/` by default):
 
     manifest.json            what was built: model, pretrained tag, weights hash, open_clip version, layers,
-                             dtype, count, build time, image root, skipped files, and the data folder in use
+                             dtype, count, build time, image root, skipped files, the data folder in use, every
+                             data file's size and SHA-256, and the SHA-256 of the manifest itself
     data-<id>/files.json     image paths (relative to the root) with size and mtime, in row order
     data-<id>/embedding.faiss
     data-<id>/head_L{l}_H{h}.faiss   (and head_L{l}_H{h}.ivf.faiss for an approximate database)
@@ -22,9 +23,15 @@ Folder layout (`indexes/<model slug>/` by default):
 
 A build writes a new data folder, then replaces the manifest atomically, then deletes the old data folder: a
 reader sees the old database or the new one, never a mixture, and an interrupted build leaves the old one intact.
+No file is ever changed in place. Opening a database checks the manifest's own hash and every data file's size
+and SHA-256; a damaged one is refused with the command that rebuilds it (and that command does rebuild: a
+rebuild never reuses a damaged database). A database up to `MAP_ABOVE_BYTES` is read into memory, so nothing
+another process does to the files afterwards can hurt a reader; a larger one is memory-mapped, and each search
+first checks that its mapped files are still the ones that were verified (size, modification time, inode).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -45,15 +52,17 @@ from tqdm import tqdm
 from .decompose import decompose_image, normalise_layers
 from .errors import ImageError, InterpretError
 from .images import ImageSource, list_images, load_image
+from .limits import MAX_NEIGHBOURS, check_number
 from .models import ClipModel, load_model
 from .textspan import HeadAtlas, write_json_atomic
 
-FORMAT = 1
+FORMAT = 2  # 2: every data file's size and SHA-256, and the manifest's own hash
 MANIFEST = "manifest.json"
 BUILDING = ".building"
 EMBEDDING_FILE = "embedding.faiss"
 DEFAULT_LAST_LAYERS = 4
 APPROXIMATE_NPROBE = 16
+MAP_ABOVE_BYTES = 2 ** 30  # data folders larger than this are memory-mapped instead of read into memory
 
 
 class DatabaseError(InterpretError):
@@ -85,6 +94,14 @@ def build_command(model: ClipModel, images: str = "YOUR_IMAGE_FOLDER") -> str:
     return command_for("build-index", model, images)
 
 
+def rebuild_command(model: ClipModel, folder: Path, images: str = "YOUR_IMAGE_FOLDER",
+                    layers: Sequence[int] | None = None) -> str:
+    """The CLI line that replaces the database in `folder` with a fresh build (of the same `layers`)."""
+    chosen = "" if layers is None or tuple(layers) == default_layers(model) else \
+        " --layers " + " ".join(str(layer) for layer in layers)
+    return f"{build_command(model, images)} --out {folder}{chosen} --overwrite"
+
+
 # --- building ---------------------------------------------------------------------------------------------------
 
 @dataclass
@@ -109,10 +126,10 @@ def build_index(model: ClipModel, images: str | Path, out: str | Path | None = N
                 overwrite: bool = False, progress: bool = True, chunk_size: int = 256) -> BuildReport:
     """Embed the images below `images` (recursively) into a database at `out` (default: `model.index_dir`).
 
-    Incremental: images already in a database built with the same model and layers are kept (unless their size
-    or modification time changed), removed files are dropped, new ones are added. Resumable: finished chunks of
-    an interrupted build are reused. Unreadable images are skipped and listed in the manifest. A database of
-    other weights at `out` is refused, or replaced with `overwrite`."""
+    Incremental: images already in a sound database built with the same model and layers are kept (unless their
+    size or modification time changed), removed files are dropped, new ones are added. Resumable: finished chunks
+    of an interrupted build are reused. Unreadable images are skipped and listed in the manifest. A damaged
+    database at `out` is rebuilt from scratch; one of other weights is refused, or replaced with `overwrite`."""
     started = time.monotonic()
     root = Path(images).resolve()
     out = Path(out) if out is not None else model.index_dir
@@ -146,12 +163,13 @@ def build_index(model: ClipModel, images: str | Path, out: str | Path | None = N
     entries = ([previous.entries[row] for row in kept_rows] if kept_rows else []) + \
               [{"path": path, "stat": current[path]} for path in new_rows]
     data_name = f"data-{uuid.uuid4().hex[:12]}"
-    _write_data(out / data_name, np.concatenate(heads), np.concatenate(embeddings), entries, layers, approximate)
+    data_files = _write_data(out / data_name, np.concatenate(heads), np.concatenate(embeddings), entries, layers,
+                             approximate)
     manifest = {**signature, "format": FORMAT, "count": count, "dtype": "float16", "root": str(root),
                 "data": data_name, "approximate": approximate, "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "build_seconds": round(time.monotonic() - started, 2),
-                "skipped": [{"path": path, "reason": reason} for path, reason in skipped]}
-    write_json_atomic(out / MANIFEST, manifest)
+                "skipped": [{"path": path, "reason": reason} for path, reason in skipped], "files": data_files}
+    write_json_atomic(out / MANIFEST, {**manifest, "manifest_sha256": _manifest_hash(manifest)})
     for stale in out.glob("data-*"):  # the previous database's data, and leftovers of interrupted writes
         if stale.name != data_name:
             shutil.rmtree(stale, ignore_errors=True)
@@ -177,8 +195,8 @@ def _stat(path: Path) -> list[int]:
 
 def _previous_database(out: Path, model: ClipModel, signature: dict, root: Path,
                        overwrite: bool) -> "ImageIndex | None":
-    """The database already at `out`, if a rebuild can extend it; refuses to replace another model's unless
-    `overwrite`."""
+    """The database already at `out`, if a rebuild can extend it (sound, same weights, layers and root); refuses
+    to replace another model's unless `overwrite`."""
     if not (out / MANIFEST).is_file():
         return None
     try:
@@ -193,7 +211,7 @@ def _previous_database(out: Path, model: ClipModel, signature: dict, root: Path,
                             "another --out, or replace it with --overwrite.")
     same = manifest.get("layers") == signature["layers"] and manifest.get("root") == str(root)
     try:
-        return ImageIndex.open(out, model) if same else None
+        return ImageIndex.open(out, model) if same else None  # verified: a damaged one is rebuilt from scratch
     except DatabaseError:
         return None
 
@@ -278,8 +296,9 @@ def _load_chunk(path: Path) -> _Chunk | None:
 
 
 def _write_data(folder: Path, heads: np.ndarray, embeddings: np.ndarray, entries: list[dict],
-                layers: tuple[int, ...], approximate: bool) -> None:
-    """heads `[N, L', H, D]`, embeddings `[N, D]` (float32, raw) -> the data folder (written, then renamed)."""
+                layers: tuple[int, ...], approximate: bool) -> dict[str, dict]:
+    """heads `[N, L', H, D]`, embeddings `[N, D]` (float32, raw) -> the data folder (written, then renamed).
+    Returns each file's size and SHA-256, by name."""
     temporary = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir(parents=True)
@@ -293,7 +312,24 @@ def _write_data(folder: Path, heads: np.ndarray, embeddings: np.ndarray, entries
             if approximate:
                 faiss.write_index(_ivf_index(vectors), str(temporary / head_file(layer, head, approximate=True)))
     (temporary / "files.json").write_text(json.dumps(entries))
+    described = {path.name: _describe_file(path) for path in sorted(temporary.iterdir())}
     os.replace(temporary, folder)
+    return described
+
+
+def _describe_file(path: Path) -> dict:
+    """A file's size and SHA-256 (read in 1 MB blocks)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(2 ** 20), b""):
+            digest.update(block)
+    return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def _manifest_hash(manifest: dict) -> str:
+    """SHA-256 of a manifest's content (without its own hash), keys sorted."""
+    content = {key: value for key, value in manifest.items() if key != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
@@ -321,17 +357,25 @@ def _ivf_index(vectors: np.ndarray) -> faiss.Index:
     return index
 
 
-def _read_manifest(folder: Path) -> dict:
+def _read_manifest(folder: Path, model: ClipModel | None = None) -> dict:
+    """The manifest of the database in `folder`, checked against its own hash; `model` names the rebuild command
+    in the message."""
     path = folder / MANIFEST
     if not path.is_file():
         raise DatabaseError(f"There is no database in {folder} (no {MANIFEST}).")
     try:
         manifest = json.loads(path.read_text())
-        if manifest.get("format") != FORMAT or not isinstance(manifest.get("count"), int):
-            raise ValueError(f"unknown format {manifest.get('format')!r}")
+        if manifest.get("format") != FORMAT:
+            raise ValueError(f"format {manifest.get('format')!r}, not {FORMAT}: built by another version")
+        if manifest.get("manifest_sha256") != _manifest_hash(manifest):
+            raise ValueError("its content does not match its hash")
+        if not isinstance(manifest.get("count"), int) or not isinstance(manifest.get("files"), dict):
+            raise ValueError("no image count or file list")
         return manifest
-    except (OSError, ValueError, AttributeError) as error:
-        raise DatabaseError(f"The database manifest {path} is damaged ({error}); rebuild the database.") from None
+    except (OSError, ValueError, AttributeError, RecursionError) as error:
+        command = rebuild_command(model, folder) if model is not None else f"build-index --out {folder} --overwrite"
+        raise DatabaseError(f"The database manifest in {folder} cannot be used ({error}). Rebuild it:  "
+                            f"{command}") from None
 
 
 def load_head_labels(model: ClipModel) -> HeadAtlas:
@@ -353,8 +397,9 @@ def load_head_labels(model: ClipModel) -> HeadAtlas:
 class ImageIndex:
     """An opened database: search it by head, by property, by text or by the whole embedding.
 
-    Open once per process (`ImageIndex.open(path)`); the FAISS files are memory-mapped, and property indexes are
-    built in memory on first use. Searches are thread-safe."""
+    Open once per process (`ImageIndex.open(path)`): opening verifies every file against the manifest. FAISS
+    files are read on first use (into memory, their hash checked again; memory-mapped above `MAP_ABOVE_BYTES`),
+    and property indexes are built in memory on first use. Searches are thread-safe."""
 
     def __init__(self, folder: Path, manifest: dict, model: ClipModel, approximate: bool):
         self.folder = folder
@@ -364,37 +409,63 @@ class ImageIndex:
         self.layers: tuple[int, ...] = tuple(manifest["layers"])
         self.count: int = manifest["count"]
         self.root = Path(manifest["root"])
-        data = folder / manifest["data"]
+        self._data = folder / manifest["data"]
+        self._files: dict[str, dict] = manifest["files"]  # name -> {"bytes", "sha256"}
+        self.memory_mapped = sum(item["bytes"] for item in self._files.values()) > MAP_ABOVE_BYTES
+        self._verified = {name: self._verify(name) for name in self._files}  # name -> (size, mtime, inode)
         try:
-            self.entries: list[dict] = json.loads((data / "files.json").read_text())
-            self.lengths = np.load(data / "lengths.npy", allow_pickle=False)  # [L', H, N]
+            self.entries: list[dict] = json.loads((self._data / "files.json").read_text())
+            self.lengths = np.load(self._data / "lengths.npy", allow_pickle=False)  # [L', H, N]
         except (OSError, ValueError) as error:
             raise self._damaged(error) from None
         expected = (len(self.layers), manifest["heads"], self.count)
         if len(self.entries) != self.count or self.lengths.shape != expected:
             raise self._damaged(f"{len(self.entries)} files and lengths {self.lengths.shape} for {self.count} images")
-        self._data = data
         self._indexes: dict[str, faiss.Index] = {}
         self._lock = threading.RLock()  # a property index is built from head indexes, under the same lock
         self.skipped = [(item["path"], item["reason"]) for item in manifest.get("skipped", [])]
 
     @classmethod
     def open(cls, path: str | Path, model: ClipModel | None = None, approximate: bool = False) -> "ImageIndex":
-        """Open the database in `path`. With `model`, check that the database was built with exactly these
-        weights; without, load the model the manifest names. `approximate` uses the IVF indexes of a database
-        built with `approximate=True` for per-head searches."""
+        """Open the database in `path`, verified (see the module's docstring). With `model`, check that the
+        database was built with exactly these weights; without, load the model the manifest names.
+        `approximate` uses the IVF indexes of a database built with `approximate=True` for per-head searches."""
         folder = Path(path)
-        manifest = _read_manifest(folder)
+        manifest = _read_manifest(folder, model)
         if model is None:
             model = load_model(manifest["model"], manifest.get("pretrained"))
         if manifest.get("weights_sha256") != model.weights_hash:
             raise DatabaseError(
                 f"The database in {folder} was built for {manifest.get('label', manifest.get('model'))} "
                 f"(weights {str(manifest.get('weights_sha256'))[:12]}), not for {model.label} "
-                f"(weights {model.weights_hash[:12]}). Rebuild it:  {build_command(model)} --out {folder}")
+                f"(weights {model.weights_hash[:12]}). Rebuild it:  {rebuild_command(model, folder)}")
         if approximate and not manifest.get("approximate"):
             raise DatabaseError(f"The database in {folder} has no approximate indexes; rebuild it with --approximate.")
         return cls(folder, manifest, model, approximate)
+
+    def _verify(self, name: str) -> tuple[int, int, int]:
+        """Check one data file against the manifest (size, then SHA-256); its (size, mtime, inode) as verified."""
+        path = self._data / name
+        try:
+            info = path.stat()
+        except OSError:
+            raise self._damaged(f"{name} is missing") from None
+        if info.st_size != self._files[name]["bytes"]:
+            raise self._damaged(f"{name} has {info.st_size:,} bytes, not the {self._files[name]['bytes']:,} it was "
+                                "written with")
+        if _describe_file(path)["sha256"] != self._files[name]["sha256"]:
+            raise self._damaged(f"{name} does not match the SHA-256 it was written with")
+        return info.st_size, info.st_mtime_ns, info.st_ino
+
+    def _unchanged(self, name: str) -> None:
+        """Refuse a data file that is no longer the one verified at opening (replaced, truncated, rewritten)."""
+        try:
+            info = (self._data / name).stat()
+            now = (info.st_size, info.st_mtime_ns, info.st_ino)
+        except OSError:
+            now = None
+        if now != self._verified[name]:
+            raise self._damaged(f"{name} changed after the database was opened")
 
     @property
     def paths(self) -> list[Path]:
@@ -460,6 +531,10 @@ class ImageIndex:
         return head_file(layer, head, self.approximate)
 
     def _search(self, key: str, query: torch.Tensor, k: int) -> list[Neighbour]:
+        k = check_number(k, "The number of neighbours", 1, MAX_NEIGHBOURS, integer=True)
+        if self.memory_mapped:  # a mapped file that changed since it was verified could crash the process
+            for name in self._files:
+                self._unchanged(name)
         index = self._index(key)
         vector = F.normalize(query.detach().float().reshape(1, -1), dim=-1).cpu().numpy()
         scores, rows = index.search(vector, min(int(k), self.count))
@@ -477,13 +552,22 @@ class ImageIndex:
             return self._indexes[key]
 
     def _read_index(self, name: str) -> faiss.Index:
+        """A FAISS file of the database: its verified bytes deserialised in memory, or memory-mapped."""
+        if name not in self._files:
+            raise self._damaged(f"{name} is not in the manifest")
+        self._unchanged(name)
         path = self._data / name
-        flags = faiss.IO_FLAG_READ_ONLY | (0 if name.endswith(".ivf.faiss") else faiss.IO_FLAG_MMAP_IFC)
         try:
-            index = faiss.read_index(str(path), flags)
-        except RuntimeError as error:
-            reason = "missing" if not path.is_file() else "unreadable or truncated"
-            raise self._damaged(f"{name} is {reason}: {str(error).splitlines()[-1][-120:]}") from None
+            if self.memory_mapped:
+                flags = faiss.IO_FLAG_READ_ONLY | (0 if name.endswith(".ivf.faiss") else faiss.IO_FLAG_MMAP_IFC)
+                index = faiss.read_index(str(path), flags)
+            else:
+                content = path.read_bytes()
+                if hashlib.sha256(content).hexdigest() != self._files[name]["sha256"]:
+                    raise self._damaged(f"{name} does not match the SHA-256 it was written with")
+                index = faiss.deserialize_index(np.frombuffer(content, dtype=np.uint8))
+        except (OSError, RuntimeError) as error:
+            raise self._damaged(f"{name} is unreadable: {str(error).splitlines()[-1][-120:]}") from None
         if index.ntotal != self.count or index.d != self.manifest["dim"]:
             raise self._damaged(f"{name} holds {index.ntotal} vectors of {index.d} dims")
         if isinstance(index, faiss.IndexIVF):
@@ -492,7 +576,7 @@ class ImageIndex:
 
     def _damaged(self, detail) -> DatabaseError:
         return DatabaseError(f"The database in {self.folder} is damaged ({detail}). Rebuild it:  "
-                             f"{build_command(self.model, str(self.root))} --out {self.folder}")
+                             f"{rebuild_command(self.model, self.folder, str(self.root), self.layers)}")
 
     def head_contributions(self, heads: list[tuple[int, int]] | None = None,
                            rows: list[int] | None = None) -> np.ndarray:

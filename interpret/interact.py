@@ -27,6 +27,8 @@ Two ways to get the tangents, tested against each other:
 """
 from __future__ import annotations
 
+import math
+import threading
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -42,8 +44,14 @@ from .images import ImageSource, load_image
 from .models import ClipModel, layer_index, project
 from .segment import SpatialMap, crop_box, upsample
 
-MAX_STEPS = 500
+from .limits import MAX_SPEC_CHARS, MAX_STEPS, check_text
+
 TANGENT_BUDGET_BYTES = 768 * 2 ** 20  # memory for the batched tangents of the generic path
+# PyTorch keeps forward-mode AD levels in one table for the whole process, and `torch.func.jvp` enters and leaves
+# a level on every call: two threads inside it at once break each other's levels (errors, or tangents that are
+# silently zero). Every forward-mode computation of this module runs under this lock; the rest of an
+# interaction (loading, the towers' forward passes, the scores) runs outside it.
+FORWARD_AD_LOCK = threading.Lock()
 
 
 @dataclass
@@ -349,11 +357,15 @@ def interaction_map(model: ClipModel, image: ImageSource | torch.Tensor, caption
     with torch.no_grad():
         image_ends = image_tower.embed(image_tower.inputs)  # [2, D]: the image, the reference
         text_ends = text_tower.embed(text_tower.inputs)
-        image_tangents = image_tower.tangents(steps, rule, fast)  # [1 + patches, D]
-        text_tangents = text_tower.tangents(steps, rule, fast)  # [S, D]
+        with FORWARD_AD_LOCK:
+            image_tangents = image_tower.tangents(steps, rule, fast)  # [1 + patches, D]
+            text_tangents = text_tower.tangents(steps, rule, fast)  # [S, D]
     norms = image_ends[0].norm() * text_ends[0].norm()
     pairs = (text_tangents @ image_tangents.T) / norms  # [S, 1 + patches]
     explained = float((text_ends[0] - text_ends[1]) @ (image_ends[0] - image_ends[1]) / norms)
+    if not (bool(torch.isfinite(pairs).all()) and math.isfinite(explained)):
+        raise InterpretError("The interactions of this image and caption are not finite numbers (an embedding of "
+                             "length zero?); try another image or caption.")
     rows, columns = model.geometry.grid
     scores = pairs[:, 1:].reshape(len(token_names), rows, columns)
     size = picture.size if picture is not None else (batch.shape[-1], batch.shape[-2])
@@ -375,10 +387,12 @@ def interaction_map(model: ClipModel, image: ImageSource | torch.Tensor, caption
     )
 
 
-def parse_tokens(spec: str | Sequence | None) -> list[int] | None:
-    """The page's or the command line's token choice -> token positions: '' (None: all words), '5', '5,6',
-    '5-7' (inclusive), or a list of such items (the page's checkboxes, 'INDEX: token')."""
+def parse_tokens(spec: str | Sequence | None, count: int) -> list[int] | None:
+    """The page's or the command line's token choice -> positions among the caption's `count` tokens: '' (None:
+    all words), '5', '5,6', '5-7' (inclusive), or a list of such items (the page's checkboxes, 'INDEX: token').
+    Every number is checked against `count` before a range is expanded."""
     items = [spec] if isinstance(spec, (str, int)) or spec is None else list(spec)
+    check_text(", ".join(str(item) for item in items if item is not None), "The token span", MAX_SPEC_CHARS)
     chosen: list[int] = []
     for item in items:
         for part in str(item if item is not None else "").split(","):
@@ -386,14 +400,14 @@ def parse_tokens(spec: str | Sequence | None) -> list[int] | None:
             if not text:
                 continue
             try:
-                if "-" in text[1:]:
-                    first, last = (int(value) for value in text.split("-", 1) if value)
-                    chosen.extend(range(first, last + 1))
-                else:
-                    chosen.append(int(text))
+                ends = [int(value) for value in text.split("-", 1) if value] if "-" in text[1:] else [int(text)]
             except ValueError:
                 raise InterpretError(f"Tokens '{part.strip()}' not understood: write token numbers such as 5, "
                                      "5,6 or 5-7 (0 is the start token).") from None
+            for end in ends:
+                if not -count <= end < count:
+                    raise InterpretError(f"The caption has tokens 0..{count - 1}; there is no token {end}.")
+            chosen.extend(range(ends[0], ends[-1] + 1))
     return chosen or None
 
 
@@ -401,11 +415,13 @@ def parse_box(spec: str | Sequence[float] | None) -> tuple[float, float, float, 
     """'left, top, right, bottom' (image pixels) or four numbers -> a box; '' or None -> None (the whole image)."""
     if spec is None or (isinstance(spec, str) and not spec.strip()):
         return None
+    if isinstance(spec, str):
+        check_text(spec, "The box", MAX_SPEC_CHARS)
     try:
         values = [float(v) for v in (spec.replace(";", ",").split(",") if isinstance(spec, str) else spec)]
-    except ValueError:
+    except (TypeError, ValueError):
         values = []
-    if len(values) != 4:
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
         raise InterpretError(f"Box '{spec}' not understood: give left, top, right, bottom in image pixels "
                              "(e.g. 10, 20, 110, 90), or click two corners on the picture.")
     if values[0] == values[2] or values[1] == values[3]:

@@ -28,6 +28,7 @@ from PIL import Image
 
 from .errors import CaptionError, InterpretError, ModelLoadError
 from .images import ImageSource, load_image
+from .limits import MAX_TEXT_CHARS, MODELS_KEPT
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 TOY_NAME = "toy"
@@ -222,7 +223,8 @@ class ClipModel:
 
     # --- texts --------------------------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str] | str) -> EncodedTexts:
-        """Token ids `[M, context_length]`; over-long captions are cut (and reported), empty ones refused."""
+        """Token ids `[M, context_length]`; captions longer than the context are cut (and reported); empty ones,
+        and ones over `limits.MAX_TEXT_CHARS` characters (their tokenisation alone would take seconds), refused."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts:
             raise CaptionError("No caption given.")
@@ -231,6 +233,10 @@ class ClipModel:
                 raise CaptionError(f"Caption {i + 1} is not text ({type(text).__name__}).")
             if not text.strip():
                 raise CaptionError("The caption is empty: type a few words describing the image.")
+            if len(text) > MAX_TEXT_CHARS:
+                raise CaptionError(f"Caption {i + 1} is {len(text):,} characters long; the limit is "
+                                   f"{MAX_TEXT_CHARS:,} (the model reads at most {self.geometry.context_length} "
+                                   "tokens).")
         tokens = self.tokenizer(texts).to(self.device)
         truncated, kept = [], []
         inner = self.geometry.context_length - 2  # start and end tokens
@@ -389,7 +395,7 @@ def load_model(name: str, pretrained: str | None = None, device: str = "cpu") ->
         return _load_cached(name, pretrained or None, str(device))
 
 
-@functools.lru_cache(maxsize=3)
+@functools.lru_cache(maxsize=MODELS_KEPT)
 def _load_cached(name: str, pretrained: str | None, device: str) -> ClipModel:
     if name == TOY_NAME:
         return _load_toy(device)

@@ -42,11 +42,10 @@ from PIL import Image
 from .decompose import decompose_image
 from .errors import InterpretError
 from .images import ImageSource, load_image
+from .limits import (MAX_CLASSES, MAX_DESCRIPTOR_BYTES, MAX_DESCRIPTOR_CHARS, MAX_DESCRIPTORS, MAX_PARTS, MAX_POOL,
+                     MIN_PARTS, check_file_size, check_number, check_template)
 from .models import ClipModel
 from .segment import crop_box
-
-MAX_CLASSES = 1000
-MAX_DESCRIPTORS = 50  # per class
 
 
 @dataclass(frozen=True)
@@ -71,25 +70,44 @@ class DescriptorSet:
 
 def descriptor_set(descriptors: dict, classes: list[str] | None = None, template: str = "{}") -> DescriptorSet:
     """Checked descriptor set from a mapping class -> descriptions (and optionally the classes to keep, in order)."""
+    template = check_template(template)
     if not isinstance(descriptors, dict) or not descriptors:
         raise InterpretError("Descriptors must map each class name to a list of short descriptions.")
+    if len(descriptors) > MAX_CLASSES:
+        raise InterpretError(f"The descriptors name {len(descriptors):,} classes; the limit is {MAX_CLASSES:,}.")
     classes = list(descriptors) if classes is None else [c.strip() for c in classes if c and c.strip()]
     if len(classes) < 2:
         raise InterpretError("Give at least two classes to choose between.")
     if len(classes) > MAX_CLASSES:
-        raise InterpretError(f"At most {MAX_CLASSES} classes, not {len(classes)}.")
+        raise InterpretError(f"{len(classes):,} classes; the limit is {MAX_CLASSES:,}.")
     missing = [name for name in classes if name not in descriptors]
     if missing:
-        raise InterpretError(f"No descriptors for the class(es) {', '.join(repr(m) for m in missing[:5])}.")
+        raise InterpretError(f"No descriptors for the class(es) {', '.join(_short(m) for m in missing[:5])}.")
     checked = {}
     for name in classes:
         values = descriptors[name]
-        if isinstance(values, str) or not all(isinstance(v, str) and v.strip() for v in values) or not values:
-            raise InterpretError(f"The descriptors of {name!r} must be a non-empty list of texts.")
-        checked[name] = [v.strip() for v in values][:MAX_DESCRIPTORS]
-    if "{}" not in template:
-        raise InterpretError("The prompt template must contain {} where the class name goes.")
-    return DescriptorSet(checked, template)
+        if len(name) > MAX_DESCRIPTOR_CHARS:
+            raise InterpretError(f"The class name {_short(name)} is {len(name):,} characters long; the limit is "
+                                 f"{MAX_DESCRIPTOR_CHARS}.")
+        if not isinstance(values, list) or not values or not all(isinstance(v, str) and v.strip() for v in values):
+            raise InterpretError(f"The descriptors of {_short(name)} must be a non-empty list of texts.")
+        if len(values) > MAX_DESCRIPTORS:
+            raise InterpretError(f"The class {_short(name)} has {len(values):,} descriptors; the limit is "
+                                 f"{MAX_DESCRIPTORS} a class.")
+        longest = max(values, key=len)
+        if len(longest) > MAX_DESCRIPTOR_CHARS:
+            raise InterpretError(f"A descriptor of {_short(name)} is {len(longest):,} characters long; the limit is "
+                                 f"{MAX_DESCRIPTOR_CHARS}.")
+        checked[name] = [v.strip() for v in values]
+    result = DescriptorSet(checked, template)
+    if len(result.pool) > MAX_POOL:
+        raise InterpretError(f"The classes have {len(result.pool):,} distinct descriptors; the limit is {MAX_POOL:,}.")
+    return result
+
+
+def _short(text: str, width: int = 40) -> str:
+    """A user's text quoted for a message, cut to `width` characters."""
+    return repr(text if len(text) <= width else text[:width] + "...")
 
 
 def _read_text(path: str | Path, what: str) -> str:
@@ -104,11 +122,17 @@ def _read_text(path: str | Path, what: str) -> str:
 
 
 def load_descriptors(path: str | Path, classes: list[str] | None = None, template: str = "{}") -> DescriptorSet:
-    """A JSON file `{"class": ["description", ...], ...}` (optionally restricted to `classes`)."""
+    """A JSON file `{"class": ["description", ...], ...}` (optionally restricted to `classes`), at most
+    `limits.MAX_DESCRIPTOR_BYTES`; the template is checked before the file is read."""
+    check_template(template)
+    check_file_size(path, MAX_DESCRIPTOR_BYTES, "descriptor file")
     try:
         data = json.loads(_read_text(path, "descriptor file"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InterpretError(f"{path} is not a JSON file of class -> descriptions ({error}).") from None
+        raise InterpretError(f"The descriptor file is not a JSON file of class -> descriptions ({error}).") from None
+    except RecursionError:
+        raise InterpretError("The descriptor file is nested too deeply: it must be one object of class -> list of "
+                             "descriptions.") from None
     return descriptor_set(data, classes, template)
 
 
@@ -238,8 +262,7 @@ def mutual_knowledge(model: ClipModel, image: ImageSource, descriptors: Descript
         raise InterpretError(f"Unknown method '{method}': use one of {', '.join(METHODS)}.")
     if not isinstance(descriptors, DescriptorSet):
         descriptors = descriptor_set(descriptors)
-    if not 1 <= int(parts) <= 16:
-        raise InterpretError(f"Parts must be 1 to 16, not {parts}.")
+    parts = check_number(parts, "Parts", MIN_PARTS, MAX_PARTS, integer=True)
     picture = load_image(image)
     batch = model.preprocess_images([picture])
     encoded = model.tokenize(descriptors.prompts())
@@ -254,7 +277,7 @@ def mutual_knowledge(model: ClipModel, image: ImageSource, descriptors: Descript
 
     contributions = decomposition.token_totals()[0, 1:]  # [P, D]: patches only
     rows, columns = model.geometry.grid
-    labels = kmeans(contributions, int(parts))
+    labels = kmeans(contributions, parts)
     count = int(labels.max()) + 1
     grid = labels.reshape(rows, columns)
     part_vectors = torch.zeros(count, contributions.shape[1]).index_add_(0, labels, contributions)  # [K, D]

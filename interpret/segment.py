@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from .decompose import decompose_image
 from .errors import InterpretError
 from .images import ImageSource, load_image
+from .limits import MAX_SPEC_CHARS, check_text, check_texts
 from .models import ClipModel, head_index, layer_index
 
 HeadSelection = Sequence[tuple[int, int]] | None
@@ -79,15 +80,18 @@ class ImageMaps:
               heads: HeadSelection = None, relative_to: str | Sequence[str] | None = None) -> SpatialMap:
         """Where the chosen heads find `text` (see `topic_map`); with `relative_to`, minus the mean map of
         those texts."""
+        others = check_texts([relative_to] if isinstance(relative_to, str) else list(relative_to or []),
+                             "Relative to")
         selected, name = self.select_heads(layer, head, heads)
-        others = [relative_to] if isinstance(relative_to, str) else list(relative_to or [])
         scores = self._sum(self.token_scores([text, *others]), selected)  # [T, 1 + others]
         if not others:
             return self._spatial(scores[:, 0], text.strip(), name)
         if len(others) == 1:
             label = f"{text.strip()} − {others[0].strip()}"
-        else:
+        elif len(others) <= 5:
             label = f"{text.strip()} − mean({', '.join(other.strip() for other in others)})"
+        else:
+            label = f"{text.strip()} − mean of {len(others)} texts"
         return self._spatial(scores[:, 0] - scores[:, 1:].mean(dim=1), label, name)
 
     def contrastive(self, text_a: str, text_b: str, layer: int | Sequence[int] | None = None, head: int | None = None,
@@ -139,7 +143,7 @@ class ImageMaps:
 def parse_heads(spec: str | None) -> dict:
     """The page's head choice -> keyword arguments of `topic_map`: '' or 'all' (all heads), '11' (a layer),
     '11.4' (a head), '11.4, 10.2' (a set of heads)."""
-    text = (spec or "").strip().lower()
+    text = check_text(spec, "The heads list", MAX_SPEC_CHARS).strip().lower()
     if text in ("", "all", "all heads"):
         return {}
     try:

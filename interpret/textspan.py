@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -174,7 +175,7 @@ class HeadAtlas:
 def write_json_atomic(path: Path, payload) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
+    temporary = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")  # unique: writers never share one
     temporary.write_text(json.dumps(payload, indent=1))
     os.replace(temporary, path)
 

@@ -1,4 +1,5 @@
 import json
+import shlex
 import re
 import subprocess
 import sys
@@ -97,6 +98,20 @@ def test_build_index_and_neighbours_on_the_toy_model(tmp_path, capsys):
     assert "--text needs --head" in capsys.readouterr().err
     assert main(["neighbours", query, "--index", str(tmp_path / "none")]) == 2
     assert "There is no database" in capsys.readouterr().err
+
+    # a damaged database is refused with a command, and that command rebuilds it
+    data = out / json.loads((out / "manifest.json").read_text())["data"]
+    damaged = bytearray((data / "head_L3_H1.faiss").read_bytes())
+    damaged[len(damaged) // 2] ^= 1
+    (data / "head_L3_H1.faiss").write_bytes(bytes(damaged))
+    assert main(["neighbours", query, "--index", str(out), "--head", "3.1"]) == 2
+    message = capsys.readouterr().err
+    assert "damaged (head_L3_H1.faiss does not match the SHA-256" in message
+    command = shlex.split(message.split("Rebuild it:")[1])
+    assert command[:3] == ["python", "-m", "interpret"]
+    assert command[command.index("--layers") + 1:][:1] == ["3"]
+    assert main(command[3:]) == 0 and "600 added, 0 kept" in capsys.readouterr().out
+    assert main(["neighbours", query, "--index", str(out), "--head", "3.1", "--k", "3"]) == 0
 
 
 def test_eval_seg_over_a_folder_of_images_and_masks(tmp_path, capsys):

@@ -172,6 +172,49 @@ def test_damaged_databases_give_clear_messages(tiny_model, folder, tmp_path, dam
         ImageIndex.open(out, tiny_model).image_neighbours(folder / "img0.png", 2, 1)
 
 
+def flip_byte(path) -> None:
+    content = bytearray(path.read_bytes())
+    content[len(content) // 2] ^= 0x01
+    path.write_bytes(bytes(content))
+
+
+def test_a_flipped_byte_in_any_database_file_is_refused_and_a_rebuild_mends_it(tiny_model, folder, tmp_path):
+    out = tmp_path / "db"
+    build_index(tiny_model, folder, out, layers=[2], progress=False)
+    manifest = json.loads((out / MANIFEST).read_text())
+    data = out / manifest["data"]
+    assert set(manifest["files"]) == {path.name for path in data.iterdir()}
+    for path in [out / MANIFEST, *sorted(data.iterdir())]:
+        original = path.read_bytes()
+        flip_byte(path)
+        with pytest.raises(DatabaseError, match=r"damaged|cannot be used") as refused:
+            ImageIndex.open(out, tiny_model)
+        assert "build-index" in str(refused.value) and "--overwrite" in str(refused.value), path.name
+        path.write_bytes(original)
+    flip_byte(data / "head_L2_H1.faiss")
+    report = build_index(tiny_model, folder, out, layers=[2], progress=False)  # what the message's command runs
+    assert (report.added, report.kept) == (7, 0)
+    assert len(ImageIndex.open(out, tiny_model).image_neighbours(folder / "img0.png", 2, 1, k=3)) == 3
+
+
+def test_memory_mapped_files_that_change_after_opening_are_refused(tiny_model, folder, tmp_path, monkeypatch):
+    out = tmp_path / "db"
+    build_index(tiny_model, folder, out, layers=[2], progress=False)
+    in_memory = ImageIndex.open(out, tiny_model)
+    monkeypatch.setattr(index_module, "MAP_ABOVE_BYTES", 0)
+    mapped = ImageIndex.open(out, tiny_model)
+    assert mapped.memory_mapped and not in_memory.memory_mapped
+    query = folder / "img0.png"
+    assert mapped.image_neighbours(query, 2, 1, k=3) == in_memory.image_neighbours(query, 2, 1, k=3)
+    path = out / mapped.manifest["data"] / "head_L2_H1.faiss"
+    replacement = path.with_name("replacement")
+    replacement.write_bytes(path.read_bytes()[:200])
+    replacement.replace(path)  # a new, shorter file under the same name (the mapped one stays intact)
+    with pytest.raises(DatabaseError, match="changed after the database was opened"):
+        mapped.image_neighbours(query, 2, 1, k=3)
+    assert len(in_memory.image_neighbours(query, 2, 1, k=3)) == 3  # its verified copy is in memory
+
+
 def test_bad_folders_leave_nothing_behind(tiny_model, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

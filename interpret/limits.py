@@ -1,0 +1,147 @@
+"""Every size, count and length a user controls, in one place, and the checks that enforce them.
+
+Each check runs before any work is done and raises `InterpretError` with a message that names the limit and the
+value it got. The library, the CLI and the app all use these; change a value here and nowhere else. The README's
+"Limits" table is `limits_table()` (a test keeps it true; `python -m interpret limits` prints it).
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Sequence
+
+from .errors import InterpretError
+
+MB = 2 ** 20
+
+# --- images: checked on the file's size, then on the header, before any pixel is decoded
+MAX_IMAGE_BYTES = 50 * MB  # one image file
+MAX_PIXELS = 40_000_000  # width x height
+MAX_SIDE = 12_000  # pixels, either side
+MAX_ASPECT = 20  # longest side / shortest side
+MIN_SIDE = 8  # pixels; smaller carries no structure a ViT could see
+WORKING_SIDE = 1024  # the app analyses and draws a copy of a larger picture with this longest side
+
+# --- texts
+MAX_TEXT_CHARS = 1_000  # one caption or text (the model reads at most its context, 77 tokens for CLIP)
+MAX_TEXTS = 64  # texts in one field ("relative to": one a line)
+MAX_SPEC_CHARS = 200  # a token span, a box or a heads list as typed
+
+# --- analyses
+MAX_STEPS = 200  # interaction path points
+MAX_NEIGHBOURS = 100  # k of one search
+MAX_TOP_HEADS = 100  # heads listed
+MIN_PARTS, MAX_PARTS = 1, 16  # mutual knowledge: parts of the image
+
+# --- descriptor files (mutual knowledge) and prompt templates
+MAX_DESCRIPTOR_BYTES = 1 * MB
+MAX_CLASSES = 1_000
+MAX_DESCRIPTORS = 50  # per class
+MAX_POOL = 5_000  # distinct descriptors over all classes
+MAX_DESCRIPTOR_CHARS = 200  # one descriptor or class name
+MAX_TEMPLATE_CHARS = 200
+
+# --- the server (app.py)
+MAX_UPLOAD_BYTES = 50 * MB  # any upload; Gradio refuses larger ones before they are stored
+UPLOAD_LIFETIME_S = 3_600  # uploads and outputs older than this are deleted (checked as often)
+QUEUE_SIZE = 64  # requests waiting; beyond, "busy, try again"
+ANALYSIS_SLOTS = max(1, (os.cpu_count() or 1) // 2)  # model work at once, shared by every analysis endpoint
+RESULT_CACHE_BYTES = 256 * MB  # per cache of recent results (decompositions, interactions)
+MODELS_KEPT = 2  # models kept loaded at once (the least recently used goes)
+
+
+def limits_table() -> str:
+    """The README's table of limits (markdown)."""
+    rows = [
+        ("image file", f"{MAX_IMAGE_BYTES // MB} MB"),
+        ("image size", f"{MAX_PIXELS / 1e6:.0f} megapixels, {MAX_SIDE:,} px a side, aspect {MAX_ASPECT}:1, "
+                       f"at least {MIN_SIDE} px a side"),
+        ("picture the app works on", f"longest side {WORKING_SIDE} px (larger uploads are shrunk first)"),
+        ("caption or text", f"{MAX_TEXT_CHARS:,} characters"),
+        ("texts in one field", f"{MAX_TEXTS}"),
+        ("token span, box or heads list", f"{MAX_SPEC_CHARS} characters; token numbers within the caption"),
+        ("interaction steps", f"1 to {MAX_STEPS}"),
+        ("neighbours (k)", f"1 to {MAX_NEIGHBOURS}"),
+        ("top heads listed", f"1 to {MAX_TOP_HEADS}"),
+        ("mutual-knowledge parts", f"{MIN_PARTS} to {MAX_PARTS}"),
+        ("descriptor file", f"{MAX_DESCRIPTOR_BYTES // MB} MB, {MAX_CLASSES:,} classes, {MAX_DESCRIPTORS} "
+                            f"descriptors a class, {MAX_POOL:,} distinct, {MAX_DESCRIPTOR_CHARS} characters each"),
+        ("prompt template", f"{MAX_TEMPLATE_CHARS} characters, exactly one {{}} and no other braces"),
+        ("upload (any file)", f"{MAX_UPLOAD_BYTES // MB} MB; uploads are deleted after {UPLOAD_LIFETIME_S // 60} min"),
+        ("requests waiting", f"{QUEUE_SIZE} (then: busy, try again)"),
+        ("analyses at once", "half the CPU cores, at least 1 (shared by every analysis)"),
+        ("recent results kept", f"{RESULT_CACHE_BYTES // MB} MB per cache"),
+        ("models kept loaded", f"{MODELS_KEPT}"),
+    ]
+    return "\n".join(["| what | limit |", "|---|---|", *(f"| {what} | {limit} |" for what, limit in rows)])
+
+
+def check_number(value, name: str, low: float | None = None, high: float | None = None,
+                 integer: bool = False) -> float | int:
+    """`value` as a finite number (an int when `integer`) within [low, high], or a message naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise InterpretError(f"{name} must be a number, not {_show(value)}.") from None
+    if not math.isfinite(value):
+        raise InterpretError(f"{name} must be a finite number, not {value}.")
+    if integer:
+        if value != int(value):
+            raise InterpretError(f"{name} must be a whole number, not {value}.")
+        value = int(value)
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"from {low} to {high}" if low is not None and high is not None else \
+            (f"at least {low}" if low is not None else f"at most {high}")
+        raise InterpretError(f"{name} must be {bounds}, not {value}.")
+    return value
+
+
+def check_text(text, name: str = "The text", limit: int = MAX_TEXT_CHARS) -> str:
+    """`text` (a string of at most `limit` characters), or a message naming `name` and the limit."""
+    if text is None:
+        return ""
+    if not isinstance(text, str):
+        raise InterpretError(f"{name} must be text, not {type(text).__name__}.")
+    if len(text) > limit:
+        raise InterpretError(f"{name} is {len(text):,} characters long; the limit is {limit:,}.")
+    return text
+
+
+def check_texts(texts: Sequence[str], name: str, limit: int = MAX_TEXTS) -> list[str]:
+    """At most `limit` texts, each of at most MAX_TEXT_CHARS characters."""
+    texts = list(texts)
+    if len(texts) > limit:
+        raise InterpretError(f"{name} holds {len(texts):,} texts; the limit is {limit}.")
+    return [check_text(text, f"{name}: text {number}") for number, text in enumerate(texts, start=1)]
+
+
+def check_template(template: str) -> str:
+    """A class-prompt template: exactly one `{}` where the class name goes, and no other braces (a format string
+    can otherwise ask for megabytes of padding)."""
+    template = check_text(template, "The prompt template", MAX_TEMPLATE_CHARS)
+    if template.count("{}") != 1 or template.replace("{}", "", 1).count("{") or "}" in template.replace("{}", "", 1):
+        raise InterpretError(f"The prompt template must contain exactly one {{}} (where the class name goes) and no "
+                             f"other braces, e.g. 'a photo of a {{}}'; got {_show(template)}.")
+    return template
+
+
+def check_file_size(path: str | Path, limit: int, what: str) -> int:
+    """The size of the file at `path` when it is at most `limit` bytes; a message otherwise (and for a missing
+    file)."""
+    try:
+        size = Path(path).stat().st_size
+    except FileNotFoundError:
+        raise InterpretError(f"No {what} at {path}.") from None
+    except OSError as error:
+        raise InterpretError(f"Could not read the {what} {path} ({error.strerror}).") from None
+    if size > limit:
+        raise InterpretError(f"The {what} is {size / MB:.1f} MB; the limit is {limit / MB:.0f} MB.")
+    return size
+
+
+def _show(value, width: int = 60) -> str:
+    """A value for a message: its repr, cut."""
+    text = repr(value)
+    return text if len(text) <= width else text[:width] + "..."
