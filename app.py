@@ -28,9 +28,9 @@ from interpret.models import (ClipModel, ModelSpec, catalogue, head_index, layer
 from interpret.mutual import load_descriptors, mutual_knowledge
 from interpret.banks import PROPERTIES, toy_bank
 from interpret.images import load_image
-from interpret.limits import (ANALYSIS_SLOTS, MAX_NEIGHBOURS, MAX_PARTS, MIN_PARTS, MAX_STEPS, MAX_TOP_HEADS, MAX_UPLOAD_BYTES, QUEUE_SIZE,
-                              RESULT_CACHE_BYTES, UPLOAD_LIFETIME_S, WORKING_SIDE, check_number, check_text,
-                              check_texts)
+from interpret.limits import (ANALYSIS_SLOTS, LOOKUP_SLOTS, MAX_NEIGHBOURS, MAX_PARTS, MAX_STEPS, MAX_TOP_HEADS,
+                              MAX_UPLOAD_BYTES, MIN_PARTS, QUEUE_SIZE, RESULT_CACHE_BYTES, UPLOAD_LIFETIME_S,
+                              WORKING_SIDE, check_number, check_text, check_texts)
 from interpret.render import (concept_venn, deletion_plot, head_grid, map_overlay, missing_image, outline_box,
                               parts_overlay, property_grid)
 from interpret.segment import ImageMaps, parse_heads
@@ -161,7 +161,7 @@ def run_heads(label: str, image_path: str | None, caption: str, top: float = 10)
     model.tokenize(caption or "")  # an unusable caption gets its message before any image work
     report = explain_caption(model, picture_of(image_path), caption)
     grid = head_grid(report.heads.numpy(), f"{model.label}: '{caption.strip()}'", mlps=report.mlps.numpy())
-    rows = [[rank, layer, head, round(value, 5)]
+    rows = [[rank, layer, head, round(value, 5), "raises" if value > 0 else "lowers"]
             for rank, (layer, head, value) in enumerate(report.top_heads(top), start=1)]
     summary = (f"Cosine score **{report.cosine:+.4f}** = heads {float(report.heads.sum()):+.4f} "
                f"+ MLPs {float(report.mlps.sum()):+.4f} + rest {report.rest:+.4f}")
@@ -225,10 +225,14 @@ def database_for(model: ClipModel) -> ImageIndex:
         return _databases[key]
 
 
+ANY_INDEX = 10 ** 6  # a layer or head number beyond this is not a number the page can mean
+
+
 def _layer_head(model: ClipModel, layer: float, head: float) -> tuple[int, int]:
     """Layer and head from the page (negative layers count from the end)."""
     g = model.geometry
-    layer, head = check_number(layer, "The layer", integer=True), check_number(head, "The head", integer=True)
+    layer = check_number(layer, "The layer", -ANY_INDEX, ANY_INDEX, integer=True)  # then the model's own range
+    head = check_number(head, "The head", -ANY_INDEX, ANY_INDEX, integer=True)
     return layer_index(layer, g.layers, model.label), head_index(head, g.heads, model.label)
 
 
@@ -424,9 +428,9 @@ def interaction_for(model: ClipModel, image_path: str | None, caption: str, imag
                     steps: float, rule: str) -> Interaction:
     """The caption x image interactions, kept for the last few inputs: choosing another span or box is instant."""
     model.tokenize(caption or "")  # an unusable caption gets its message before any image work
-    settings = (caption, check_number(image_layer, "The image layer", integer=True),
-                check_number(text_layer, "The text layer", integer=True),
-                check_number(steps, "Steps", 1, MAX_STEPS, integer=True), rule or "right")
+    settings = (caption, check_number(image_layer, "The image layer", -ANY_INDEX, ANY_INDEX, integer=True),
+                check_number(text_layer, "The text layer", -ANY_INDEX, ANY_INDEX, integer=True),
+                check_number(steps, "Steps", 1, MAX_STEPS, integer=True), rule or "midpoint")
     key = (model.slug, *_file_key(image_path), *settings)
     return _interactions.get(key, lambda: interaction_map(model, picture_of(image_path), *settings),
                              valid=lambda result: result.total != 0 or result.explained == 0)
@@ -563,9 +567,12 @@ def warm_up(label: str) -> None:
         log.warning("warm-up of %s failed", label, exc_info=True)
 
 
-# Every event that runs a model shares one pool of slots sized to the cores: many visitors queue instead of
+# Every event that runs an analysis shares one pool of slots sized to the cores: many visitors queue instead of
 # oversubscribing the CPU (Gradio's own limit is per event, which let 20 analyses run at once on 2 cores).
+# Look-ups (a head's stored description, a text search in a database, the model's shapes) take milliseconds and
+# have a pool of their own, so that they never wait behind a queue of analyses.
 ANALYSIS = {"concurrency_id": "analysis", "concurrency_limit": ANALYSIS_SLOTS}
+LOOKUP = {"concurrency_id": "lookup", "concurrency_limit": LOOKUP_SLOTS}
 
 HEADS_LABEL = "Heads: all, a layer (3), a head (3.2) or heads (3.2, 2.5)"
 
@@ -629,8 +636,9 @@ def build_app(default_label: str | None = None, note: str = "") -> gr.Blocks:
                     heads_summary = gr.Markdown(elem_id="heads-summary")
                     heads_grid = gr.Image(label="Contribution of each layer and head", type="pil",
                                           elem_id="heads-grid", interactive=False, show_label=False)
-                    heads_table = gr.Dataframe(headers=["rank", "layer", "head", "contribution"],
-                                               label="Top heads", elem_id="heads-table", interactive=False)
+                    heads_table = gr.Dataframe(headers=["rank", "layer", "head", "contribution", "the score"],
+                                               label="Top heads (by size, either sign)", elem_id="heads-table",
+                                               interactive=False)
                 with gr.Tab("Head atlas"):
                     with gr.Row():
                         atlas_layer = gr.Number(value=0, precision=0, label="Layer", elem_id="atlas-layer")
@@ -733,9 +741,9 @@ def build_app(default_label: str | None = None, note: str = "") -> gr.Blocks:
                     neighbour_text = gr.Textbox(label="Text", placeholder="something red", elem_id="text-nn-text")
                     text_layer, text_head, text_k = _head_and_count("text-nn")
                     text_button, text_summary, text_gallery = _neighbour_outputs("text-nn")
-        model_picker.change(describe_model, model_picker, model_info, **ANALYSIS, api_name="model_info")
+        model_picker.change(describe_model, model_picker, model_info, **LOOKUP, api_name="model_info")
         atlas_button.click(run_atlas, [model_picker, atlas_layer, atlas_head], [atlas_summary, atlas_table, atlas_grid],
-                           **ANALYSIS, api_name="head_atlas")
+                           **LOOKUP, api_name="head_atlas")
         heads_button.click(run_heads, [model_picker, image, caption, top], [heads_grid, heads_table, heads_summary],
                            **ANALYSIS, api_name="heads")
         topic_inputs = [model_picker, image, topic_text, topic_heads, topic_opacity, topic_others]
@@ -766,7 +774,7 @@ def build_app(default_label: str | None = None, note: str = "") -> gr.Blocks:
         image_button.click(run_image_neighbours, [model_picker, image, image_layer, image_head, image_k],
                            [image_gallery, image_summary], **ANALYSIS, api_name="image_neighbours")
         text_button.click(run_text_neighbours, [model_picker, neighbour_text, text_layer, text_head, text_k],
-                          [text_gallery, text_summary], **ANALYSIS, api_name="text_neighbours")
+                          [text_gallery, text_summary], **LOOKUP, api_name="text_neighbours")
         caption.submit(run_heads, [model_picker, image, caption, top], [heads_grid, heads_table, heads_summary],
                        **ANALYSIS, api_name=False)
     app.default_label = default_label
@@ -776,6 +784,7 @@ def build_app(default_label: str | None = None, note: str = "") -> gr.Blocks:
 def serve(explorer: gr.Blocks, **launch_options) -> None:
     """Launch with the limits of `interpret.limits`: a bounded queue ("busy, try again" beyond it), every analysis
     in one pool of `ANALYSIS_SLOTS` (set on each event), and a cap on uploads."""
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // ANALYSIS_SLOTS))  # the slots share the cores
     explorer.queue(max_size=QUEUE_SIZE).launch(max_file_size=MAX_UPLOAD_BYTES, **launch_options)
 
 

@@ -1,17 +1,38 @@
 """interpret: look inside CLIP models (head decomposition, TextSpan, neighbours, maps, interactions, mutual
-knowledge)."""
-from .decompose import HeadReport, ImageDecomposition, ScoreDecomposition, decompose_image, explain_caption
-from .errors import CaptionError, ImageError, InterpretError, ModelLoadError
-from .images import load_image
-from .index import DatabaseError, ImageIndex, Neighbour, build_index
-from .interact import Interaction, interaction_map
-from .mutual import MutualKnowledge, mutual_knowledge
-from .segment import ImageMaps, SpatialMap, contrastive_map, topic_map
-from .models import ClipModel, Geometry, catalogue, load_model, model_from_config
+knowledge).
 
-__all__ = [
-    "CaptionError", "ClipModel", "DatabaseError", "Geometry", "HeadReport", "ImageDecomposition", "ImageError",
-    "ImageIndex", "ImageMaps", "Interaction", "InterpretError", "ModelLoadError", "MutualKnowledge", "Neighbour",
-    "ScoreDecomposition", "SpatialMap", "build_index", "catalogue", "contrastive_map", "decompose_image",
-    "explain_caption", "interaction_map", "load_image", "load_model", "model_from_config", "mutual_knowledge", "topic_map",
-]
+The names below are imported on first use (PEP 562), so that `python -m interpret --help` and light modules
+(`interpret.limits`, `interpret.toy.world`) do not pay for importing torch and open_clip.
+"""
+from __future__ import annotations
+
+import importlib
+
+_HOMES = {
+    "decompose": ("HeadReport", "ImageDecomposition", "ScoreDecomposition", "decompose_image", "explain_caption"),
+    "errors": ("CaptionError", "ImageError", "InterpretError", "ModelLoadError"),
+    "images": ("load_image",),
+    "index": ("DatabaseError", "ImageIndex", "Neighbour", "build_index"),
+    "interact": ("Interaction", "interaction_map"),
+    "mutual": ("MutualKnowledge", "mutual_knowledge"),
+    "segment": ("ImageMaps", "SpatialMap", "contrastive_map", "topic_map"),
+    "models": ("ClipModel", "Geometry", "catalogue", "load_model", "model_from_config"),
+    "textspan": ("describe_heads",),
+}
+_WHERE = {name: module for module, names in _HOMES.items() for name in names}
+
+__all__ = sorted([*_WHERE, "textspan"])
+
+
+def __getattr__(name: str):
+    if name == "textspan":  # the module, which is callable as the function of the same name
+        return importlib.import_module(".textspan", __name__)
+    if name not in _WHERE:
+        raise AttributeError(f"module 'interpret' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value  # once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -17,11 +17,21 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
 
 
-def _heads(args: argparse.Namespace) -> None:
-    from .decompose import explain_caption
-    from .models import load_model
+def _load(args: argparse.Namespace):
+    """The model the command line names; a random-init architecture is said to be one, on stderr."""
+    from .models import TOY_NAME, load_model
 
     model = load_model(args.model, args.pretrained, args.device)
+    if model.name != TOY_NAME and model.pretrained is None:
+        print(f"note: {model.label}: random weights (no --pretrained), so the results describe no trained model; "
+              f"use --pretrained openai (needs the hub once) or --model toy (offline)", file=sys.stderr)
+    return model
+
+
+def _heads(args: argparse.Namespace) -> None:
+    from .decompose import explain_caption
+
+    model = _load(args)
     report = explain_caption(model, args.image, args.caption)
     for warning in report.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -38,11 +48,10 @@ def _heads(args: argparse.Namespace) -> None:
 
 
 def _topic(args: argparse.Namespace) -> None:
-    from .models import load_model
     from .render import map_overlay
     from .segment import ImageMaps, parse_heads
 
-    model = load_model(args.model, args.pretrained, args.device)
+    model = _load(args)
     choice = parse_heads(args.heads)
     maps = ImageMaps(model, args.image)
     spatial = maps.topic(args.text, **choice, relative_to=args.relative_to)
@@ -55,10 +64,9 @@ def _topic(args: argparse.Namespace) -> None:
 
 def _interact(args: argparse.Namespace) -> None:
     from .interact import interaction_map, parse_box, parse_tokens
-    from .models import load_model
     from .render import map_overlay, token_strip
 
-    model = load_model(args.model, args.pretrained, args.device)
+    model = _load(args)
     model.tokenize(args.caption)  # an unusable caption, span or box gets its message before any work
     tokens, box = parse_tokens(args.tokens, len(model.token_strings(args.caption))), parse_box(args.box)
     result = interaction_map(model, args.image, args.caption, args.image_layer, args.text_layer, args.steps,
@@ -196,10 +204,9 @@ def readable_images(paths: list) -> list[str]:
 def _describe_heads(args: argparse.Namespace) -> None:
     from .banks import general_bank, load_bank, toy_bank
     from .images import list_images
-    from .models import load_model
     from .textspan import describe_heads
 
-    model = load_model(args.model, args.pretrained, args.device)
+    model = _load(args)
     if args.images:
         images = readable_images(list_images(args.images)[: args.limit])
     elif model.name == "toy":
@@ -223,9 +230,8 @@ def _describe_heads(args: argparse.Namespace) -> None:
 
 def _build_index(args: argparse.Namespace) -> None:
     from .index import build_index
-    from .models import load_model
 
-    model = load_model(args.model, args.pretrained, args.device)
+    model = _load(args)
     if args.images:
         report = build_index(model, args.images, args.out, layers=args.layers, batch_size=args.batch_size,
                              approximate=args.approximate, overwrite=args.overwrite)
@@ -255,9 +261,8 @@ def _head_name(head: tuple[int, int]) -> str:
 
 def _neighbours(args: argparse.Namespace) -> None:
     from .index import ImageIndex
-    from .models import load_model
 
-    model = load_model(args.model, args.pretrained, args.device) if args.model else None
+    model = _load(args) if args.model else None
     database = ImageIndex.open(args.index, model)
     if args.text is not None:
         if args.head is None:
@@ -280,11 +285,10 @@ def _eval_seg(args: argparse.Namespace) -> None:
     import numpy as np
 
     from .images import list_images, load_image
-    from .models import load_model
     from .mutual import load_classes
     from .segment import evaluate_segmentation
 
-    model = load_model(args.model, args.pretrained, args.device)
+    model = _load(args)
     if args.images:
         if not (args.masks and args.classes):
             raise InterpretError("--images needs --masks DIR (same file names, nonzero = foreground) and "
@@ -407,9 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="interpolate the states entering this image block (default: -1, the last)")
     interact.add_argument("--text-layer", type=int, default=-1, help="the same for the text tower (default: -1)")
     interact.add_argument("--steps", type=int, default=10, help="interpolation steps (default: 10)")
-    interact.add_argument("--rule", default="right", choices=("right", "midpoint"),
-                          help="interpolation points: 'right' (the paper's, as exclip) or 'midpoint' (more exact "
-                               "at the same cost)")
+    interact.add_argument("--rule", default="midpoint", choices=("midpoint", "right"),
+                          help="interpolation points: 'midpoint' (default: complete to 1/steps^2) or 'right' (the "
+                               "paper's and exclip's, 1/steps)")
     interact.add_argument("--save", metavar="PNG", help="save the span's map over the image")
     interact.add_argument("--save-tokens", metavar="PNG", help="save the tokens coloured by their box interactions")
     _add_model_arguments(interact)
@@ -436,8 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
     mutual.add_argument("--device", default="cpu")
     mutual.set_defaults(run=_mutual)
 
-    from .models import TOY_DIR
-    from .toy.train import DEFAULTS
+    from .paths import TOY_DIR
+    from .toy.defaults import TRAINING_DEFAULTS as DEFAULTS
 
     train_toy = commands.add_parser("train-toy", help="train the bundled toy CLIP on the toy world (CPU, ~14 min)",
                                     description="Train the toy CLIP contrastively on freshly drawn toy scenes.")
@@ -447,7 +451,17 @@ def build_parser() -> argparse.ArgumentParser:
     train_toy.add_argument("--scenes", type=int, default=DEFAULTS["scenes"], help="distinct training scenes")
     train_toy.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     train_toy.set_defaults(run=_train_toy)
+
+    limits = commands.add_parser("limits", help="print the limits on what a request may ask (markdown table)",
+                                 description="Every size, count and length a user controls (interpret/limits.py).")
+    limits.set_defaults(run=_limits)
     return parser
+
+
+def _limits(args: argparse.Namespace) -> None:
+    from .limits import limits_table
+
+    print(limits_table())
 
 
 def main(argv: list[str] | None = None) -> int:

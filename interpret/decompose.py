@@ -238,9 +238,11 @@ class HeadReport:
     warnings: list[str]
 
     def top_heads(self, k: int = 10) -> list[tuple[int, int, float]]:
-        """The k heads that add most to the score, as (layer, head, contribution), largest first."""
+        """The k heads that move the score most, either way, as (layer, head, signed contribution), largest
+        magnitude first: a head that lowers the score of a mismatching caption counts as much as one that raises
+        it."""
         flat = self.heads.flatten()
-        order = torch.argsort(flat, descending=True)[:k]
+        order = torch.argsort(flat.abs(), descending=True)[:k]
         heads_per_layer = self.heads.shape[1]
         return [(int(i) // heads_per_layer, int(i) % heads_per_layer, float(flat[i])) for i in order]
 

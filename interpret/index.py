@@ -53,7 +53,7 @@ from .decompose import decompose_image, normalise_layers
 from .errors import ImageError, InterpretError
 from .images import ImageSource, list_images, load_image
 from .limits import MAX_NEIGHBOURS, check_number
-from .models import ClipModel, load_model
+from .models import ClipModel, layer_index, load_model
 from .textspan import HeadAtlas, write_json_atomic
 
 FORMAT = 2  # 2: every data file's size and SHA-256, and the manifest's own hash
@@ -473,14 +473,16 @@ class ImageIndex:
 
     # --- the four searches
     def image_neighbours(self, image: ImageSource, layer: int, head: int, k: int = 10) -> list[Neighbour]:
-        """Database images whose head (`layer`, `head`) contribution points where the query image's does."""
-        position = self._position(layer, head)
+        """Database images whose head (`layer`, `head`; negative layers count from the end) contribution points
+        where the query image's does."""
+        layer, position = self._position(layer, head)
         query = decompose_image(self.model, image, layers=self.layers, spatial=False).head_totals()[0, position, head]
         return self._search(self._head_key(layer, head), query, k)
 
     def text_neighbours(self, text: str, layer: int, head: int, k: int = 10) -> list[Neighbour]:
-        """Database images whose head (`layer`, `head`) contribution points along the text's embedding."""
-        self._position(layer, head)
+        """Database images whose head (`layer`, `head`; negative layers count from the end) contribution points
+        along the text's embedding."""
+        layer, _ = self._position(layer, head)
         return self._search(self._head_key(layer, head), self.model.encode_texts([text])[0], k)
 
     def property_neighbours(self, image: ImageSource, prop: str, k: int = 10,
@@ -521,11 +523,13 @@ class ImageIndex:
         return load_head_labels(self.model)
 
     # --- internals
-    def _position(self, layer: int, head: int) -> int:
+    def _position(self, layer: int, head: int) -> tuple[int, int]:
+        """(the layer counted from the start, its position among the database's layers), or a message."""
+        layer = layer_index(layer, self.model.geometry.layers, self.model.label)
         if layer not in self.layers or not 0 <= head < self.manifest["heads"]:
             raise InterpretError(f"The database holds heads 0..{self.manifest['heads'] - 1} of layers "
                                  f"{list(self.layers)}; head {layer}.{head} is not there (build it with --layers).")
-        return self.layers.index(layer)
+        return layer, self.layers.index(layer)
 
     def _head_key(self, layer: int, head: int) -> str:
         return head_file(layer, head, self.approximate)

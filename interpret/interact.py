@@ -132,6 +132,11 @@ class Interaction:
         x0, y0, x1, y1 = (float(v) for v in box)
         x0, x1 = sorted((x0, x1))
         y0, y1 = sorted((y0, y1))
+        width, height = self.picture.size if self.picture is not None else (right, bottom)
+        if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
+            raise InterpretError(f"The box {tuple(round(v) for v in box)} reaches outside the picture ({width} x "
+                                 f"{height} pixels: left and right from 0 to {width}, top and bottom from 0 to "
+                                 f"{height}).")
         across = _overlaps(np.linspace(left, right, columns + 1), x0, x1)
         down = _overlaps(np.linspace(top, bottom, rows + 1), y0, y1)
         weights = torch.from_numpy(np.outer(down, across)).float()
@@ -333,12 +338,13 @@ def _text_tower(model: ClipModel, ids: torch.Tensor, layer: int) -> _Tower:
 
 
 def interaction_map(model: ClipModel, image: ImageSource | torch.Tensor, caption: str, image_layer: int = -1,
-                    text_layer: int = -1, steps: int = 10, rule: str = "right",
+                    text_layer: int = -1, steps: int = 10, rule: str = "midpoint",
                     fast: bool | None = None) -> Interaction:
     """Second-order interactions between the caption's tokens and the image's patches (see the module's
     docstring). `image`: a PIL image (path, bytes, array) or a preprocessed `[1, 3, H, W]` tensor; layers index
     the blocks whose input states are interpolated (-1: the last block); `rule`: the points on the path (see
-    `interpolation_points`; 'right' is the paper's, 'midpoint' converges faster); `fast`: force (True) or forbid (False)
+    `interpolation_points`; 'midpoint', the default, converges as 1/steps^2; 'right' is the paper's and exclip's,
+    1/steps); `fast`: force (True) or forbid (False)
     the closed-form path (default: used where it applies, the last block)."""
     if not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
         raise InterpretError(f"Steps must be a whole number from 1 to {MAX_STEPS}, not {steps!r}.")

@@ -46,8 +46,9 @@ MAX_TEMPLATE_CHARS = 200
 MAX_UPLOAD_BYTES = 50 * MB  # any upload; Gradio refuses larger ones before they are stored
 UPLOAD_LIFETIME_S = 3_600  # uploads and outputs older than this are deleted (checked as often)
 QUEUE_SIZE = 64  # requests waiting; beyond, "busy, try again"
-ANALYSIS_SLOTS = max(1, (os.cpu_count() or 1) // 2)  # model work at once, shared by every analysis endpoint
-RESULT_CACHE_BYTES = 256 * MB  # per cache of recent results (decompositions, interactions)
+ANALYSIS_SLOTS = int(os.environ.get("INTERPRET_ANALYSIS_SLOTS", 0)) or max(1, (os.cpu_count() or 1) // 2)
+LOOKUP_SLOTS = 2  # look-ups at once (a stored head description, a text search, a model's shapes): milliseconds each
+RESULT_CACHE_BYTES = int(os.environ.get("INTERPRET_RESULT_CACHE_MB", 256)) * MB  # per cache of recent results
 MODELS_KEPT = 2  # models kept loaded at once (the least recently used goes)
 
 
@@ -71,6 +72,7 @@ def limits_table() -> str:
         ("upload (any file)", f"{MAX_UPLOAD_BYTES // MB} MB; uploads are deleted after {UPLOAD_LIFETIME_S // 60} min"),
         ("requests waiting", f"{QUEUE_SIZE} (then: busy, try again)"),
         ("analyses at once", "half the CPU cores, at least 1 (shared by every analysis)"),
+        ("look-ups at once", f"{LOOKUP_SLOTS} (head descriptions, text searches, model shapes)"),
         ("recent results kept", f"{RESULT_CACHE_BYTES // MB} MB per cache"),
         ("models kept loaded", f"{MODELS_KEPT}"),
     ]
@@ -87,15 +89,13 @@ def check_number(value, name: str, low: float | None = None, high: float | None 
             raise InterpretError(f"{name} must be a number, not {_show(value)}.") from None
     if not math.isfinite(value):
         raise InterpretError(f"{name} must be a finite number, not {value}.")
-    if integer:
-        if value != int(value):
-            raise InterpretError(f"{name} must be a whole number, not {value}.")
-        value = int(value)
+    if integer and value != int(value):
+        raise InterpretError(f"{name} must be a whole number, not {value}.")
     if (low is not None and value < low) or (high is not None and value > high):
         bounds = f"from {low} to {high}" if low is not None and high is not None else \
             (f"at least {low}" if low is not None else f"at most {high}")
-        raise InterpretError(f"{name} must be {bounds}, not {value}.")
-    return value
+        raise InterpretError(f"{name} must be {bounds}, not {_show(value)}.")
+    return int(value) if integer else value
 
 
 def check_text(text, name: str = "The text", limit: int = MAX_TEXT_CHARS) -> str:

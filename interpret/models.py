@@ -29,11 +29,9 @@ from PIL import Image
 from .errors import CaptionError, InterpretError, ModelLoadError
 from .images import ImageSource, load_image
 from .limits import MAX_TEXT_CHARS, MODELS_KEPT
+from .paths import INDEXES, TOY_DIR
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
 TOY_NAME = "toy"
-TOY_DIR = ASSETS / "toy"
-INDEXES = Path(os.environ.get("INTERPRET_INDEXES", ASSETS.parent / "indexes"))
 RANDOM_INIT_SEED = 0
 
 

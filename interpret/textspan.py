@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import types
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -222,3 +224,14 @@ def describe_heads(model: ClipModel, images: Sequence, bank: TextBank, k: int = 
             atlas.save(out_path)
     bar.close()
     return atlas
+
+
+class _CallableModule(types.ModuleType):
+    """`interpret.textspan` is this module and, called, the function `textspan`: `interpret.textspan(outputs,
+    texts, k=20)` as well as `from interpret.textspan import describe_heads`."""
+
+    def __call__(self, head_outputs: torch.Tensor, texts: torch.Tensor, k: int = 20, rank: int = 80) -> TextSpanResult:
+        return textspan(head_outputs, texts, k=k, rank=rank)
+
+
+sys.modules[__name__].__class__ = _CallableModule

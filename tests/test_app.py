@@ -241,7 +241,7 @@ def test_picking_a_box_by_two_clicks():
     ("", "1,2,3", "a red circle", "Box '1,2,3' not understood"),
     ("9", "", "a red circle", "no token 9"),
     ("", "", "", "caption is empty"),
-    ("", "-9,-9,-5,-5", "a red circle", "covers none"),
+    ("", "-9,-9,-5,-5", "a red circle", "reaches outside the picture"),
 ])
 def test_bad_interaction_requests(tokens, box, caption, message):
     from interpret.toy.examples import toy_examples

@@ -1,54 +1,27 @@
 """Drive the real page in headless Chromium (Debian's package) with Playwright."""
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 
 from interpret.models import ModelSpec
 from interpret.toy.examples import toy_examples
-from tests.conftest import ROOT, in_ci
+from tests.conftest import in_ci
+from tests.local_server import start_app, stop_app
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    indexes = tmp_path_factory.mktemp("indexes")  # the app builds the toy model's head labels here
-    port = free_port()
-    env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1",
-               INTERPRET_DEFAULT_MODEL=ModelSpec("toy", None).label, GRADIO_ANALYTICS_ENABLED="False",
-               INTERPRET_INDEXES=str(indexes))
-    process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"app.py exited early:\n{process.stdout.read()}")
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("app.py did not start serving within 120 s")
+    try:
+        process, url = start_app(tmp_path_factory.mktemp("indexes"))  # the app builds the toy's labels there
+    except RuntimeError as error:
+        pytest.fail(str(error))
     yield url
-    process.terminate()
-    process.wait(timeout=20)
+    stop_app(process)
 
 
 def open_tab(page, name: str) -> None:

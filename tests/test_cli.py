@@ -32,7 +32,8 @@ def test_bad_image_is_a_message_not_a_traceback(tmp_path, capsys):
     broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
     assert main(["heads", str(broken), "--caption", "a dog"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: 'broken.png'") and "Traceback" not in err
+    assert err.splitlines()[-1].startswith("error: 'broken.png'") and "Traceback" not in err
+    assert err.startswith("note: ViT-B-32 / random init: random weights (no --pretrained)")  # said, not silent
 
 
 def test_unknown_model_and_empty_caption(photo, capsys):
@@ -190,3 +191,10 @@ def test_mutual_over_models_writes_a_table_and_a_plot(tmp_path, capsys):
     assert Image.open(plot).size[0] > 100
     assert main(["mutual", "--models", "ViT-B-32", "--images", str(tmp_path)]) == 2
     assert "--descriptors FILE is needed" in capsys.readouterr().err
+
+
+def test_help_imports_neither_torch_nor_open_clip():
+    probe = ("import sys; from interpret.cli import build_parser; import interpret; build_parser(); "
+             "print(sorted(name for name in ('torch', 'open_clip', 'gradio') if name in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr

@@ -124,6 +124,7 @@ def test_explain_caption_on_a_photo(vit_b32, photo):
     expected = float(vit_b32.encode_images(photo) @ vit_b32.encode_texts("a dog and a cat").T)
     assert abs(total - report.cosine) < 1e-5 and abs(report.cosine - expected) < 1e-5
     top = report.top_heads(5)
-    assert [value for _, _, value in top] == sorted((value for _, _, value in top), reverse=True)
-    assert top[0][2] == pytest.approx(float(report.heads.max()))
+    assert [abs(value) for _, _, value in top] == sorted((abs(value) for _, _, value in top), reverse=True)
+    assert abs(top[0][2]) == pytest.approx(float(report.heads.abs().max()))
+    assert any(value < 0 for _, _, value in report.top_heads(144))  # signed: heads that lower the score too
     assert report.warnings == []

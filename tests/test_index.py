@@ -236,6 +236,9 @@ def test_unknown_heads_are_refused(tiny_model, folder, tmp_path):
     database = ImageIndex.open(tmp_path / "db", tiny_model)
     with pytest.raises(InterpretError, match="head 0.1 is not there"):
         database.text_neighbours("a dog", 0, 1)
+    assert database.text_neighbours("a dog", -1, 1, k=3) == database.text_neighbours("a dog", 2, 1, k=3)
+    with pytest.raises(InterpretError, match="there is no layer -4"):
+        database.text_neighbours("a dog", -4, 1)
 
 
 def test_approximate_database_agrees_with_the_exact_one(tiny_model, tmp_path):

@@ -52,7 +52,7 @@ def test_same_as_exclip_on_a_tiny_model(square_model, image_layer, text_layer):
     image = random_input(square_model)
     theirs = exclip_scores(square_model, image, "a red circle and a blue square", image_layer, text_layer, 7)
     ours = interaction_map(square_model, image, "a red circle and a blue square", image_layer=image_layer,
-                           text_layer=text_layer, steps=7)
+                           text_layer=text_layer, steps=7, rule="right")  # exclip's points
     assert ours.scores.shape == theirs.shape == (9, 6, 6)
     assert relative_error(ours.scores, theirs) <= 1e-3
 
@@ -60,7 +60,7 @@ def test_same_as_exclip_on_a_tiny_model(square_model, image_layer, text_layer):
 def test_same_as_exclip_on_vit_b32(vit_b32):
     image = random_input(vit_b32)
     theirs = exclip_scores(vit_b32, image, CAPTION, 11, 11, 3)
-    ours = interaction_map(vit_b32, image, CAPTION, steps=3)
+    ours = interaction_map(vit_b32, image, CAPTION, steps=3, rule="right")  # exclip's points
     assert ours.scores.shape == theirs.shape == (11, 7, 7)
     assert ours.tokens[0] == "<start>" and ours.tokens[-1] == "<end>" and ours.tokens[5] == "red"
     assert relative_error(ours.scores, theirs) <= 1e-3
@@ -92,7 +92,7 @@ def test_complete_at_50_steps_on_vit_b32(vit_b32):
     midpoint = interaction_map(vit_b32, image, CAPTION, steps=50, rule="midpoint")
     assert abs(midpoint.residual) <= 1e-3 * abs(midpoint.explained)
     assert midpoint.total + midpoint.residual == pytest.approx(midpoint.explained)
-    right = {steps: interaction_map(vit_b32, image, CAPTION, steps=steps) for steps in (25, 50)}
+    right = {steps: interaction_map(vit_b32, image, CAPTION, steps=steps, rule="right") for steps in (25, 50)}
     assert 1.6 < right[25].residual / right[50].residual < 2.4
     assert right[50].explained == pytest.approx(midpoint.explained)
     pixels = vit_b32.model.encode_image(image)[0]
@@ -117,8 +117,12 @@ def test_span_and_region_sums(tiny_model, photo):
     half = (left + 2 * patch_w, top + patch_h, left + 2.5 * patch_w, top + 2 * patch_h)
     assert torch.allclose(result.region_to_span(half), 0.5 * result.scores[:, 1, 2], atol=1e-7)
     assert result.token_indices([-1, 1, 1]) == [1, len(result.tokens) - 1]
-    with pytest.raises(InterpretError, match="covers none"):
+    with pytest.raises(InterpretError, match="reaches outside the picture"):
         result.region_to_span((-50, -50, -10, -10))
+    width, height = result.picture.size
+    if left > 2:  # a box in the margin the centre crop cut away
+        with pytest.raises(InterpretError, match="covers none"):
+            result.region_to_span((0, 0, left - 1, height))
     with pytest.raises(InterpretError, match="no token 40"):
         result.span_to_region([40])
     with pytest.raises(InterpretError, match="at least one token"):

@@ -62,3 +62,14 @@ def test_stops_when_the_span_is_used_up():
 def test_bad_shapes():
     with pytest.raises(ValueError, match="Expected outputs"):
         textspan(torch.zeros(10, 4), torch.zeros(5, 3))
+
+
+def test_textspan_is_callable_from_the_package():
+    import interpret
+
+    outputs, texts = torch.randn(50, 8, generator=torch.Generator().manual_seed(0)), torch.randn(30, 8)
+    direct = textspan(outputs, texts, k=3, rank=8)
+    called = interpret.textspan(outputs, texts, k=3, rank=8)
+    assert torch.equal(torch.as_tensor(called.indices), torch.as_tensor(direct.indices))
+    assert torch.allclose(torch.as_tensor(called.explained), torch.as_tensor(direct.explained))
+    from interpret.textspan import describe_heads  # noqa: F401  (still a module)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..models import ASSETS, ClipModel
+from ..models import ClipModel
+from ..paths import ASSETS
 from .world import generate, join_phrases
 
 EXAMPLE_SEEDS = (1003, 1001, 1030, 1005, 1000, 1043)

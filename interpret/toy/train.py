@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..models import ClipModel, model_from_config
+from .defaults import TRAINING_DEFAULTS as DEFAULTS
 from .world import (COLOURS, FULL_FORM, IMAGE_SIZE, POSITION_PHRASES, SHAPES, SIZES, Scene,
                     describe_with_negative, generate)
 
@@ -64,7 +65,6 @@ def make_training_set(count: int, workers: int = 2) -> tuple[np.ndarray, list[li
     return np.stack([image for image, _ in results]), [objects for _, objects in results]
 
 
-DEFAULTS = {"steps": 1600, "batch_size": 96, "scenes": 20_000, "seed": 0, "learning_rate": 2e-3, "warm_start": 0.3}
 
 
 def train(out_dir: Path, steps: int = DEFAULTS["steps"], batch_size: int = DEFAULTS["batch_size"],
