@@ -227,7 +227,8 @@ def _attention(block, x: torch.Tensor, cls_values: bool, spatial: bool):
 class HeadReport:
     """Why one image matches one caption: every part's contribution to their cosine score.
 
-    heads `[L, H]` (all layers), mlps `[L]`, rest and cosine scalars; `heads.sum() + mlps.sum() + rest == cosine`.
+    caption: as the model read it (cut to its context when longer); heads `[L, H]` (all layers), mlps `[L]`, rest
+    and cosine scalars; `heads.sum() + mlps.sum() + rest == cosine`.
     """
 
     caption: str
@@ -253,7 +254,7 @@ def explain_caption(model: ClipModel, image, caption: str) -> HeadReport:
     encoded = model.tokenize(caption)
     scores = decompose_image(model, image, spatial=False).scores(model.embed_tokens(encoded))
     return HeadReport(
-        caption=caption,
+        caption=encoded.kept[0],  # as the model read it (cut to its context)
         heads=scores.heads[0, :, :, 0],
         mlps=scores.mlps[0, :, 0],
         rest=float(scores.rest[0, 0]),

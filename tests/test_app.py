@@ -3,14 +3,17 @@ import gradio as gr
 import pytest
 from PIL import Image
 
-import app
+from interpret import ui
 from interpret.models import ModelSpec
+from interpret.toy.examples import toy_examples
+from interpret.ui import (atlas, common, contrastive, heads, image_neighbours, interactions, maps, mutual, neighbours,
+                          property_neighbours, text_neighbours, topic)
 
 RANDOM_B32 = ModelSpec("ViT-B-32", None).label
 
 
 def test_heads_handler_returns_grid_table_and_summary(photo):
-    grid, rows, summary = app.run_heads(RANDOM_B32, str(photo), "a dog and a cat", 7)
+    grid, rows, summary = heads.run_heads(RANDOM_B32, str(photo), "a dog and a cat", 7)
     assert isinstance(grid, Image.Image) and grid.size[0] > 200
     assert len(rows) == 7 and [row[0] for row in rows] == list(range(1, 8))
     assert "Cosine score" in summary
@@ -29,16 +32,16 @@ def test_bad_inputs_give_clear_messages(photo, tmp_path, image, caption, message
     Image.new("RGB", (1, 1)).save(tiny)
     path = {"PHOTO": str(photo), "TEXTFILE": str(text_file), "TINY": str(tiny), None: None}[image]
     with pytest.raises(gr.Error, match=message):
-        app.run_heads(RANDOM_B32, path, caption, 5)
+        heads.run_heads(RANDOM_B32, path, caption, 5)
 
 
 def test_unknown_model_label(photo):
     with pytest.raises(gr.Error, match="Unknown model"):
-        app.run_heads("ViT-Z / nothing", str(photo), "a dog", 5)
+        heads.run_heads("ViT-Z / nothing", str(photo), "a dog", 5)
 
 
 def test_long_caption_is_cut_and_said(photo):
-    _, _, summary = app.run_heads(RANDOM_B32, str(photo), "dog " * 100, 3)
+    _, _, summary = heads.run_heads(RANDOM_B32, str(photo), "dog " * 100, 3)
     assert "was longer than the model's context" in summary
 
 
@@ -46,52 +49,52 @@ def test_unexpected_failures_are_reported_briefly(monkeypatch, photo):
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(app, "explain_caption", broken)
+    monkeypatch.setattr(heads, "explain_caption", broken)
     with pytest.raises(gr.Error, match="Something went wrong .*boom.*still running"):
-        app.run_heads(RANDOM_B32, str(photo), "a dog", 5)
+        heads.run_heads(RANDOM_B32, str(photo), "a dog", 5)
 
 
 def test_offline_default_falls_back_with_a_note(monkeypatch):
     monkeypatch.delenv("INTERPRET_DEFAULT_MODEL", raising=False)
-    monkeypatch.setattr(app, "ONLINE_DEFAULT", ModelSpec("ViT-B-32", "no-such-tag"))
-    label, note = app.choose_default_model()
-    assert label in [spec.label for spec in app.OFFLINE_DEFAULTS]
+    monkeypatch.setattr(common, "ONLINE_DEFAULT", ModelSpec("ViT-B-32", "no-such-tag"))
+    label, note = common.choose_default_model()
+    assert label in [spec.label for spec in common.OFFLINE_DEFAULTS]
     assert "instead" in note
 
 
 def test_offline_default_is_the_toy_model_when_bundled(monkeypatch):
     monkeypatch.delenv("INTERPRET_DEFAULT_MODEL", raising=False)
-    monkeypatch.setattr(app, "ONLINE_DEFAULT", ModelSpec("ViT-B-32", "no-such-tag"))
-    label, _ = app.choose_default_model()
+    monkeypatch.setattr(common, "ONLINE_DEFAULT", ModelSpec("ViT-B-32", "no-such-tag"))
+    label, _ = common.choose_default_model()
     assert label == ModelSpec("toy", None).label
 
 
 def test_toy_examples_run_on_the_toy_model():
-    for path, caption in app.toy_examples()[:2]:
-        grid, rows, summary = app.run_heads(ModelSpec("toy", None).label, path, caption, 5)
+    for path, caption in toy_examples()[:2]:
+        grid, rows, summary = heads.run_heads(ModelSpec("toy", None).label, path, caption, 5)
         assert len(rows) == 5 and "Cosine score" in summary
 
 
 def test_app_builds_with_named_endpoints():
-    demo = app.build_app(RANDOM_B32, "")
+    demo = ui.build_app(RANDOM_B32, "")
     names = {dependency.get("api_name") for dependency in demo.config["dependencies"]}
     assert {"heads", "model_info"} <= names
 
 
 def test_atlas_on_the_toy_model_builds_its_labels():
-    summary, rows, picture = app.run_atlas(ModelSpec("toy", None).label, 3, 2)
+    summary, rows, picture = atlas.run_atlas(ModelSpec("toy", None).label, 3, 2)
     assert "Head 3.2" in summary and len(rows) == 20 and picture.size[0] > 200
     assert all(row[2] in {"colour", "shape", "size", "position"} for row in rows)
 
 
 def test_atlas_without_labels_says_how_to_build_them():
     with pytest.raises(gr.Error, match="describe-heads --model ViT-B-32 --images"):
-        app.run_atlas(RANDOM_B32, 0, 0)
+        atlas.run_atlas(RANDOM_B32, 0, 0)
 
 
 def test_atlas_out_of_range_head():
     with pytest.raises(gr.Error, match="heads 0..7"):
-        app.run_atlas(ModelSpec("toy", None).label, 0, 8)
+        atlas.run_atlas(ModelSpec("toy", None).label, 0, 8)
 
 
 TOY = ModelSpec("toy", None).label
@@ -102,7 +105,7 @@ def test_property_neighbours_on_the_toy_model_build_its_database_and_share_the_c
     from interpret.toy.world import generate
 
     seed = EXAMPLE_SEEDS[0]
-    items, summary = app.run_property_neighbours(TOY, str(example_path(seed)), "colour", 8)
+    items, summary = property_neighbours.run_property_neighbours(TOY, str(example_path(seed)), "colour", 8)
     assert len(items) == 8 and "heads labelled so" in summary and "of 600 images" in summary
     path, caption = items[0]
     assert caption.split(" · ")[1].startswith("scene-") and float(caption.split(" · ")[0]) > 0.5
@@ -118,21 +121,21 @@ def test_image_and_text_neighbours_per_head():
     from interpret.toy.examples import toy_examples
 
     path, _ = toy_examples()[1]
-    items, summary = app.run_image_neighbours(TOY, path, -1, 3, 5)
+    items, summary = image_neighbours.run_image_neighbours(TOY, path, -1, 3, 5)
     assert len(items) == 5 and "Head 3.3" in summary
-    items, summary = app.run_text_neighbours(TOY, "something red", 3, 6, 4)
+    items, summary = text_neighbours.run_text_neighbours(TOY, "something red", 3, 6, 4)
     assert len(items) == 4 and "'something red'" in summary
     with pytest.raises(gr.Error, match="caption is empty"):
-        app.run_text_neighbours(TOY, "  ", 3, 6, 4)
+        text_neighbours.run_text_neighbours(TOY, "  ", 3, 6, 4)
     with pytest.raises(gr.Error, match=r"layers 0..3 \(or -4..-1\); there is no layer 4"):
-        app.run_image_neighbours(TOY, path, 4, 0, 4)
+        image_neighbours.run_image_neighbours(TOY, path, 4, 0, 4)
     with pytest.raises(gr.Error, match="heads 0..7; there is no head 8"):
-        app.run_text_neighbours(TOY, "something red", -1, 8, 4)
+        text_neighbours.run_text_neighbours(TOY, "something red", -1, 8, 4)
 
 
 def test_neighbours_without_a_database_say_how_to_build_one(photo):
     with pytest.raises(gr.Error, match="No image database for .*python -m interpret build-index --model ViT-B-32"):
-        app.run_image_neighbours(RANDOM_B32, str(photo), -1, 0, 4)
+        image_neighbours.run_image_neighbours(RANDOM_B32, str(photo), -1, 0, 4)
 
 
 def test_a_neighbour_file_missing_at_display_time_is_shown_as_such(tmp_path):
@@ -144,7 +147,7 @@ def test_a_neighbour_file_missing_at_display_time_is_shown_as_such(tmp_path):
     present = tmp_path / "here.png"
     Image.new("RGB", (20, 20)).save(present)
     results = [Neighbour(present, 0.9), Neighbour(Path(tmp_path / "gone.png"), 0.8)]
-    items, note = app.gallery(results, SimpleNamespace(count=2, folder=tmp_path))
+    items, note = neighbours.gallery(results, SimpleNamespace(count=2, folder=tmp_path))
     assert items[0] == (str(present), "+0.900 · here.png")
     assert isinstance(items[1][0], Image.Image) and "file missing" in items[1][1]
     assert "no longer where the database saw them (gone.png)" in note
@@ -154,25 +157,25 @@ def test_topic_and_contrastive_maps_reuse_one_decomposition(monkeypatch):
     from interpret.toy.examples import toy_examples
 
     built = []
-    real = app.ImageMaps
+    real = maps.ImageMaps
 
     def counting(*args, **kwargs):
         built.append(args[1])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(app, "ImageMaps", counting)
+    monkeypatch.setattr(maps, "ImageMaps", counting)
     path, _ = toy_examples()[3]
-    picture, summary = app.run_topic(TOY, path, "something red", "all", 0.5)
+    picture, summary = topic.run_topic(TOY, path, "something red", "all", 0.5)
     assert isinstance(picture, Image.Image) and "8x8 grid" in summary and "all heads" in summary
-    picture, summary = app.run_topic(TOY, path, "a circle", "3.2", 0.9)
+    picture, summary = topic.run_topic(TOY, path, "a circle", "3.2", 0.9)
     assert "head 3.2" in summary
-    picture, summary = app.run_contrastive(TOY, path, "something red", "something blue", "2", 0.6)
+    picture, summary = contrastive.run_contrastive(TOY, path, "something red", "something blue", "2", 0.6)
     assert "something red − something blue" in summary
-    picture, summary = app.run_contrastive(TOY, path, "a circle", "a square", "3.1, 2.0", 0.6)
+    picture, summary = contrastive.run_contrastive(TOY, path, "a circle", "a square", "3.1, 2.0", 0.6)
     assert "heads 3.1, 2.0" in summary
-    picture, summary = app.run_topic(TOY, path, "something red", "all", 0.6, "something blue\n\n something green ")
+    picture, summary = topic.run_topic(TOY, path, "something red", "all", 0.6, "something blue\n\n something green ")
     assert "something red − mean(something blue, something green)" in summary
-    picture, summary = app.run_topic(TOY, path, "something red", "all", 0.6, " \n")
+    picture, summary = topic.run_topic(TOY, path, "something red", "all", 0.6, " \n")
     assert "**something red**," in summary
     assert len(built) == 1 and built[0].size == Image.open(path).size  # the picture, decoded once
 
@@ -186,42 +189,42 @@ def test_bad_map_requests(heads, text, message):
     from interpret.toy.examples import toy_examples
 
     with pytest.raises(gr.Error, match=message):
-        app.run_topic(TOY, toy_examples()[0][0], text, heads, 0.5)
+        topic.run_topic(TOY, toy_examples()[0][0], text, heads, 0.5)
 
 
 def test_over_long_map_texts_are_cut_and_said_so():
     from interpret.toy.examples import toy_examples
 
-    _, summary = app.run_topic(TOY, toy_examples()[0][0], "something red", "all", 0.5, "something " * 40)
+    _, summary = topic.run_topic(TOY, toy_examples()[0][0], "something red", "all", 0.5, "something " * 40)
     assert "Caption 2 was longer than the model's context" in summary
-    _, summary = app.run_contrastive(TOY, toy_examples()[0][0], "a circle " * 20, "a square", "all", 0.5)
+    _, summary = contrastive.run_contrastive(TOY, toy_examples()[0][0], "a circle " * 20, "a square", "all", 0.5)
     assert "Caption 1 was longer than the model's context" in summary
 
 
 def test_maps_need_an_image():
     with pytest.raises(gr.Error, match="Upload an image first"):
-        app.run_contrastive(TOY, None, "a", "b", "all", 0.5)
+        contrastive.run_contrastive(TOY, None, "a", "b", "all", 0.5)
 
 
 def test_interactions_map_a_span_and_score_a_box(monkeypatch):
     from interpret.toy.examples import toy_examples
 
     made = []
-    real = app.interaction_map
-    monkeypatch.setattr(app, "interaction_map", lambda *args, **kwargs: made.append(args) or real(*args, **kwargs))
+    real = interactions.interaction_map
+    monkeypatch.setattr(interactions, "interaction_map", lambda *args, **kwargs: made.append(args) or real(*args, **kwargs))
     path, _ = toy_examples()[0]
     caption = "a red circle and a blue square"
-    picture, coloured, summary = app.run_interaction(TOY, path, caption, 2, 0, 5, "right", "2", "", 0.6)
+    picture, coloured, summary = interactions.run_interaction(TOY, path, caption, 2, 0, 5, "right", "2", "", 0.6)
     assert isinstance(picture, Image.Image)
     assert [token for token, _ in coloured] == ["<start>", "a", "red", "circle", "and", "a", "blue", "square",
                                                 "<end>"]
     assert max(abs(score) for _, score in coloured) == pytest.approx(1.0)
     assert "'red'" in summary and "whole image" in summary and "residual" in summary
-    picture, coloured, summary = app.run_interaction(TOY, path, caption, 2, 0, 5, "right", "2-3", "0, 0, 30, 30")
+    picture, coloured, summary = interactions.run_interaction(TOY, path, caption, 2, 0, 5, "right", "2-3", "0, 0, 30, 30")
     assert "'red circle'" in summary and "the box (0, 0, 30, 30)" in summary
-    choices, picker = app.interaction_controls(TOY, path, caption, 2, 0, 5, "right", "0, 0, 30, 30")
+    choices, picker = interactions.interaction_controls(TOY, path, caption, 2, 0, 5, "right", "0, 0, 30, 30")
     assert choices["choices"][2] == "2: red" and isinstance(picker, Image.Image)
-    assert app.tokens_from_checkboxes(["2: red", "3: circle"]) == "2, 3"
+    assert interactions.tokens_from_checkboxes(["2: red", "3: circle"]) == "2, 3"
     assert len(made) == 1  # one computation served every span and box
 
 
@@ -229,11 +232,11 @@ def test_picking_a_box_by_two_clicks():
     from interpret.toy.examples import toy_examples
 
     path, _ = toy_examples()[0]  # 64 x 64 pixels, shown 6 times larger to click on
-    box, picture = app.pick_corner(path, "", gr.SelectData(None, {"index": [60, 12], "value": None}))
+    box, picture = interactions.pick_corner(path, "", gr.SelectData(None, {"index": [60, 12], "value": None}))
     assert box == "10, 2" and picture.size == (384, 384)
-    box, picture = app.pick_corner(path, box, gr.SelectData(None, {"index": [30, 48], "value": None}))
+    box, picture = interactions.pick_corner(path, box, gr.SelectData(None, {"index": [30, 48], "value": None}))
     assert box == "5, 2, 10, 8"
-    assert app.run_after_pick(TOY, path, "a cat", -1, -1, 2, "right", "", "10, 2", 0.6) == (gr.skip(),) * 3
+    assert interactions.run_after_pick(TOY, path, "a cat", -1, -1, 2, "right", "", "10, 2", 0.6) == (gr.skip(),) * 3
 
 
 @pytest.mark.parametrize("tokens, box, caption, message", [
@@ -247,7 +250,7 @@ def test_bad_interaction_requests(tokens, box, caption, message):
     from interpret.toy.examples import toy_examples
 
     with pytest.raises(gr.Error, match=message):
-        app.run_interaction(TOY, toy_examples()[0][0], caption, -1, -1, 2, "right", tokens, box, 0.5)
+        interactions.run_interaction(TOY, toy_examples()[0][0], caption, -1, -1, 2, "right", tokens, box, 0.5)
 
 
 def test_mutual_knowledge_on_the_toy_preset_and_an_uploaded_file(tmp_path):
@@ -256,17 +259,17 @@ def test_mutual_knowledge_on_the_toy_preset_and_an_uploaded_file(tmp_path):
     from interpret.toy.examples import toy_examples
 
     path, _ = toy_examples()[0]  # a green cross
-    summary, parts, venn, curve = app.run_mutual(TOY, path, app.TOY_CLASSES, None, "{}", 2, "prompts")
+    summary, parts, venn, curve = mutual.run_mutual(TOY, path, mutual.TOY_CLASSES, None, "{}", 2, "prompts")
     assert "Predicted **a green cross**" in summary and "something green" in summary and "AUC" in summary
     assert all(isinstance(picture, Image.Image) for picture in (parts, venn, curve))
     own = tmp_path / "classes.json"
     own.write_text(json.dumps({"green": ["something green"], "red": ["something red"]}))
-    summary, *_ = app.run_mutual(TOY, path, app.OWN_CLASSES, str(own), "something {}", 3, "contributions")
+    summary, *_ = mutual.run_mutual(TOY, path, mutual.OWN_CLASSES, str(own), "something {}", 3, "contributions")
     assert "among 2 classes" in summary
     with pytest.raises(gr.Error, match="Upload a JSON file"):
-        app.run_mutual(TOY, path, app.OWN_CLASSES, None, "{}", 3, "prompts")
+        mutual.run_mutual(TOY, path, mutual.OWN_CLASSES, None, "{}", 3, "prompts")
     own.write_text("[1, 2]")
     with pytest.raises(gr.Error, match="map each class"):
-        app.run_mutual(TOY, path, app.OWN_CLASSES, str(own), "{}", 3, "prompts")
+        mutual.run_mutual(TOY, path, mutual.OWN_CLASSES, str(own), "{}", 3, "prompts")
     with pytest.raises(gr.Error, match="Upload an image first"):
-        app.run_mutual(TOY, None, app.TOY_CLASSES, None, "{}", 3, "prompts")
+        mutual.run_mutual(TOY, None, mutual.TOY_CLASSES, None, "{}", 3, "prompts")

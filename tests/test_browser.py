@@ -1,15 +1,19 @@
 """Drive the real page in headless Chromium (Debian's package) with Playwright."""
 import os
 import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
 from interpret.models import ModelSpec
 from interpret.toy.examples import toy_examples
+from interpret.ui import GROUPS
 from tests.conftest import in_ci
 from tests.local_server import start_app, stop_app
 
 CHROMIUM = "/usr/bin/chromium"
+SCREENSHOTS = Path(os.environ.get("INTERPRET_SCREENSHOTS", tempfile.mkdtemp(prefix="interpret-screens-")))
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -24,14 +28,16 @@ def server(tmp_path_factory):
     stop_app(process)
 
 
+def group_of(name: str) -> str:
+    return next(group for group, tabs in GROUPS if name in [tab.TITLE for tab in tabs])
+
+
 def open_tab(page, name: str) -> None:
-    """Click a tab; tabs that do not fit the bar sit in Gradio's 'More tabs' menu."""
+    """Open a tab: first its group, then the tab itself (no tab sits in an overflow menu)."""
+    page.get_by_role("tab", name=group_of(name), exact=True).click()
     tab = page.get_by_role("tab", name=name, exact=True)
-    if tab.count() and tab.first.is_visible():
-        tab.first.click()
-        return
-    page.get_by_role("button", name="More tabs").click()
-    page.get_by_role("button", name=name, exact=True).last.click()
+    tab.click()
+    page.wait_for_timeout(200)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +50,7 @@ def page(server):
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        page = browser.new_page(viewport={"width": 1300, "height": 1000})
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(server)
         page.wait_for_selector("#caption textarea", timeout=60_000)
         yield page
@@ -224,3 +230,40 @@ def test_mutual_knowledge_endpoint_answers_gradio_client(server):
                                                  "toy world: 24 classes 'a {colour} {shape}'", None, "{}", 2,
                                                  "prompts", api_name="/mutual_knowledge")
     assert "Predicted **a purple square**" in summary and all(os.path.isfile(p) for p in (parts, venn, curve))
+
+
+FORCED_ERRORS = {  # group -> (tab, how to cause an error there, the panel, what it must say)
+    "Image and caption": ("Heads", lambda page: (page.locator("#caption textarea").fill(""),
+                                                  page.locator("#heads-run").click()),
+                          "#heads-error", "caption is empty"),
+    "The model": ("Head atlas", lambda page: (page.locator("#atlas-layer input").fill("99"),
+                                               page.locator("#atlas-run").click()),
+                  "#atlas-error", "there is no layer 99"),
+    "A database": ("Text neighbours per head", lambda page: (page.locator("#text-nn-text textarea").fill(""),
+                                                              page.locator("#text-nn-run").click()),
+                   "#text-nn-error", "caption is empty"),
+    "Zero-shot classes": ("Mutual knowledge", lambda page: (page.get_by_label("my descriptor file (JSON)").check(),
+                                                            page.locator("#mutual-run").click()),
+                          "#mutual-error", "Upload a JSON file"),
+}
+
+
+@pytest.mark.parametrize("group", [group for group, _ in GROUPS])
+def test_each_group_shows_all_its_tabs_and_errors_in_the_panel(page, group, tmp_path):
+    path, caption = toy_examples()[1]
+    page.locator("#image input[type=file]").set_input_files(path)
+    page.locator("#caption textarea").fill(caption)
+    tab, cause, panel, message = FORCED_ERRORS[group]
+    for width in (1280, 1400):
+        page.set_viewport_size({"width": width, "height": 1000})
+        page.get_by_role("tab", name=group, exact=True).click()
+        titles = [module.TITLE for name, modules in GROUPS if name == group for module in modules]
+        for title in titles:
+            assert page.get_by_role("tab", name=title, exact=True).is_visible(), (width, title)
+        assert not page.get_by_role("button", name="More tabs").is_visible()
+    open_tab(page, tab)
+    cause(page)
+    page.wait_for_function(f"document.querySelector('{panel}') && "
+                           f"document.querySelector('{panel}').innerText.includes({message!r})", timeout=60_000)
+    page.screenshot(path=str(SCREENSHOTS / f"group-{group.split()[0].lower()}.png"))
+    assert "Error" not in page.locator(".toast-body").all_inner_texts()  # the message is in the panel, not a toast

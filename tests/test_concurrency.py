@@ -38,17 +38,17 @@ def test_interactions_from_several_threads_equal_the_one_at_a_time_answers(toy):
 
 
 def test_app_handlers_from_several_threads_equal_the_one_at_a_time_answers():
-    import app
+    from interpret.ui import common, heads, image_neighbours, interactions, topic
 
-    label = app.ModelSpec("toy", None).label
+    label = common.ModelSpec("toy", None).label
     examples = toy_examples()
     calls = []
     for number, (path, caption) in enumerate(examples[:4]):
         calls += [
-            (app.run_heads, (label, path, caption, 5)),
-            (app.run_topic, (label, path, "something red", "all", 0.6, "something blue")),
-            (app.run_interaction, (label, path, caption, 2, 0, 4, "midpoint", "1", "", 0.6)),
-            (app.run_image_neighbours, (label, path, -1, number, 4)),
+            (heads.run_heads, (label, path, caption, 5)),
+            (topic.run_topic, (label, path, "something red", "all", 0.6, "something blue")),
+            (interactions.run_interaction, (label, path, caption, 2, 0, 4, "midpoint", "1", "", 0.6)),
+            (image_neighbours.run_image_neighbours, (label, path, -1, number, 4)),
         ]
 
     def text_of(outputs):  # the parts of an answer that are numbers and words (tables, summaries, token scores)
@@ -62,7 +62,7 @@ def test_app_handlers_from_several_threads_equal_the_one_at_a_time_answers():
 
 
 def test_only_valid_results_are_cached():
-    from app import RecentResults
+    from interpret.ui.common import RecentResults
 
     cache = RecentResults(max_bytes=10 ** 6)
     made = []
@@ -81,7 +81,7 @@ def test_only_valid_results_are_cached():
 
 
 def test_caches_are_bounded_by_bytes():
-    from app import RecentResults
+    from interpret.ui.common import RecentResults
 
     cache = RecentResults(max_bytes=3 * 4000)
     for key in range(10):

@@ -9,18 +9,19 @@ import gradio as gr
 import pytest
 from PIL import Image
 
-import app
 from interpret import limits
 from interpret.errors import InterpretError
 from interpret.images import load_image
+from interpret.toy.examples import toy_examples
+from interpret.ui import atlas, common, contrastive, heads, image_neighbours, interactions, maps, mutual, topic
 from tests.conftest import ROOT
 from tests.hostile import Upload, hostile_requests, png_header
 
-TOY = app.ModelSpec("toy", None).label
+TOY = common.ModelSpec("toy", None).label
 HANDLERS = {
-    "heads": app.run_heads, "head_atlas": app.run_atlas, "topic_segmentation": app.run_topic,
-    "contrastive_segmentation": app.run_contrastive, "interaction": app.run_interaction,
-    "mutual_knowledge": app.run_mutual, "image_neighbours": app.run_image_neighbours,
+    "heads": heads.run_heads, "head_atlas": atlas.run_atlas, "topic_segmentation": topic.run_topic,
+    "contrastive_segmentation": contrastive.run_contrastive, "interaction": interactions.run_interaction,
+    "mutual_knowledge": mutual.run_mutual, "image_neighbours": image_neighbours.run_image_neighbours,
 }
 
 
@@ -29,13 +30,15 @@ def in_process(value):
 
 
 @pytest.mark.parametrize("hostile", hostile_requests(Path("/tmp/interpret-hostile"), TOY,
-                                                     Path(app.toy_examples()[0][0])), ids=lambda h: h.name)
+                                                     Path(toy_examples()[0][0])), ids=lambda h: h.name)
 def test_hostile_requests_get_their_message(hostile, monkeypatch):
     def no_work(*args, **kwargs):
         raise AssertionError("work started before the input was checked")
 
-    for expensive in ("explain_caption", "interaction_map", "mutual_knowledge", "ImageMaps", "atlas_for"):
-        monkeypatch.setattr(app, expensive, no_work)
+    for module, expensive in ((heads, "explain_caption"), (interactions, "interaction_map"),
+                              (mutual, "mutual_knowledge"), (maps, "ImageMaps"), (atlas, "atlas_for"),
+                              (image_neighbours, "database_for")):
+        monkeypatch.setattr(module, expensive, no_work)
     with pytest.raises(gr.Error) as refused:
         HANDLERS[hostile.api_name](*(in_process(value) for value in hostile.arguments))
     assert re.search(hostile.message, str(refused.value)), str(refused.value)
@@ -58,9 +61,9 @@ def test_images_are_checked_on_the_header_before_decoding(tmp_path):
 
 def test_the_app_shrinks_large_pictures_to_its_working_size(tmp_path):
     Image.new("RGB", (3000, 1500), (10, 200, 10)).save(tmp_path / "large.jpg")
-    assert app.picture_of(str(tmp_path / "large.jpg")).size == (limits.WORKING_SIDE, limits.WORKING_SIDE // 2)
+    assert common.picture_of(str(tmp_path / "large.jpg")).size == (limits.WORKING_SIDE, limits.WORKING_SIDE // 2)
     Image.new("RGB", (300, 150)).save(tmp_path / "small.png")
-    assert app.picture_of(str(tmp_path / "small.png")).size == (300, 150)
+    assert common.picture_of(str(tmp_path / "small.png")).size == (300, 150)
 
 
 @pytest.mark.parametrize("value, message", [
@@ -96,25 +99,25 @@ def test_the_readme_lists_every_limit():
 def test_models_offered_follow_the_allow_list(monkeypatch):
     monkeypatch.delenv("SPACE_ID", raising=False)
     monkeypatch.delenv("INTERPRET_MODELS", raising=False)
-    assert app.ModelSpec("ViT-L-14", None) in app.offered_models()
+    assert common.ModelSpec("ViT-L-14", None) in common.offered_models()
     monkeypatch.setenv("INTERPRET_HOSTED", "1")
-    assert app.ModelSpec("ViT-L-14", None) not in app.offered_models()
-    assert app.ModelSpec("ViT-B-32", None) in app.offered_models()
+    assert common.ModelSpec("ViT-L-14", None) not in common.offered_models()
+    assert common.ModelSpec("ViT-B-32", None) in common.offered_models()
     with pytest.raises(gr.Error, match="not offered here"):
-        app.run_atlas("ViT-L-14 / random init", 0, 0)
+        atlas.run_atlas("ViT-L-14 / random init", 0, 0)
     monkeypatch.setenv("INTERPRET_MODELS", f"{TOY}, ViT-B-32 / openai")
-    assert [spec.label for spec in app.offered_models()] == [TOY, "ViT-B-32 / openai"]
+    assert [spec.label for spec in common.offered_models()] == [TOY, "ViT-B-32 / openai"]
 
 
 def test_messages_do_not_show_server_paths():
-    message = (f"The database in {app.ROOT}/indexes/toy is damaged. Rebuild it:  python -m interpret build-index "
-               f"--images {app.ROOT}/indexes/toy/images --out {app.ROOT}/indexes/toy; upload /tmp/gradio/abc/x.png.")
-    shown = app.public(message)
-    assert str(app.ROOT) not in shown and "/tmp" not in shown
+    message = (f"The database in {common.ROOT}/indexes/toy is damaged. Rebuild it:  python -m interpret build-index "
+               f"--images {common.ROOT}/indexes/toy/images --out {common.ROOT}/indexes/toy; upload /tmp/gradio/abc/x.png.")
+    shown = common.public(message)
+    assert str(common.ROOT) not in shown and "/tmp" not in shown
     assert "--images indexes/toy/images --out indexes/toy;" in shown and "upload x.png." in shown
 
 
 def test_the_hostile_list_names_the_app_s_preset():
     from tests.hostile import TOY_CLASSES
 
-    assert TOY_CLASSES == app.TOY_CLASSES
+    assert TOY_CLASSES == mutual.TOY_CLASSES

@@ -1,0 +1,105 @@
+"""The web page: one module per tab (layout and handlers), grouped by what the visitor holds; the shared pieces
+are in `common`. A new tab is one new module with `TITLE` and `build(shared)`, named in `GROUPS`.
+
+`python app.py` calls `build_app()` and `serve()`.
+"""
+from __future__ import annotations
+
+import os
+
+import gradio as gr
+import torch
+
+from ..errors import ModelLoadError
+from ..limits import ANALYSIS_SLOTS, MAX_UPLOAD_BYTES, QUEUE_SIZE, UPLOAD_LIFETIME_S
+from ..toy.examples import toy_examples
+from . import (atlas, contrastive, heads, image_neighbours, interactions, mutual, property_neighbours, text_neighbours,
+               topic)
+from .common import (LOOKUP, ImageInput, Shared, choose_default_model, error_text, friendly_errors, log, model_for,
+                     model_summary, offered_models)
+from .neighbours import CSS, database_for
+
+# (group title, its tabs): the groups are what the visitor holds; each group's tabs fit its bar at 1280 px.
+GROUPS = (
+    ("Image and caption", (heads, topic, contrastive, interactions)),
+    ("The model", (atlas,)),
+    ("A database", (property_neighbours, image_neighbours, text_neighbours)),
+    ("Zero-shot classes", (mutual,)),
+)
+
+
+@friendly_errors
+def describe_model(label: str) -> str:
+    """The model's geometry (the /model_info endpoint)."""
+    return model_summary(model_for(label))
+
+
+def choose_model(label: str, previous: str):
+    """The picker's choice: the new model when it loads, else the previous one again with the reason.
+    Returns (picker value, model info, the model in use, status)."""
+    try:
+        return label, model_summary(model_for(label)), label, ""
+    except (gr.Error, ModelLoadError) as error:
+        reason = getattr(error, "message", None) or str(error)
+        return previous, gr.skip(), previous, error_text(f"{label} could not be loaded, so {previous} is still in "
+                                                         f"use. {reason}")
+
+
+def build_app(default_label: str | None = None, note: str = "") -> gr.Blocks:
+    if default_label is None:
+        default_label, note = choose_default_model()
+    labels = [spec.label for spec in offered_models()]
+    with gr.Blocks(title="CLIP interpret", delete_cache=(UPLOAD_LIFETIME_S, UPLOAD_LIFETIME_S)) as page:
+        gr.Markdown("# CLIP interpret\nUpload an image, type a caption, and see which layers and attention heads "
+                    "of CLIP carry their match. Pick an analysis on the right: the tabs are grouped by what you "
+                    "give them.")
+        gr.Markdown(note, elem_id="status")
+        with gr.Row():
+            with gr.Column(scale=1):
+                picker = gr.Dropdown(labels, value=default_label, label="Model", elem_id="model")
+                in_use = gr.State(default_label)
+                model_status = gr.Markdown(elem_id="model-error", elem_classes=["panel-error"])
+                model_info = gr.Markdown(describe_model(default_label), elem_id="model-info")
+                image = ImageInput(type="filepath", label="Image", elem_id="image")
+                caption = gr.Textbox(label="Caption", placeholder="a photo of a dog", elem_id="caption")
+                examples = toy_examples()
+                if examples:
+                    gr.Examples([list(example) for example in examples], [image, caption],
+                                label="Toy-world examples (for the toy model)", examples_per_page=len(examples))
+            with gr.Column(scale=2):
+                shared = Shared(page, picker, image, caption)
+                with gr.Tabs(elem_id="groups"):
+                    for group, tabs in GROUPS:
+                        with gr.Tab(group, elem_id=f"group-{group.split()[0].lower()}"):
+                            with gr.Tabs():
+                                for tab in tabs:
+                                    with gr.Tab(tab.TITLE):
+                                        tab.build(shared)
+        picker.input(choose_model, [picker, in_use], [picker, model_info, in_use, model_status],
+                     api_visibility="private", **LOOKUP)
+        gr.Button(visible=False, elem_classes=["api-only"]).click(describe_model, picker, model_info,
+                                                                  api_name="model_info", **LOOKUP)
+    page.default_label = default_label
+    return page
+
+
+def warm_up(label: str) -> None:
+    """Load the default model and, for the toy model, build its head labels and example database, so the
+    first request does not wait for them."""
+    try:
+        model = model_for(label)
+        if model.name == "toy":
+            atlas.atlas_for(model)
+            database_for(model)
+    except Exception:  # the tabs report the same failure to the user when asked
+        log.warning("warm-up of %s failed", label, exc_info=True)
+
+
+def serve(page: gr.Blocks, **launch_options) -> None:
+    """Launch with the limits of `interpret.limits`: a bounded queue ("busy, try again" beyond it), analyses and
+    look-ups in their pools of slots (set on each event), a cap on uploads."""
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // ANALYSIS_SLOTS))  # the slots share the cores
+    page.queue(max_size=QUEUE_SIZE).launch(max_file_size=MAX_UPLOAD_BYTES, css=CSS, **launch_options)
+
+
+__all__ = ["GROUPS", "build_app", "describe_model", "serve", "warm_up"]

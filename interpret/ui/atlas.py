@@ -1,0 +1,70 @@
+"""The Head atlas tab: what each head means (its TextSpan descriptions and property label), and a map of all
+heads coloured by property. Also the home of the model's head labels, which the property search uses."""
+from __future__ import annotations
+
+import threading
+
+import gradio as gr
+
+from ..banks import toy_bank
+from ..errors import InterpretError
+from ..index import load_head_labels
+from ..models import ClipModel
+from ..render import property_grid
+from ..textspan import HeadAtlas, describe_heads
+from ..toy.train import toy_images
+from .common import LOOKUP, Shared, connect, friendly_errors, layer_and_head, model_for, status_box
+
+TITLE = "Head atlas"
+
+_atlases: dict[str, HeadAtlas] = {}
+_atlas_lock = threading.Lock()
+
+
+def atlas_for(model: ClipModel) -> HeadAtlas:
+    """The model's head labels, loaded once; for the toy model they are built on first use (seconds), and
+    rebuilt when they were made with other toy weights."""
+    with _atlas_lock:
+        if model.slug not in _atlases:
+            try:
+                _atlases[model.slug] = load_head_labels(model)
+            except InterpretError:
+                if model.name != "toy":
+                    raise
+                _atlases[model.slug] = describe_heads(model, toy_images(1000), toy_bank(),
+                                                      out_path=model.index_dir / "head_labels.json", progress=False)
+        return _atlases[model.slug]
+
+
+@friendly_errors
+def run_atlas(label: str, layer: float, head: float):
+    """One head's TextSpan descriptions and label, and the property map of all heads."""
+    model = model_for(label)
+    g = model.geometry
+    layer, head = layer_and_head(model, layer, head)
+    atlas = atlas_for(model)
+    chosen = atlas.get(layer, head)
+    rows = [[pick, text, tag, round(gain, 4)]
+            for pick, (text, tag, gain) in enumerate(zip(chosen.descriptions, chosen.tags, chosen.gains), start=1)]
+    summary = (f"**Head {layer}.{head}**: property **{chosen.property}** (confidence {chosen.confidence:.0%}); "
+               f"its {len(rows)} descriptions explain {chosen.explained:.0%} of its variance over {atlas.images} "
+               f"images (bank: {atlas.bank}). They are listed in the order TextSpan picked them; each one's "
+               "variance is what it adds after the earlier picks are taken out, so a later pick can add more.")
+    picture = property_grid(atlas.property_grid(g.layers, g.heads), f"{model.label}: head property labels",
+                            highlight=(layer, head))
+    return summary, rows, picture
+
+
+def build(shared: Shared) -> None:
+    with gr.Row():
+        layer = gr.Number(value=0, precision=0, label="Layer", elem_id="atlas-layer")
+        head = gr.Number(value=0, precision=0, label="Head", elem_id="atlas-head")
+    button = gr.Button("Describe the head", variant="primary", elem_id="atlas-run")
+    status = status_box("atlas")
+    summary = gr.Markdown(elem_id="atlas-summary")
+    table = gr.Dataframe(headers=["pick", "description", "property", "variance added"],
+                         label="TextSpan descriptions", elem_id="atlas-table", interactive=False)
+    grid = gr.Image(label="Property label of every head", type="pil", elem_id="atlas-grid", interactive=False,
+                    show_label=False)
+    connect(button.click, run_atlas, [shared.model, layer, head], [summary, table, grid], status,
+            api_name="head_atlas", pool=LOOKUP)

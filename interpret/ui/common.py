@@ -1,0 +1,287 @@
+"""What every tab of the page shares: the models a visitor may pick, error messages (in the panel for the page,
+raised for API clients), the uploaded picture, caches of recent results, and the pools of slots the events run in.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import os
+import re
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Callable
+
+import gradio as gr
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import InterpretError, ModelLoadError
+from ..images import load_image
+from ..limits import ANALYSIS_SLOTS, LOOKUP_SLOTS, RESULT_CACHE_BYTES, WORKING_SIDE, check_number, check_text
+from ..models import ClipModel, ModelSpec, catalogue, head_index, layer_index, load_model, spec_from_label
+
+log = logging.getLogger("interpret.app")
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+ONLINE_DEFAULT = ModelSpec("ViT-B-32", "openai")
+OFFLINE_DEFAULTS = (ModelSpec("toy", None), ModelSpec("ViT-B-32", None))
+# Random-init architectures larger than ViT-B-32 cost a visitor's request seconds and up to 1.7 GB each; a hosted
+# instance does not offer them unless INTERPRET_MODELS names them.
+LARGE_RANDOM = (ModelSpec("ViT-B-16", None), ModelSpec("ViT-L-14", None))
+
+# Every event that runs an analysis shares one pool of slots sized to the cores: many visitors queue instead of
+# oversubscribing the CPU (Gradio's own limit is per event, which let 20 analyses run at once on 2 cores).
+# Look-ups (a head's stored description, a text search in a database, the model's shapes) take milliseconds and
+# have a pool of their own, so that they never wait behind a queue of analyses.
+ANALYSIS = {"concurrency_id": "analysis", "concurrency_limit": ANALYSIS_SLOTS}
+LOOKUP = {"concurrency_id": "lookup", "concurrency_limit": LOOKUP_SLOTS}
+
+
+# --- models ------------------------------------------------------------------------------------------------------
+
+def hosted() -> bool:
+    """Whether this runs as a public service (a Hugging Face Space sets SPACE_ID; INTERPRET_HOSTED=1 says so too)."""
+    return bool(os.environ.get("SPACE_ID")) or os.environ.get("INTERPRET_HOSTED", "") == "1"
+
+
+def offered_models() -> list[ModelSpec]:
+    """The models a visitor may pick: INTERPRET_MODELS (labels, comma-separated) when set; else the catalogue,
+    less the large random-init ones on a hosted instance."""
+    everything = catalogue()
+    wanted = [label.strip() for label in os.environ.get("INTERPRET_MODELS", "").split(",") if label.strip()]
+    if wanted:
+        return [spec for spec in everything if spec.label in wanted]
+    return [spec for spec in everything if not (hosted() and spec in LARGE_RANDOM)]
+
+
+def model_for(label: str) -> ClipModel:
+    """The loaded model of a picker label, if this instance offers it."""
+    if not label:
+        raise ModelLoadError("Pick a model first.")
+    check_text(label, "The model label", 200)
+    spec = spec_from_label(label)
+    if spec not in offered_models():
+        raise ModelLoadError(f"{label} is not offered here. Choose one of: "
+                             f"{', '.join(s.label for s in offered_models())}.")
+    return load_model(spec.name, spec.pretrained)
+
+
+def choose_default_model() -> tuple[str, str]:
+    """(label of the model to start with, a note for the page). Tries the real CLIP; offline, the toy model."""
+    wanted = os.environ.get("INTERPRET_DEFAULT_MODEL")
+    labels = [spec.label for spec in offered_models()]
+    if wanted in labels:
+        return wanted, ""
+    try:
+        load_model(ONLINE_DEFAULT.name, ONLINE_DEFAULT.pretrained)
+        return ONLINE_DEFAULT.label, ""
+    except ModelLoadError as error:
+        fallback = next(spec.label for spec in OFFLINE_DEFAULTS if spec.label in labels)
+        return fallback, f"⚠️ {error} Starting with **{fallback}** instead."
+
+
+def model_summary(model: ClipModel) -> str:
+    g = model.geometry
+    return (f"**{model.label}**: {g.layers} layers x {g.heads} heads, width {g.width}, joint space {g.embed_dim}, "
+            f"{g.image_size[0]}x{g.image_size[1]} px input, {g.grid[0]}x{g.grid[1]} patches, "
+            f"{g.context_length} text tokens.")
+
+
+ANY_INDEX = 10 ** 6  # a layer or head number beyond this is not a number the page can mean
+
+
+def layer_and_head(model: ClipModel, layer: float, head: float) -> tuple[int, int]:
+    """Layer and head from the page (negative layers count from the end), checked against the model."""
+    g = model.geometry
+    layer = check_number(layer, "The layer", -ANY_INDEX, ANY_INDEX, integer=True)  # then the model's own range
+    head = check_number(head, "The head", -ANY_INDEX, ANY_INDEX, integer=True)
+    return layer_index(layer, g.layers, model.label), head_index(head, g.heads, model.label)
+
+
+# --- errors ------------------------------------------------------------------------------------------------------
+
+def friendly_errors(handler):
+    """Show a user's mistake as a message and an unexpected failure as a short note; never a traceback, never a
+    path of the server (raised as `gr.Error`: API clients get it as their error)."""
+
+    @functools.wraps(handler)
+    def wrapper(*args, **kwargs):
+        try:
+            return handler(*args, **kwargs)
+        except InterpretError as error:
+            message = str(error) or f"{type(error).__name__}: this input cannot be used."
+            raise gr.Error(public(message), print_exception=False) from None
+        except gr.Error:
+            raise
+        except Exception as error:  # a bug: keep serving, log it for us, tell the user briefly
+            log.exception("handler %s failed", handler.__name__)
+            raise gr.Error(public(f"Something went wrong ({type(error).__name__}: {str(error)[:300]}). The app is "
+                                  "still running; please try another input."), print_exception=False) from None
+
+    return wrapper
+
+
+def in_panel(handler: Callable, outputs: int) -> Callable:
+    """`handler` (raising `gr.Error`) for the page: its outputs and then a status text for its panel. On an
+    error the outputs are cleared (no stale answer stays under the message) and the status says what went wrong
+    until the next run."""
+
+    @functools.wraps(handler)
+    def wrapper(*args, **kwargs):
+        try:
+            result = handler(*args, **kwargs)
+        except gr.Error as error:
+            return (*[None] * outputs, error_text(error.message))
+        return (*(result if isinstance(result, tuple) else (result,)), "")
+
+    return wrapper
+
+
+def error_text(message: str) -> str:
+    return f"⚠️ **{message}**"
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[^\s'\"(),;:]+/)*[^\s'\"(),;:]*")
+
+
+def public(message: str) -> str:
+    """`message` without the server's file system: paths inside the app's folder become relative to it (the
+    commands in messages still work from there), any other absolute path becomes its file name."""
+    def shorten(match: re.Match) -> str:
+        path = Path(match.group(0))
+        try:
+            return path.relative_to(ROOT).as_posix() or "."
+        except ValueError:
+            return path.name or "/"
+
+    return _ABSOLUTE_PATH.sub(shorten, message)
+
+
+def with_warnings(summary: str, warnings: list[str]) -> str:
+    """The summary with each warning appended."""
+    for warning in warnings:
+        summary += f"\n\n⚠️ {warning}"
+    return summary
+
+
+def status_box(prefix: str) -> gr.Markdown:
+    """Where a panel's errors are shown (`<prefix>-error`)."""
+    return gr.Markdown(elem_id=f"{prefix}-error", elem_classes=["panel-error"])
+
+
+def connect(trigger, handler: Callable, inputs: list, outputs: list, status: gr.Markdown, api_name: str | None = None,
+            pool: dict = ANALYSIS):
+    """Run `handler` when `trigger` (an event listener such as `button.click`) fires: on the page with its
+    errors in `status`; and, with `api_name`, as a named endpoint for API clients (who get errors raised).
+    Returns the page's event (for `.then`)."""
+    event = trigger(in_panel(handler, len(outputs)), inputs, [*outputs, status], api_visibility="private", **pool)
+    if api_name:
+        gr.Button(visible=False, elem_classes=["api-only"]).click(handler, inputs, outputs, api_name=api_name,
+                                                                  **pool)
+    return event
+
+
+# --- the picture ---------------------------------------------------------------------------------------------------
+
+class ImageInput(gr.Image):
+    """An image upload that hands the uploaded file's path to the handler untouched: the handler reads and
+    checks it (so a broken file gets our message, not a decoder's traceback)."""
+
+    is_template = True  # rendered by the front end as a plain gr.Image
+
+    def preprocess(self, payload):
+        if payload is None or payload.path is None:
+            return super().preprocess(payload) if payload is not None else None
+        return str(payload.path)
+
+
+def query_image(image_path: str | None) -> str:
+    if image_path is None:
+        raise InterpretError("Upload an image first.")
+    return image_path
+
+
+def picture_of(image_path: str | None) -> Image.Image:
+    """The uploaded image as the app works on it: checked, decoded, and shrunk to `WORKING_SIDE` pixels on its
+    longest side when larger (the model sees 224 px; the maps are drawn on this picture)."""
+    return load_image(query_image(image_path), max_side=WORKING_SIDE)
+
+
+def file_key(image_path: str | None) -> tuple:
+    path = query_image(image_path)
+    return path, os.path.getmtime(path) if os.path.exists(path) else 0
+
+
+# --- caches ------------------------------------------------------------------------------------------------------
+
+class RecentResults:
+    """Recent results of an expensive computation, by key (thread-safe), kept within `max_bytes` (least
+    recently used go first): changing only a display choice (text, heads, opacity, span, box) does not recompute
+    them. Only results that `valid` accepts are kept; a failure is never kept."""
+
+    def __init__(self, max_bytes: int = RESULT_CACHE_BYTES):
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._results: OrderedDict = OrderedDict()  # key -> (result, bytes)
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._results)
+
+    def __contains__(self, key) -> bool:
+        return key in self._results
+
+    def get(self, key, make, valid=lambda result: True):
+        with self._lock:
+            if key in self._results:
+                self._results.move_to_end(key)
+                return self._results[key][0]
+        result = make()
+        size = result_bytes(result)
+        if not valid(result) or size > self.max_bytes:
+            return result
+        with self._lock:
+            if key in self._results:
+                self.bytes -= self._results.pop(key)[1]
+            self._results[key] = (result, size)
+            self.bytes += size
+            while self.bytes > self.max_bytes:
+                self.bytes -= self._results.popitem(last=False)[1][1]
+        return result
+
+
+def result_bytes(value, seen: set | None = None) -> int:
+    """The memory a result holds in tensors, arrays and pictures (models it refers to are not its own)."""
+    seen = set() if seen is None else seen
+    if id(value) in seen or isinstance(value, (ClipModel, torch.nn.Module)):
+        return 0
+    seen.add(id(value))
+    if isinstance(value, torch.Tensor):
+        return value.element_size() * value.nelement()
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, Image.Image):
+        return value.width * value.height * len(value.getbands())
+    if isinstance(value, dict):
+        return sum(result_bytes(item, seen) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(result_bytes(item, seen) for item in value)
+    if dataclasses.is_dataclass(value) or hasattr(value, "__dict__"):
+        return sum(result_bytes(item, seen) for item in vars(value).values())
+    return 0
+
+
+# --- what every tab is given ---------------------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Shared:
+    """The page's left column, which every tab reads (the model picker, the image and the caption), and the page
+    itself (for its load event)."""
+
+    page: gr.Blocks
+    model: gr.Dropdown
+    image: ImageInput
+    caption: gr.Textbox

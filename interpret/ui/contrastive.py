@@ -1,0 +1,37 @@
+"""The Contrastive segmentation tab: where the chosen heads find text A rather than text B."""
+from __future__ import annotations
+
+import gradio as gr
+
+from ..render import map_overlay
+from ..segment import parse_heads
+from .common import Shared, connect, friendly_errors, model_for
+from .maps import checked_opacity, image_maps_for, map_controls, map_summary
+
+TITLE = "Contrastive segmentation"
+
+
+@friendly_errors
+def run_contrastive(label: str, image_path: str | None, text_a: str, text_b: str, heads: str = "all",
+                    opacity: float = 0.6):
+    """map(A) − map(B) for the chosen heads."""
+    opacity = checked_opacity(opacity)
+    model = model_for(label)
+    choice = parse_heads(heads)
+    encoded = model.tokenize([text_a or "", text_b or ""])
+    maps = image_maps_for(model, image_path)
+    spatial = maps.contrastive(text_a, text_b, **choice)
+    picture = map_overlay(maps.picture, spatial.image, opacity, f"'{spatial.text}' ({spatial.heads})",
+                          label="contribution to score(A) − score(B)")
+    return picture, map_summary(spatial, model, encoded.warnings())
+
+
+def build(shared: Shared) -> None:
+    gr.Markdown("Where do the chosen heads find text A **rather than** text B? map(A) − map(B).")
+    with gr.Row():
+        text_a = gr.Textbox(label="Text A", placeholder="something red", elem_id="contrast-a")
+        text_b = gr.Textbox(label="Text B", placeholder="something blue", elem_id="contrast-b")
+    heads, opacity, button, status, summary, picture = map_controls("contrast")
+    inputs = [shared.model, shared.image, text_a, text_b, heads, opacity]
+    connect(button.click, run_contrastive, inputs, [picture, summary], status, api_name="contrastive_segmentation")
+    connect(opacity.release, run_contrastive, inputs, [picture, summary], status)

@@ -1,0 +1,42 @@
+"""The Heads tab: which layers and heads carry the image-caption score."""
+from __future__ import annotations
+
+import gradio as gr
+
+from ..decompose import explain_caption
+from ..limits import MAX_TOP_HEADS, check_number
+from ..render import head_grid
+from .common import Shared, connect, friendly_errors, model_for, picture_of, status_box, with_warnings
+
+TITLE = "Heads"
+
+
+@friendly_errors
+def run_heads(label: str, image_path: str | None, caption: str, top: float = 10):
+    """The layer x head grid of contributions to the image-caption score, the heads that move it most (either
+    way) and a summary."""
+    top = check_number(top, "The number of top heads", 1, MAX_TOP_HEADS, integer=True)
+    model = model_for(label)
+    model.tokenize(caption or "")  # an unusable caption gets its message before any image work
+    report = explain_caption(model, picture_of(image_path), caption)
+    grid = head_grid(report.heads.numpy(), f"{model.label}: '{report.caption.strip()}'", mlps=report.mlps.numpy())
+    rows = [[rank, layer, head, round(value, 5), "raises" if value > 0 else "lowers"]
+            for rank, (layer, head, value) in enumerate(report.top_heads(top), start=1)]
+    summary = (f"Cosine score **{report.cosine:+.4f}** = heads {float(report.heads.sum()):+.4f} "
+               f"+ MLPs {float(report.mlps.sum()):+.4f} + rest {report.rest:+.4f}. The table lists the heads that "
+               "move the score most, either way: red in the grid raises it, blue lowers it.")
+    return grid, rows, with_warnings(summary, report.warnings)
+
+
+def build(shared: Shared) -> None:
+    top = gr.Slider(1, 50, value=10, step=1, label="Top heads to list")
+    button = gr.Button("Explain the score", variant="primary", elem_id="heads-run")
+    status = status_box("heads")
+    summary = gr.Markdown(elem_id="heads-summary")
+    grid = gr.Image(label="Contribution of each layer and head", type="pil", elem_id="heads-grid",
+                    interactive=False, show_label=False)
+    table = gr.Dataframe(headers=["rank", "layer", "head", "contribution", "the score"],
+                         label="Top heads (by size, either sign)", elem_id="heads-table", interactive=False)
+    inputs, outputs = [shared.model, shared.image, shared.caption, top], [grid, table, summary]
+    connect(button.click, run_heads, inputs, outputs, status, api_name="heads")
+    connect(shared.caption.submit, run_heads, inputs, outputs, status)

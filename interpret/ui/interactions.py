@@ -1,0 +1,157 @@
+"""The Interactions tab: which caption tokens match which image patches (second-order interactions): tick tokens
+to see where they match, click two corners on the picture to see which tokens match that box."""
+from __future__ import annotations
+
+import gradio as gr
+from PIL import Image
+
+from ..interact import Interaction, interaction_map, parse_box, parse_tokens
+from ..limits import MAX_STEPS, check_number
+from ..models import ClipModel
+from ..render import map_overlay, outline_box
+from .common import (ANY_INDEX, RecentResults, Shared, connect, file_key, friendly_errors, model_for, picture_of,
+                     status_box, with_warnings)
+from .maps import checked_opacity
+
+TITLE = "Interactions"
+PICKER_SIDE = 384  # small pictures are shown enlarged (whole multiples) so that corners can be clicked
+
+_interactions = RecentResults()
+
+
+def interaction_for(model: ClipModel, image_path: str | None, caption: str, image_layer: float, text_layer: float,
+                    steps: float, rule: str) -> Interaction:
+    """The caption x image interactions, kept for the last few inputs: choosing another span or box is instant."""
+    model.tokenize(caption or "")  # an unusable caption gets its message before any image work
+    settings = (caption, check_number(image_layer, "The image layer", -ANY_INDEX, ANY_INDEX, integer=True),
+                check_number(text_layer, "The text layer", -ANY_INDEX, ANY_INDEX, integer=True),
+                check_number(steps, "Steps", 1, MAX_STEPS, integer=True), rule or "midpoint")
+    key = (model.slug, *file_key(image_path), *settings)
+    return _interactions.get(key, lambda: interaction_map(model, picture_of(image_path), *settings),
+                             valid=lambda result: result.total != 0 or result.explained == 0)
+
+
+@friendly_errors
+def run_interaction(label: str, image_path: str | None, caption: str, image_layer: float = -1,
+                    text_layer: float = -1, steps: float = 10, rule: str = "midpoint", tokens: str = "",
+                    box: str = "", opacity: float = 0.6):
+    """Where the chosen caption tokens (a span; default all words) match the image, and how much each token
+    matches the chosen box of the image (default: all of it)."""
+    opacity = checked_opacity(opacity)
+    model = model_for(label)
+    model.tokenize(caption or "")  # the span is checked against the caption's tokens before any image work
+    span, region = parse_tokens(tokens, len(model.token_strings(caption))), parse_box(box)
+    result = interaction_for(model, image_path, caption, image_layer, text_layer, steps, rule)
+    spatial = result.span_to_region(span)
+    per_token = result.region_to_span(region)
+    picture = map_overlay(result.picture, spatial.image, opacity, f"'{spatial.text}' ({result.layers_name})",
+                          label="interaction with the span", box=region)
+    bound = float(per_token.abs().max()) or 1.0
+    coloured = [(token, round(float(value) / bound, 4)) for token, value in zip(result.tokens, per_token)]
+    where = "the whole image" if region is None else f"the box {tuple(round(v) for v in region)}"
+    best = int(per_token[1:-1].argmax()) + 1 if len(result.tokens) > 2 else 0
+    summary = (f"Cosine **{result.cosine:+.4f}**; {result.layers_name}, {result.steps} steps ({result.rule} rule): "
+               f"the interactions sum to {result.total:+.5f} of the {result.explained:+.5f} they explain "
+               f"(residual {result.residual:+.1e}, {abs(result.residual) / max(abs(result.explained), 1e-12):.1%})."
+               f"\n\n**Span → region**: '{spatial.text}' (red: where it matches). **Region → span**: over {where}, "
+               f"'{result.tokens[best]}' matches most ({float(per_token[best]):+.5f}); tokens are coloured by their "
+               "interaction, red adds to the score.")
+    return picture, coloured, with_warnings(summary, result.warnings)
+
+
+def interaction_controls(label: str, image_path: str | None, caption: str, image_layer: float = -1,
+                         text_layer: float = -1, steps: float = 10, rule: str = "midpoint", box: str = ""):
+    """The token checkboxes and the box picker for the current interactions (cleared when there are none: the
+    run's own panel says why)."""
+    try:
+        result = interaction_for(model_for(label), image_path, caption, image_layer, text_layer, steps, rule)
+        return gr.update(choices=token_choices(result)), box_picker(result.picture, parse_box(box))
+    except Exception:  # noqa: BLE001
+        return gr.update(choices=[]), None
+
+
+def token_choices(result: Interaction) -> list[str]:
+    return [f"{index}: {token}" for index, token in enumerate(result.tokens)]
+
+
+def tokens_from_checkboxes(chosen: list[str] | None) -> str:
+    return ", ".join(item.split(":")[0] for item in (chosen or []))
+
+
+def picker_scale(picture: Image.Image) -> int:
+    return max(1, PICKER_SIDE // max(picture.size))
+
+
+def box_picker(picture: Image.Image, box=None, corner=None) -> Image.Image:
+    """The picture to click corners on (enlarged by `picker_scale`), with the box or first corner drawn."""
+    scale = picker_scale(picture)
+    enlarged = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+    return outline_box(enlarged, None if box is None else tuple(v * scale for v in box),
+                       None if corner is None else tuple(v * scale for v in corner))
+
+
+def first_corner(box: str | None) -> tuple[float, float] | None:
+    """The corner of a box the picker has started ('x, y'), or None when the box is empty or whole."""
+    values = [v for v in (box or "").split(",") if v.strip()]
+    return (float(values[0]), float(values[1])) if len(values) == 2 else None
+
+
+@friendly_errors
+def pick_corner(image_path: str | None, box: str, event: gr.SelectData):
+    """A click on the picker: the first corner of a new box, or the second corner of the started one (in the
+    picture's own pixels)."""
+    picture = picture_of(image_path)
+    x, y = (float(v) / picker_scale(picture) for v in event.index[:2])
+    corner = first_corner(box)
+    if corner is not None:
+        new_box = (min(corner[0], x), min(corner[1], y), max(corner[0], x), max(corner[1], y))
+        return ", ".join(f"{v:.0f}" for v in new_box), box_picker(picture, new_box)
+    return f"{x:.0f}, {y:.0f}", box_picker(picture, corner=(x, y))
+
+
+def run_after_pick(*inputs):
+    """`run_interaction` once the picker holds a whole box (after its second corner)."""
+    if first_corner(inputs[8]) is not None:
+        return gr.skip(), gr.skip(), gr.skip()
+    return run_interaction(*inputs)
+
+
+def build(shared: Shared) -> None:
+    gr.Markdown("Which caption tokens match which image patches (second-order interactions, Moeller et al.). Tick "
+                "tokens to see **where** they match; click two corners on the picture to see **which tokens** "
+                "match that box. For the toy model, try image layer 2 and text layer 0 (its last text blocks mix "
+                "the words).")
+    with gr.Row():
+        image_layer = gr.Number(value=-1, precision=0, label="Image layer (-1: last block)",
+                                elem_id="inter-image-layer")
+        text_layer = gr.Number(value=-1, precision=0, label="Text layer (-1: last block)", elem_id="inter-text-layer")
+        steps = gr.Slider(1, 50, value=10, step=1, label="Steps", elem_id="inter-steps")
+        rule = gr.Radio(["midpoint", "right"], value="midpoint", elem_id="inter-rule",
+                        label="Path points (midpoint: more exact; right: the paper's)")
+    button = gr.Button("Compute interactions", variant="primary", elem_id="inter-run")
+    status = status_box("inter")
+    checkboxes = gr.CheckboxGroup([], label="Caption tokens: tick a span (none: all words)",
+                                  elem_id="inter-token-boxes")
+    with gr.Row():
+        tokens = gr.Textbox(label="Span: token numbers (5, 5,6 or 5-7; empty: all words)", elem_id="inter-tokens")
+        box = gr.Textbox(label="Box: left, top, right, bottom (empty: whole image)", elem_id="inter-box")
+        opacity = gr.Slider(0, 1, value=0.6, step=0.05, label="Map opacity", elem_id="inter-opacity")
+    summary = gr.Markdown(elem_id="inter-summary")
+    span = gr.HighlightedText(label="Tokens coloured by their interaction with the box", elem_id="inter-span",
+                              show_legend=False)
+    with gr.Row():
+        picker = gr.Image(label="Click two corners of a box", type="pil", interactive=False, elem_id="inter-picker")
+        picture = gr.Image(label="Where the span matches (PNG)", type="pil", format="png", elem_id="inter-map",
+                           interactive=False, show_label=False, buttons=["download", "fullscreen"])
+
+    settings = [shared.model, shared.image, shared.caption, image_layer, text_layer, steps, rule]
+    inputs, outputs = settings + [tokens, box, opacity], [picture, span, summary]
+    connect(button.click, run_interaction, inputs, outputs, status, api_name="interaction").then(
+        interaction_controls, settings + [box], [checkboxes, picker], api_visibility="private")
+    ticked = checkboxes.input(tokens_from_checkboxes, checkboxes, tokens, api_visibility="private")
+    connect(ticked.then, run_interaction, inputs, outputs, status)
+    picked = connect(picker.select, pick_corner, [shared.image, box], [box, picker], status)
+    connect(picked.then, run_after_pick, inputs, outputs, status)
+    for control in (tokens, box):
+        connect(control.submit, run_interaction, inputs, outputs, status)
+    connect(opacity.release, run_interaction, inputs, outputs, status)

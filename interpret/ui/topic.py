@@ -1,0 +1,44 @@
+"""The Topic segmentation tab: where in the image the chosen heads find a text."""
+from __future__ import annotations
+
+import gradio as gr
+
+from ..limits import check_texts
+from ..render import map_overlay
+from ..segment import parse_heads
+from .common import Shared, connect, friendly_errors, model_for
+from .maps import checked_opacity, image_maps_for, map_controls, map_summary
+
+TITLE = "Topic segmentation"
+
+
+@friendly_errors
+def run_topic(label: str, image_path: str | None, text: str, heads: str = "all", opacity: float = 0.6,
+              relative_to: str = ""):
+    """Where the chosen heads find the text; `relative_to`: other texts, one a line, whose mean map is taken
+    away."""
+    opacity = checked_opacity(opacity)
+    model = model_for(label)
+    choice = parse_heads(heads)
+    others = check_texts([line.strip() for line in (relative_to or "").splitlines() if line.strip()], "Relative to")
+    encoded = model.tokenize([text or "", *others])
+    maps = image_maps_for(model, image_path)
+    spatial = maps.topic(text, **choice, relative_to=others)
+    picture = map_overlay(maps.picture, spatial.image, opacity, f"'{spatial.text}' ({spatial.heads})",
+                          label="contribution to cosine score" + (" − the others' mean" if others else ""))
+    return picture, map_summary(spatial, model, encoded.warnings())
+
+
+def build(shared: Shared) -> None:
+    gr.Markdown("Where in the image do the chosen heads find the text? Each patch's contribution to the "
+                "image-text score. A map alone also holds what the image gives *every* text; to see only what is "
+                "particular to yours, list alternatives under *Relative to* (their mean map is taken away, as in "
+                "the TextSpan protocol).")
+    with gr.Row():
+        text = gr.Textbox(label="Text", placeholder="something red", elem_id="topic-text")
+        others = gr.Textbox(label="Relative to (optional, one text a line)", lines=2,
+                            placeholder="something blue\nsomething green", elem_id="topic-relative")
+    heads, opacity, button, status, summary, picture = map_controls("topic")
+    inputs = [shared.model, shared.image, text, heads, opacity, others]
+    connect(button.click, run_topic, inputs, [picture, summary], status, api_name="topic_segmentation")
+    connect(opacity.release, run_topic, inputs, [picture, summary], status)
