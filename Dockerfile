@@ -10,11 +10,11 @@ ENV HOME=/home/user \
     PYTHONUNBUFFERED=1
 WORKDIR /home/user/app
 
-# CPU builds of torch keep the image small; the rest comes from requirements.txt.
+# CPU builds of torch keep the image small; the rest comes from requirements.txt, which also installs this
+# package (editable), so the source is copied first.
 RUN pip install --no-cache-dir --user torch torchvision --index-url https://download.pytorch.org/whl/cpu
-COPY --chown=user requirements.txt .
-RUN pip install --no-cache-dir --user -r requirements.txt
 COPY --chown=user . .
+RUN pip install --no-cache-dir --user -r requirements.txt
 
 EXPOSE 7860
 CMD ["python", "app.py"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import textwrap
 
 import matplotlib
 
@@ -45,7 +46,7 @@ def head_grid(scores: np.ndarray, title: str = "", layers: list[int] | None = No
     axis.set_ylabel("layer")
     if mlps is not None:
         axis.axvline(scores.shape[1] - 0.5, color="black", linewidth=1)
-    axis.set_title(title, fontsize=9, wrap=True)
+    axis.set_title(title, fontsize=11, wrap=True)
     figure.colorbar(picture, ax=axis, label="contribution to cosine score")
     return figure_to_image(figure)
 
@@ -53,28 +54,41 @@ def head_grid(scores: np.ndarray, title: str = "", layers: list[int] | None = No
 def map_overlay(image: Image.Image, values: np.ndarray, opacity: float = 0.6, title: str = "",
                 label: str = "contribution to cosine score",
                 box: tuple[float, float, float, float] | None = None) -> Image.Image:
-    """A spatial map `[H, W]` (the image's size) over the image, on a diverging scale centred at zero (red:
-    adds to the score, blue: takes away), with a colour bar; `opacity` in 0..1 is the map's; `box` (left, top,
-    right, bottom), if given, is outlined."""
+    """The picture as it is (left) and a spatial map `[H, W]` (the picture's size) over a light grey copy of it
+    (right), on a diverging scale centred at zero (red: adds to the score, blue: takes away), with a colour bar.
+    The picture keeps its colours (a map laid over a colour picture changes them: a yellow object under red
+    looks orange), and the map's colours are not mixed with the picture's. `opacity` in 0..1 is the map's;
+    `box` (left, top, right, bottom), if given, is outlined on both."""
     values = np.asarray(values, dtype=np.float64)
     width, height = image.size
-    scale = 5.0 / max(width, height)
-    figure, axis = plt.subplots(figsize=(max(width * scale, 2.5) + 1.4, max(height * scale, 2.0) + 0.6))
-    axis.imshow(image)
-    picture = axis.imshow(values, cmap="RdBu_r", norm=diverging_norm(values), alpha=float(np.clip(opacity, 0, 1)),
-                          interpolation="nearest")
-    if box is not None:
-        from matplotlib.patches import Rectangle
+    scale = 4.0 / max(width, height)
+    panel_width, panel_height = max(width * scale, 2.0), max(height * scale, 1.6)
+    figure, (plain, mapped) = plt.subplots(1, 2, figsize=(2 * panel_width + 1.6, panel_height + 0.9))
+    plain.imshow(image)
+    plain.set_title("the picture", fontsize=10)
+    mapped.imshow(light_grey(image))
+    picture = mapped.imshow(values, cmap="RdBu_r", norm=diverging_norm(values), alpha=float(np.clip(opacity, 0, 1)),
+                            interpolation="nearest")
+    mapped.set_title("the map", fontsize=10)
+    for axis in (plain, mapped):
+        if box is not None:
+            from matplotlib.patches import Rectangle
 
-        left, top, right, bottom = box
-        axis.add_patch(Rectangle((left, top), right - left, bottom - top, fill=False, edgecolor="black",
-                                 linewidth=1.5, linestyle="--"))
-    axis.set_axis_off()
-    axis.set_title(title, fontsize=9, wrap=True)
-    bar = figure.colorbar(picture, ax=axis, fraction=0.046, pad=0.03)
+            left, top, right, bottom = box
+            axis.add_patch(Rectangle((left, top), right - left, bottom - top, fill=False, edgecolor="black",
+                                     linewidth=1.5, linestyle="--"))
+        axis.set_axis_off()
+    figure.suptitle(title, fontsize=11, wrap=True)
+    bar = figure.colorbar(picture, ax=mapped, fraction=0.046, pad=0.03)
     bar.solids.set_alpha(1.0)
-    bar.set_label(label, fontsize=8)
+    bar.set_label(label, fontsize=9)
     return figure_to_image(figure)
+
+
+def light_grey(image: Image.Image) -> np.ndarray:
+    """`[H, W, 3]` uint8: the picture in grey, lightened halfway to white (a background for a coloured map)."""
+    grey = np.asarray(image.convert("L"), dtype=np.float64)
+    return np.repeat((127.5 + grey / 2)[..., None], 3, axis=2).astype(np.uint8)
 
 
 def token_strip(tokens: list[str], values, title: str = "", chosen: list[int] | None = None) -> Image.Image:
@@ -100,7 +114,7 @@ def token_strip(tokens: list[str], values, title: str = "", chosen: list[int] | 
     axis.set_xlim(-0.05, x + 0.05)
     axis.set_ylim(0, 1)
     axis.set_axis_off()
-    axis.set_title(title, fontsize=9, wrap=True)
+    axis.set_title(title, fontsize=11, wrap=True)
     return figure_to_image(figure)
 
 
@@ -147,7 +161,7 @@ def property_grid(grid: list[list[str]], title: str = "", highlight: tuple[int, 
     axis.set_yticks(range(layers), [str(l) for l in range(layers)], fontsize=8)
     axis.set_xlabel("head")
     axis.set_ylabel("layer")
-    axis.set_title(title, fontsize=9, wrap=True)
+    axis.set_title(title, fontsize=11, wrap=True)
     if highlight is not None:
         axis.add_patch(Rectangle((highlight[1] - 0.5, highlight[0] - 0.5), 1, 1, fill=False, linewidth=2.5))
     present = sorted({prop for row in grid for prop in row if prop})
@@ -171,28 +185,36 @@ PART_COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4"
 
 
 def parts_overlay(image: Image.Image, parts: np.ndarray, box: tuple[int, int, int, int], labels: list[str],
-                  opacity: float = 0.5, title: str = "") -> Image.Image:
-    """The image with its parts (`[grid_h, grid_w]` ids on the patch grid covering `box`) tinted one colour
-    each, and a legend of each part's label."""
-    from matplotlib.colors import to_rgb
+                  title: str = "") -> Image.Image:
+    """The image with its parts (`[grid_h, grid_w]` ids on the patch grid covering `box`) outlined one colour
+    each and numbered (the picture's own colours stay as they are), and a legend of each part's label."""
     from matplotlib.patches import Patch
 
     parts = np.asarray(parts)
     left, top, right, bottom = box
     width, height = image.size
-    ids = Image.fromarray(parts.astype(np.uint8)).resize((right - left, bottom - top), Image.NEAREST)
-    tint = np.zeros((height, width, 4))
-    colours = np.array([(*to_rgb(PART_COLOURS[k % len(PART_COLOURS)]), 1.0) for k in range(len(labels))])
-    tint[top:bottom, left:right] = colours[np.asarray(ids)]
-    tint[..., 3] *= float(np.clip(opacity, 0, 1))
-    scale = 5.0 / max(width, height)
-    figure, axis = plt.subplots(figsize=(max(width * scale, 2.5) + 2.6, max(height * scale, 2.0) + 0.6))
+    ids = np.full((height, width), -1)
+    ids[top:bottom, left:right] = np.asarray(Image.fromarray(parts.astype(np.uint8)).resize(
+        (right - left, bottom - top), Image.NEAREST))
+    scale = 4.0 / max(width, height)
+    legend_height = 0.28 * sum(textwrap.fill(label, 60).count("\n") + 1 for label in labels)
+    figure, axis = plt.subplots(figsize=(6.4, max(height * scale, 2.0) + legend_height + 0.8))
     axis.imshow(image)
-    axis.imshow(tint, interpolation="nearest")
+    for k in range(len(labels)):
+        inside = (ids == k).astype(float)
+        if inside.any():
+            colour = PART_COLOURS[k % len(PART_COLOURS)]
+            axis.contour(inside, levels=[0.5], colors=["white"], linewidths=4.0)
+            axis.contour(inside, levels=[0.5], colors=[colour], linewidths=2.2)
+            rows, columns = np.nonzero(inside)
+            middle = np.argmin((rows - rows.mean()) ** 2 + (columns - columns.mean()) ** 2)  # a point inside
+            axis.text(columns[middle], rows[middle], str(k), color="white", fontsize=11, fontweight="bold",
+                      ha="center", va="center", bbox={"boxstyle": "circle", "facecolor": colour, "edgecolor": "white"})
     axis.set_axis_off()
-    axis.set_title(title, fontsize=9, wrap=True)
-    axis.legend(handles=[Patch(color=PART_COLOURS[k % len(PART_COLOURS)], label=f"part {k}: {label}")
-                         for k, label in enumerate(labels)], bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8)
+    axis.set_title(title, fontsize=11, wrap=True)
+    axis.legend(handles=[Patch(facecolor="white", edgecolor=PART_COLOURS[k % len(PART_COLOURS)], linewidth=2.2,
+                               label=textwrap.fill(f"part {k}: {label}", 60)) for k, label in enumerate(labels)],
+                bbox_to_anchor=(0.5, -0.02), loc="upper center", fontsize=11, frameon=False)
     return figure_to_image(figure)
 
 
@@ -206,14 +228,14 @@ def concept_venn(visual_only: list[str], shared: list[str], textual_only: list[s
     axis.add_patch(Circle((0.64, 0.5), 0.33, color="#e6194b", alpha=0.25))
     for x, heading, words in ((0.2, "vision only", visual_only), (0.5, "shared", shared),
                               (0.8, "text only", textual_only)):
-        axis.text(x, 0.88, heading, ha="center", va="center", fontsize=9, fontweight="bold")
+        axis.text(x, 0.88, heading, ha="center", va="center", fontsize=11, fontweight="bold")
         lines = words[:8] + ([f"... {len(words) - 8} more"] if len(words) > 8 else [])
-        axis.text(x, 0.5, "\n".join(lines) or "(none)", ha="center", va="center", fontsize=8, wrap=True)
+        axis.text(x, 0.5, "\n".join(lines) or "(none)", ha="center", va="center", fontsize=10, wrap=True)
     axis.set_xlim(0, 1)
     axis.set_ylim(0.1, 0.95)
     axis.set_aspect("equal")
     axis.set_axis_off()
-    axis.set_title(title, fontsize=9, wrap=True)
+    axis.set_title(title, fontsize=11, wrap=True)
     return figure_to_image(figure)
 
 
@@ -223,10 +245,10 @@ def deletion_plot(curve: list[float], labels: list[str], title: str = "") -> Ima
     steps = np.arange(len(curve))
     axis.plot(steps, curve, marker="o", color="#e6194b")
     axis.fill_between(steps, curve, alpha=0.15, color="#e6194b")
-    axis.set_xticks(steps, ["none"] + labels, fontsize=7, rotation=20 if len(curve) > 4 else 0)
+    axis.set_xticks(steps, ["none"] + labels, fontsize=9, rotation=20 if len(curve) > 4 else 0)
     axis.set_ylim(0, 1.02)
-    axis.set_xlabel("parts removed (cumulative)", fontsize=8)
-    axis.set_ylabel("probability of the prediction", fontsize=8)
-    axis.set_title(title, fontsize=9, wrap=True)
+    axis.set_xlabel("parts removed (cumulative)", fontsize=10)
+    axis.set_ylabel("probability of the prediction", fontsize=10)
+    axis.set_title(title, fontsize=11, loc="left")  # left: clear of the buttons a page draws top right
     axis.grid(alpha=0.3)
     return figure_to_image(figure)

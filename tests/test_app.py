@@ -273,3 +273,21 @@ def test_mutual_knowledge_on_the_toy_preset_and_an_uploaded_file(tmp_path):
         mutual.run_mutual(TOY, path, mutual.OWN_CLASSES, str(own), "{}", 3, "prompts")
     with pytest.raises(gr.Error, match="Upload an image first"):
         mutual.run_mutual(TOY, None, mutual.TOY_CLASSES, None, "{}", 3, "prompts")
+
+
+def test_a_failed_run_shows_its_message_in_the_panel_and_clears_the_outputs():
+    page_handler = common.in_panel(heads.run_heads, 3)
+    grid, table, summary, status = page_handler(RANDOM_B32, None, "a dog", 5)
+    assert (grid, table, summary) == (None, None, None) and "Upload an image first" in status
+    *outputs, status = page_handler(TOY, toy_examples()[0][0], "a red circle", 3)
+    assert status == "" and outputs[0] is not None and "Cosine score" in outputs[2]
+
+
+def test_a_model_that_cannot_be_loaded_leaves_the_previous_one_in_use(monkeypatch):
+    monkeypatch.delenv("INTERPRET_MODELS", raising=False)
+    monkeypatch.delenv("INTERPRET_HOSTED", raising=False)
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    value, info, in_use, status = ui.choose_model("ViT-B-32 / openai", TOY)  # offline: the hub cannot be reached
+    assert value == TOY and in_use == TOY and "could not be loaded" in status and f"{TOY} is still in use" in status
+    value, info, in_use, status = ui.choose_model(TOY, RANDOM_B32)
+    assert value == in_use == TOY and status == "" and "4 layers x 8 heads" in info

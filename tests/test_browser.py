@@ -125,6 +125,7 @@ def test_property_neighbours_tab_shows_a_gallery(page):
     page.wait_for_selector("#property-gallery img", timeout=120_000)
     assert "heads labelled so" in page.locator("#property-summary").inner_text()
     assert page.locator("#property-gallery").get_by_text("scene-").count() >= 1
+    page.screenshot(path=str(SCREENSHOTS / "property-neighbours.png"), full_page=True)
 
 
 def test_text_neighbours_tab_shows_a_gallery(page):
@@ -161,6 +162,7 @@ def test_topic_segmentation_tab_draws_a_map_with_a_download_button(page):
     assert "8x8 grid" in summary and "something red − mean(something blue, something green)" in summary
     assert page.locator("#topic-map").get_by_role("button", name="Download").count() + \
         page.locator("#topic-map a[download]").count() >= 1
+    page.screenshot(path=str(SCREENSHOTS / "topic.png"), full_page=True)
 
 
 def test_topic_and_contrastive_endpoints_answer_gradio_client(server):
@@ -198,6 +200,7 @@ def test_interactions_tab_maps_a_ticked_token_and_a_clicked_box(page):
     page.wait_for_function("document.querySelector('#inter-summary').innerText.includes('the box (')",
                            timeout=30_000)
     assert page.locator("#inter-span").inner_text().count("red") >= 1
+    page.screenshot(path=str(SCREENSHOTS / "interactions.png"), full_page=True)
 
 
 def test_interaction_endpoint_answers_gradio_client(server):
@@ -219,6 +222,7 @@ def test_mutual_knowledge_tab_shows_parts_concepts_and_curve(page):
     for element in ("#mutual-parts-map img", "#mutual-venn img", "#mutual-curve img"):
         page.wait_for_selector(element, timeout=60_000)
     assert "Predicted" in page.locator("#mutual-summary").inner_text()
+    page.screenshot(path=str(SCREENSHOTS / "mutual.png"), full_page=True)
 
 
 def test_mutual_knowledge_endpoint_answers_gradio_client(server):

@@ -15,9 +15,10 @@ from ..limits import ANALYSIS_SLOTS, MAX_UPLOAD_BYTES, QUEUE_SIZE, UPLOAD_LIFETI
 from ..toy.examples import toy_examples
 from . import (atlas, contrastive, heads, image_neighbours, interactions, mutual, property_neighbours, text_neighbours,
                topic)
+from . import common, neighbours
 from .common import (LOOKUP, ImageInput, Shared, choose_default_model, error_text, friendly_errors, log, model_for,
                      model_summary, offered_models)
-from .neighbours import CSS, database_for
+from .neighbours import database_for
 
 # (group title, its tabs): the groups are what the visitor holds; each group's tabs fit its bar at 1280 px.
 GROUPS = (
@@ -99,7 +100,8 @@ def serve(page: gr.Blocks, **launch_options) -> None:
     """Launch with the limits of `interpret.limits`: a bounded queue ("busy, try again" beyond it), analyses and
     look-ups in their pools of slots (set on each event), a cap on uploads."""
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // ANALYSIS_SLOTS))  # the slots share the cores
-    page.queue(max_size=QUEUE_SIZE).launch(max_file_size=MAX_UPLOAD_BYTES, css=CSS, **launch_options)
+    page.queue(max_size=QUEUE_SIZE).launch(max_file_size=MAX_UPLOAD_BYTES, css=common.CSS + neighbours.CSS,
+                                           **launch_options)
 
 
 __all__ = ["GROUPS", "build_app", "describe_model", "serve", "warm_up"]

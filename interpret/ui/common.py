@@ -167,6 +167,11 @@ def with_warnings(summary: str, warnings: list[str]) -> str:
     return summary
 
 
+CSS = """
+.panel-error { color: #b42318; }
+"""
+
+
 def status_box(prefix: str) -> gr.Markdown:
     """Where a panel's errors are shown (`<prefix>-error`)."""
     return gr.Markdown(elem_id=f"{prefix}-error", elem_classes=["panel-error"])

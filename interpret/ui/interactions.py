@@ -140,9 +140,10 @@ def build(shared: Shared) -> None:
     span = gr.HighlightedText(label="Tokens coloured by their interaction with the box", elem_id="inter-span",
                               show_legend=False)
     with gr.Row():
-        picker = gr.Image(label="Click two corners of a box", type="pil", interactive=False, elem_id="inter-picker")
+        picker = gr.Image(label="Click two corners of a box", type="pil", interactive=False, elem_id="inter-picker",
+                          scale=1)
         picture = gr.Image(label="Where the span matches (PNG)", type="pil", format="png", elem_id="inter-map",
-                           interactive=False, show_label=False, buttons=["download", "fullscreen"])
+                           interactive=False, show_label=False, buttons=["download", "fullscreen"], scale=2)
 
     settings = [shared.model, shared.image, shared.caption, image_layer, text_layer, steps, rule]
     inputs, outputs = settings + [tokens, box, opacity], [picture, span, summary]

@@ -37,7 +37,7 @@ def run_mutual(label: str, image_path: str | None, preset: str = TOY_CLASSES, de
                         [d for d in result.textual if d not in result.shared],
                         f"predicted: '{result.predicted}'")
     curve = deletion_plot(result.deletion, [f"part {k}" for k in result.deleted_parts],
-                          f"deleting the shared concepts' parts (AUC {result.auc:.3f})")
+                          f"deleting the shared concepts' parts\nAUC {result.auc:.3f}")
     summary = (f"Predicted **{result.predicted}** (probability {result.probability:.3f} among "
                f"{len(result.classes)} classes). Shared concepts: **{', '.join(result.shared) or 'none'}**; "
                f"mutual information {result.mutual_information:.3f} bits, score **{result.score:.3f}** (0..1); "
@@ -61,10 +61,11 @@ def build(shared: Shared) -> None:
     button = gr.Button("Explain the prediction", variant="primary", elem_id="mutual-run")
     status = status_box("mutual")
     summary = gr.Markdown(elem_id="mutual-summary")
+    parts_picture = gr.Image(label="Parts", type="pil", interactive=False, elem_id="mutual-parts-map",
+                             show_label=False)
     with gr.Row():
-        parts_picture = gr.Image(label="Parts", type="pil", interactive=False, elem_id="mutual-parts-map",
-                                 show_label=False)
         venn = gr.Image(label="Concepts", type="pil", interactive=False, elem_id="mutual-venn", show_label=False)
-    curve = gr.Image(label="Deletion curve", type="pil", interactive=False, elem_id="mutual-curve", show_label=False)
+        curve = gr.Image(label="Deletion curve", type="pil", interactive=False, elem_id="mutual-curve",
+                         show_label=False)
     connect(button.click, run_mutual, [shared.model, shared.image, preset, descriptor_file, template, parts, method],
             [summary, parts_picture, venn, curve], status, api_name="mutual_knowledge")

@@ -12,7 +12,7 @@ from ..limits import MAX_NEIGHBOURS, check_number
 from ..models import ClipModel
 from ..render import missing_image
 from ..toy.examples import build_toy_index
-from .common import status_box
+from .common import public, status_box
 
 _databases: dict[str, ImageIndex] = {}
 _database_lock = threading.Lock()
@@ -47,7 +47,7 @@ def gallery(results, database: ImageIndex) -> tuple[list, str]:
         else:
             missing.append(path.name)
             items.append((missing_image(), f"{score:+.3f} · {path.name} (file missing)"))
-    note = f"{len(results)} nearest of {database.count} images in {database.folder}."
+    note = f"{len(results)} nearest of {database.count} images in {public(str(database.folder))}."
     if missing:
         note += (f"\n\n⚠️ {len(missing)} file(s) are no longer where the database saw them "
                  f"({', '.join(missing[:5])}); rebuild the database to drop them.")
@@ -74,7 +74,7 @@ def neighbour_outputs(prefix: str):
     status = status_box(prefix)
     summary = gr.Markdown(elem_id=f"{prefix}-summary")
     pictures = gr.Gallery(label="Nearest images", elem_id=f"{prefix}-gallery", columns=6, height="auto",
-                          object_fit="contain", interactive=False, elem_classes=["neighbours"])
+                          object_fit="contain", interactive=False, elem_classes=["neighbours"], show_label=False)
     return button, status, summary, pictures
 
 
