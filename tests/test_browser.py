@@ -271,3 +271,16 @@ def test_each_group_shows_all_its_tabs_and_errors_in_the_panel(page, group, tmp_
                            f"document.querySelector('{panel}').innerText.includes({message!r})", timeout=60_000)
     page.screenshot(path=str(SCREENSHOTS / f"group-{group.split()[0].lower()}.png"))
     assert "Error" not in page.locator(".toast-body").all_inner_texts()  # the message is in the panel, not a toast
+
+
+def test_a_model_that_cannot_be_loaded_leaves_the_previous_one_selected(page):
+    page.get_by_role("tab", name="Image and caption", exact=True).click()
+    toy = ModelSpec("toy", None).label
+    picker = page.locator("#model input")
+    picker.click()
+    page.get_by_role("option", name="ViT-B-32 / openai", exact=True).click()  # offline: its weights cannot be had
+    page.wait_for_function("document.querySelector('#model-error').innerText.includes('could not be loaded')",
+                           timeout=60_000)
+    page.wait_for_function(f"document.querySelector('#model input').value === {toy!r}", timeout=30_000)
+    assert page.locator("#model-info").inner_text().startswith(toy)
+    page.screenshot(path=str(SCREENSHOTS / "model-error.png"))
