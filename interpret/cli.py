@@ -247,6 +247,23 @@ def _build_index(args: argparse.Namespace) -> None:
     print(f"{model.label}: {report.summary()}")
 
 
+def _bundle(args: argparse.Namespace) -> None:
+    from .bundles import build_bundle, publish
+
+    if args.publish:
+        if not args.source:
+            raise InterpretError("--publish needs --from DIR (a bundle, or a folder of bundles).")
+        uploaded = publish(args.source, args.publish)
+        print(f"published {', '.join(uploaded)} to {args.publish}")
+        return
+    if not args.images or not args.out:
+        raise InterpretError("bundle needs --images DIR and --out DIR (or --publish hf://datasets/ORG/REPO --from DIR).")
+    model = _load(args)
+    folder = build_bundle(model, args.images, args.out, bank=args.bank or ("toy" if model.name == "toy" else "general"),
+                          layers=args.layers, batch_size=args.batch_size)
+    print(f"{model.label}: bundle in {folder}")
+
+
 def _parse_head(text: str) -> tuple[int, int]:
     try:
         layer, head = (int(part) for part in text.split("."))
@@ -451,6 +468,21 @@ def build_parser() -> argparse.ArgumentParser:
     train_toy.add_argument("--scenes", type=int, default=DEFAULTS["scenes"], help="distinct training scenes")
     train_toy.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     train_toy.set_defaults(run=_train_toy)
+
+    bundle = commands.add_parser("bundle", help="everything a model's tabs need in one folder (labels, database, "
+                                                "thumbnails), or publish bundles to the Hugging Face hub",
+                                 description="Build DIR/<model folder>/: head labels, image database, thumbnails and a "
+                                             "hashed manifest; or upload built bundles with --publish.")
+    _add_model_arguments(bundle)
+    bundle.add_argument("--images", help="folder of images (recursive): the database, and the head labels' images")
+    bundle.add_argument("--bank", help="'general' (default), 'toy' (default for the toy model) or a text file")
+    bundle.add_argument("--layers", type=int, nargs="+", help="layers whose heads the database stores (default: "
+                                                              "the last 4)")
+    bundle.add_argument("--batch-size", type=int, default=32)
+    bundle.add_argument("--out", help="folder of bundles: the bundle goes to OUT/<model folder>")
+    bundle.add_argument("--publish", metavar="hf://datasets/ORG/REPO", help="upload bundles (needs a token)")
+    bundle.add_argument("--from", dest="source", metavar="DIR", help="with --publish: a bundle or a folder of them")
+    bundle.set_defaults(run=_bundle)
 
     limits = commands.add_parser("limits", help="print the limits on what a request may ask (markdown table)",
                                  description="Every size, count and length a user controls (interpret/limits.py).")

@@ -378,10 +378,10 @@ def _read_manifest(folder: Path, model: ClipModel | None = None) -> dict:
                             f"{command}") from None
 
 
-def load_head_labels(model: ClipModel) -> HeadAtlas:
-    """The head labels of `model` from its index folder; a clear error when they are missing or were made
-    with other weights."""
-    path = model.index_dir / "head_labels.json"
+def load_head_labels(model: ClipModel, folder: Path | None = None) -> HeadAtlas:
+    """The head labels of `model` from `folder` (default: its index folder); a clear error when they are missing
+    or were made with other weights."""
+    path = Path(folder or model.index_dir) / "head_labels.json"
     command = command_for("describe-heads", model)
     if not path.is_file():
         raise InterpretError(f"No head descriptions for {model.label} yet. Build them once with:  {command}")
@@ -519,8 +519,8 @@ class ImageIndex:
         return sorted(counts, key=lambda prop: (-counts[prop], prop))
 
     def head_labels(self) -> HeadAtlas:
-        """The model's head labels (`indexes/<model>/head_labels.json`, written by describe-heads)."""
-        return load_head_labels(self.model)
+        """The model's head labels beside the database (`head_labels.json`, written by describe-heads)."""
+        return load_head_labels(self.model, self.folder)
 
     # --- internals
     def _position(self, layer: int, head: int) -> tuple[int, int]:

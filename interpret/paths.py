@@ -7,3 +7,9 @@ from pathlib import Path
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 TOY_DIR = ASSETS / "toy"
 INDEXES = Path(os.environ.get("INTERPRET_INDEXES", ASSETS.parent / "indexes"))
+
+
+def home() -> Path:
+    """Everything the app writes that is not a model's own index folder: fetched bundles, visitors' uploads and
+    databases. `INTERPRET_HOME`, by default ~/.cache/interpret (a Space with persistent storage: /data/interpret)."""
+    return Path(os.environ.get("INTERPRET_HOME") or Path.home() / ".cache" / "interpret")

@@ -147,10 +147,15 @@ def test_a_neighbour_file_missing_at_display_time_is_shown_as_such(tmp_path):
     present = tmp_path / "here.png"
     Image.new("RGB", (20, 20)).save(present)
     results = [Neighbour(present, 0.9), Neighbour(Path(tmp_path / "gone.png"), 0.8)]
-    items, note = neighbours.gallery(results, SimpleNamespace(count=2, folder=tmp_path))
-    assert items[0] == (str(present), "+0.900 · here.png")
+    items, note = neighbours.gallery(results, SimpleNamespace(count=2, folder=tmp_path / "db", root=tmp_path))
+    assert items[0][0].size == (20, 20) and items[0][1] == "+0.900 · here.png"
     assert isinstance(items[1][0], Image.Image) and "file missing" in items[1][1]
     assert "no longer where the database saw them (gone.png)" in note
+    thumbnail = tmp_path / "db" / "thumbnails" / "gone.png.webp"  # a bundle's thumbnail stands in for the image
+    thumbnail.parent.mkdir(parents=True)
+    Image.new("RGB", (16, 12), (200, 10, 10)).save(thumbnail)
+    items, note = neighbours.gallery(results, SimpleNamespace(count=2, folder=tmp_path / "db", root=tmp_path))
+    assert items[1][0].size == (16, 12) and "missing" not in items[1][1] and "no longer" not in note
 
 
 def test_topic_and_contrastive_maps_reuse_one_decomposition(monkeypatch):

@@ -7,6 +7,7 @@ import threading
 import gradio as gr
 
 from ..banks import toy_bank
+from ..bundles import model_folder
 from ..errors import InterpretError
 from ..index import load_head_labels
 from ..models import ClipModel
@@ -22,12 +23,12 @@ _atlas_lock = threading.Lock()
 
 
 def atlas_for(model: ClipModel) -> HeadAtlas:
-    """The model's head labels, loaded once; for the toy model they are built on first use (seconds), and
-    rebuilt when they were made with other toy weights."""
+    """The model's head labels (from its index folder or its bundle), loaded once; for the toy model they are
+    built on first use (seconds), and rebuilt when they were made with other toy weights."""
     with _atlas_lock:
         if model.slug not in _atlases:
             try:
-                _atlases[model.slug] = load_head_labels(model)
+                _atlases[model.slug] = load_head_labels(model, model_folder(model))
             except InterpretError:
                 if model.name != "toy":
                     raise

@@ -6,7 +6,11 @@ import threading
 
 import gradio as gr
 
-from ..errors import InterpretError
+from pathlib import Path
+
+from ..bundles import THUMBNAIL_SIDE, model_folder, thumbnail_of
+from ..errors import ImageError, InterpretError
+from ..images import load_image
 from ..index import MANIFEST, ImageIndex, build_command
 from ..limits import MAX_NEIGHBOURS, check_number
 from ..models import ClipModel
@@ -19,17 +23,21 @@ _database_lock = threading.Lock()
 
 
 def database_for(model: ClipModel) -> ImageIndex:
-    """The model's image database (`indexes/<model>`), opened once and reopened after a rebuild. For the toy
-    model a small toy-world database is built on first use (and rebuilt if it was made with other toy weights)."""
+    """The model's image database (its index folder or its bundle, see `bundles.model_folder`), opened once and
+    reopened after a rebuild. For the toy model a small toy-world database is built on first use (and rebuilt if
+    it was made with other toy weights)."""
     with _database_lock:
-        folder = model.index_dir
         if model.name == "toy" and not any(key.startswith(f"{model.slug}@") for key in _databases):
             build_toy_index(model)  # incremental: nothing to do when it is up to date
+        folder = model_folder(model)
         if not (folder / MANIFEST).is_file():
-            raise InterpretError(f"No image database for {model.label} yet. Build one once with:  "
-                                 f"{build_command(model)}")
-        key = f"{model.slug}@{(folder / MANIFEST).stat().st_mtime_ns}"
+            raise InterpretError(f"No image database for {model.label} here yet. Build one once with:  "
+                                 f"{build_command(model)}  (or python -m interpret bundle ..., and point "
+                                 "INTERPRET_BUNDLES at the bundles).")
+        key = f"{model.slug}@{folder}@{(folder / MANIFEST).stat().st_mtime_ns}"
         if key not in _databases:
+            for stale in [known for known in _databases if known.startswith(f"{model.slug}@")]:
+                del _databases[stale]  # a rebuilt database replaces the one opened before
             _databases[key] = ImageIndex.open(folder, model)
         return _databases[key]
 
@@ -39,19 +47,31 @@ def checked_k(k: float) -> int:
 
 
 def gallery(results, database: ImageIndex) -> tuple[list, str]:
-    """Gallery items (image, 'score · file name') and a note on files that have gone missing since the build."""
+    """Gallery items (picture, 'score · file name') and a note on files that have gone missing since the build.
+    A picture is the image itself, or its bundle's thumbnail where the collection is not on this machine, at
+    most `THUMBNAIL_SIDE` pixels (handed to the page as pictures: a bundle may live where Gradio serves no
+    files)."""
     items, missing = [], []
     for path, score in results:
-        if path.is_file():
-            items.append((str(path), f"{score:+.3f} · {path.name}"))
-        else:
+        thumbnail = thumbnail_of(database.folder, path.relative_to(database.root).as_posix())
+        picture = _readable(path) or _readable(thumbnail)
+        if picture is None:
             missing.append(path.name)
-            items.append((missing_image(), f"{score:+.3f} · {path.name} (file missing)"))
+        items.append((picture or missing_image(), f"{score:+.3f} · {path.name}" + ("" if picture else
+                                                                                     " (file missing)")))
     note = f"{len(results)} nearest of {database.count} images in {public(str(database.folder))}."
     if missing:
         note += (f"\n\n⚠️ {len(missing)} file(s) are no longer where the database saw them "
                  f"({', '.join(missing[:5])}); rebuild the database to drop them.")
     return items, note
+
+
+def _readable(path: Path):
+    """The picture at `path`, shrunk to a thumbnail, or None when there is none to read."""
+    try:
+        return load_image(path, max_side=THUMBNAIL_SIDE) if path.is_file() else None
+    except ImageError:
+        return None
 
 
 def count_slider() -> gr.Slider:

@@ -1,0 +1,228 @@
+"""Model bundles: everything a model's tabs need, in one folder that can be shipped to a host without the images.
+
+A bundle is the folder `indexes/<model slug>/` (the one the CLI and the app use) plus thumbnails and a manifest:
+
+    manifest.json, data-<id>/     the image database (`index.build_index`)
+    head_labels.json              TextSpan descriptions and property labels of every head (`describe_heads`)
+    thumbnails/<image path>.webp  the database images, longest side `THUMBNAIL_SIDE`: neighbours show them when
+                                  the original collection is not there
+    bundle.json                   model, tag, weights hash, open_clip version, image count, bank, layers, every
+                                  file's size and SHA-256, and the SHA-256 of bundle.json itself
+
+Where a model's folder is found (`model_folder`), in order: `indexes/<slug>` when it holds a database; else the
+source `INTERPRET_BUNDLES` names, a local folder with one sub-folder per model or `hf://datasets/ORG/REPO` (only that
+model's sub-folder is fetched, into the cache under `INTERPRET_HOME`). A bundle is verified before first use:
+a damaged, partial or mismatched one (other weights, another open_clip major version) is refused with a message
+that names the file, and never half-used.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Sequence
+
+import open_clip
+from PIL import Image
+from tqdm import tqdm
+
+from .errors import InterpretError
+from .index import MANIFEST, ImageIndex, build_index
+from .models import ClipModel
+from .paths import home
+
+BUNDLE_MANIFEST = "bundle.json"
+HEAD_LABELS = "head_labels.json"
+THUMBNAILS = "thumbnails"
+THUMBNAIL_SIDE = 256
+HUB_PREFIX = "hf://datasets/"
+
+
+class BundleError(InterpretError):
+    """A bundle that is missing, damaged, partial, or made for other weights or another open_clip."""
+
+
+# --- building -----------------------------------------------------------------------------------------------------
+
+def build_bundle(model: ClipModel, images: str | Path, out: str | Path, bank: str = "general",
+                 layers: Sequence[int] | None = None, batch_size: int = 32, progress: bool = True) -> Path:
+    """Build `out/<model slug>/`: head labels of every head (TextSpan over `images` with `bank`: 'general', 'toy'
+    or a text file), the image database (heads of `layers`, default the last 4), thumbnails, and bundle.json. Resumable (each step keeps what is finished) and
+    atomic (bundle.json, which makes the folder a bundle, is written last). Returns the bundle's folder."""
+    from .banks import general_bank, load_bank, toy_bank
+    from .images import list_images
+    from .textspan import describe_heads
+
+    started = time.monotonic()
+    folder = Path(out) / model.slug
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / BUNDLE_MANIFEST).unlink(missing_ok=True)  # not a bundle until every part is written again
+    texts = {"general": general_bank, "toy": toy_bank}.get(bank, lambda: load_bank(bank))()
+    paths = [str(path) for path in list_images(images)]
+    atlas = describe_heads(model, paths, texts, out_path=folder / HEAD_LABELS, progress=progress)  # every head
+    report = build_index(model, images, folder, layers=layers, batch_size=batch_size, progress=progress)
+    database = ImageIndex.open(folder, model)
+    write_thumbnails(database, folder / THUMBNAILS, progress)
+    manifest = {"model": model.name, "pretrained": model.pretrained, "label": model.label,
+                "weights_sha256": model.weights_hash, "open_clip": open_clip.__version__, "images": report.count,
+                "skipped": len(report.skipped), "bank": Path(bank).name if bank not in ("general", "toy") else bank,
+                "bank_size": len(texts), "head_labels_images": atlas.images, "layers": list(database.layers),
+                "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "build_seconds": round(time.monotonic() - started, 1),
+                "files": {name: _describe(folder / name) for name in _files(folder)}}
+    _write_manifest(folder, manifest)
+    return folder
+
+
+def write_thumbnails(database: ImageIndex, out: Path, progress: bool = True) -> None:
+    """A WebP of each database image, longest side `THUMBNAIL_SIDE` (existing ones are kept: resumable)."""
+    from .images import load_image
+
+    for entry in tqdm(database.entries, desc="thumbnails", unit="image", disable=not progress):
+        target = out / f"{entry['path']}.webp"
+        if target.is_file():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        picture = load_image(database.root / entry["path"], max_side=THUMBNAIL_SIDE)
+        temporary = target.with_name(target.name + ".tmp")
+        picture.save(temporary, format="WEBP", quality=82)
+        os.replace(temporary, target)
+
+
+def thumbnail_of(folder: Path, entry_path: str) -> Path:
+    return folder / THUMBNAILS / f"{entry_path}.webp"
+
+
+def _files(folder: Path) -> list[str]:
+    """Every file of the bundle (relative, sorted), bundle.json and leftovers of interrupted writes excepted."""
+    return sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*")
+                  if path.is_file() and path.name != BUNDLE_MANIFEST and not path.name.endswith(".tmp")
+                  and ".building" not in path.parts)
+
+
+def _describe(path: Path) -> dict:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(2 ** 20), b""):
+            digest.update(block)
+    return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def _content_hash(manifest: dict) -> str:
+    content = {key: value for key, value in manifest.items() if key != "bundle_sha256"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def _write_manifest(folder: Path, manifest: dict) -> None:
+    temporary = folder / (BUNDLE_MANIFEST + ".tmp")
+    temporary.write_text(json.dumps({**manifest, "bundle_sha256": _content_hash(manifest)}, indent=1))
+    os.replace(temporary, folder / BUNDLE_MANIFEST)
+
+
+# --- checking -----------------------------------------------------------------------------------------------------
+
+def verify_bundle(folder: Path, model: ClipModel) -> dict:
+    """The bundle's manifest, once every file matches it and it was made for `model`'s weights with this
+    open_clip major version; `BundleError` naming the first file that does not."""
+    path = folder / BUNDLE_MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+        if manifest.get("bundle_sha256") != _content_hash(manifest):
+            raise ValueError("its content does not match its hash")
+        files = manifest["files"]
+    except FileNotFoundError:
+        raise BundleError(f"{folder.name} is not a bundle (no {BUNDLE_MANIFEST}); build one with "
+                          "python -m interpret bundle.") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise BundleError(f"The bundle {folder.name}: {BUNDLE_MANIFEST} cannot be used ({error}).") from None
+    if manifest.get("weights_sha256") != model.weights_hash:
+        raise BundleError(f"The bundle {folder.name} ({BUNDLE_MANIFEST}) was made for other weights "
+                          f"({str(manifest.get('weights_sha256'))[:12]}) than {model.label} "
+                          f"({model.weights_hash[:12]}).")
+    if str(manifest.get("open_clip", "")).split(".")[0] != open_clip.__version__.split(".")[0]:
+        raise BundleError(f"The bundle {folder.name} was made with open_clip {manifest.get('open_clip')}; this is "
+                          f"open_clip {open_clip.__version__} (another major version).")
+    for required in (MANIFEST, HEAD_LABELS):
+        if required not in files:
+            raise BundleError(f"The bundle {folder.name} is partial: it lists no {required}.")
+    for name, expected in files.items():
+        file = folder / name
+        if not file.is_file():
+            raise BundleError(f"The bundle {folder.name} is partial: {name} is missing.")
+        if file.stat().st_size != expected["bytes"] or _describe(file)["sha256"] != expected["sha256"]:
+            raise BundleError(f"The bundle {folder.name} is damaged: {name} does not match its SHA-256.")
+    return manifest
+
+
+# --- finding ------------------------------------------------------------------------------------------------------
+
+_verified: dict[Path, float] = {}  # bundle folder -> bundle.json's mtime when verified
+_lock = threading.Lock()
+
+
+def model_folder(model: ClipModel) -> Path:
+    """Where `model`'s head labels and database are (see the module's docstring): its own `indexes/<slug>` when
+    that holds a database, else its verified bundle from `INTERPRET_BUNDLES`, else `indexes/<slug>` (where a
+    build goes; the caller says what is missing)."""
+    own = model.index_dir
+    source = os.environ.get("INTERPRET_BUNDLES", "").strip()
+    if (own / MANIFEST).is_file() or not source:
+        return own
+    with _lock:
+        folder = _fetch(source, model) if source.startswith(HUB_PREFIX) else Path(source) / model.slug
+        if not folder.is_dir():
+            return own
+        stamp = (folder / BUNDLE_MANIFEST).stat().st_mtime if (folder / BUNDLE_MANIFEST).is_file() else -1.0
+        if _verified.get(folder) != stamp:
+            verify_bundle(folder, model)
+            _verified[folder] = stamp
+        return folder
+
+
+def _fetch(source: str, model: ClipModel) -> Path:
+    """The model's sub-folder of a Hugging Face dataset repository, fetched into the cache (only that folder)."""
+    from huggingface_hub import snapshot_download
+
+    repository = source[len(HUB_PREFIX):].strip("/")
+    try:
+        root = snapshot_download(repo_id=repository, repo_type="dataset", allow_patterns=[f"{model.slug}/*"],
+                                 cache_dir=str(home() / "hub"))
+    except Exception as error:  # offline, no such repository, no access: each a message
+        raise BundleError(f"Could not fetch the bundle of {model.label} from {source}: "
+                          f"{type(error).__name__}: {str(error)[:200]}") from None
+    return Path(root) / model.slug
+
+
+# --- publishing ---------------------------------------------------------------------------------------------------
+
+def publish(source: str | Path, target: str, models: dict[str, ClipModel] | None = None) -> list[str]:
+    """Upload the bundle `source` (a bundle's folder, or a folder of bundles) to `target`
+    ('hf://datasets/ORG/REPO'; needs a token with write access, e.g. `huggingface-cli login`). Each bundle's files
+    are checked against its manifest first. Returns the sub-folders uploaded."""
+    from huggingface_hub import upload_folder
+
+    if not target.startswith(HUB_PREFIX):
+        raise BundleError(f"Publish to hf://datasets/ORG/REPO, not {target!r}.")
+    source = Path(source)
+    bundles = [source] if (source / BUNDLE_MANIFEST).is_file() else \
+        sorted(path.parent for path in source.glob(f"*/{BUNDLE_MANIFEST}"))
+    if not bundles:
+        raise BundleError(f"No bundle in {source} (no {BUNDLE_MANIFEST}).")
+    for folder in bundles:
+        _check_files(folder)
+    repository = target[len(HUB_PREFIX):].strip("/")
+    for folder in bundles:
+        upload_folder(repo_id=repository, repo_type="dataset", folder_path=str(folder), path_in_repo=folder.name,
+                      commit_message=f"Bundle of {folder.name}")
+    return [folder.name for folder in bundles]
+
+
+def _check_files(folder: Path) -> None:
+    """The files of a bundle against its manifest (without a model to compare weights with)."""
+    manifest = json.loads((folder / BUNDLE_MANIFEST).read_text())
+    for name, expected in manifest["files"].items():
+        file = folder / name
+        if not file.is_file() or _describe(file)["sha256"] != expected["sha256"]:
+            raise BundleError(f"The bundle {folder.name} is damaged or partial: {name}.")
