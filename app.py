@@ -1,7 +1,11 @@
 """The web explorer: `python app.py` (a laptop) or a Hugging Face Space. A thin entry point: the page is
-`interpret.ui` (one module per tab), the analyses are `interpret`."""
+`interpret.ui` (one module per tab), the analyses are `interpret`.
+
+    python app.py [--allow-folders]   # --allow-folders: the Build a database tab may read folders of this machine
+"""
 from __future__ import annotations
 
+import argparse
 import logging
 import threading
 
@@ -9,6 +13,9 @@ from interpret.ui import build_app, serve, warm_up
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
-    page = build_app()
+    parser = argparse.ArgumentParser(description="The CLIP interpret web explorer.")
+    parser.add_argument("--allow-folders", action="store_true",
+                        help="let the Build a database tab read a folder of this machine (your own app only)")
+    page = build_app(allow_folders=parser.parse_args().allow_folders)
     threading.Thread(target=warm_up, args=(page.default_label,), daemon=True).start()
     serve(page)

@@ -76,6 +76,32 @@ def build_bundle(model: ClipModel, images: str | Path, out: str | Path, bank: st
     return folder
 
 
+_costs: dict[str, tuple[float, float]] = {}  # model slug -> (seconds an image, seconds a bank text)
+
+
+def estimate_build(model: ClipModel, images: int, bank: str = "general") -> tuple[float, float]:
+    """(seconds to build a bundle of `images` images on this machine, seconds an image), from costs measured once
+    per model: decomposing a small batch (twice an image: head labels and database) and embedding some of the
+    bank's texts."""
+    import torch
+
+    from .banks import general_bank, load_bank, toy_bank
+    from .decompose import decompose_image
+
+    texts = {"general": general_bank, "toy": toy_bank}.get(bank, lambda: load_bank(bank))()
+    if model.slug not in _costs:
+        batch = torch.rand(4, 3, *model.geometry.image_size, generator=torch.Generator().manual_seed(0))
+        decompose_image(model, batch[:1], spatial=False)  # warm-up
+        started = time.perf_counter()
+        decompose_image(model, batch, spatial=False)
+        per_image = 2 * (time.perf_counter() - started) / len(batch) + 0.01  # + decoding and a thumbnail
+        started = time.perf_counter()
+        model.encode_texts(list(texts.texts[:32]))
+        _costs[model.slug] = (per_image, (time.perf_counter() - started) / min(32, len(texts)))
+    per_image, per_text = _costs[model.slug]
+    return images * per_image + len(texts) * per_text, per_image
+
+
 def write_thumbnails(database: ImageIndex, out: Path, progress: bool = True) -> None:
     """A WebP of each database image, longest side `THUMBNAIL_SIDE` (existing ones are kept: resumable)."""
     from .images import load_image

@@ -255,8 +255,8 @@ def explain_caption(model: ClipModel, image, caption: str) -> HeadReport:
     scores = decompose_image(model, image, spatial=False).scores(model.embed_tokens(encoded))
     return HeadReport(
         caption=encoded.kept[0],  # as the model read it (cut to its context)
-        heads=scores.heads[0, :, :, 0],
-        mlps=scores.mlps[0, :, 0],
+        heads=scores.heads[0, :, :, 0].cpu(),  # results live on the CPU (they are drawn and printed there)
+        mlps=scores.mlps[0, :, 0].cpu(),
         rest=float(scores.rest[0, 0]),
         cosine=float(scores.total()[0, 0]),
         warnings=encoded.warnings(),

@@ -376,8 +376,8 @@ def interaction_map(model: ClipModel, image: ImageSource | torch.Tensor, caption
     scores = pairs[:, 1:].reshape(len(token_names), rows, columns)
     size = picture.size if picture is not None else (batch.shape[-1], batch.shape[-2])
     return Interaction(
-        scores=scores,
-        class_scores=pairs[:, 0],
+        scores=scores.cpu(),  # results live on the CPU (they are drawn and printed there)
+        class_scores=pairs[:, 0].cpu(),
         tokens=token_names,
         explained=explained,
         residual=explained - float(pairs.sum()),

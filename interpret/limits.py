@@ -42,6 +42,12 @@ MAX_POOL = 5_000  # distinct descriptors over all classes
 MAX_DESCRIPTOR_CHARS = 200  # one descriptor or class name
 MAX_TEMPLATE_CHARS = 200
 
+# --- databases built in the app from a visitor's zip (settable by the operator)
+MAX_BUILD_IMAGES = int(os.environ.get("INTERPRET_MAX_BUILD_IMAGES", 2_000))
+MAX_ARCHIVE_BYTES = int(os.environ.get("INTERPRET_MAX_ARCHIVE_MB", 500)) * MB  # all images, uncompressed
+MAX_COMPRESSION_RATIO = 100  # uncompressed / compressed, per file (images barely compress: a bomb does)
+BUILT_LIFETIME_S = 24 * 3_600  # visitors' databases older than this are deleted
+
 # --- the server (app.py)
 MAX_UPLOAD_BYTES = 50 * MB  # any upload; Gradio refuses larger ones before they are stored
 UPLOAD_LIFETIME_S = 3_600  # uploads and outputs older than this are deleted (checked as often)
@@ -69,6 +75,9 @@ def limits_table() -> str:
         ("descriptor file", f"{MAX_DESCRIPTOR_BYTES // MB} MB, {MAX_CLASSES:,} classes, {MAX_DESCRIPTORS} "
                             f"descriptors a class, {MAX_POOL:,} distinct, {MAX_DESCRIPTOR_CHARS} characters each"),
         ("prompt template", f"{MAX_TEMPLATE_CHARS} characters, exactly one {{}} and no other braces"),
+        ("database built in the app", f"{MAX_BUILD_IMAGES:,} images, {MAX_ARCHIVE_BYTES // MB} MB uncompressed, "
+                                      f"compression {MAX_COMPRESSION_RATIO}:1 a file (INTERPRET_MAX_BUILD_IMAGES, "
+                                      "INTERPRET_MAX_ARCHIVE_MB); kept a day"),
         ("upload (any file)", f"{MAX_UPLOAD_BYTES // MB} MB; uploads are deleted after {UPLOAD_LIFETIME_S // 60} min"),
         ("requests waiting", f"{QUEUE_SIZE} (then: busy, try again)"),
         ("analyses at once", "half the CPU cores, at least 1 (shared by every analysis)"),

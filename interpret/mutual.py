@@ -305,7 +305,7 @@ def mutual_knowledge(model: ClipModel, image: ImageSource, descriptors: Descript
                         key=lambda k: -float(weights[k]))
     deletion = [float(probabilities[target])] + deletion_probabilities(model, batch, grid, order, class_texts, target)
     return MutualKnowledge(
-        classes=descriptors.classes, probabilities=probabilities, predicted=predicted, parts=grid,
+        classes=descriptors.classes, probabilities=probabilities.cpu(), predicted=predicted, parts=grid.cpu(),
         part_weights=weights, part_concepts=part_concepts, visual=visual, textual=textual, shared=shared,
         mutual_information=information, score=score, deletion=deletion, deleted_parts=order,
         auc=deletion_area(deletion), picture=picture, box=crop_box(model, picture.size), warnings=encoded.warnings())

@@ -11,5 +11,10 @@ INDEXES = Path(os.environ.get("INTERPRET_INDEXES", ASSETS.parent / "indexes"))
 
 def home() -> Path:
     """Everything the app writes that is not a model's own index folder: fetched bundles, visitors' uploads and
-    databases. `INTERPRET_HOME`, by default ~/.cache/interpret (a Space with persistent storage: /data/interpret)."""
-    return Path(os.environ.get("INTERPRET_HOME") or Path.home() / ".cache" / "interpret")
+    databases. `INTERPRET_HOME`; else /data/interpret on a Hugging Face Space with persistent storage (mounted
+    at /data); else ~/.cache/interpret."""
+    if os.environ.get("INTERPRET_HOME"):
+        return Path(os.environ["INTERPRET_HOME"])
+    if os.environ.get("SPACE_ID") and os.access("/data", os.W_OK):
+        return Path("/data/interpret")
+    return Path.home() / ".cache" / "interpret"

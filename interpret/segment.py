@@ -137,6 +137,7 @@ class ImageMaps:
     def _spatial(self, per_token: torch.Tensor, text: str, heads: str) -> SpatialMap:
         rows, columns = self.model.geometry.grid
         grid = per_token[1:].reshape(rows, columns)  # the class token is not a place in the image
+        grid = grid.cpu()  # results live on the CPU (they are drawn and printed there)
         return SpatialMap(grid, upsample(grid, self.picture.size, self.box), self.box, text, heads)
 
 
@@ -195,7 +196,7 @@ def upsample(grid: torch.Tensor, size: tuple[int, int], box: tuple[int, int, int
     """`[gh, gw]` -> `[H, W]` float32: bilinear onto `box`, 0 elsewhere."""
     width, height = size
     left, top, right, bottom = box
-    inside = F.interpolate(grid[None, None].float(), size=(bottom - top, right - left), mode="bilinear",
+    inside = F.interpolate(grid[None, None].float().cpu(), size=(bottom - top, right - left), mode="bilinear",
                            align_corners=False)[0, 0]
     out = np.zeros((height, width), np.float32)
     out[top:bottom, left:right] = inside.numpy()

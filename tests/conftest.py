@@ -7,6 +7,7 @@ from pathlib import Path
 
 # Databases and head labels that tests build go to a scratch folder, never into the project's indexes/.
 os.environ.setdefault("INTERPRET_INDEXES", tempfile.mkdtemp(prefix="interpret-test-indexes-"))
+os.environ.setdefault("INTERPRET_HOME", tempfile.mkdtemp(prefix="interpret-test-home-"))  # fetched and built data
 
 import open_clip
 import pytest

@@ -27,7 +27,8 @@ def start_app(indexes: Path, timeout: float = 120, **environment: str) -> tuple[
     port = free_port()
     env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1",
                INTERPRET_DEFAULT_MODEL=ModelSpec("toy", None).label, GRADIO_ANALYTICS_ENABLED="False",
-               INTERPRET_INDEXES=str(indexes), **environment)
+               INTERPRET_INDEXES=str(indexes), INTERPRET_HOME=str(indexes.parent / f"{indexes.name}-home"))
+    env.update(environment)
     process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/"

@@ -1,4 +1,6 @@
 """The app's handlers: results for good input, a readable gr.Error for bad input, and the app keeps serving."""
+from pathlib import Path
+
 import gradio as gr
 import pytest
 from PIL import Image
@@ -10,6 +12,7 @@ from interpret.ui import (atlas, common, contrastive, heads, image_neighbours, i
                           property_neighbours, text_neighbours, topic)
 
 RANDOM_B32 = ModelSpec("ViT-B-32", None).label
+ROOT_EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
 
 
 def test_heads_handler_returns_grid_table_and_summary(photo):
@@ -125,7 +128,7 @@ def test_image_and_text_neighbours_per_head():
     assert len(items) == 5 and "Head 3.3" in summary
     items, summary = text_neighbours.run_text_neighbours(TOY, "something red", 3, 6, 4)
     assert len(items) == 4 and "'something red'" in summary
-    with pytest.raises(gr.Error, match="caption is empty"):
+    with pytest.raises(gr.Error, match="Type a text to search"):
         text_neighbours.run_text_neighbours(TOY, "  ", 3, 6, 4)
     with pytest.raises(gr.Error, match=r"layers 0..3 \(or -4..-1\); there is no layer 4"):
         image_neighbours.run_image_neighbours(TOY, path, 4, 0, 4)
@@ -296,3 +299,72 @@ def test_a_model_that_cannot_be_loaded_leaves_the_previous_one_in_use(monkeypatc
     assert value == TOY and in_use == TOY and "could not be loaded" in status and f"{TOY} is still in use" in status
     value, info, in_use, status = ui.choose_model(TOY, RANDOM_B32)
     assert value == in_use == TOY and status == "" and "4 layers x 8 heads" in info
+
+
+def test_analyses_get_a_gpu_under_zero_gpu_and_nothing_needs_one(monkeypatch):
+    import sys
+    import types
+
+    decorated = []
+    fake = types.ModuleType("spaces")
+    fake.GPU = lambda function: decorated.append(function.__name__) or function
+    monkeypatch.setitem(sys.modules, "spaces", fake)
+    monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
+    monkeypatch.delenv("INTERPRET_DEVICE", raising=False)
+    assert common.analysis_device() in ("cpu", "cuda") and common.on_gpu(heads.run_heads) is heads.run_heads
+    ui.build_app(TOY, "")
+    assert decorated == []  # not on ZeroGPU: nothing is wrapped
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    assert common.analysis_device() == "cuda"
+    monkeypatch.setenv("INTERPRET_DEVICE", "cpu")  # this machine has no GPU to lend
+    assert common.analysis_device() == "cpu"
+    ui.build_app(TOY, "")
+    assert {"run_heads", "run_interaction", "run_mutual", "run_topic"} <= set(decorated)
+    assert "run_atlas" not in decorated and "run_text_neighbours" not in decorated  # look-ups stay on the CPU
+
+
+def zip_of(folder, path):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for image in sorted(folder.glob("*.png")):
+            archive.write(image, f"mine/{image.name}")
+        archive.writestr("readme.txt", "not an image")
+    return path
+
+
+def test_a_visitor_builds_a_database_from_a_zip_and_searches_it_in_their_session(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from interpret.ui import database
+
+    monkeypatch.setenv("INTERPRET_HOME", str(tmp_path / "home"))
+    archive = zip_of(ROOT_EXAMPLES, tmp_path / "photos.zip")
+    visitor = SimpleNamespace(session_hash="visitor-1")
+    updates = list(database.run_build(TOY, str(archive), "", visitor))
+    assert "**6 images**" in updates[0] and "readme.txt" in updates[0] and "about" in updates[0]
+    assert updates[-1].startswith("Done in") and "now search them" in updates[-1]
+    assert (database.built_folder("visitor-1", "toy") / "bundle.json").is_file()
+    items, summary = image_neighbours.run_image_neighbours(TOY, str(ROOT_EXAMPLES / "toy-1001.png"), -1, 0, 3,
+                                                           visitor)
+    assert "of 6 images" in summary and items[0][1].endswith("toy-1001.png")  # the visitor's own database
+    items, summary = image_neighbours.run_image_neighbours(TOY, str(ROOT_EXAMPLES / "toy-1001.png"), -1, 0, 3,
+                                                           SimpleNamespace(session_hash="someone-else"))
+    assert "of 600 images" in summary  # another visitor still searches the model's own database
+
+
+@pytest.mark.parametrize("archive, folder, message", [
+    (None, "", "Upload a zip file of images first"),
+    ("NOTZIP", "", "not a zip file"),
+    (None, "/etc", "Naming a folder of this machine is off here"),
+])
+def test_bad_builds_get_a_message_in_the_panel(tmp_path, monkeypatch, archive, folder, message):
+    from interpret.ui import database
+
+    monkeypatch.setenv("INTERPRET_HOME", str(tmp_path / "home"))
+    if archive == "NOTZIP":
+        archive = str(tmp_path / "x.zip")
+        (tmp_path / "x.zip").write_text("plain")
+    updates = list(database.run_build(TOY, archive, folder))
+    assert len(updates) == 1 and message in updates[0] and updates[0].startswith("⚠️")
+    assert not (tmp_path / "home" / "built").exists()

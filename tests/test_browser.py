@@ -1,6 +1,8 @@
 """Drive the real page in headless Chromium (Debian's package) with Playwright."""
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -9,7 +11,7 @@ import pytest
 from interpret.models import ModelSpec
 from interpret.toy.examples import toy_examples
 from interpret.ui import GROUPS
-from tests.conftest import in_ci
+from tests.conftest import ROOT, in_ci
 from tests.local_server import start_app, stop_app
 
 CHROMIUM = "/usr/bin/chromium"
@@ -245,7 +247,7 @@ FORCED_ERRORS = {  # group -> (tab, how to cause an error there, the panel, what
                   "#atlas-error", "there is no layer 99"),
     "A database": ("Text neighbours per head", lambda page: (page.locator("#text-nn-text textarea").fill(""),
                                                               page.locator("#text-nn-run").click()),
-                   "#text-nn-error", "caption is empty"),
+                   "#text-nn-error", "Type a text to search"),
     "Zero-shot classes": ("Mutual knowledge", lambda page: (page.get_by_label("my descriptor file (JSON)").check(),
                                                             page.locator("#mutual-run").click()),
                           "#mutual-error", "Upload a JSON file"),
@@ -284,3 +286,31 @@ def test_a_model_that_cannot_be_loaded_leaves_the_previous_one_selected(page):
     page.wait_for_function(f"document.querySelector('#model input').value === {toy!r}", timeout=30_000)
     assert page.locator("#model-info").inner_text().startswith(toy)
     page.screenshot(path=str(SCREENSHOTS / "model-error.png"))
+
+
+def test_the_space_smoke_script_calls_every_endpoint(server):
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "space_smoke.py"), server], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("| /") == 10 and "FAILED" not in result.stdout
+
+
+def test_a_visitor_builds_a_database_from_a_zip_in_the_page(page, tmp_path):
+    import zipfile
+
+    archive = tmp_path / "mine.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for path, _ in toy_examples():
+            bundle.write(path, Path(path).name)
+    open_tab(page, "Build a database")
+    page.locator("#build-archive input[type=file]").set_input_files(str(archive))
+    page.wait_for_timeout(500)
+    page.locator("#build-run").click()
+    page.wait_for_function("document.querySelector('#build-status').innerText.includes('now search them')",
+                           timeout=120_000)
+    page.screenshot(path=str(SCREENSHOTS / "build.png"))
+    open_tab(page, "Image neighbours per head")
+    page.locator("#image input[type=file]").set_input_files(toy_examples()[0][0])
+    page.locator("#image-nn-run").click()
+    page.wait_for_function("document.querySelector('#image-nn-summary').innerText.includes('of 6 images')",
+                           timeout=60_000)

@@ -13,8 +13,8 @@ import torch
 from ..errors import ModelLoadError
 from ..limits import ANALYSIS_SLOTS, MAX_UPLOAD_BYTES, QUEUE_SIZE, UPLOAD_LIFETIME_S
 from ..toy.examples import toy_examples
-from . import (atlas, contrastive, heads, image_neighbours, interactions, mutual, property_neighbours, text_neighbours,
-               topic)
+from . import (atlas, contrastive, database, heads, image_neighbours, interactions, mutual, property_neighbours,
+               text_neighbours, topic)
 from . import common, neighbours
 from .common import (LOOKUP, ImageInput, Shared, choose_default_model, error_text, friendly_errors, log, model_for,
                      model_summary, offered_models)
@@ -24,7 +24,7 @@ from .neighbours import database_for
 GROUPS = (
     ("Image and caption", (heads, topic, contrastive, interactions)),
     ("The model", (atlas,)),
-    ("A database", (property_neighbours, image_neighbours, text_neighbours)),
+    ("A database", (property_neighbours, image_neighbours, text_neighbours, database)),
     ("Zero-shot classes", (mutual,)),
 )
 
@@ -46,7 +46,10 @@ def choose_model(label: str, previous: str):
                                                          f"use. {reason}")
 
 
-def build_app(default_label: str | None = None, note: str = "") -> gr.Blocks:
+def build_app(default_label: str | None = None, note: str = "", allow_folders: bool = False) -> gr.Blocks:
+    """The page. `allow_folders`: the Build a database tab may also read a folder of this machine (a local user's
+    own app; never on a hosted one)."""
+    database.FOLDERS["allowed"] = allow_folders
     if default_label is None:
         default_label, note = choose_default_model()
     labels = [spec.label for spec in offered_models()]

@@ -3,6 +3,7 @@ heads coloured by property. Also the home of the model's head labels, which the 
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import gradio as gr
 
@@ -15,35 +16,38 @@ from ..render import property_grid
 from ..textspan import HeadAtlas, describe_heads
 from ..toy.train import toy_images
 from .common import LOOKUP, Shared, connect, friendly_errors, layer_and_head, model_for, status_box
+from .database import session_of, visitor_database
 
 TITLE = "Head atlas"
 
-_atlases: dict[str, HeadAtlas] = {}
+_atlases: dict[Path, HeadAtlas] = {}  # the folder of the labels -> them
 _atlas_lock = threading.Lock()
 
 
-def atlas_for(model: ClipModel) -> HeadAtlas:
-    """The model's head labels (from its index folder or its bundle), loaded once; for the toy model they are
-    built on first use (seconds), and rebuilt when they were made with other toy weights."""
+def atlas_for(model: ClipModel, session: str | None = None) -> HeadAtlas:
+    """The head labels beside the model's database (the visitor's own, its index folder or its bundle), loaded
+    once per folder; for the toy model they are built on first use (seconds), and rebuilt when they were made
+    with other toy weights."""
+    folder = visitor_database(session, model.slug) or model_folder(model)
     with _atlas_lock:
-        if model.slug not in _atlases:
+        if folder not in _atlases:
             try:
-                _atlases[model.slug] = load_head_labels(model, model_folder(model))
+                _atlases[folder] = load_head_labels(model, folder)
             except InterpretError:
-                if model.name != "toy":
+                if model.name != "toy" or folder != model.index_dir:
                     raise
-                _atlases[model.slug] = describe_heads(model, toy_images(1000), toy_bank(),
-                                                      out_path=model.index_dir / "head_labels.json", progress=False)
-        return _atlases[model.slug]
+                _atlases[folder] = describe_heads(model, toy_images(1000), toy_bank(),
+                                                  out_path=model.index_dir / "head_labels.json", progress=False)
+        return _atlases[folder]
 
 
 @friendly_errors
-def run_atlas(label: str, layer: float, head: float):
+def run_atlas(label: str, layer: float, head: float, request: gr.Request = None):
     """One head's TextSpan descriptions and label, and the property map of all heads."""
     model = model_for(label)
     g = model.geometry
     layer, head = layer_and_head(model, layer, head)
-    atlas = atlas_for(model)
+    atlas = atlas_for(model, session_of(request))
     chosen = atlas.get(layer, head)
     rows = [[pick, text, tag, round(gain, 4)]
             for pick, (text, tag, gain) in enumerate(zip(chosen.descriptions, chosen.tags, chosen.gains), start=1)]

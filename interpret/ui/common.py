@@ -40,7 +40,32 @@ ANALYSIS = {"concurrency_id": "analysis", "concurrency_limit": ANALYSIS_SLOTS}
 LOOKUP = {"concurrency_id": "lookup", "concurrency_limit": LOOKUP_SLOTS}
 
 
-# --- models ------------------------------------------------------------------------------------------------------
+# --- models and where they run ------------------------------------------------------------------------------------
+
+def zero_gpu() -> bool:
+    """Whether this runs on a ZeroGPU Space (a GPU is attached to each decorated call, not to the process)."""
+    return bool(os.environ.get("SPACES_ZERO_GPU"))
+
+
+def analysis_device() -> str:
+    """Where the app runs its models: INTERPRET_DEVICE when set; else CUDA when there is a GPU (or ZeroGPU lends
+    one per request); else the CPU. Nothing needs a GPU."""
+    if os.environ.get("INTERPRET_DEVICE"):
+        return os.environ["INTERPRET_DEVICE"]
+    return "cuda" if zero_gpu() or torch.cuda.is_available() else "cpu"
+
+
+def on_gpu(handler: Callable) -> Callable:
+    """`handler` run with a GPU attached under ZeroGPU (`spaces.GPU`, when the `spaces` package is there);
+    elsewhere `handler` itself."""
+    if not zero_gpu():
+        return handler
+    try:
+        import spaces
+    except ImportError:
+        return handler
+    return spaces.GPU(handler)
+
 
 def hosted() -> bool:
     """Whether this runs as a public service (a Hugging Face Space sets SPACE_ID; INTERPRET_HOSTED=1 says so too)."""
@@ -66,7 +91,7 @@ def model_for(label: str) -> ClipModel:
     if spec not in offered_models():
         raise ModelLoadError(f"{label} is not offered here. Choose one of: "
                              f"{', '.join(s.label for s in offered_models())}.")
-    return load_model(spec.name, spec.pretrained)
+    return load_model(spec.name, spec.pretrained, analysis_device())
 
 
 def choose_default_model() -> tuple[str, str]:
@@ -76,7 +101,7 @@ def choose_default_model() -> tuple[str, str]:
     if wanted in labels:
         return wanted, ""
     try:
-        load_model(ONLINE_DEFAULT.name, ONLINE_DEFAULT.pretrained)
+        load_model(ONLINE_DEFAULT.name, ONLINE_DEFAULT.pretrained, analysis_device())
         return ONLINE_DEFAULT.label, ""
     except ModelLoadError as error:
         fallback = next(spec.label for spec in OFFLINE_DEFAULTS if spec.label in labels)
@@ -168,7 +193,7 @@ def with_warnings(summary: str, warnings: list[str]) -> str:
 
 
 CSS = """
-.panel-error { color: #b42318; }
+.panel-error, .panel-error * { color: #b42318 !important; }
 """
 
 
@@ -181,7 +206,9 @@ def connect(trigger, handler: Callable, inputs: list, outputs: list, status: gr.
             pool: dict = ANALYSIS):
     """Run `handler` when `trigger` (an event listener such as `button.click`) fires: on the page with its
     errors in `status`; and, with `api_name`, as a named endpoint for API clients (who get errors raised).
-    Returns the page's event (for `.then`)."""
+    Returns the page's event (for `.then`). Analyses get a GPU under ZeroGPU."""
+    if pool is ANALYSIS:
+        handler = on_gpu(handler)
     event = trigger(in_panel(handler, len(outputs)), inputs, [*outputs, status], api_visibility="private", **pool)
     if api_name:
         gr.Button(visible=False, elem_classes=["api-only"]).click(handler, inputs, outputs, api_name=api_name,

@@ -4,19 +4,21 @@ from __future__ import annotations
 import gradio as gr
 
 from .common import Shared, connect, friendly_errors, layer_and_head, model_for, picture_of
+from .database import session_of
 from .neighbours import checked_k, database_for, gallery, head_and_count, neighbour_outputs
 
 TITLE = "Image neighbours per head"
 
 
 @friendly_errors
-def run_image_neighbours(label: str, image_path: str | None, layer: float, head: float, k: float = 12):
+def run_image_neighbours(label: str, image_path: str | None, layer: float, head: float, k: float = 12,
+                         request: gr.Request = None):
     """Database images whose head (layer, head) contribution points where the query's does."""
     k = checked_k(k)
     model = model_for(label)
     layer, head = layer_and_head(model, layer, head)
     picture = picture_of(image_path)
-    database = database_for(model)
+    database = database_for(model, session_of(request))
     items, note = gallery(database.image_neighbours(picture, layer, head, k=k), database)
     return items, f"**Head {layer}.{head}**: " + note
 

@@ -3,6 +3,7 @@ controls."""
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 
 import gradio as gr
 
@@ -17,29 +18,39 @@ from ..models import ClipModel
 from ..render import missing_image
 from ..toy.examples import build_toy_index
 from .common import public, status_box
+from .database import visitor_database
 
-_databases: dict[str, ImageIndex] = {}
+OPEN_DATABASES = 8  # databases kept open at once (visitors' own ones come and go; least recently used closes)
+_databases: OrderedDict[Path, tuple[int, ImageIndex]] = OrderedDict()  # folder -> (manifest's mtime, database)
+_toy_checked: set[str] = set()
 _database_lock = threading.Lock()
 
 
-def database_for(model: ClipModel) -> ImageIndex:
-    """The model's image database (its index folder or its bundle, see `bundles.model_folder`), opened once and
-    reopened after a rebuild. For the toy model a small toy-world database is built on first use (and rebuilt if
-    it was made with other toy weights)."""
+def database_folder(model: ClipModel, session: str | None = None) -> Path:
+    """The visitor's own database for the model when this session built one, else the model's (its index
+    folder or its bundle, see `bundles.model_folder`)."""
+    return visitor_database(session, model.slug) or model_folder(model)
+
+
+def database_for(model: ClipModel, session: str | None = None) -> ImageIndex:
+    """The database `database_folder` names, opened once and reopened after a rebuild. For the toy model a small
+    toy-world database is built on first use (and rebuilt if it was made with other toy weights)."""
     with _database_lock:
-        if model.name == "toy" and not any(key.startswith(f"{model.slug}@") for key in _databases):
+        if model.name == "toy" and model.slug not in _toy_checked:
             build_toy_index(model)  # incremental: nothing to do when it is up to date
-        folder = model_folder(model)
+            _toy_checked.add(model.slug)
+        folder = database_folder(model, session)
         if not (folder / MANIFEST).is_file():
-            raise InterpretError(f"No image database for {model.label} here yet. Build one once with:  "
-                                 f"{build_command(model)}  (or python -m interpret bundle ..., and point "
-                                 "INTERPRET_BUNDLES at the bundles).")
-        key = f"{model.slug}@{folder}@{(folder / MANIFEST).stat().st_mtime_ns}"
-        if key not in _databases:
-            for stale in [known for known in _databases if known.startswith(f"{model.slug}@")]:
-                del _databases[stale]  # a rebuilt database replaces the one opened before
-            _databases[key] = ImageIndex.open(folder, model)
-        return _databases[key]
+            raise InterpretError(f"No image database for {model.label} here yet. Build one from your images in "
+                                 f"the Build a database tab, or once with:  {build_command(model)}  (or python -m "
+                                 "interpret bundle ..., and point INTERPRET_BUNDLES at the bundles).")
+        stamp = (folder / MANIFEST).stat().st_mtime_ns
+        if folder not in _databases or _databases[folder][0] != stamp:
+            _databases[folder] = (stamp, ImageIndex.open(folder, model))
+        _databases.move_to_end(folder)
+        while len(_databases) > OPEN_DATABASES:
+            _databases.popitem(last=False)
+        return _databases[folder][1]
 
 
 def checked_k(k: float) -> int:

@@ -6,20 +6,23 @@ import gradio as gr
 from ..banks import PROPERTIES
 from .atlas import atlas_for
 from .common import LOOKUP, Shared, connect, friendly_errors, model_for, picture_of
+from .database import session_of
 from .neighbours import checked_k, count_slider, database_for, gallery, neighbour_outputs
 
 TITLE = "Property neighbours"
 
 
 @friendly_errors
-def run_property_neighbours(label: str, image_path: str | None, prop: str, k: float = 12):
+def run_property_neighbours(label: str, image_path: str | None, prop: str, k: float = 12,
+                            request: gr.Request = None):
     """Database images like the query in one property only: the summed contributions of the heads labelled
     with it, compared by cosine."""
     k = checked_k(k)
     model = model_for(label)
     picture = picture_of(image_path)
-    database = database_for(model)
-    atlas = atlas_for(model)
+    session = session_of(request)
+    database = database_for(model, session)
+    atlas = atlas_for(model, session)
     heads = database.property_heads(prop, atlas)
     results = database.property_neighbours(picture, prop, k=k, atlas=atlas)
     items, note = gallery(results, database)
@@ -27,12 +30,13 @@ def run_property_neighbours(label: str, image_path: str | None, prop: str, k: fl
     return items, f"**{prop}**: the {len(heads)} heads labelled so ({names}). " + note
 
 
-def property_choices(label: str):
+def property_choices(label: str, request: gr.Request = None):
     """The properties the model has heads for in its database, most heads first (no change when the model has
     no labels or database yet: the search says why)."""
     try:
         model = model_for(label)
-        properties = database_for(model).properties(atlas_for(model))
+        session = session_of(request)
+        properties = database_for(model, session).properties(atlas_for(model, session))
     except Exception:  # noqa: BLE001  (the tab's own run reports the reason in its panel)
         return gr.update()
     return gr.update(choices=properties, value=properties[0] if properties else None)

@@ -3,20 +3,25 @@ from __future__ import annotations
 
 import gradio as gr
 
+from ..errors import InterpretError
 from .common import LOOKUP, Shared, connect, friendly_errors, layer_and_head, model_for
+from .database import session_of
 from .neighbours import checked_k, database_for, gallery, head_and_count, neighbour_outputs
 
 TITLE = "Text neighbours per head"
 
 
 @friendly_errors
-def run_text_neighbours(label: str, text: str, layer: float, head: float, k: float = 12):
+def run_text_neighbours(label: str, text: str, layer: float, head: float, k: float = 12,
+                        request: gr.Request = None):
     """Database images whose head (layer, head) contribution points along the text's embedding."""
     k = checked_k(k)
     model = model_for(label)
     layer, head = layer_and_head(model, layer, head)
-    model.tokenize(text or "")  # an unusable text gets its message before any database work
-    database = database_for(model)
+    if not (text or "").strip():
+        raise InterpretError("Type a text to search the database for (for example: something red).")
+    model.tokenize(text)  # an over-long text gets its message before any database work
+    database = database_for(model, session_of(request))
     items, note = gallery(database.text_neighbours(text, layer, head, k=k), database)
     return items, f"**Head {layer}.{head}**, '{text.strip()}': " + note
 

@@ -1,0 +1,124 @@
+"""The Build a database tab: a visitor's own images (a zip file; on a local app started with --allow-folders, a
+folder of the server) become the current model's head labels and image database, built in the background with a
+progress bar. The neighbour tabs search it, in this visitor's session, as soon as it is complete."""
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import gradio as gr
+
+from ..archives import extract_images, plan_archive
+from ..bundles import BUNDLE_MANIFEST, build_bundle, estimate_build
+from ..errors import InterpretError
+from ..images import list_images
+from ..limits import BUILT_LIFETIME_S, MAX_BUILD_IMAGES, check_text
+from ..paths import home
+from .common import Shared, error_text, friendly_errors, model_for, public
+
+TITLE = "Build a database"
+BUILD = {"concurrency_id": "build", "concurrency_limit": 1}  # one build at a time on this machine
+FOLDERS = {"allowed": False}  # set by `build_app(allow_folders=...)`: a local user may name a server folder
+_building: dict[str, threading.Lock] = {}  # model slug -> held while that model's database is being built
+_registry_lock = threading.Lock()
+
+
+def built_folder(session: str | None, slug: str) -> Path:
+    """Where a visitor's database for a model goes (one per session and model)."""
+    return home() / "built" / (session or "local") / slug
+
+
+def visitor_database(session: str | None, slug: str) -> Path | None:
+    """The visitor's complete database for the model, or None (a build in progress is not complete)."""
+    folder = built_folder(session, slug)
+    return folder if (folder / BUNDLE_MANIFEST).is_file() else None
+
+
+def session_of(request: gr.Request | None) -> str | None:
+    return getattr(request, "session_hash", None) if request is not None else None
+
+
+def run_build(label: str, archive: str | None, folder: str = "", request: gr.Request = None,
+              progress=gr.Progress(track_tqdm=True)):
+    """Check the images, say how long the build will take, build the labels and the database (yielding the
+    status as it goes), and say when the neighbour tabs can search them."""
+    try:
+        yield from _build(label, archive, folder, session_of(request))
+    except gr.Error as error:
+        yield error_text(error.message)
+
+
+@friendly_errors
+def check_build(label: str, archive: str | None, folder: str = "") -> tuple:
+    """(the model, the image source: a zip file or a folder, the image count, the skipped names), checked."""
+    model = model_for(label)
+    folder = check_text(folder, "The folder", 1_000).strip()
+    if folder and not FOLDERS["allowed"]:
+        raise InterpretError("Naming a folder of this machine is off here (start the app with --allow-folders on "
+                             "your own machine); upload a zip file of images instead.")
+    if archive:
+        images, skipped = plan_archive(archive)
+        return model, Path(archive), len(images), skipped
+    if folder:
+        count = len(list_images(folder))
+        if count > MAX_BUILD_IMAGES:
+            raise InterpretError(f"{folder} holds {count:,} images; the limit is {MAX_BUILD_IMAGES:,}.")
+        return model, Path(folder), count, []
+    raise InterpretError("Upload a zip file of images first.")
+
+
+def _build(label: str, archive: str | None, folder: str, session: str | None):
+    model, source, count, skipped = check_build(label, archive, folder)
+    bank = "toy" if model.name == "toy" else "general"
+    seconds, per_image = estimate_build(model, count, bank)
+    note = f" ({len(skipped)} files that are not images skipped: {', '.join(skipped[:5])})" if skipped else ""
+    yield (f"**{count:,} images**{note} for {model.label}: about **{_duration(seconds)}** on this machine "
+           f"({per_image:.2f} s an image, measured). Building...")
+    with _registry_lock:
+        lock = _building.setdefault(model.slug, threading.Lock())
+    if not lock.acquire(blocking=False):
+        yield error_text(f"A database for {model.label} is being built right now; try again when it is done.")
+        return
+    try:
+        started = time.monotonic()
+        _forget_old_builds()
+        images = source
+        if source.suffix.lower() == ".zip":
+            images = home() / "uploads" / (session or "local") / model.slug
+            extract_images(source, images)
+        out = built_folder(session, model.slug).parent
+        try:
+            build_bundle(model, images, out, bank=bank, progress=True)
+        except InterpretError as error:
+            yield error_text(public(str(error)))
+            return
+        yield (f"Done in {_duration(time.monotonic() - started)}: {count:,} images of {model.label}. The neighbour "
+               "tabs (**A database**) now search them, in this session.")
+    finally:
+        lock.release()
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+def _forget_old_builds() -> None:
+    """Delete visitors' databases and uploads older than `BUILT_LIFETIME_S` (disk stays bounded)."""
+    for kind in ("built", "uploads"):
+        for session in (home() / kind).glob("*"):
+            if time.time() - session.stat().st_mtime > BUILT_LIFETIME_S:
+                shutil.rmtree(session, ignore_errors=True)
+
+
+def build(shared: Shared) -> None:
+    gr.Markdown("Search **your own images**: upload a zip file of them, and the current model's head labels and "
+                "image database are built from it (the time it will take is shown first). The neighbour tabs then "
+                "search them, in this session.")
+    archive = gr.File(label="Images (a .zip file)", file_types=[".zip"], type="filepath", elem_id="build-archive")
+    folder = gr.Textbox(label="Or a folder of this machine (the app was started with --allow-folders)",
+                        visible=FOLDERS["allowed"], elem_id="build-folder")
+    button = gr.Button("Build the database", variant="primary", elem_id="build-run")
+    status = gr.Markdown(elem_id="build-status")  # progress, the estimate and the outcome (errors marked ⚠️)
+    button.click(run_build, [shared.model, archive, folder], status, api_name="build_database", **BUILD)
