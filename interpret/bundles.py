@@ -53,7 +53,7 @@ def build_bundle(model: ClipModel, images: str | Path, out: str | Path, bank: st
     or a text file), the image database (heads of `layers`, default the last 4), thumbnails, and bundle.json. Resumable (each step keeps what is finished) and
     atomic (bundle.json, which makes the folder a bundle, is written last). Returns the bundle's folder."""
     from .banks import general_bank, load_bank, toy_bank
-    from .images import list_images
+    from .images import list_images, readable_images
     from .textspan import describe_heads
 
     started = time.monotonic()
@@ -61,7 +61,7 @@ def build_bundle(model: ClipModel, images: str | Path, out: str | Path, bank: st
     folder.mkdir(parents=True, exist_ok=True)
     (folder / BUNDLE_MANIFEST).unlink(missing_ok=True)  # not a bundle until every part is written again
     texts = {"general": general_bank, "toy": toy_bank}.get(bank, lambda: load_bank(bank))()
-    paths = [str(path) for path in list_images(images)]
+    paths, _ = readable_images(list_images(images))  # unreadable ones: skipped here, listed by the database
     atlas = describe_heads(model, paths, texts, out_path=folder / HEAD_LABELS, progress=progress)  # every head
     report = build_index(model, images, folder, layers=layers, batch_size=batch_size, progress=progress)
     database = ImageIndex.open(folder, model)

@@ -186,19 +186,12 @@ def _train_toy(args: argparse.Namespace) -> None:
 
 def readable_images(paths: list) -> list[str]:
     """The paths that decode as images; the others are listed on stderr and skipped."""
-    from .errors import ImageError
-    from .images import load_image
+    from .images import readable_images as readable
 
-    readable = []
-    for path in paths:
-        try:
-            load_image(path)
-            readable.append(str(path))
-        except ImageError as error:
-            print(f"skipped: {error}", file=sys.stderr)
-    if not readable:
-        raise InterpretError("None of the images could be read.")
-    return readable
+    kept, skipped = readable(paths)
+    for reason in skipped:
+        print(f"skipped: {reason}", file=sys.stderr)
+    return kept
 
 
 def _describe_heads(args: argparse.Namespace) -> None:

@@ -154,3 +154,17 @@ def list_images(folder: str | Path) -> list[Path]:
     if not files:
         raise ImageError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
     return files
+
+
+def readable_images(paths) -> tuple[list[str], list[str]]:
+    """(the paths that decode as images, the reasons the others do not); ImageError when none does."""
+    readable, skipped = [], []
+    for path in paths:
+        try:
+            load_image(path)
+            readable.append(str(path))
+        except ImageError as error:
+            skipped.append(str(error))
+    if not readable:
+        raise ImageError("None of the images could be read.")
+    return readable, skipped

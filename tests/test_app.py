@@ -368,3 +368,11 @@ def test_bad_builds_get_a_message_in_the_panel(tmp_path, monkeypatch, archive, f
     updates = list(database.run_build(TOY, archive, folder))
     assert len(updates) == 1 and message in updates[0] and updates[0].startswith("⚠️")
     assert not (tmp_path / "home" / "built").exists()
+
+
+def test_the_real_spaces_package_leaves_the_app_unchanged_off_zero_gpu(monkeypatch):
+    spaces = pytest.importorskip("spaces", reason="the optional spaces package (requirements-space.txt)")
+    monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
+    assert common.on_gpu(heads.run_heads) is heads.run_heads
+    assert spaces.GPU(heads.run_heads) is heads.run_heads  # off a Space the decorator is the identity
+    ui.build_app(TOY, "")

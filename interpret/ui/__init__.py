@@ -10,7 +10,7 @@ import os
 import gradio as gr
 import torch
 
-from ..errors import ModelLoadError
+from ..errors import InterpretError, ModelLoadError
 from ..limits import ANALYSIS_SLOTS, MAX_UPLOAD_BYTES, QUEUE_SIZE, UPLOAD_LIFETIME_S
 from ..toy.examples import toy_examples
 from . import (atlas, contrastive, database, heads, image_neighbours, interactions, mutual, property_neighbours,
@@ -88,14 +88,15 @@ def build_app(default_label: str | None = None, note: str = "", allow_folders: b
 
 
 def warm_up(label: str) -> None:
-    """Load the default model and, for the toy model, build its head labels and example database, so the
-    first request does not wait for them."""
+    """Load the default model, and its head labels and database: fetched and verified from INTERPRET_BUNDLES,
+    or built for the toy model, so that the first request does not wait for them."""
     try:
         model = model_for(label)
-        if model.name == "toy":
-            atlas.atlas_for(model)
-            database_for(model)
-    except Exception:  # the tabs report the same failure to the user when asked
+        atlas.atlas_for(model)
+        database_for(model)
+    except InterpretError as error:  # no labels or database for this model here: the tabs say so when asked
+        log.info("warm-up of %s: %s", label, error)
+    except Exception:
         log.warning("warm-up of %s failed", label, exc_info=True)
 
 
