@@ -17,7 +17,6 @@ that names the file, and never half-used.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -26,11 +25,11 @@ from pathlib import Path
 from typing import Sequence
 
 import open_clip
-from PIL import Image
 from tqdm import tqdm
 
 from .errors import InterpretError
 from .index import MANIFEST, ImageIndex, build_index
+from .integrity import content_hash, describe_file
 from .models import ClipModel
 from .paths import home
 
@@ -71,7 +70,7 @@ def build_bundle(model: ClipModel, images: str | Path, out: str | Path, bank: st
                 "skipped": len(report.skipped), "bank": Path(bank).name if bank not in ("general", "toy") else bank,
                 "bank_size": len(texts), "head_labels_images": atlas.images, "layers": list(database.layers),
                 "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "build_seconds": round(time.monotonic() - started, 1),
-                "files": {name: _describe(folder / name) for name in _files(folder)}}
+                "files": {name: describe_file(folder / name) for name in _files(folder)}}
     _write_manifest(folder, manifest)
     return folder
 
@@ -128,22 +127,9 @@ def _files(folder: Path) -> list[str]:
                   and ".building" not in path.parts)
 
 
-def _describe(path: Path) -> dict:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(2 ** 20), b""):
-            digest.update(block)
-    return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
-
-
-def _content_hash(manifest: dict) -> str:
-    content = {key: value for key, value in manifest.items() if key != "bundle_sha256"}
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
-
-
 def _write_manifest(folder: Path, manifest: dict) -> None:
     temporary = folder / (BUNDLE_MANIFEST + ".tmp")
-    temporary.write_text(json.dumps({**manifest, "bundle_sha256": _content_hash(manifest)}, indent=1))
+    temporary.write_text(json.dumps({**manifest, "bundle_sha256": content_hash(manifest, "bundle_sha256")}, indent=1))
     os.replace(temporary, folder / BUNDLE_MANIFEST)
 
 
@@ -155,7 +141,7 @@ def verify_bundle(folder: Path, model: ClipModel) -> dict:
     path = folder / BUNDLE_MANIFEST
     try:
         manifest = json.loads(path.read_text())
-        if manifest.get("bundle_sha256") != _content_hash(manifest):
+        if manifest.get("bundle_sha256") != content_hash(manifest, "bundle_sha256"):
             raise ValueError("its content does not match its hash")
         files = manifest["files"]
     except FileNotFoundError:
@@ -177,7 +163,7 @@ def verify_bundle(folder: Path, model: ClipModel) -> dict:
         file = folder / name
         if not file.is_file():
             raise BundleError(f"The bundle {folder.name} is partial: {name} is missing.")
-        if file.stat().st_size != expected["bytes"] or _describe(file)["sha256"] != expected["sha256"]:
+        if file.stat().st_size != expected["bytes"] or describe_file(file)["sha256"] != expected["sha256"]:
             raise BundleError(f"The bundle {folder.name} is damaged: {name} does not match its SHA-256.")
     return manifest
 
@@ -250,5 +236,5 @@ def _check_files(folder: Path) -> None:
     manifest = json.loads((folder / BUNDLE_MANIFEST).read_text())
     for name, expected in manifest["files"].items():
         file = folder / name
-        if not file.is_file() or _describe(file)["sha256"] != expected["sha256"]:
+        if not file.is_file() or describe_file(file)["sha256"] != expected["sha256"]:
             raise BundleError(f"The bundle {folder.name} is damaged or partial: {name}.")

@@ -52,6 +52,7 @@ from tqdm import tqdm
 from .decompose import decompose_image, normalise_layers
 from .errors import ImageError, InterpretError
 from .images import ImageSource, list_images, load_image
+from .integrity import content_hash, describe_file
 from .limits import MAX_NEIGHBOURS, check_number
 from .models import ClipModel, layer_index, load_model
 from .textspan import HeadAtlas, write_json_atomic
@@ -169,7 +170,7 @@ def build_index(model: ClipModel, images: str | Path, out: str | Path | None = N
                 "data": data_name, "approximate": approximate, "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "build_seconds": round(time.monotonic() - started, 2),
                 "skipped": [{"path": path, "reason": reason} for path, reason in skipped], "files": data_files}
-    write_json_atomic(out / MANIFEST, {**manifest, "manifest_sha256": _manifest_hash(manifest)})
+    write_json_atomic(out / MANIFEST, {**manifest, "manifest_sha256": content_hash(manifest, "manifest_sha256")})
     for stale in out.glob("data-*"):  # the previous database's data, and leftovers of interrupted writes
         if stale.name != data_name:
             shutil.rmtree(stale, ignore_errors=True)
@@ -312,24 +313,9 @@ def _write_data(folder: Path, heads: np.ndarray, embeddings: np.ndarray, entries
             if approximate:
                 faiss.write_index(_ivf_index(vectors), str(temporary / head_file(layer, head, approximate=True)))
     (temporary / "files.json").write_text(json.dumps(entries))
-    described = {path.name: _describe_file(path) for path in sorted(temporary.iterdir())}
+    described = {path.name: describe_file(path) for path in sorted(temporary.iterdir())}
     os.replace(temporary, folder)
     return described
-
-
-def _describe_file(path: Path) -> dict:
-    """A file's size and SHA-256 (read in 1 MB blocks)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(2 ** 20), b""):
-            digest.update(block)
-    return {"bytes": path.stat().st_size, "sha256": digest.hexdigest()}
-
-
-def _manifest_hash(manifest: dict) -> str:
-    """SHA-256 of a manifest's content (without its own hash), keys sorted."""
-    content = {key: value for key, value in manifest.items() if key != "manifest_sha256"}
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
@@ -367,7 +353,7 @@ def _read_manifest(folder: Path, model: ClipModel | None = None) -> dict:
         manifest = json.loads(path.read_text())
         if manifest.get("format") != FORMAT:
             raise ValueError(f"format {manifest.get('format')!r}, not {FORMAT}: built by another version")
-        if manifest.get("manifest_sha256") != _manifest_hash(manifest):
+        if manifest.get("manifest_sha256") != content_hash(manifest, "manifest_sha256"):
             raise ValueError("its content does not match its hash")
         if not isinstance(manifest.get("count"), int) or not isinstance(manifest.get("files"), dict):
             raise ValueError("no image count or file list")
@@ -453,7 +439,7 @@ class ImageIndex:
         if info.st_size != self._files[name]["bytes"]:
             raise self._damaged(f"{name} has {info.st_size:,} bytes, not the {self._files[name]['bytes']:,} it was "
                                 "written with")
-        if _describe_file(path)["sha256"] != self._files[name]["sha256"]:
+        if describe_file(path)["sha256"] != self._files[name]["sha256"]:
             raise self._damaged(f"{name} does not match the SHA-256 it was written with")
         return info.st_size, info.st_mtime_ns, info.st_ino
 
