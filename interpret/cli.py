@@ -119,9 +119,113 @@ def _mutual_samples(model, args) -> list[tuple[object, str | None]]:
     return [(s.image, with_article(f"{s.objects[0].colour} {s.objects[0].shape}")) for s in scenes]
 
 
-def _mutual(args: argparse.Namespace) -> None:
+def _write_csv(path: str, rows: list[dict]) -> None:
     import csv
 
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"wrote {path}")
+
+
+def _labels_for(model, images: list[str] | None):
+    """The model's head labels: from its folder or bundle, else described now (toy scenes and the toy bank for
+    the toy model, else `images` with the general bank) and saved where describe-heads saves them."""
+    from .banks import general_bank, toy_bank
+    from .bundles import model_folder
+    from .index import load_head_labels
+    from .textspan import describe_heads
+
+    try:
+        return load_head_labels(model, model_folder(model))
+    except InterpretError:
+        pass
+    if model.name == "toy":
+        from .toy.train import toy_images
+
+        images, bank = toy_images(1000), toy_bank()
+    elif images:
+        bank = general_bank()
+    else:
+        raise InterpretError(f"No head labels for {model.label}: give --images DIR to describe its heads with.")
+    return describe_heads(model, images, bank, out_path=model.index_dir / "head_labels.json")
+
+
+def _evaluation_set(model, args: argparse.Namespace):
+    """(images, class indices, unit class texts, what they are): the folder's class sub-folders with the
+    template, or, for the toy model without --images, single-object toy scenes and its 24 colour x shape
+    classes."""
+    from .images import list_images
+
+    if args.images:
+        folder = Path(args.images)
+        classes = sorted(path.name for path in folder.iterdir() if path.is_dir())
+        if len(classes) < 2:
+            raise InterpretError(f"{folder} needs at least two sub-folders, one per class (named by the class).")
+        samples = [(str(path), index) for index, name in enumerate(classes) for path in list_images(folder / name)]
+        samples = samples[: args.limit] if args.limit else samples
+        images, labels = readable_images([path for path, _ in samples]), [label for _, label in samples]
+        prompts = [args.template.format(name.replace("_", " ")) for name in classes]
+        return images, labels, model.encode_texts(prompts), f"{len(images)} images of {len(classes)} classes"
+    if model.name != "toy":
+        raise InterpretError("--images DIR is needed (sub-folders named by class) for models other than the toy.")
+    from .toy.evaluate import COLOUR_SHAPE_PAIRS, COLOUR_SHAPE_PROMPTS
+    from .toy.train import toy_scene
+
+    scenes = [toy_scene(30_000 + i, count=1) for i in range(args.limit or 300)]
+    labels = [COLOUR_SHAPE_PAIRS.index((s.objects[0].colour, s.objects[0].shape)) for s in scenes]
+    return ([s.image for s in scenes], labels, model.encode_texts(list(COLOUR_SHAPE_PROMPTS)),
+            f"{len(scenes)} toy scenes, 24 colour x shape classes")
+
+
+def _score_models(args: argparse.Namespace) -> None:
+    from .limits import check_template
+    from .models import TOY_NAME, load_model
+    from .quantify import pruning_curves, score_heads
+
+    check_template(args.template)
+    rows, plots = [], []
+    for text in args.models:
+        model = load_model(*_model_spec(text), device=args.device)
+        print(f"{model.label}:", flush=True)
+        if model.name != TOY_NAME and model.pretrained is None:
+            print("  note: random weights: these scores describe no trained model (they only show that the "
+                  "command runs)")
+        images, labels, class_texts, what = _evaluation_set(model, args)
+        scores = score_heads(_labels_for(model, images if args.images else None))
+        removed = args.remove or max(1, scores.heads // 4)
+        curves = pruning_curves(model, images, labels, class_texts, scores, counts=[0, removed // 2, removed],
+                                seeds=args.seeds)
+        n = curves.counts[-1]
+        row = {"model": model.label, "heads scored": scores.heads,
+               **{f"CCS@{c}": scores.distribution[c] for c in reversed(range(len(scores.distribution)))},
+               "high": len(scores.high), "moderate": len(scores.moderate), "low": len(scores.low),
+               "association": round(scores.association, 4), "entanglement": round(scores.entanglement, 4),
+               "evaluated on": what, "heads removed": n,
+               "accuracy": round(curves.curves["direct"]["high"][0], 4)}
+        for effect in ("direct", "zero", "mean"):
+            for name in ("high", "random", "low"):
+                row[f"{effect}: without {n} {name}"] = round(curves.curves[effect][name][-1], 4)
+        rows.append(row)
+        plots.append((model.label, curves))
+        print(f"  consistency 5..0: {list(reversed(scores.distribution))}; high {len(scores.high)}, moderate "
+              f"{len(scores.moderate)}, low {len(scores.low)}; association {scores.association:.3f}, "
+              f"entanglement {scores.entanglement:.3f}")
+        print(f"  zero-shot accuracy {row['accuracy']:.3f} ({what}); without the {n} most / {n} random / {n} least "
+              "consistent heads:")
+        for effect in ("direct", "zero", "mean"):
+            print(f"    {effect:<6} " + " / ".join(f"{row[f'{effect}: without {n} {name}']:.3f}"
+                                                for name in ("high", "random", "low")))
+    _write_csv(args.out, rows)
+    if args.plot:
+        from .render import pruning_plot
+
+        pruning_plot(plots).save(args.plot)
+        print(f"saved the plot to {args.plot}")
+
+
+def _mutual(args: argparse.Namespace) -> None:
     from .models import load_model
     from .mutual import load_classes, load_descriptors, mutual_knowledge
     from .render import figure_to_image
@@ -153,11 +257,7 @@ def _mutual(args: argparse.Namespace) -> None:
         print(f"{model.label}: {len(scores)} images, mean score {row['mean score']:.3f}, mean AUC "
               f"{row['mean AUC']:.3f}, zero-shot accuracy {row['zero-shot accuracy']:.3f}"
               + ("" if labelled else " (no image is in a folder named by its class)"))
-    with open(args.out, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"wrote {args.out}")
+    _write_csv(args.out, rows)
     if args.plot:
         import matplotlib.pyplot as plt
         import numpy as np
@@ -461,6 +561,24 @@ def build_parser() -> argparse.ArgumentParser:
     train_toy.add_argument("--scenes", type=int, default=DEFAULTS["scenes"], help="distinct training scenes")
     train_toy.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     train_toy.set_defaults(run=_train_toy)
+
+    scores = commands.add_parser("score-models", help="how interpretable models are: head consistency, association, "
+                                                      "entanglement, and accuracy as heads are removed",
+                                 description="Score each model's heads (consistency of their TextSpan descriptions "
+                                             "with their label) and measure zero-shot accuracy without the most, "
+                                             "random and least consistent heads (see interpret/quantify.py).")
+    scores.add_argument("--models", nargs="+", required=True, metavar="NAME[:TAG]",
+                        help="e.g. toy ViT-B-32:openai ViT-B-16 (no tag: random weights)")
+    scores.add_argument("--images", help="folder with one sub-folder of images per class (the toy model: toy "
+                                         "scenes when omitted); also describes heads that have no labels yet")
+    scores.add_argument("--template", default="a photo of a {}", help="class prompt (default: 'a photo of a {}')")
+    scores.add_argument("--remove", type=int, help="heads to remove at most (default: a quarter of them)")
+    scores.add_argument("--seeds", type=int, default=3, help="random head sets to average (default: 3)")
+    scores.add_argument("--limit", type=int, help="at most this many images")
+    scores.add_argument("--device", default="cpu")
+    scores.add_argument("--out", default="scores.csv", help="CSV table (default: scores.csv)")
+    scores.add_argument("--plot", help="PNG of the pruning curves")
+    scores.set_defaults(run=_score_models)
 
     bundle = commands.add_parser("bundle", help="everything a model's tabs need in one folder (labels, database, "
                                                 "thumbnails), or publish bundles to the Hugging Face hub",

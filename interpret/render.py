@@ -252,3 +252,23 @@ def deletion_plot(curve: list[float], labels: list[str], title: str = "") -> Ima
     axis.set_title(title, fontsize=11, loc="left")  # left: clear of the buttons a page draws top right
     axis.grid(alpha=0.3)
     return figure_to_image(figure)
+
+
+def pruning_plot(models: list) -> Image.Image:
+    """Zero-shot accuracy against the number of heads removed, one panel per model: the most consistent (red),
+    layer-matched random (grey) and least consistent heads (blue); solid: zero-ablation in the forward pass,
+    dashed: direct effect only. `models`: (label, `quantify.PruningCurves`) pairs."""
+    figure, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.4), squeeze=False)
+    colours = {"high": "#d62728", "random": "#7f7f7f", "low": "#1f77b4"}
+    for axis, (label, curves) in zip(axes[0], models):
+        for name, colour in colours.items():
+            for effect, style in (("zero", "-"), ("direct", "--")):
+                if effect in curves.curves:
+                    axis.plot(curves.counts, curves.curves[effect][name], style, color=colour, marker="o",
+                              label=f"{name} ({effect})")
+        axis.set_title(label, fontsize=11)
+        axis.set_xlabel("heads removed", fontsize=10)
+        axis.set_ylabel("zero-shot accuracy", fontsize=10)
+        axis.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    return figure_to_image(figure)

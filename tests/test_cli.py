@@ -1,3 +1,4 @@
+import csv
 import json
 import shlex
 import re
@@ -198,3 +199,29 @@ def test_help_imports_neither_torch_nor_open_clip():
              "print(sorted(name for name in ('torch', 'open_clip', 'gradio') if name in sys.modules))")
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr
+
+
+def test_score_models_runs_on_the_toy_and_a_random_init_model(tmp_path, capsys):
+    from tests.conftest import SHARED_DATA
+
+    assert main(["score-models", "--models", "toy", "--limit", "60", "--remove", "4", "--seeds", "1",
+                 "--out", str(tmp_path / "toy.csv"), "--plot", str(tmp_path / "toy.png")]) == 0
+    out = capsys.readouterr().out
+    assert "consistency 5..0:" in out and "without the 4 most / 4 random / 4 least" in out
+    row = next(csv.DictReader((tmp_path / "toy.csv").open()))
+    assert row["heads scored"] == "32" and float(row["association"]) > 0 and "zero: without 4 high" in row
+    assert Image.open(tmp_path / "toy.png").size[0] > 200
+    samples = SHARED_DATA / "images" / "imagenet-sample"
+    if not samples.is_dir():
+        return
+    for name, pattern in (("goldfish", "*goldfish*"), ("tench", "*tench*")):
+        (tmp_path / "classes" / name).mkdir(parents=True)
+        for path in sorted(samples.glob(pattern))[:1]:
+            for copy in range(3):
+                Image.open(path).rotate(copy * 10).save(tmp_path / "classes" / name / f"{copy}.png")
+    assert main(["score-models", "--models", "ViT-B-32", "--images", str(tmp_path / "classes"), "--remove", "4",
+                 "--seeds", "1", "--out", str(tmp_path / "b32.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "random weights: these scores describe no trained model" in out and "6 images of 2 classes" in out
+    assert main(["score-models", "--models", "ViT-B-32", "--template", "{0:>9}"]) == 2
+    assert "exactly one {}" in capsys.readouterr().err

@@ -1,0 +1,208 @@
+"""How interpretable a model is, with no LLM: how consistently each head sticks to its property, scores per
+model, and what removing heads does to zero-shot accuracy.
+
+Our definitions, after CLIP-InterpreT (Madasu et al., arXiv 2409.06579) and the Concept Consistency Score (CCS,
+arXiv 2503.11103). Those papers ask ChatGPT for a head's label and an LLM judge for each description; here both
+come from the bank's property tags, so the scores are reproducible and work on any model:
+
+- consistency of a head (the CCS analogue, 0..`TOP`): how many of its first `TOP` = 5 TextSpan descriptions carry
+  the tag of its property label (`textspan.HeadLabel`: the property whose descriptions explain most of the
+  variance the descriptions explain).
+- classes, as the CCS paper's: high = 5, moderate = 3, low <= 1 (2 and 4 count in the distribution only).
+- association: the mean consistency over all heads, divided by `TOP` (0..1).
+- entanglement: 1 - (distinct properties among the high-consistency heads) / (high-consistency heads): 0 when each
+  such head has a property of its own, towards 1 when they all share one (CLIP-InterpreT counts heads per
+  property by inspection).
+
+Removing heads, two interventions:
+- direct effect (`direct_embeddings`): the heads' direct contributions (summed over tokens, through the
+  linearised ln_post; see `decompose`) are taken out of the image embedding. Later layers do not see the change;
+  no new forward pass.
+- total effect (`ablated_embeddings`): in the forward pass, each head's output (its attention-weighted values,
+  before the output projection) is replaced by zero (as the CCS paper) or by its mean over reference images,
+  per token (as TextSpan's mean-ablation), so that later layers see the change.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .decompose import decompose_image, embed_image_tokens
+from .errors import InterpretError
+from .models import ClipModel
+from .textspan import HeadAtlas, HeadLabel
+
+TOP = 5
+HIGH, MODERATE, LOW = 5, 3, 1
+Head = tuple[int, int]
+
+
+def consistency(label: HeadLabel, top: int = TOP) -> int:
+    """How many of the head's first `top` descriptions carry the tag of its property label."""
+    return sum(tag == label.property for tag in label.tags[:top])
+
+
+@dataclass
+class ModelScores:
+    """A model's interpretability scores (see the module's docstring). `distribution[c]`: heads of
+    consistency c; `high`, `moderate`, `low`: those heads, most confident label first."""
+
+    model: str
+    heads: int
+    distribution: list[int]
+    high: list[Head]
+    moderate: list[Head]
+    low: list[Head]
+    association: float
+    entanglement: float
+    ranked: list[Head] = field(repr=False, default_factory=list)  # every head, most consistent first
+    by_head: dict[Head, int] = field(repr=False, default_factory=dict)
+
+
+def score_heads(atlas: HeadAtlas, top: int = TOP) -> ModelScores:
+    """Consistency of every head of `atlas`, and the model's scores."""
+    by_head = {head: consistency(label, top) for head, label in atlas.labels.items()}
+    if not by_head:
+        raise InterpretError("The head labels hold no heads.")
+
+    def heads_where(test) -> list[Head]:
+        chosen = [head for head, value in by_head.items() if test(value)]
+        return sorted(chosen, key=lambda head: (-by_head[head], -atlas.labels[head].confidence, head))
+
+    high = heads_where(lambda value: value >= HIGH)
+    properties = {atlas.labels[head].property for head in high}
+    return ModelScores(
+        model=atlas.model, heads=len(by_head),
+        distribution=[sum(value == c for value in by_head.values()) for c in range(top + 1)],
+        high=high, moderate=heads_where(lambda value: value == MODERATE), low=heads_where(lambda value: value <= LOW),
+        association=sum(by_head.values()) / (top * len(by_head)),
+        entanglement=1 - len(properties) / len(high) if high else 0.0,
+        ranked=heads_where(lambda value: True), by_head=by_head)
+
+
+# --- removing heads -----------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def direct_embeddings(model: ClipModel, images, heads: Sequence[Head]) -> torch.Tensor:
+    """`[B, D]` image embeddings (not normalised) without the heads' direct contributions."""
+    parts = decompose_image(model, images, spatial=False)
+    embedding = parts.embedding.clone()
+    if heads:
+        totals = parts.head_totals()  # [B, L, H, D]
+        for layer, head in heads:
+            embedding -= totals[:, layer, head]
+    return embedding
+
+
+@torch.no_grad()
+def ablated_embeddings(model: ClipModel, images, heads: Sequence[Head], means: torch.Tensor | None = None
+                       ) -> torch.Tensor:
+    """`[B, D]` image embeddings (not normalised) of a forward pass in which each of `heads` outputs zero, or,
+    with `means` `[L, H, T, head_dim]` (`head_means`), its mean."""
+    visual = model.visual
+    batch = model.preprocess_images(images)
+    chosen: dict[int, list[int]] = {}
+    for layer, head in heads:
+        chosen.setdefault(layer, []).append(head)
+    x = embed_image_tokens(visual, batch)
+    for layer, block in enumerate(visual.transformer.resblocks):
+        x, _ = _block(block, x, chosen.get(layer, []), None if means is None else means[layer])
+    return visual.ln_post(x[:, 0]) @ visual.proj
+
+
+@torch.no_grad()
+def head_means(model: ClipModel, images) -> torch.Tensor:
+    """`[L, H, T, head_dim]`: every head's output (before the output projection) averaged over `images`."""
+    visual = model.visual
+    x = embed_image_tokens(visual, model.preprocess_images(images))
+    means = []
+    for block in visual.transformer.resblocks:
+        x, mixed = _block(block, x, [], None)
+        means.append(mixed.mean(dim=0))
+    return torch.stack(means)
+
+
+def _block(block, x: torch.Tensor, removed: list[int], means: torch.Tensor | None):
+    """One residual attention block with heads `removed` (zero, or `means` `[H, T, head_dim]`); returns the
+    block's output and the heads' outputs `[B, H, T, head_dim]` before any removal."""
+    attn = block.attn
+    batch, tokens, width = x.shape
+    heads = attn.num_heads
+    qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)
+    q, k, v = qkv.view(batch, tokens, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
+    mixed = F.scaled_dot_product_attention(q, k, v)  # [B, H, T, head_dim]
+    kept = mixed
+    if removed:
+        kept = mixed.clone()
+        kept[:, removed] = 0 if means is None else means[removed].to(kept)
+    x = x + block.ls_1(attn.out_proj(kept.transpose(1, 2).reshape(batch, tokens, width)))
+    return x + block.ls_2(block.mlp(block.ln_2(x))), mixed
+
+
+def accuracy(embeddings: torch.Tensor, class_texts: torch.Tensor, labels: Sequence[int]) -> float:
+    """Zero-shot top-1 accuracy: `embeddings` `[B, D]` against unit `class_texts` `[C, D]`, true `labels`."""
+    predicted = (F.normalize(embeddings.float(), dim=-1) @ class_texts.T).argmax(dim=-1)
+    return float((predicted.cpu() == torch.as_tensor(list(labels))).float().mean())
+
+
+# --- pruning curves -------------------------------------------------------------------------------------------------
+
+@dataclass
+class PruningCurves:
+    """Accuracy after removing n heads of each set, for each n of `counts`: `curves[effect][set]` (effect:
+    'direct', 'zero', 'mean'; set: 'high' (the n most consistent heads), 'random' (as many layer-matched random
+    heads, the mean over `seeds` draws), 'low' (the n least consistent heads))."""
+
+    counts: list[int]
+    curves: dict[str, dict[str, list[float]]]
+    high: list[Head]
+    low: list[Head]
+    seeds: int
+
+
+def layer_matched_random(heads: Sequence[Head], exclude: set[Head], heads_per_layer: int, seed: int) -> list[Head]:
+    """For each of `heads`, a random other head of the same layer (none twice, none of `exclude`)."""
+    rng = random.Random(seed)
+    taken, chosen = set(exclude), []
+    for layer, _ in heads:
+        free = [(layer, h) for h in range(heads_per_layer) if (layer, h) not in taken]
+        if not free:
+            continue
+        pick = rng.choice(free)
+        taken.add(pick)
+        chosen.append(pick)
+    return chosen
+
+
+def pruning_curves(model: ClipModel, images, labels: Sequence[int], class_texts: torch.Tensor, scores: ModelScores,
+                   counts: Sequence[int], reference=None, seeds: int = 3,
+                   effects: Sequence[str] = ("direct", "zero", "mean")) -> PruningCurves:
+    """Zero-shot accuracy on `images` (true class indices `labels`, unit `class_texts` `[C, D]`) as the n most
+    consistent heads, as many layer-matched random heads (`seeds` draws) and the n least consistent heads are
+    removed, for each n of `counts` (at most half the heads, so the sets never overlap). The sets rank every
+    head by consistency (ties: label confidence), because a model may have few heads of the 'high' class (all 5
+    descriptions tagged with the label). `reference`: images for the means of mean-ablation (default: `images`)."""
+    high, low = scores.ranked, list(reversed(scores.ranked))
+    counts = sorted({min(int(n), len(high) // 2) for n in counts})
+    means = head_means(model, reference if reference is not None else images) if "mean" in effects else None
+    removed = high[:max(counts)]  # the random heads are matched to these, and never among them
+    randoms = [layer_matched_random(removed, set(removed), model.geometry.heads, seed) for seed in range(seeds)]
+
+    def measure(effect: str, heads: list[Head]) -> float:
+        if effect == "direct":
+            embeddings = direct_embeddings(model, images, heads)
+        else:
+            embeddings = ablated_embeddings(model, images, heads, means if effect == "mean" else None)
+        return accuracy(embeddings, class_texts, labels)
+
+    curves = {effect: {"high": [], "random": [], "low": []} for effect in effects}
+    for effect in effects:
+        for n in counts:
+            curves[effect]["high"].append(measure(effect, high[:n]))
+            curves[effect]["low"].append(measure(effect, low[:n]))
+            curves[effect]["random"].append(sum(measure(effect, chosen[:n]) for chosen in randoms) / seeds)
+    return PruningCurves(counts, curves, high, low, seeds)
