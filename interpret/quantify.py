@@ -149,6 +149,29 @@ def accuracy(embeddings: torch.Tensor, class_texts: torch.Tensor, labels: Sequen
     return float((predicted.cpu() == torch.as_tensor(list(labels))).float().mean())
 
 
+def parse_head_list(spec: str, layers: int, heads: int) -> list[Head]:
+    """'11.4, 10.*' -> heads: 'L.H' one head, 'L.*' every head of layer L (negative layers count from the end)."""
+    from .limits import MAX_SPEC_CHARS, check_text
+    from .models import head_index, layer_index
+
+    chosen: list[Head] = []
+    for item in check_text(spec, "The heads to remove", MAX_SPEC_CHARS).replace(";", ",").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        layer_text, _, head_text = item.partition(".")
+        every = head_text.strip() == "*"
+        try:
+            layer, head = int(layer_text), (0 if every else int(head_text))
+        except ValueError:
+            raise InterpretError(f"Heads '{item}' not understood: write layer.head (11.4) or layer.* (10.*), "
+                                 "separated by commas.") from None
+        layer = layer_index(layer, layers, "The model")
+        picked = range(heads) if every else [head_index(head, heads, "The model")]
+        chosen += [(layer, head) for head in picked if (layer, head) not in chosen]
+    return chosen
+
+
 # --- pruning curves -------------------------------------------------------------------------------------------------
 
 @dataclass

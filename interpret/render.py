@@ -272,3 +272,23 @@ def pruning_plot(models: list) -> Image.Image:
         axis.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     return figure_to_image(figure)
+
+
+def consistency_grid(values: np.ndarray, properties: list[list[str]], title: str = "") -> Image.Image:
+    """Layer x head grid of consistency (`values` `[L, H]`, 0..5: how many of a head's first five descriptions
+    carry its label's tag), each cell marked with its label (`properties` `[L][H]`)."""
+    values = np.asarray(values, dtype=np.float64)
+    layers, heads = values.shape
+    figure, axis = plt.subplots(figsize=(max(4.0, 1.6 + 0.62 * heads), max(2.4, 1.0 + 0.42 * layers)))
+    picture = axis.imshow(values, cmap="YlGn", vmin=0, vmax=5, aspect="auto")
+    for layer in range(layers):
+        for head in range(heads):
+            axis.text(head, layer, f"{values[layer, head]:.0f}\n{properties[layer][head][:5]}", ha="center",
+                      va="center", fontsize=7, color="black" if values[layer, head] < 4 else "white")
+    axis.set_xticks(range(heads), [str(h) for h in range(heads)], fontsize=8)
+    axis.set_yticks(range(layers), [str(layer) for layer in range(layers)], fontsize=8)
+    axis.set_xlabel("head")
+    axis.set_ylabel("layer")
+    axis.set_title(title, fontsize=11, wrap=True)
+    figure.colorbar(picture, ax=axis, label="consistency (of 5)")
+    return figure_to_image(figure)

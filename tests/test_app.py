@@ -376,3 +376,22 @@ def test_the_real_spaces_package_leaves_the_app_unchanged_off_zero_gpu(monkeypat
     assert common.on_gpu(heads.run_heads) is heads.run_heads
     assert spaces.GPU(heads.run_heads) is heads.run_heads  # off a Space the decorator is the identity
     ui.build_app(TOY, "")
+
+
+def test_the_heads_tab_scores_without_chosen_heads():
+    path, caption = toy_examples()[1]
+    _, _, summary = heads.run_heads(TOY, path, caption, 3, "3.*, 2.5")
+    assert "**Without heads 3.*, 2.5** (9 heads)" in summary and "direct effect" in summary and "zeroed" in summary
+    _, _, plain = heads.run_heads(TOY, path, caption, 3)
+    assert "Without heads" not in plain
+    with pytest.raises(gr.Error, match="there is no layer 9"):
+        heads.run_heads(TOY, path, caption, 3, "9.1")
+
+
+def test_the_models_tab_scores_the_toy_model_with_its_pruning_curves():
+    from interpret.ui import models
+
+    summary, rows, grid, curves = models.run_scores(TOY)
+    assert "association" in summary and "entanglement" in summary and "most consistent (red)" in summary
+    assert rows[-1][0] == TOY and rows[-1][1] == 32 and len(rows[-1][2].split()) == 6
+    assert grid.size[0] > 300 and curves.size[0] > 200

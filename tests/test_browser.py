@@ -314,3 +314,21 @@ def test_a_visitor_builds_a_database_from_a_zip_in_the_page(page, tmp_path):
     page.locator("#image-nn-run").click()
     page.wait_for_function("document.querySelector('#image-nn-summary').innerText.includes('of 6 images')",
                            timeout=60_000)
+
+
+def test_the_models_tab_and_removing_heads_on_the_heads_tab(page):
+    open_tab(page, "Models")
+    page.locator("#models-run").click()
+    page.wait_for_selector("#models-grid img", timeout=120_000)
+    page.wait_for_selector("#models-curves img", timeout=120_000)
+    assert "association" in page.locator("#models-summary").inner_text()
+    page.locator("#models-grid").scroll_into_view_if_needed()
+    page.screenshot(path=str(SCREENSHOTS / "models.png"))
+    path, caption = toy_examples()[1]
+    page.locator("#image input[type=file]").set_input_files(path)
+    page.locator("#caption textarea").fill(caption)
+    open_tab(page, "Heads")
+    page.locator("#heads-remove textarea, #heads-remove input").first.fill("3.*")
+    page.locator("#heads-run").click()
+    page.wait_for_function("document.querySelector('#heads-summary').innerText.includes('Without heads 3.*')",
+                           timeout=60_000)

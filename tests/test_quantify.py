@@ -129,3 +129,14 @@ def test_the_random_sets_are_as_large_as_the_removed_ones(tiny_model, monkeypatc
     curves = pruning_curves(tiny_model, images, [0, 1], texts, scores, counts=[0, 3], seeds=2, effects=("direct",))
     assert curves.counts == [0, 3] and all(len(chosen) == 3 for chosen in drawn)
     assert all(not set(chosen) & set(scores.ranked[:3]) for chosen in drawn)
+
+
+def test_head_lists_are_parsed_and_checked():
+    from interpret.errors import InterpretError
+    from interpret.quantify import parse_head_list
+
+    assert parse_head_list("3.1, 2.*; -1.0", 4, 3) == [(3, 1), (2, 0), (2, 1), (2, 2), (3, 0)]
+    assert parse_head_list("", 4, 3) == []
+    for bad, message in (("x", "not understood"), ("5.1", "no layer 5"), ("1.9", "no head 9"), ("1." * 200, "limit")):
+        with pytest.raises(InterpretError, match=message):
+            parse_head_list(bad, 4, 3)

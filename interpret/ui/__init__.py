@@ -13,8 +13,8 @@ import torch
 from ..errors import InterpretError, ModelLoadError
 from ..limits import ANALYSIS_SLOTS, MAX_UPLOAD_BYTES, QUEUE_SIZE, UPLOAD_LIFETIME_S
 from ..toy.examples import toy_examples
-from . import (atlas, contrastive, database, heads, image_neighbours, interactions, mutual, property_neighbours,
-               text_neighbours, topic)
+from . import (atlas, contrastive, database, heads, image_neighbours, interactions, models, mutual,
+               property_neighbours, text_neighbours, topic)
 from . import common, neighbours
 from .common import (LOOKUP, ImageInput, Shared, choose_default_model, error_text, friendly_errors, log, model_for,
                      model_summary, offered_models)
@@ -23,7 +23,7 @@ from .neighbours import database_for
 # (group title, its tabs): the groups are what the visitor holds; each group's tabs fit its bar at 1280 px.
 GROUPS = (
     ("Image and caption", (heads, topic, contrastive, interactions)),
-    ("The model", (atlas,)),
+    ("The model", (atlas, models)),
     ("A database", (property_neighbours, image_neighbours, text_neighbours, database)),
     ("Zero-shot classes", (mutual,)),
 )

@@ -1,0 +1,84 @@
+"""The Models tab: how interpretable the model is. Each head's consistency with its label, the model's scores
+beside those of every model scored in this session of the app, and, where an evaluation set is at hand (the toy
+world), the zero-shot accuracy as its most consistent, random and least consistent heads are removed."""
+from __future__ import annotations
+
+import threading
+
+import gradio as gr
+import numpy as np
+
+from ..quantify import ModelScores, PruningCurves, pruning_curves, score_heads
+from ..render import consistency_grid, pruning_plot
+from .atlas import atlas_for
+from .common import Shared, connect, friendly_errors, model_for, status_box
+from .database import session_of
+
+TITLE = "Models"
+HEADERS = ["model", "heads", "consistency 5..0 (heads)", "high", "moderate", "low", "association", "entanglement"]
+_scored: dict[str, ModelScores] = {}  # model label -> its scores, for the table
+_curves: dict[str, PruningCurves] = {}
+_lock = threading.Lock()
+
+
+def toy_curves(model, scores: ModelScores) -> PruningCurves:
+    """Pruning curves of the toy model on 200 single-object toy scenes (24 colour x shape classes), once."""
+    from ..toy.evaluate import COLOUR_SHAPE_PAIRS, COLOUR_SHAPE_PROMPTS
+    from ..toy.train import toy_scene
+
+    with _lock:
+        if model.label not in _curves:
+            scenes = [toy_scene(30_000 + i, count=1) for i in range(200)]
+            labels = [COLOUR_SHAPE_PAIRS.index((s.objects[0].colour, s.objects[0].shape)) for s in scenes]
+            reference = [toy_scene(31_000 + i).image for i in range(100)]
+            _curves[model.label] = pruning_curves(model, [s.image for s in scenes], labels,
+                                                  model.encode_texts(list(COLOUR_SHAPE_PROMPTS)), scores,
+                                                  counts=[0, 4, 8, 12], reference=reference)
+        return _curves[model.label]
+
+
+@friendly_errors
+def run_scores(label: str, request: gr.Request = None):
+    """The model's scores (summary), the table of every model scored here, its consistency grid, and its
+    pruning curves (the toy model; other models: the command line, with a labelled image folder)."""
+    model = model_for(label)
+    atlas = atlas_for(model, session_of(request))
+    scores = score_heads(atlas)
+    _scored[model.label] = scores
+    g = model.geometry
+    values = np.zeros((g.layers, g.heads))
+    for (layer, head), value in scores.by_head.items():
+        values[layer, head] = value
+    grid = consistency_grid(values, atlas.property_grid(g.layers, g.heads), f"{model.label}: head consistency")
+    rows = [[name, s.heads, " ".join(str(n) for n in reversed(s.distribution)), len(s.high), len(s.moderate),
+             len(s.low), round(s.association, 3), round(s.entanglement, 3)] for name, s in _scored.items()]
+    summary = (f"**{model.label}**: {scores.heads} heads; association **{scores.association:.3f}**, entanglement "
+               f"**{scores.entanglement:.3f}**. A head's *consistency* is how many of its first 5 TextSpan "
+               "descriptions are about its own label's property (5: all, the CCS paper's *high*; 3: *moderate*; "
+               "1 or 0: *low*). *Association* is the mean consistency over 5. *Entanglement* says how much the "
+               "high-consistency heads share properties (0: each has its own; near 1: all share one).")
+    curves = None
+    if model.name == "toy":
+        curves = pruning_plot([(model.label, toy_curves(model, scores))])
+        summary += (" The curves: zero-shot accuracy on 200 toy scenes as the most consistent (red), random "
+                    "(grey) and least consistent (blue) heads are removed.")
+    else:
+        summary += (" Pruning curves need a labelled image set: `python -m interpret score-models --models ... "
+                    "--images DIR` (one sub-folder per class).")
+    return summary, rows, grid, curves
+
+
+def build(shared: Shared) -> None:
+    gr.Markdown("How interpretable is this model? Each head's **consistency** with its label, the model's "
+                "scores next to every model scored here, and what removing heads does to zero-shot accuracy.")
+    button = gr.Button("Score the model", variant="primary", elem_id="models-run")
+    status = status_box("models")
+    summary = gr.Markdown(elem_id="models-summary")
+    table = gr.Dataframe(headers=HEADERS, label="Models scored here", elem_id="models-table", interactive=False)
+    with gr.Row():
+        grid = gr.Image(label="Consistency of every head", type="pil", interactive=False, elem_id="models-grid",
+                        show_label=False)
+        curves = gr.Image(label="Pruning curves", type="pil", interactive=False, elem_id="models-curves",
+                          show_label=False)
+    connect(button.click, run_scores, [shared.model], [summary, table, grid, curves], status,
+            api_name="model_scores")
