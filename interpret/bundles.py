@@ -30,8 +30,8 @@ from tqdm import tqdm
 from .errors import InterpretError
 from .index import MANIFEST, ImageIndex, build_index
 from .integrity import content_hash, describe_file
-from .models import ClipModel
-from .paths import home
+from .models import ClipModel, ModelSpec
+from .paths import INDEXES, home
 
 BUNDLE_MANIFEST = "bundle.json"
 HEAD_LABELS = "head_labels.json"
@@ -191,6 +191,15 @@ def model_folder(model: ClipModel) -> Path:
             verify_bundle(folder, model)
             _verified[folder] = stamp
         return folder
+
+
+def stored_labels(spec: ModelSpec) -> Path | None:
+    """The head labels of a model (by its picker entry, without loading it) that are on this machine: in its
+    index folder, or in a local `INTERPRET_BUNDLES` folder (an hf:// source is not fetched for this)."""
+    source = os.environ.get("INTERPRET_BUNDLES", "").strip()
+    folders = [INDEXES / spec.slug] + ([Path(source) / spec.slug] if source and not source.startswith(HUB_PREFIX)
+                                       else [])
+    return next((folder / HEAD_LABELS for folder in folders if (folder / HEAD_LABELS).is_file()), None)
 
 
 def _fetch(source: str, model: ClipModel) -> Path:

@@ -48,6 +48,14 @@ class ModelSpec:
             return "toy (bundled)"
         return f"{self.name} / {self.pretrained or 'random init'}"
 
+    @property
+    def slug(self) -> str:
+        """A folder name for this model's databases and labels: 'ViT-B-32__openai', 'ViT-B-32__random', 'toy'."""
+        if self.name == TOY_NAME:
+            return TOY_NAME
+        weights = Path(self.pretrained).stem if self.pretrained and os.path.sep in self.pretrained else self.pretrained
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", f"{self.name}__{weights or 'random'}")
+
 
 # The six models of CLIP-InterpreT (pretrained weights come from the Hugging Face hub on first use).
 PRETRAINED_CATALOGUE = (
@@ -172,11 +180,8 @@ class ClipModel:
 
     @property
     def slug(self) -> str:
-        """A folder name for this model's databases and labels: 'ViT-B-32__openai', 'ViT-B-32__random', 'toy'."""
-        if self.name == TOY_NAME:
-            return TOY_NAME
-        weights = Path(self.pretrained).stem if self.pretrained and os.path.sep in self.pretrained else self.pretrained
-        return re.sub(r"[^A-Za-z0-9._-]+", "-", f"{self.name}__{weights or 'random'}")
+        """A folder name for this model's databases and labels (see `ModelSpec.slug`)."""
+        return ModelSpec(self.name, self.pretrained).slug
 
     @property
     def index_dir(self) -> Path:

@@ -395,3 +395,20 @@ def test_the_models_tab_scores_the_toy_model_with_its_pruning_curves():
     assert "association" in summary and "entanglement" in summary and "most consistent (red)" in summary
     assert rows[-1][0] == TOY and rows[-1][1] == 32 and len(rows[-1][2].split()) == 6
     assert grid.size[0] > 300 and curves.size[0] > 200
+
+
+def test_the_models_table_lists_every_model_with_labels_on_this_machine(tmp_path, monkeypatch):
+    import shutil
+
+    from interpret.paths import INDEXES
+    from interpret.ui import models
+
+    models.run_scores(TOY)  # the toy's labels exist once it has been scored
+    b32 = ModelSpec("ViT-B-32", None)
+    monkeypatch.setenv("INTERPRET_BUNDLES", str(tmp_path))
+    (tmp_path / b32.slug).mkdir()
+    shutil.copy(INDEXES / "toy" / "head_labels.json", tmp_path / b32.slug / "head_labels.json")
+    found = models.stored_scores()  # read from the labels files: no model is loaded
+    assert set(found) >= {TOY, b32.label} and found[TOY].heads == 32
+    (tmp_path / b32.slug / "head_labels.json").write_text("{damaged")
+    assert b32.label not in models.stored_scores()

@@ -1,6 +1,6 @@
 """The Models tab: how interpretable the model is. Each head's consistency with its label, the model's scores
-beside those of every model scored in this session of the app, and, where an evaluation set is at hand (the toy
-world), the zero-shot accuracy as its most consistent, random and least consistent heads are removed."""
+beside those of every model whose head labels are on this machine, and, where an evaluation set is at hand (the
+toy world), the zero-shot accuracy as its most consistent, random and least consistent heads are removed."""
 from __future__ import annotations
 
 import threading
@@ -8,15 +8,18 @@ import threading
 import gradio as gr
 import numpy as np
 
+from ..bundles import stored_labels
+from ..errors import InterpretError
 from ..quantify import ModelScores, PruningCurves, pruning_curves, score_heads
+from ..textspan import HeadAtlas
 from ..render import consistency_grid, pruning_plot
 from .atlas import atlas_for
-from .common import Shared, connect, friendly_errors, model_for, status_box
+from .common import Shared, connect, friendly_errors, model_for, offered_models, status_box
 from .database import session_of
 
 TITLE = "Models"
 HEADERS = ["model", "heads", "consistency 5..0 (heads)", "high", "moderate", "low", "association", "entanglement"]
-_scored: dict[str, ModelScores] = {}  # model label -> its scores, for the table
+_scored: dict[str, ModelScores] = {}  # model label -> its scores, for the table (the ones scored here)
 _curves: dict[str, PruningCurves] = {}
 _lock = threading.Lock()
 
@@ -37,6 +40,20 @@ def toy_curves(model, scores: ModelScores) -> PruningCurves:
         return _curves[model.label]
 
 
+def stored_scores() -> dict[str, ModelScores]:
+    """The scores of every offered model whose head labels are on this machine, read from the labels alone (no
+    model is loaded; a damaged labels file is left out)."""
+    found = {}
+    for spec in offered_models():
+        path = stored_labels(spec)
+        if path is not None:
+            try:
+                found[spec.label] = score_heads(HeadAtlas.load(path))
+            except InterpretError:
+                continue
+    return found
+
+
 @friendly_errors
 def run_scores(label: str, request: gr.Request = None):
     """The model's scores (summary), the table of every model scored here, its consistency grid, and its
@@ -50,8 +67,9 @@ def run_scores(label: str, request: gr.Request = None):
     for (layer, head), value in scores.by_head.items():
         values[layer, head] = value
     grid = consistency_grid(values, atlas.property_grid(g.layers, g.heads), f"{model.label}: head consistency")
+    table = {**stored_scores(), **_scored}
     rows = [[name, s.heads, " ".join(str(n) for n in reversed(s.distribution)), len(s.high), len(s.moderate),
-             len(s.low), round(s.association, 3), round(s.entanglement, 3)] for name, s in _scored.items()]
+             len(s.low), round(s.association, 3), round(s.entanglement, 3)] for name, s in table.items()]
     summary = (f"**{model.label}**: {scores.heads} heads; association **{scores.association:.3f}**, entanglement "
                f"**{scores.entanglement:.3f}**. A head's *consistency* is how many of its first 5 TextSpan "
                "descriptions are about its own label's property (5: all, the CCS paper's *high*; 3: *moderate*; "
@@ -74,7 +92,8 @@ def build(shared: Shared) -> None:
     button = gr.Button("Score the model", variant="primary", elem_id="models-run")
     status = status_box("models")
     summary = gr.Markdown(elem_id="models-summary")
-    table = gr.Dataframe(headers=HEADERS, label="Models scored here", elem_id="models-table", interactive=False)
+    table = gr.Dataframe(headers=HEADERS, label="Every model with head labels here", elem_id="models-table",
+                         interactive=False)
     with gr.Row():
         grid = gr.Image(label="Consistency of every head", type="pil", interactive=False, elem_id="models-grid",
                         show_label=False)
