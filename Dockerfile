@@ -7,7 +7,8 @@ ENV HOME=/home/user \
     PATH=/home/user/.local/bin:$PATH \
     GRADIO_SERVER_NAME=0.0.0.0 \
     GRADIO_SERVER_PORT=7860 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    MALLOC_ARENA_MAX=2
 WORKDIR /home/user/app
 
 # CPU builds of torch keep the image small; the rest comes from requirements.txt, which also installs this
