@@ -165,7 +165,9 @@ def _evaluation_set(model, args: argparse.Namespace):
             raise InterpretError(f"{folder} needs at least two sub-folders, one per class (named by the class).")
         samples = [(str(path), index) for index, name in enumerate(classes) for path in list_images(folder / name)]
         samples = samples[: args.limit] if args.limit else samples
-        images, labels = readable_images([path for path, _ in samples]), [label for _, label in samples]
+        readable = set(readable_images([path for path, _ in samples]))
+        samples = [(path, label) for path, label in samples if path in readable]  # an unreadable one, with its label
+        images, labels = [path for path, _ in samples], [label for _, label in samples]
         prompts = [args.template.format(name.replace("_", " ")) for name in classes]
         return images, labels, model.encode_texts(prompts), f"{len(images)} images of {len(classes)} classes"
     if model.name != "toy":

@@ -412,3 +412,18 @@ def test_the_models_table_lists_every_model_with_labels_on_this_machine(tmp_path
     assert set(found) >= {TOY, b32.label} and found[TOY].heads == 32
     (tmp_path / b32.slug / "head_labels.json").write_text("{damaged")
     assert b32.label not in models.stored_scores()
+
+
+def test_a_build_that_fails_unexpectedly_says_so_in_its_status(tmp_path, monkeypatch):
+    from interpret.ui import database
+
+    monkeypatch.setenv("INTERPRET_HOME", str(tmp_path / "home"))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(database, "build_bundle", broken)
+    updates = list(database.run_build(TOY, str(zip_of(ROOT_EXAMPLES, tmp_path / "photos.zip")), ""))
+    assert updates[0].startswith("**6 images**")
+    assert updates[-1].startswith("⚠️") and "Something went wrong (RuntimeError: disk full)" in updates[-1]
+    assert list(database.run_build(TOY, str(tmp_path / "photos.zip"), ""))[-1].startswith("⚠️")  # lock released

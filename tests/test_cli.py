@@ -4,6 +4,7 @@ import shlex
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 from PIL import Image
 
@@ -225,3 +226,20 @@ def test_score_models_runs_on_the_toy_and_a_random_init_model(tmp_path, capsys):
     assert "random weights: these scores describe no trained model" in out and "6 images of 2 classes" in out
     assert main(["score-models", "--models", "ViT-B-32", "--template", "{0:>9}"]) == 2
     assert "exactly one {}" in capsys.readouterr().err
+
+
+def test_score_models_drops_an_unreadable_image_together_with_its_label(tmp_path, capsys):
+    """Each image keeps its own class when another is skipped (the lists stay aligned)."""
+    from interpret import cli
+
+    for name, colour in (("a", (200, 0, 0)), ("b", (0, 0, 200))):
+        (tmp_path / name).mkdir()
+        for i in range(2):
+            Image.new("RGB", (32, 32), colour).save(tmp_path / name / f"{i}.png")
+    (tmp_path / "a" / "2.png").write_text("not an image")  # sorts within class a
+    args = cli.build_parser().parse_args(["score-models", "--models", "toy", "--images", str(tmp_path)])
+    from interpret.models import load_model
+
+    images, labels, _, what = cli._evaluation_set(load_model("toy"), args)
+    assert [Path(image).parent.name for image in images] == ["a", "a", "b", "b"] and labels == [0, 0, 1, 1]
+    assert "4 images of 2 classes" in what and "skipped" in capsys.readouterr().err

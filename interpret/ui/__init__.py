@@ -10,14 +10,14 @@ import os
 import gradio as gr
 import torch
 
-from ..errors import InterpretError, ModelLoadError
+from ..errors import InterpretError
 from ..limits import ANALYSIS_SLOTS, MAX_UPLOAD_BYTES, QUEUE_SIZE, UPLOAD_LIFETIME_S
 from ..toy.examples import toy_examples
 from . import (atlas, contrastive, database, heads, image_neighbours, interactions, models, mutual,
                property_neighbours, text_neighbours, topic)
 from . import common, neighbours
-from .common import (LOOKUP, ImageInput, Shared, choose_default_model, error_text, friendly_errors, log, model_for,
-                     model_summary, offered_models)
+from .common import (LOOKUP, ImageInput, Shared, choose_default_model, error_text, friendly_errors, log,
+                     message_for, model_for, model_summary, offered_models)
 from .neighbours import database_for
 
 # (group title, its tabs): the groups are what the visitor holds; each group's tabs fit its bar at 1280 px.
@@ -40,10 +40,9 @@ def choose_model(label: str, previous: str):
     Returns (picker value, model info, the model in use, status)."""
     try:
         return label, model_summary(model_for(label)), label, ""
-    except (gr.Error, ModelLoadError) as error:
-        reason = getattr(error, "message", None) or str(error)
+    except InterpretError as error:  # an unknown label, a model not offered here, weights that cannot be had
         return previous, gr.skip(), previous, error_text(f"{label} could not be loaded, so {previous} is still in "
-                                                         f"use. {reason}")
+                                                         f"use. {message_for(error, 'choose_model')}")
 
 
 def build_app(default_label: str | None = None, note: str = "", allow_folders: bool = False) -> gr.Blocks:

@@ -8,7 +8,6 @@ from pathlib import Path
 import gradio as gr
 
 from ..banks import toy_bank
-from ..bundles import model_folder
 from ..errors import InterpretError
 from ..index import load_head_labels
 from ..models import ClipModel
@@ -16,7 +15,8 @@ from ..render import property_grid
 from ..textspan import HeadAtlas, describe_heads
 from ..toy.train import toy_images
 from .common import LOOKUP, Shared, connect, friendly_errors, layer_and_head, model_for, status_box
-from .database import session_of, visitor_database
+from .database import session_of
+from .neighbours import database_folder
 
 TITLE = "Head atlas"
 
@@ -28,7 +28,7 @@ def atlas_for(model: ClipModel, session: str | None = None) -> HeadAtlas:
     """The head labels beside the model's database (the visitor's own, its index folder or its bundle), loaded
     once per folder; for the toy model they are built on first use (seconds), and rebuilt when they were made
     with other toy weights."""
-    folder = visitor_database(session, model.slug) or model_folder(model)
+    folder = database_folder(model, session)
     with _atlas_lock:
         if folder not in _atlases:
             try:

@@ -118,33 +118,46 @@ def model_summary(model: ClipModel) -> str:
 ANY_INDEX = 10 ** 6  # a layer or head number beyond this is not a number the page can mean
 
 
+def page_index(value: float, name: str) -> int:
+    """A layer or head number from the page: a whole number within +-`ANY_INDEX` (then the model's own range is
+    checked by whoever uses it)."""
+    return check_number(value, name, -ANY_INDEX, ANY_INDEX, integer=True)
+
+
 def layer_and_head(model: ClipModel, layer: float, head: float) -> tuple[int, int]:
     """Layer and head from the page (negative layers count from the end), checked against the model."""
     g = model.geometry
-    layer = check_number(layer, "The layer", -ANY_INDEX, ANY_INDEX, integer=True)  # then the model's own range
-    head = check_number(head, "The head", -ANY_INDEX, ANY_INDEX, integer=True)
-    return layer_index(layer, g.layers, model.label), head_index(head, g.heads, model.label)
+    return (layer_index(page_index(layer, "The layer"), g.layers, model.label),
+            head_index(page_index(head, "The head"), g.heads, model.label))
 
 
 # --- errors ------------------------------------------------------------------------------------------------------
 
+def message_for(error: Exception, where: str) -> str:
+    """What a visitor is told of `error` (raised in `where`): a user's mistake as its message, an unexpected
+    failure as a short note (logged for us, with its traceback: call this inside the `except`); never a
+    traceback, never a path of the server."""
+    if isinstance(error, gr.Error):
+        return error.message
+    if isinstance(error, InterpretError):
+        return public(str(error) or f"{type(error).__name__}: this input cannot be used.")
+    log.exception("%s failed", where)
+    return public(f"Something went wrong ({type(error).__name__}: {str(error)[:300]}). The app is still running; "
+                  "please try another input.")
+
+
 def friendly_errors(handler):
-    """Show a user's mistake as a message and an unexpected failure as a short note; never a traceback, never a
-    path of the server (raised as `gr.Error`: API clients get it as their error)."""
+    """`handler` with every error raised as `gr.Error` carrying `message_for` it (API clients get it as their
+    error; the page shows it in the panel)."""
 
     @functools.wraps(handler)
     def wrapper(*args, **kwargs):
         try:
             return handler(*args, **kwargs)
-        except InterpretError as error:
-            message = str(error) or f"{type(error).__name__}: this input cannot be used."
-            raise gr.Error(public(message), print_exception=False) from None
         except gr.Error:
             raise
-        except Exception as error:  # a bug: keep serving, log it for us, tell the user briefly
-            log.exception("handler %s failed", handler.__name__)
-            raise gr.Error(public(f"Something went wrong ({type(error).__name__}: {str(error)[:300]}). The app is "
-                                  "still running; please try another input."), print_exception=False) from None
+        except Exception as error:
+            raise gr.Error(message_for(error, handler.__name__), print_exception=False) from None
 
     return wrapper
 

@@ -16,7 +16,7 @@ from ..errors import InterpretError
 from ..images import list_images
 from ..limits import BUILT_LIFETIME_S, MAX_BUILD_IMAGES, check_text
 from ..paths import home
-from .common import Shared, error_text, friendly_errors, model_for, public
+from .common import Shared, error_text, message_for, model_for
 
 TITLE = "Build a database"
 BUILD = {"concurrency_id": "build", "concurrency_limit": 1}  # one build at a time on this machine
@@ -46,11 +46,10 @@ def run_build(label: str, archive: str | None, folder: str = "", request: gr.Req
     status as it goes), and say when the neighbour tabs can search them."""
     try:
         yield from _build(label, archive, folder, session_of(request))
-    except gr.Error as error:
-        yield error_text(error.message)
+    except Exception as error:  # a user's mistake, or a failure: its message in the status, the app serves on
+        yield error_text(message_for(error, "run_build"))
 
 
-@friendly_errors
 def check_build(label: str, archive: str | None, folder: str = "") -> tuple:
     """(the model, the image source: a zip file or a folder, the image count, the skipped names), checked."""
     model = model_for(label)
@@ -88,12 +87,7 @@ def _build(label: str, archive: str | None, folder: str, session: str | None):
         if source.suffix.lower() == ".zip":
             images = home() / "uploads" / (session or "local") / model.slug
             extract_images(source, images)
-        out = built_folder(session, model.slug).parent
-        try:
-            build_bundle(model, images, out, bank=bank, progress=True)
-        except InterpretError as error:
-            yield error_text(public(str(error)))
-            return
+        build_bundle(model, images, built_folder(session, model.slug).parent, bank=bank, progress=True)
         yield (f"Done in {_duration(time.monotonic() - started)}: {count:,} images of {model.label}. The neighbour "
                "tabs (**A database**) now search them, in this session.")
     finally:

@@ -9,7 +9,7 @@ from ..interact import Interaction, interaction_map, parse_box, parse_tokens
 from ..limits import MAX_STEPS, check_number
 from ..models import ClipModel
 from ..render import map_overlay, outline_box
-from .common import (ANY_INDEX, RecentResults, Shared, connect, file_key, friendly_errors, model_for, picture_of,
+from .common import (RecentResults, Shared, connect, file_key, friendly_errors, model_for, page_index, picture_of,
                      status_box, with_warnings)
 from .maps import checked_opacity
 
@@ -23,8 +23,7 @@ def interaction_for(model: ClipModel, image_path: str | None, caption: str, imag
                     steps: float, rule: str) -> Interaction:
     """The caption x image interactions, kept for the last few inputs: choosing another span or box is instant."""
     model.tokenize(caption or "")  # an unusable caption gets its message before any image work
-    settings = (caption, check_number(image_layer, "The image layer", -ANY_INDEX, ANY_INDEX, integer=True),
-                check_number(text_layer, "The text layer", -ANY_INDEX, ANY_INDEX, integer=True),
+    settings = (caption, page_index(image_layer, "The image layer"), page_index(text_layer, "The text layer"),
                 check_number(steps, "Steps", 1, MAX_STEPS, integer=True), rule or "midpoint")
     key = (model.slug, *file_key(image_path), *settings)
     return _interactions.get(key, lambda: interaction_map(model, picture_of(image_path), *settings),
