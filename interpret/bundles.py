@@ -51,7 +51,7 @@ def build_bundle(model: ClipModel, images: str | Path, out: str | Path, bank: st
     """Build `out/<model slug>/`: head labels of every head (TextSpan over `images` with `bank`: 'general', 'toy'
     or a text file), the image database (heads of `layers`, default the last 4), thumbnails, and bundle.json. Resumable (each step keeps what is finished) and
     atomic (bundle.json, which makes the folder a bundle, is written last). Returns the bundle's folder."""
-    from .banks import general_bank, load_bank, toy_bank
+    from .banks import bank_named
     from .images import list_images, readable_images
     from .textspan import describe_heads
 
@@ -59,7 +59,7 @@ def build_bundle(model: ClipModel, images: str | Path, out: str | Path, bank: st
     folder = Path(out) / model.slug
     folder.mkdir(parents=True, exist_ok=True)
     (folder / BUNDLE_MANIFEST).unlink(missing_ok=True)  # not a bundle until every part is written again
-    texts = {"general": general_bank, "toy": toy_bank}.get(bank, lambda: load_bank(bank))()
+    texts = bank_named(bank)
     paths, _ = readable_images(list_images(images))  # unreadable ones: skipped here, listed by the database
     atlas = describe_heads(model, paths, texts, out_path=folder / HEAD_LABELS, progress=progress)  # every head
     report = build_index(model, images, folder, layers=layers, batch_size=batch_size, progress=progress)
@@ -84,10 +84,10 @@ def estimate_build(model: ClipModel, images: int, bank: str = "general") -> tupl
     bank's texts."""
     import torch
 
-    from .banks import general_bank, load_bank, toy_bank
+    from .banks import bank_named
     from .decompose import decompose_image
 
-    texts = {"general": general_bank, "toy": toy_bank}.get(bank, lambda: load_bank(bank))()
+    texts = bank_named(bank)
     if model.slug not in _costs:
         batch = torch.rand(4, 3, *model.geometry.image_size, generator=torch.Generator().manual_seed(0))
         decompose_image(model, batch[:1], spatial=False)  # warm-up

@@ -297,7 +297,7 @@ def readable_images(paths: list) -> list[str]:
 
 
 def _describe_heads(args: argparse.Namespace) -> None:
-    from .banks import general_bank, load_bank, toy_bank
+    from .banks import bank_named
     from .images import list_images
     from .textspan import describe_heads
 
@@ -311,7 +311,7 @@ def _describe_heads(args: argparse.Namespace) -> None:
     else:
         raise InterpretError("--images DIR is needed (a folder of images to describe the heads with).")
     bank_name = args.bank or ("toy" if model.name == "toy" else "general")
-    bank = {"general": general_bank, "toy": toy_bank}.get(bank_name, lambda: load_bank(bank_name))()
+    bank = bank_named(bank_name)
     out = Path(args.out) if args.out else model.index_dir / "head_labels.json"
     atlas = describe_heads(model, images, bank, k=args.k, rank=args.rank, layers=args.layers, out_path=out)
     counts = {}

@@ -7,7 +7,11 @@ come from the bank's property tags, so the scores are reproducible and work on a
 
 - consistency of a head (the CCS analogue, 0..`TOP`): how many of its first `TOP` = 5 TextSpan descriptions carry
   the tag of its property label (`textspan.HeadLabel`: the property whose descriptions explain most of the
-  variance the descriptions explain).
+  variance the descriptions explain). TextSpan picks a description once, so a property with n < `TOP`
+  descriptions in the bank (the toy bank has 4 shapes) caps that count at n: the count is then out of n and
+  scaled to 0..`TOP` (rounded half up), so that a head whose descriptions are all of its property, as far as the
+  bank allows, is high. With the general bank every property has at least `TOP` descriptions and the count is
+  the plain one.
 - classes, as the CCS paper's: high = 5, moderate = 3, low <= 1 (2 and 4 count in the distribution only).
 - association: the mean consistency over all heads, divided by `TOP` (0..1).
 - entanglement: 1 - (distinct properties among the high-consistency heads) / (high-consistency heads): 0 when each
@@ -24,6 +28,7 @@ Removing heads, two interventions:
 """
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -41,9 +46,12 @@ HIGH, MODERATE, LOW = 5, 3, 1
 Head = tuple[int, int]
 
 
-def consistency(label: HeadLabel, top: int = TOP) -> int:
-    """How many of the head's first `top` descriptions carry the tag of its property label."""
-    return sum(tag == label.property for tag in label.tags[:top])
+def consistency(label: HeadLabel, top: int = TOP, available: int | None = None) -> int:
+    """How many of the head's first `top` descriptions carry the tag of its property label, out of
+    `min(top, available)` when the bank has only `available` descriptions of that property, scaled to 0..top."""
+    hits = sum(tag == label.property for tag in label.tags[:top])
+    reach = top if available is None else max(1, min(top, available))
+    return min(top, math.floor(top * hits / reach + 0.5))
 
 
 @dataclass
@@ -65,7 +73,8 @@ class ModelScores:
 
 def score_heads(atlas: HeadAtlas, top: int = TOP) -> ModelScores:
     """Consistency of every head of `atlas`, and the model's scores."""
-    by_head = {head: consistency(label, top) for head, label in atlas.labels.items()}
+    sizes = atlas.bank_sizes or _sizes_of_bank(atlas.bank)
+    by_head = {head: consistency(label, top, sizes.get(label.property)) for head, label in atlas.labels.items()}
     if not by_head:
         raise InterpretError("The head labels hold no heads.")
 
@@ -82,6 +91,16 @@ def score_heads(atlas: HeadAtlas, top: int = TOP) -> ModelScores:
         association=sum(by_head.values()) / (top * len(by_head)),
         entanglement=1 - len(properties) / len(high) if high else 0.0,
         ranked=heads_where(lambda value: True), by_head=by_head)
+
+
+def _sizes_of_bank(name: str) -> dict[str, int]:
+    """Descriptions per tag of the bank named so, for labels saved before they recorded it ({} if unreadable)."""
+    from .banks import bank_named
+
+    try:
+        return bank_named(name).tag_counts()
+    except InterpretError:
+        return {}
 
 
 # --- removing heads -----------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import os
 import sys
 import types
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -140,6 +140,7 @@ class HeadAtlas:
     images: int
     labels: dict[tuple[int, int], HeadLabel]
     weights: str = ""  # SHA-256 of the model's weights (`ClipModel.weights_hash`): labels go with exact weights
+    bank_sizes: dict[str, int] = field(default_factory=dict)  # descriptions per tag in the bank (`TextBank.tag_counts`)
 
     def get(self, layer: int, head: int) -> HeadLabel:
         if (layer, head) not in self.labels:
@@ -160,7 +161,8 @@ class HeadAtlas:
                 "weights": self.weights}
 
     def save(self, path: Path) -> None:
-        payload = {**self.signature(), "labels": [asdict(label) for label in self.labels.values()]}
+        payload = {**self.signature(), "bank_sizes": self.bank_sizes,
+                   "labels": [asdict(label) for label in self.labels.values()]}
         write_json_atomic(path, payload)
 
     @classmethod
@@ -169,7 +171,7 @@ class HeadAtlas:
             payload = json.loads(Path(path).read_text())
             labels = {(item["layer"], item["head"]): HeadLabel(**item) for item in payload["labels"]}
             return cls(payload["model"], payload["bank"], payload["k"], payload["rank"], payload["images"], labels,
-                       payload.get("weights", ""))
+                       payload.get("weights", ""), dict(payload.get("bank_sizes", {})))
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise InterpretError(f"Could not read head labels from {path}: {error}") from None
 
@@ -201,11 +203,12 @@ def describe_heads(model: ClipModel, images: Sequence, bank: TextBank, k: int = 
     With `out_path`, the atlas is written after each layer and a rerun with the same settings resumes where
     the previous one stopped."""
     wanted = normalise_layers(layers, model.geometry.layers, model.label)
-    atlas = HeadAtlas(model.label, bank.name, k, rank, len(images), {}, model.weights_hash)
+    atlas = HeadAtlas(model.label, bank.name, k, rank, len(images), {}, model.weights_hash, bank.tag_counts())
     if out_path is not None and Path(out_path).is_file():
         try:
             previous = HeadAtlas.load(out_path)
             if previous.signature() == atlas.signature():
+                previous.bank_sizes = atlas.bank_sizes
                 atlas = previous
         except InterpretError:
             pass  # unreadable: start again

@@ -41,6 +41,18 @@ class TextBank:
     def __len__(self) -> int:
         return len(self.texts)
 
+    def tag_counts(self) -> dict[str, int]:
+        """How many descriptions carry each tag."""
+        counts: dict[str, int] = {}
+        for tag in self.tags:
+            counts[tag] = counts.get(tag, 0) + 1
+        return counts
+
+
+def bank_named(name: str) -> TextBank:
+    """The bundled bank of that name ('general', 'toy'), else the user's bank file at that path (`load_bank`)."""
+    return {"general": general_bank, "toy": toy_bank}.get(name, lambda: load_bank(name))()
+
 
 def general_bank() -> TextBank:
     from .general import descriptions
