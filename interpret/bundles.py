@@ -47,10 +47,13 @@ class BundleError(InterpretError):
 # --- building -----------------------------------------------------------------------------------------------------
 
 def build_bundle(model: ClipModel, images: str | Path, out: str | Path, bank: str = "general",
-                 layers: Sequence[int] | None = None, batch_size: int = 32, progress: bool = True) -> Path:
+                 layers: Sequence[int] | None = None, batch_size: int = 32, progress: bool = True,
+                 engine=None) -> Path:
     """Build `out/<model slug>/`: head labels of every head (TextSpan over `images` with `bank`: 'general', 'toy'
-    or a text file), the image database (heads of `layers`, default the last 4), thumbnails, and bundle.json. Resumable (each step keeps what is finished) and
-    atomic (bundle.json, which makes the folder a bundle, is written last). Returns the bundle's folder."""
+    or a text file), the image database (heads of `layers`, default the last 4), thumbnails, and bundle.json.
+    Resumable (each step keeps what is finished) and atomic (bundle.json, which makes the folder a bundle, is
+    written last). `engine`: where the images are
+    decomposed (`engines.make_engine`; default: here). Returns the bundle's folder."""
     from .banks import bank_named
     from .images import list_images, readable_images
     from .textspan import describe_heads
@@ -61,8 +64,10 @@ def build_bundle(model: ClipModel, images: str | Path, out: str | Path, bank: st
     (folder / BUNDLE_MANIFEST).unlink(missing_ok=True)  # not a bundle until every part is written again
     texts = bank_named(bank)
     paths, _ = readable_images(list_images(images))  # unreadable ones: skipped here, listed by the database
-    atlas = describe_heads(model, paths, texts, out_path=folder / HEAD_LABELS, progress=progress)  # every head
-    report = build_index(model, images, folder, layers=layers, batch_size=batch_size, progress=progress)
+    atlas = describe_heads(model, paths, texts, out_path=folder / HEAD_LABELS, progress=progress,  # every head
+                           engine=engine)
+    report = build_index(model, images, folder, layers=layers, batch_size=batch_size, progress=progress,
+                         engine=engine)
     database = ImageIndex.open(folder, model)
     write_thumbnails(database, folder / THUMBNAILS, progress)
     manifest = {"model": model.name, "pretrained": model.pretrained, "label": model.label,

@@ -313,7 +313,8 @@ def _describe_heads(args: argparse.Namespace) -> None:
     bank_name = args.bank or ("toy" if model.name == "toy" else "general")
     bank = bank_named(bank_name)
     out = Path(args.out) if args.out else model.index_dir / "head_labels.json"
-    atlas = describe_heads(model, images, bank, k=args.k, rank=args.rank, layers=args.layers, out_path=out)
+    atlas = describe_heads(model, images, bank, k=args.k, rank=args.rank, layers=args.layers, out_path=out,
+                           engine=_engine(args) if args.images else None)
     counts = {}
     for label in atlas.labels.values():
         counts[label.property] = counts.get(label.property, 0) + 1
@@ -329,7 +330,7 @@ def _build_index(args: argparse.Namespace) -> None:
     model = _load(args)
     if args.images:
         report = build_index(model, args.images, args.out, layers=args.layers, batch_size=args.batch_size,
-                             approximate=args.approximate, overwrite=args.overwrite)
+                             approximate=args.approximate, overwrite=args.overwrite, engine=_engine(args))
     elif model.name == "toy":
         from .toy.examples import build_toy_index
 
@@ -355,8 +356,28 @@ def _bundle(args: argparse.Namespace) -> None:
         raise InterpretError("bundle needs --images DIR and --out DIR (or --publish hf://datasets/ORG/REPO --from DIR).")
     model = _load(args)
     folder = build_bundle(model, args.images, args.out, bank=args.bank or ("toy" if model.name == "toy" else "general"),
-                          layers=args.layers, batch_size=args.batch_size)
+                          layers=args.layers, batch_size=args.batch_size, engine=_engine(args))
     print(f"{model.label}: bundle in {folder}")
+
+
+def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("where the images are decomposed")
+    group.add_argument("--engine", default="local", choices=("local", "ray"),
+                       help="'local' (default: this process) or 'ray' (a Ray cluster; pip install -r "
+                            "requirements-ray.txt); both write the same bytes")
+    group.add_argument("--address", help="Ray: 'auto' (the cluster this machine is in), 'ray://HOST:PORT', or "
+                                         "none to start Ray here")
+    group.add_argument("--workers", type=int, default=1, help="Ray: decomposing actors, each loads the model once "
+                                                              "(default: 1)")
+    group.add_argument("--gpus-per-worker", type=float, default=0.0, help="Ray: GPUs per actor (default: 0, CPU)")
+
+
+def _engine(args: argparse.Namespace):
+    from .engines import make_engine
+
+    if args.engine == "local" and (args.address or args.workers != 1 or args.gpus_per_worker):
+        raise InterpretError("--address, --workers and --gpus-per-worker are for --engine ray.")
+    return make_engine(args.engine, args.address, args.workers, args.gpus_per_worker)
 
 
 def _parse_head(text: str) -> tuple[int, int]:
@@ -454,6 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     describe.add_argument("--rank", type=int, default=80, help="TextSpan rank (default: 80)")
     describe.add_argument("--layers", type=int, nargs="+", help="layers to describe (default: all)")
     describe.add_argument("--out", help="output JSON (default: indexes/<model>/head_labels.json)")
+    _add_engine_arguments(describe)
     describe.set_defaults(run=_describe_heads)
 
     index = commands.add_parser("build-index", help="embed a folder of images into a searchable database",
@@ -470,6 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also write IVF indexes for approximate per-head search (for 10^5 images or more)")
     index.add_argument("--overwrite", action="store_true",
                        help="replace a database of another model (or other weights) at --out")
+    _add_engine_arguments(index)
     index.set_defaults(run=_build_index)
 
     search = commands.add_parser("neighbours", help="nearest images in a database, by head, property or text",
@@ -595,6 +618,7 @@ def build_parser() -> argparse.ArgumentParser:
     bundle.add_argument("--out", help="folder of bundles: the bundle goes to OUT/<model folder>")
     bundle.add_argument("--publish", metavar="hf://datasets/ORG/REPO", help="upload bundles (needs a token)")
     bundle.add_argument("--from", dest="source", metavar="DIR", help="with --publish: a bundle or a folder of them")
+    _add_engine_arguments(bundle)
     bundle.set_defaults(run=_bundle)
 
     limits = commands.add_parser("limits", help="print the limits on what a request may ask (markdown table)",

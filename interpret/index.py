@@ -47,11 +47,11 @@ import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from .decompose import decompose_image, normalise_layers
+from .engines import LocalEngine, RayEngine, run_blocks
 from .errors import ImageError, InterpretError
-from .images import ImageSource, list_images, load_image
+from .images import ImageSource, list_images
 from .integrity import content_hash, describe_file
 from .limits import MAX_NEIGHBOURS, check_number
 from .models import ClipModel, layer_index, load_model
@@ -124,12 +124,14 @@ class BuildReport:
 
 def build_index(model: ClipModel, images: str | Path, out: str | Path | None = None,
                 layers: Sequence[int] | None = None, batch_size: int = 32, approximate: bool = False,
-                overwrite: bool = False, progress: bool = True, chunk_size: int = 256) -> BuildReport:
+                overwrite: bool = False, progress: bool = True, chunk_size: int = 256,
+                engine: "LocalEngine | RayEngine | None" = None) -> BuildReport:
     """Embed the images below `images` (recursively) into a database at `out` (default: `model.index_dir`).
 
     Incremental: images already in a sound database built with the same model and layers are kept (unless their
     size or modification time changed), removed files are dropped, new ones are added. Resumable: finished chunks
-    of an interrupted build are reused. Unreadable images are skipped and listed in the manifest. A damaged
+    of an interrupted build are reused. Unreadable images are skipped and listed in the manifest. `engine`
+    (`engines.make_engine`): where the images are decomposed (default: here); the result is the same. A damaged
     database at `out` is rebuilt from scratch; one of other weights is refused, or replaced with `overwrite`."""
     started = time.monotonic()
     root = Path(images).resolve()
@@ -148,7 +150,8 @@ def build_index(model: ClipModel, images: str | Path, out: str | Path | None = N
     if previous and not todo and not removed:
         return BuildReport(out, previous.count, 0, previous.count, 0, previous.skipped, time.monotonic() - started)
 
-    chunks = _embed_in_chunks(model, root, todo, layers, out / BUILDING, signature, batch_size, chunk_size, progress)
+    chunks = run_blocks(engine or LocalEngine(), model, root, todo, layers, batch_size, chunk_size, out / BUILDING,
+                        {"signature": signature, "root": str(root)}, progress=progress)
     new_rows = [row for chunk in chunks for row in chunk.rows]
     skipped = [item for chunk in chunks for item in chunk.skipped]
     count = len(kept_rows) + len(new_rows)
@@ -215,85 +218,6 @@ def _previous_database(out: Path, model: ClipModel, signature: dict, root: Path,
         return ImageIndex.open(out, model) if same else None  # verified: a damaged one is rebuilt from scratch
     except DatabaseError:
         return None
-
-
-@dataclass
-class _Chunk:
-    rows: list[str]  # relative paths of the images embedded, in order
-    heads: np.ndarray  # [n, L', H, D] float16
-    embeddings: np.ndarray  # [n, D] float16
-    skipped: list[tuple[str, str]]
-
-
-def _embed_in_chunks(model: ClipModel, root: Path, todo: list[str], layers: tuple[int, ...], work: Path,
-                     signature: dict, batch_size: int, chunk_size: int, progress: bool) -> list[_Chunk]:
-    """Embed `todo` chunk by chunk; each finished chunk is saved in `work`, and a rerun with the same plan
-    reuses them."""
-    plan = {"signature": signature, "root": str(root), "todo": todo, "chunk_size": chunk_size}
-    plan_path = work / "plan.json"
-    if plan_path.is_file():
-        try:
-            same_plan = json.loads(plan_path.read_text()) == plan
-        except (OSError, ValueError):
-            same_plan = False
-        if not same_plan:
-            shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(plan_path, plan)
-    chunks = []
-    bar = tqdm(total=len(todo), desc="embedding images", unit="image", disable=not progress)
-    for number, start in enumerate(range(0, len(todo), chunk_size)):
-        path = work / f"chunk-{number:06d}.npz"
-        chunk = _load_chunk(path)
-        if chunk is None:
-            chunk = _embed_chunk(model, root, todo[start:start + chunk_size], layers, batch_size, bar)
-            _save_chunk(path, chunk)
-        else:
-            bar.update(min(chunk_size, len(todo) - start))
-        chunks.append(chunk)
-    bar.close()
-    return chunks
-
-
-def _embed_chunk(model: ClipModel, root: Path, paths: list[str], layers: tuple[int, ...], batch_size: int,
-                 bar: tqdm) -> _Chunk:
-    rows, heads, embeddings, skipped = [], [], [], []
-    for start in range(0, len(paths), batch_size):
-        batch, names = [], []
-        for name in paths[start:start + batch_size]:
-            try:
-                batch.append(model.preprocess(load_image(root / name)))
-                names.append(name)
-            except ImageError as error:
-                skipped.append((name, str(error)))
-        if batch:
-            parts = decompose_image(model, torch.stack(batch).to(model.device), layers=layers, spatial=False)
-            heads.append(parts.head_totals().cpu().numpy().astype(np.float16))
-            embeddings.append(parts.embedding.cpu().numpy().astype(np.float16))
-            rows += names
-        bar.update(len(paths[start:start + batch_size]))
-    g = model.geometry
-    return _Chunk(rows, np.concatenate(heads) if heads else np.zeros((0, len(layers), g.heads, g.embed_dim), np.float16),
-                  np.concatenate(embeddings) if embeddings else np.zeros((0, g.embed_dim), np.float16), skipped)
-
-
-def _save_chunk(path: Path, chunk: _Chunk) -> None:
-    temporary = path.with_name(path.name + ".tmp.npz")
-    skipped = np.array([f"{name}\t{reason}" for name, reason in chunk.skipped], dtype=str)
-    np.savez(temporary, rows=np.array(chunk.rows, dtype=str), heads=chunk.heads, embeddings=chunk.embeddings,
-             skipped=skipped)
-    os.replace(temporary, path)
-
-
-def _load_chunk(path: Path) -> _Chunk | None:
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            skipped = [tuple(item.split("\t", 1)) for item in data["skipped"].tolist()]
-            return _Chunk(data["rows"].tolist(), data["heads"], data["embeddings"], skipped)
-    except (OSError, ValueError, KeyError):
-        return None  # damaged by the interruption: embed it again
 
 
 def _write_data(folder: Path, heads: np.ndarray, embeddings: np.ndarray, entries: list[dict],

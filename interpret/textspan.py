@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -197,11 +198,12 @@ def collect_head_outputs(model: ClipModel, images: Sequence, layers=None, batch_
 
 
 def describe_heads(model: ClipModel, images: Sequence, bank: TextBank, k: int = 20, rank: int = 80,
-                   layers=None, out_path: Path | None = None, progress: bool = True) -> HeadAtlas:
+                   layers=None, out_path: Path | None = None, progress: bool = True, engine=None) -> HeadAtlas:
     """TextSpan every head of `layers` (default: all) over `images` with `bank`, and label it.
 
     With `out_path`, the atlas is written after each layer and a rerun with the same settings resumes where
-    the previous one stopped."""
+    the previous one stopped. With `engine` (`engines.make_engine`; `images` then are file paths), the images are
+    decomposed there; the labels are the same."""
     wanted = normalise_layers(layers, model.geometry.layers, model.label)
     atlas = HeadAtlas(model.label, bank.name, k, rank, len(images), {}, model.weights_hash, bank.tag_counts())
     if out_path is not None and Path(out_path).is_file():
@@ -216,7 +218,10 @@ def describe_heads(model: ClipModel, images: Sequence, bank: TextBank, k: int = 
     if not todo:
         return atlas
     texts = torch.cat([model.encode_texts(list(bank.texts[i:i + 256])) for i in range(0, len(bank), 256)])
-    outputs = collect_head_outputs(model, images, layers=todo, progress=progress)  # [N, L', H, D]
+    if engine is None:
+        outputs = collect_head_outputs(model, images, layers=todo, progress=progress)  # [N, L', H, D]
+    else:
+        outputs = _head_outputs_on(engine, model, images, todo, progress)
     bar = tqdm(total=len(todo) * model.geometry.heads, desc="TextSpan", unit="head", disable=not progress)
     for position, layer in enumerate(todo):
         for head in range(model.geometry.heads):
@@ -227,6 +232,20 @@ def describe_heads(model: ClipModel, images: Sequence, bank: TextBank, k: int = 
             atlas.save(out_path)
     bar.close()
     return atlas
+
+
+def _head_outputs_on(engine, model: ClipModel, paths: Sequence, layers: Sequence[int], progress: bool,
+                     batch_size: int = 32) -> torch.Tensor:
+    """`[N, L', H, D]` float32, as `collect_head_outputs` (the same batches), computed on `engine`."""
+    from .engines import run_blocks
+
+    names = [str(Path(path).resolve()) for path in paths]
+    blocks = run_blocks(engine, model, Path("/"), names, layers, batch_size, 8 * batch_size, dtype=np.float32,
+                        progress=progress, description="decomposing images")
+    skipped = [item for block in blocks for item in block.skipped]
+    if skipped:
+        raise InterpretError(f"{len(skipped)} image(s) could not be read, e.g. {skipped[0][0]}: {skipped[0][1]}")
+    return torch.from_numpy(np.concatenate([block.heads for block in blocks]))
 
 
 class _CallableModule(types.ModuleType):

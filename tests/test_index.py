@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from interpret import index as index_module
+from interpret import engines
 from interpret.decompose import decompose_image
 from interpret.errors import ImageError, InterpretError
 from interpret.index import MANIFEST, DatabaseError, ImageIndex, build_index
@@ -106,7 +107,7 @@ def test_rebuild_is_incremental_and_skips_unreadable_files(tiny_model, folder, t
 def test_an_interrupted_build_resumes_and_leaves_the_old_database_readable(tiny_model, folder, tmp_path, monkeypatch):
     out = tmp_path / "db"
     calls = {"chunks": 0}
-    real = index_module._embed_chunk
+    real = engines.decompose_block
 
     def failing_after_two(*args, **kwargs):
         calls["chunks"] += 1
@@ -114,7 +115,7 @@ def test_an_interrupted_build_resumes_and_leaves_the_old_database_readable(tiny_
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(index_module, "_embed_chunk", failing_after_two)
+    monkeypatch.setattr(engines, "decompose_block", failing_after_two)
     with pytest.raises(KeyboardInterrupt):
         build_index(tiny_model, folder, out, layers=[2], chunk_size=2, progress=False)
     assert not (out / MANIFEST).exists()  # nothing half-built is visible
