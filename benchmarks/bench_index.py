@@ -7,7 +7,7 @@
    load + preprocess + `encode_image` over the same images with the same batch size, in one run, twice each
    (interleaved); the better of the two runs of each is compared.
 2. Query latency on one thread: a synthetic per-head index of `--vectors` float16 vectors (ViT-B-32's 512
-   dims) written in the database's own format; p50 and p99 over `--queries` searches for k = 10, exact and IVF,
+   dims) written in the database's own format; p50 and p99 over `--queries` searches for k = 10, flat and ivf-pq,
    the FAISS search alone and a whole `text_neighbours` call (text encoding included).
 3. Bytes per image of the database built in 1.
 """
@@ -29,7 +29,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from interpret.images import list_images, load_image  # noqa: E402
-from interpret.index import FORMAT, MANIFEST, ImageIndex, _signature, _write_data, build_index  # noqa: E402
+from interpret.index import (FORMAT, MANIFEST, ImageIndex, _signature, _write_data, build_index,  # noqa: E402
+                             head_file, write_manifest)
 from interpret.models import load_model  # noqa: E402
 
 
@@ -79,19 +80,19 @@ def database_size(out: Path) -> None:
           f"{(total - heads) / count:,.0f} bytes\n")
 
 
-def synthetic_database(model, vectors: int, scratch: Path, approximate: bool) -> Path:
+def synthetic_database(model, vectors: int, scratch: Path, kind: str) -> Path:
     """`vectors` random head contributions for heads 0 and 1 of the last layer, in the database format."""
     rng = np.random.default_rng(0)
     layer = model.geometry.layers - 1
-    heads = rng.standard_normal((vectors, 1, 2, model.geometry.embed_dim), dtype=np.float32)
+    heads = rng.standard_normal((1, 2, vectors, model.geometry.embed_dim), dtype=np.float32)
     embeddings = rng.standard_normal((vectors, model.geometry.embed_dim), dtype=np.float32)
-    out = scratch / f"synthetic-{approximate}"
+    out = scratch / f"synthetic-{kind}"
     entries = [{"path": f"img{i:06d}.jpg", "stat": [0, 0]} for i in range(vectors)]
-    _write_data(out / "data", heads, embeddings, entries, (layer,), approximate)
+    files = _write_data(out / "data", heads, embeddings, entries, (layer,), kind)
     signature = {**_signature(model, (layer,)), "heads": 2}
     manifest = {**signature, "format": FORMAT, "count": vectors, "dtype": "float16", "root": str(scratch),
-                "data": "data", "approximate": approximate, "skipped": []}
-    (out / MANIFEST).write_text(json.dumps(manifest))
+                "data": "data", "index": kind, "skipped": [], "files": files}
+    write_manifest(out, manifest)
     return out
 
 
@@ -104,23 +105,23 @@ def latency(model, vectors: int, queries: int, scratch: Path) -> None:
           f"one thread)\n")
     print("| index | search p50 | search p99 | text_neighbours p50 | text_neighbours p99 | build |")
     print("|---|---|---|---|---|---|")
-    for approximate in (False, True):
+    for kind in ("flat", "ivf-pq"):
         started = time.perf_counter()
-        out = synthetic_database(model, vectors, scratch, approximate)
+        out = synthetic_database(model, vectors, scratch, kind)
         built = time.perf_counter() - started
-        database = ImageIndex.open(out, model, approximate=approximate)
+        database = ImageIndex.open(out, model)
         database.text_neighbours("warm up", layer, 0)
         search, whole = [], []
         for i in range(queries):
             query = torch.from_numpy(rng.standard_normal(model.geometry.embed_dim, dtype=np.float32))
             started = time.perf_counter()
-            database._search(database._head_key(layer, i % 2), query, 10)
+            database._search(head_file(layer, i % 2), query, 10)
             search.append(time.perf_counter() - started)
         for i in range(min(queries, 100)):
             started = time.perf_counter()
             database.text_neighbours(f"a photo of thing number {i}", layer, i % 2, k=10)
             whole.append(time.perf_counter() - started)
-        name = "IVF (4 sqrt(N) lists, nprobe 16)" if approximate else "exact (flat, float16)"
+        name = {"flat": "exact (flat, float16)", "ivf-pq": "ivf-pq, re-ranked (see bench_search.py)"}[kind]
         ms = [1000 * np.percentile(values, q) for values in (search, whole) for q in (50, 99)]
         print(f"| {name} | {ms[0]:.2f} ms | {ms[1]:.2f} ms | {ms[2]:.1f} ms | {ms[3]:.1f} ms | {built:.1f} s |")
     print()

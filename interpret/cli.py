@@ -330,12 +330,12 @@ def _build_index(args: argparse.Namespace) -> None:
     model = _load(args)
     if args.images:
         report = build_index(model, args.images, args.out, layers=args.layers, batch_size=args.batch_size,
-                             approximate=args.approximate, overwrite=args.overwrite, engine=_engine(args))
+                             index=args.index, overwrite=args.overwrite, engine=_engine(args))
     elif model.name == "toy":
         from .toy.examples import build_toy_index
 
         report = build_toy_index(model, args.out, progress=True, layers=args.layers, batch_size=args.batch_size,
-                                 approximate=args.approximate)
+                                 index=args.index)
     else:
         raise InterpretError("--images DIR is needed (a folder of images, searched recursively).")
     for path, reason in report.skipped:
@@ -488,8 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--layers", type=int, nargs="+", help="layers whose heads to store (default: the last 4)")
     index.add_argument("--out", help="database folder (default: indexes/<model>)")
     index.add_argument("--batch-size", type=int, default=32)
-    index.add_argument("--approximate", action="store_true",
-                       help="also write IVF indexes for approximate per-head search (for 10^5 images or more)")
+    index.add_argument("--index", choices=("flat", "ivf-sq8", "ivf-pq", "hnsw"),
+                       help="search index kind: 'flat' (exact; the default below 100,000 images), 'ivf-pq' (the "
+                            "default above), 'ivf-sq8' or 'hnsw'; compressed kinds re-rank their candidates exactly")
     index.add_argument("--overwrite", action="store_true",
                        help="replace a database of another model (or other weights) at --out")
     _add_engine_arguments(index)

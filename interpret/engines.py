@@ -6,9 +6,11 @@ Ray cluster (`--engine ray`). Both run the same two per-block functions, so they
 
 A build is a plan of numbered blocks (`plan_blocks`); each finished block is saved as a shard (`save_block`,
 written to a temporary name and renamed: atomic) by the driver, and a rerun of the same plan loads the finished
-shards instead of computing them again (`run_blocks`). On Ray, Ray Data reads and preprocesses the files in CPU
-tasks and decomposition runs in actors that load the model once each (on a GPU with `gpus_per_worker`); the
-blocks come back to the driver, which writes the shards and merges them in plan order. Ray is imported only here,
+shards instead of computing them again (`run_blocks`). On Ray, the driver lists the files (as the local engine
+does, so that both keep the same images in the same order), Ray Data reads and preprocesses them in CPU tasks,
+and decomposition runs in actors that load the model once each (on a GPU with `gpus_per_worker`; without GPUs,
+Ray Data fuses the two steps into the actors, which then read their own images); the blocks come back to the
+driver, which writes the shards and merges them in plan order. Ray is imported only here,
 and only when the Ray engine runs.
 """
 from __future__ import annotations
@@ -100,14 +102,15 @@ def save_block(path: Path, block: Block) -> None:
     os.replace(temporary, path)
 
 
-def load_block(path: Path) -> Block | None:
-    """A finished shard, or None when it is missing or damaged."""
+def load_block(path: Path, arrays: bool = True) -> Block | None:
+    """A finished shard (without its arrays unless `arrays`), or None when it is missing or damaged."""
     if not path.is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as data:
             skipped = [tuple(item.split("\t", 1)) for item in data["skipped"].tolist()]
-            return Block(data["rows"].tolist(), data["heads"], data["embeddings"], skipped)
+            heads, embeddings = (data["heads"], data["embeddings"]) if arrays else (None, None)
+            return Block(data["rows"].tolist(), heads, embeddings, skipped)
     except (OSError, ValueError, KeyError):
         return None  # damaged by an interruption: computed again
 
@@ -120,15 +123,18 @@ def plan_blocks(names: Sequence[str], block_size: int) -> list[tuple[int, list[s
 
 def run_blocks(engine: "LocalEngine | RayEngine", model, root: Path, names: Sequence[str], layers: Sequence[int],
                batch_size: int, block_size: int, work: Path | None = None, plan_key: dict | None = None,
-               dtype=np.float16, progress: bool = True, description: str = "embedding images") -> list[Block]:
+               dtype=np.float16, progress: bool = True, description: str = "embedding images",
+               keep_arrays: bool = True) -> list[Block]:
     """Decompose `names` (below `root`) block by block on `engine`, in plan order. With `work`, each finished block
-    is saved there as a shard, and a rerun with the same plan (`plan_key` and the names) reuses the shards."""
+    is saved there as a shard (`shard_path`), and a rerun with the same plan (`plan_key` and the names) reuses the
+    shards; without `keep_arrays`, the blocks returned hold no arrays (read them from the shards one at a time:
+    a build of millions of images never holds them all)."""
     plan = plan_blocks(names, block_size)
     finished: dict[int, Block] = {}
     if work is not None:
         _start_work(work, {"key": plan_key or {}, "names": list(names), "block_size": block_size})
         for number, _ in plan:
-            block = load_block(_shard(work, number))
+            block = load_block(shard_path(work, number), arrays=keep_arrays)
             if block is not None:
                 finished[number] = block
     bar = tqdm(total=len(names), desc=description, unit="image", disable=not progress)
@@ -136,14 +142,16 @@ def run_blocks(engine: "LocalEngine | RayEngine", model, root: Path, names: Sequ
     todo = [(number, block_names) for number, block_names in plan if number not in finished]
     for number, block in engine.blocks(model, root, todo, layers, batch_size, dtype):
         if work is not None:
-            save_block(_shard(work, number), block)
+            save_block(shard_path(work, number), block)
+            if not keep_arrays:
+                block = Block(block.rows, None, None, block.skipped)
         finished[number] = block
         bar.update(len(plan[number][1]))
     bar.close()
     return [finished[number] for number, _ in plan]
 
 
-def _shard(work: Path, number: int) -> Path:
+def shard_path(work: Path, number: int) -> Path:
     return work / f"chunk-{number:06d}.npz"
 
 

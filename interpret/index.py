@@ -16,10 +16,18 @@ Folder layout (`indexes/<model slug>/` by default):
                              dtype, count, build time, image root, skipped files, the data folder in use, every
                              data file's size and SHA-256, and the SHA-256 of the manifest itself
     data-<id>/files.json     image paths (relative to the root) with size and mtime, in row order
-    data-<id>/embedding.faiss
-    data-<id>/head_L{l}_H{h}.faiss   (and head_L{l}_H{h}.ivf.faiss for an approximate database)
+    data-<id>/embedding.faiss        the search index of the embeddings (of the database's index kind)
+    data-<id>/head_L{l}_H{h}.faiss   the search index of head (l, h)
+    data-<id>/*.f16.npy              with a compressed kind: the float16 directions, [N, D], for exact re-ranking
     data-<id>/lengths.npy    [L', H, N] float32 lengths of the head contributions
     .building/               chunks of a build in progress (a rerun resumes from them)
+
+Index kinds (`INDEX_KINDS`, chosen by size unless asked, recorded in the manifest as "index"): 'flat' (exact,
+float16 codes; the default below `FLAT_BELOW` images), 'ivf-pq' (the default above: inverted lists of 32-byte
+product-quantised codes), 'ivf-sq8' (inverted lists of 8-bit codes) and 'hnsw' (a graph over 8-bit codes). A
+compressed search asks its index for `RERANK` candidates and scores them exactly from the float16 directions
+(memory-mapped in a large database), so its scores are exact and only its recall is approximate. A property
+search is one search over an index of the summed vectors, built on first use, of the database's kind.
 
 A build writes a new data folder, then replaces the manifest atomically, then deletes the old data folder: a
 reader sees the old database or the new one, never a mixture, and an interrupted build leaves the old one intact.
@@ -32,6 +40,7 @@ first checks that its mapped files are still the ones that were verified (size, 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -40,7 +49,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import faiss
 import numpy as np
@@ -49,7 +58,7 @@ import torch
 import torch.nn.functional as F
 
 from .decompose import decompose_image, normalise_layers
-from .engines import LocalEngine, RayEngine, run_blocks
+from .engines import LocalEngine, RayEngine, load_block, run_blocks, shard_path
 from .errors import ImageError, InterpretError
 from .images import ImageSource, list_images
 from .integrity import content_hash, describe_file
@@ -57,12 +66,18 @@ from .limits import MAX_NEIGHBOURS, check_number
 from .models import ClipModel, layer_index, load_model
 from .textspan import HeadAtlas, write_json_atomic
 
-FORMAT = 2  # 2: every data file's size and SHA-256, and the manifest's own hash
+FORMAT = 3  # 2: every data file's size and SHA-256, and the manifest's own hash; 3: index kinds
+READABLE_FORMATS = (2, 3)  # a format-2 database is a flat one
 MANIFEST = "manifest.json"
 BUILDING = ".building"
 EMBEDDING_FILE = "embedding.faiss"
 DEFAULT_LAST_LAYERS = 4
-APPROXIMATE_NPROBE = 16
+INDEX_KINDS = ("flat", "ivf-sq8", "ivf-pq", "hnsw")
+FLAT_BELOW = 100_000  # images; at and above, 'ivf-pq' unless another kind is asked for
+RERANK = 500  # candidates a compressed index proposes (at least 4 k), scored exactly from the float16 directions
+IVF_NPROBE = 32  # inverted lists visited per search
+PQ_BYTES = 32  # bytes of a product-quantised code (ivf-pq)
+HNSW_LINKS, HNSW_EF_SEARCH = 32, 256
 MAP_ABOVE_BYTES = 2 ** 30  # data folders larger than this are memory-mapped instead of read into memory
 
 
@@ -81,8 +96,22 @@ def default_layers(model: ClipModel) -> tuple[int, ...]:
     return tuple(range(max(count - DEFAULT_LAST_LAYERS, 0), count))
 
 
-def head_file(layer: int, head: int, approximate: bool = False) -> str:
-    return f"head_L{layer}_H{head}" + (".ivf" if approximate else "") + ".faiss"
+def head_file(layer: int, head: int) -> str:
+    return f"head_L{layer}_H{head}.faiss"
+
+
+def directions_file(index_name: str) -> str:
+    """The float16 directions beside a compressed index: 'head_L3_H1.faiss' -> 'head_L3_H1.f16.npy'."""
+    return index_name.removesuffix(".faiss") + ".f16.npy"
+
+
+def index_kind(count: int, requested: str | None = None) -> str:
+    """The index kind for a database of `count` images: `requested`, else flat below `FLAT_BELOW`, else ivf-pq."""
+    if requested is None:
+        return "flat" if count < FLAT_BELOW else "ivf-pq"
+    if requested not in INDEX_KINDS:
+        raise InterpretError(f"Unknown index kind '{requested}': choose one of {', '.join(INDEX_KINDS)}.")
+    return requested
 
 
 def command_for(command: str, model: ClipModel, images: str = "YOUR_IMAGE_FOLDER") -> str:
@@ -123,17 +152,20 @@ class BuildReport:
 
 
 def build_index(model: ClipModel, images: str | Path, out: str | Path | None = None,
-                layers: Sequence[int] | None = None, batch_size: int = 32, approximate: bool = False,
+                layers: Sequence[int] | None = None, batch_size: int = 32, index: str | None = None,
                 overwrite: bool = False, progress: bool = True, chunk_size: int = 256,
                 engine: "LocalEngine | RayEngine | None" = None) -> BuildReport:
     """Embed the images below `images` (recursively) into a database at `out` (default: `model.index_dir`).
 
     Incremental: images already in a sound database built with the same model and layers are kept (unless their
     size or modification time changed), removed files are dropped, new ones are added. Resumable: finished chunks
-    of an interrupted build are reused. Unreadable images are skipped and listed in the manifest. `engine`
+    of an interrupted build are reused. Unreadable images are skipped and listed in the manifest. `index`: the
+    index kind (`INDEX_KINDS`; default: by size, see `index_kind`). `engine`
     (`engines.make_engine`): where the images are decomposed (default: here); the result is the same. A damaged
     database at `out` is rebuilt from scratch; one of other weights is refused, or replaced with `overwrite`."""
     started = time.monotonic()
+    if index is not None:
+        index_kind(0, index)  # an unknown kind is refused before any work
     root = Path(images).resolve()
     out = Path(out) if out is not None else model.index_dir
     layers = normalise_layers(layers, model.geometry.layers, model.label) if layers is not None else default_layers(model)
@@ -150,35 +182,68 @@ def build_index(model: ClipModel, images: str | Path, out: str | Path | None = N
     if previous and not todo and not removed:
         return BuildReport(out, previous.count, 0, previous.count, 0, previous.skipped, time.monotonic() - started)
 
-    chunks = run_blocks(engine or LocalEngine(), model, root, todo, layers, batch_size, chunk_size, out / BUILDING,
-                        {"signature": signature, "root": str(root)}, progress=progress)
+    work = out / BUILDING
+    chunks = run_blocks(engine or LocalEngine(), model, root, todo, layers, batch_size, chunk_size, work,
+                        {"signature": signature, "root": str(root)}, progress=progress, keep_arrays=False)
     new_rows = [row for chunk in chunks for row in chunk.rows]
     skipped = [item for chunk in chunks for item in chunk.skipped]
     count = len(kept_rows) + len(new_rows)
     if count == 0:
-        shutil.rmtree(out / BUILDING, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
         raise ImageError(f"None of the {len(files)} files in {root} could be read as an image; no database written. "
                          f"First problem: {skipped[0][1] if skipped else 'unknown'}")
 
-    heads = [previous.head_contributions(rows=kept_rows)] if kept_rows else []  # [n, L', H, D] float32
-    embeddings = [previous.embeddings(rows=kept_rows)] if kept_rows else []
-    heads += [chunk.heads.astype(np.float32) for chunk in chunks if len(chunk.rows)]
-    embeddings += [chunk.embeddings.astype(np.float32) for chunk in chunks if len(chunk.rows)]
+    heads, embeddings = _merge(model, layers, work, chunks, previous, kept_rows, count)
     entries = ([previous.entries[row] for row in kept_rows] if kept_rows else []) + \
               [{"path": path, "stat": current[path]} for path in new_rows]
     data_name = f"data-{uuid.uuid4().hex[:12]}"
-    data_files = _write_data(out / data_name, np.concatenate(heads), np.concatenate(embeddings), entries, layers,
-                             approximate)
+    kind = index_kind(count, index)
+    data_files = _write_data(out / data_name, heads, embeddings, entries, layers, kind)
+    del heads  # the memory map, before its folder goes
     manifest = {**signature, "format": FORMAT, "count": count, "dtype": "float16", "root": str(root),
-                "data": data_name, "approximate": approximate, "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "data": data_name, "index": kind, "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "build_seconds": round(time.monotonic() - started, 2),
                 "skipped": [{"path": path, "reason": reason} for path, reason in skipped], "files": data_files}
-    write_json_atomic(out / MANIFEST, {**manifest, "manifest_sha256": content_hash(manifest, "manifest_sha256")})
+    write_manifest(out, manifest)
     for stale in out.glob("data-*"):  # the previous database's data, and leftovers of interrupted writes
         if stale.name != data_name:
             shutil.rmtree(stale, ignore_errors=True)
-    shutil.rmtree(out / BUILDING, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)
     return BuildReport(out, count, len(new_rows), len(kept_rows), removed, skipped, time.monotonic() - started)
+
+
+def _merge(model: ClipModel, layers: tuple[int, ...], work: Path, chunks: list, previous: "ImageIndex | None",
+           kept_rows: list[int], count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows kept from `previous`, then the shards' rows: heads `[L', H, N, D]` in a memory map in `work`
+    (one head's vectors contiguous; float16 as decomposed, float32 when rows are kept), embeddings `[N, D]`
+    float32. One shard is in memory at a time."""
+    g = model.geometry
+    dtype = np.float32 if kept_rows else np.float16
+    heads = np.lib.format.open_memmap(work / "merged-heads.npy", mode="w+", dtype=dtype,
+                                      shape=(len(layers), g.heads, count, g.embed_dim))
+    embeddings = np.empty((count, g.embed_dim), np.float32)
+    offset = len(kept_rows)
+    if kept_rows:
+        for position, layer in enumerate(layers):
+            for head in range(g.heads):
+                heads[position, head, :offset] = previous.head_contributions([(layer, head)], kept_rows)
+        embeddings[:offset] = previous.embeddings(rows=kept_rows)
+    for number, chunk in enumerate(chunks):
+        if chunk.rows:
+            block = load_block(shard_path(work, number))
+            if block is None:
+                raise DatabaseError(f"The shard {shard_path(work, number)} went missing during the build; run it "
+                                    "again (finished shards are kept).")
+            heads[:, :, offset:offset + len(block.rows)] = block.heads.transpose(1, 2, 0, 3)
+            embeddings[offset:offset + len(block.rows)] = block.embeddings
+            offset += len(block.rows)
+    heads.flush()
+    return heads, embeddings
+
+
+def write_manifest(out: Path, manifest: dict) -> None:
+    """Write a database's manifest, with its own hash, atomically: the moment the database changes."""
+    write_json_atomic(out / MANIFEST, {**manifest, "manifest_sha256": content_hash(manifest, "manifest_sha256")})
 
 
 def _signature(model: ClipModel, layers: tuple[int, ...]) -> dict:
@@ -221,25 +286,34 @@ def _previous_database(out: Path, model: ClipModel, signature: dict, root: Path,
 
 
 def _write_data(folder: Path, heads: np.ndarray, embeddings: np.ndarray, entries: list[dict],
-                layers: tuple[int, ...], approximate: bool) -> dict[str, dict]:
-    """heads `[N, L', H, D]`, embeddings `[N, D]` (float32, raw) -> the data folder (written, then renamed).
-    Returns each file's size and SHA-256, by name."""
+                layers: tuple[int, ...], kind: str) -> dict[str, dict]:
+    """heads `[L', H, N, D]`, embeddings `[N, D]` (raw contributions, any float dtype; heads may be a memory map:
+    one head is read at a time) -> the data folder (written, then renamed), with indexes of `kind`. Returns each
+    file's size and SHA-256, by name."""
     temporary = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir(parents=True)
-    lengths = np.linalg.norm(heads, axis=-1)  # [N, L', H]
-    np.save(temporary / "lengths.npy", np.ascontiguousarray(lengths.transpose(1, 2, 0)).astype(np.float32))
-    faiss.write_index(_flat_index(embeddings), str(temporary / EMBEDDING_FILE))
+    lengths = np.empty(heads.shape[:3], np.float32)  # [L', H, N]
+    _write_vectors(temporary, EMBEDDING_FILE, embeddings, kind)
     for position, layer in enumerate(layers):
-        for head in range(heads.shape[2]):
-            vectors = heads[:, position, head]
-            faiss.write_index(_flat_index(vectors), str(temporary / head_file(layer, head)))
-            if approximate:
-                faiss.write_index(_ivf_index(vectors), str(temporary / head_file(layer, head, approximate=True)))
+        for head in range(heads.shape[1]):
+            vectors = np.asarray(heads[position, head], dtype=np.float32)
+            lengths[position, head] = np.linalg.norm(vectors, axis=-1)
+            _write_vectors(temporary, head_file(layer, head), vectors, kind)
+    np.save(temporary / "lengths.npy", lengths)
     (temporary / "files.json").write_text(json.dumps(entries))
     described = {path.name: describe_file(path) for path in sorted(temporary.iterdir())}
     os.replace(temporary, folder)
     return described
+
+
+def _write_vectors(folder: Path, name: str, vectors: np.ndarray, kind: str) -> None:
+    """The search index of `vectors` `[N, D]` (their directions), and for a compressed kind the float16
+    directions beside it."""
+    unit = _unit(vectors)
+    faiss.write_index(vector_index(unit, kind), str(folder / name))
+    if kind != "flat":
+        np.save(folder / directions_file(name), unit.astype(np.float16))
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
@@ -247,24 +321,53 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
 
 
-def _flat_index(vectors: np.ndarray) -> faiss.Index:
-    """Exact inner-product search over the directions of `vectors` `[N, D]`, stored as float16."""
-    index = faiss.IndexScalarQuantizer(vectors.shape[1], faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
-    index.add(_unit(vectors))
-    return index
-
-
-def _ivf_index(vectors: np.ndarray) -> faiss.Index:
-    """Approximate (inverted-file) inner-product search, float16 codes; about 4 sqrt(N) lists."""
-    count, dim = vectors.shape
-    lists = max(1, min(int(4 * np.sqrt(count)), count // 39))
-    index = faiss.IndexIVFScalarQuantizer(faiss.IndexFlatIP(dim), dim, lists, faiss.ScalarQuantizer.QT_fp16,
-                                          faiss.METRIC_INNER_PRODUCT)
-    unit = _unit(vectors)
-    sample = np.random.default_rng(0).choice(count, size=min(count, lists * 64), replace=False)
-    index.train(unit[np.sort(sample)])
+def vector_index(unit: np.ndarray, kind: str = "flat") -> faiss.Index:
+    """An inner-product index of `kind` over unit vectors `[N, D]` float32 (see the module's docstring)."""
+    count, dim = unit.shape
+    if kind == "flat":
+        index = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_8bit, HNSW_LINKS, faiss.METRIC_INNER_PRODUCT)
+    else:
+        lists = max(1, min(int(2 * np.sqrt(count)), count // 39))  # FAISS wants >= 39 training points a list
+        quantizer = faiss.IndexFlatIP(dim)
+        if kind == "ivf-sq8":
+            index = faiss.IndexIVFScalarQuantizer(quantizer, dim, lists, faiss.ScalarQuantizer.QT_8bit,
+                                                  faiss.METRIC_INNER_PRODUCT)
+        else:
+            sub = PQ_BYTES if dim % PQ_BYTES == 0 else next(m for m in range(PQ_BYTES, 0, -1) if dim % m == 0)
+            bits = 8 if count >= 256 * 39 else max(1, min(4, int(np.log2(count))))  # 2^bits centroids need points
+            index = faiss.IndexIVFPQ(quantizer, dim, lists, sub, bits, faiss.METRIC_INNER_PRODUCT)
+    if not index.is_trained:
+        lists = index.nlist if isinstance(index, faiss.IndexIVF) else 1
+        sample = np.random.default_rng(0).choice(count, size=min(count, max(256 * 256, 64 * lists)), replace=False)
+        index.train(unit[np.sort(sample)])
     index.add(unit)
+    _set_search_effort(index)
     return index
+
+
+def search_index(index: faiss.Index, vector: np.ndarray, k: int,
+                 exact: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(scores `[<=k]`, rows `[<=k]`), best first, of unit `vector` `[D]` against `index`. With `exact` (rows ->
+    their unit vectors `[n, D]` float32), a compressed index proposes `RERANK` candidates (at least 4 k) and they
+    are scored exactly."""
+    if exact is None:
+        scores, rows = index.search(vector[None], min(k, index.ntotal))
+        found = rows[0] >= 0
+        return scores[0][found], rows[0][found]
+    _, candidates = index.search(vector[None], min(max(RERANK, 4 * k), index.ntotal))
+    candidates = np.sort(candidates[0][candidates[0] >= 0])  # in row order: memory-mapped reads go forward
+    scores = exact(candidates) @ vector
+    best = np.argsort(-scores, kind="stable")[:k]
+    return scores[best], candidates[best]
+
+
+def _set_search_effort(index: faiss.Index) -> None:
+    if isinstance(index, faiss.IndexIVF):
+        index.nprobe = min(IVF_NPROBE, index.nlist)
+    elif isinstance(index, faiss.IndexHNSW):
+        index.hnsw.efSearch = HNSW_EF_SEARCH
 
 
 def _read_manifest(folder: Path, model: ClipModel | None = None) -> dict:
@@ -275,7 +378,7 @@ def _read_manifest(folder: Path, model: ClipModel | None = None) -> dict:
         raise DatabaseError(f"There is no database in {folder} (no {MANIFEST}).")
     try:
         manifest = json.loads(path.read_text())
-        if manifest.get("format") != FORMAT:
+        if manifest.get("format") not in READABLE_FORMATS:
             raise ValueError(f"format {manifest.get('format')!r}, not {FORMAT}: built by another version")
         if manifest.get("manifest_sha256") != content_hash(manifest, "manifest_sha256"):
             raise ValueError("its content does not match its hash")
@@ -311,14 +414,16 @@ class ImageIndex:
     files are read on first use (into memory, their hash checked again; memory-mapped above `MAP_ABOVE_BYTES`),
     and property indexes are built in memory on first use. Searches are thread-safe."""
 
-    def __init__(self, folder: Path, manifest: dict, model: ClipModel, approximate: bool):
+    def __init__(self, folder: Path, manifest: dict, model: ClipModel):
         self.folder = folder
         self.manifest = manifest
         self.model = model
-        self.approximate = approximate
         self.layers: tuple[int, ...] = tuple(manifest["layers"])
         self.count: int = manifest["count"]
         self.root = Path(manifest["root"])
+        self.kind: str = manifest.get("index", "flat")  # see INDEX_KINDS; a format-2 database is flat
+        if self.kind not in INDEX_KINDS:
+            raise self._damaged(f"unknown index kind {self.kind!r}")
         self._data = folder / manifest["data"]
         self._files: dict[str, dict] = manifest["files"]  # name -> {"bytes", "sha256"}
         self.memory_mapped = sum(item["bytes"] for item in self._files.values()) > MAP_ABOVE_BYTES
@@ -332,14 +437,14 @@ class ImageIndex:
         if len(self.entries) != self.count or self.lengths.shape != expected:
             raise self._damaged(f"{len(self.entries)} files and lengths {self.lengths.shape} for {self.count} images")
         self._indexes: dict[str, faiss.Index] = {}
+        self._directions: dict[str, np.ndarray] = {}  # name of an index -> its float16 directions [N, D]
         self._lock = threading.RLock()  # a property index is built from head indexes, under the same lock
         self.skipped = [(item["path"], item["reason"]) for item in manifest.get("skipped", [])]
 
     @classmethod
-    def open(cls, path: str | Path, model: ClipModel | None = None, approximate: bool = False) -> "ImageIndex":
+    def open(cls, path: str | Path, model: ClipModel | None = None) -> "ImageIndex":
         """Open the database in `path`, verified (see the module's docstring). With `model`, check that the
-        database was built with exactly these weights; without, load the model the manifest names.
-        `approximate` uses the IVF indexes of a database built with `approximate=True` for per-head searches."""
+        database was built with exactly these weights; without, load the model the manifest names."""
         folder = Path(path)
         manifest = _read_manifest(folder, model)
         if model is None:
@@ -349,9 +454,7 @@ class ImageIndex:
                 f"The database in {folder} was built for {manifest.get('label', manifest.get('model'))} "
                 f"(weights {str(manifest.get('weights_sha256'))[:12]}), not for {model.label} "
                 f"(weights {model.weights_hash[:12]}). Rebuild it:  {rebuild_command(model, folder)}")
-        if approximate and not manifest.get("approximate"):
-            raise DatabaseError(f"The database in {folder} has no approximate indexes; rebuild it with --approximate.")
-        return cls(folder, manifest, model, approximate)
+        return cls(folder, manifest, model)
 
     def _verify(self, name: str) -> tuple[int, int, int]:
         """Check one data file against the manifest (size, then SHA-256); its (size, mtime, inode) as verified."""
@@ -387,13 +490,13 @@ class ImageIndex:
         where the query image's does."""
         layer, position = self._position(layer, head)
         query = decompose_image(self.model, image, layers=self.layers, spatial=False).head_totals()[0, position, head]
-        return self._search(self._head_key(layer, head), query, k)
+        return self._search(head_file(layer, head), query, k)
 
     def text_neighbours(self, text: str, layer: int, head: int, k: int = 10) -> list[Neighbour]:
         """Database images whose head (`layer`, `head`; negative layers count from the end) contribution points
         along the text's embedding."""
         layer, _ = self._position(layer, head)
-        return self._search(self._head_key(layer, head), self.model.encode_texts([text])[0], k)
+        return self._search(head_file(layer, head), self.model.encode_texts([text])[0], k)
 
     def property_neighbours(self, image: ImageSource, prop: str, k: int = 10,
                             atlas: HeadAtlas | None = None) -> list[Neighbour]:
@@ -441,39 +544,79 @@ class ImageIndex:
                                  f"{list(self.layers)}; head {layer}.{head} is not there (build it with --layers).")
         return layer, self.layers.index(layer)
 
-    def _head_key(self, layer: int, head: int) -> str:
-        return head_file(layer, head, self.approximate)
-
     def _search(self, key: str, query: torch.Tensor, k: int) -> list[Neighbour]:
-        k = check_number(k, "The number of neighbours", 1, MAX_NEIGHBOURS, integer=True)
+        k = int(check_number(k, "The number of neighbours", 1, MAX_NEIGHBOURS, integer=True))
         if self.memory_mapped:  # a mapped file that changed since it was verified could crash the process
             for name in self._files:
                 self._unchanged(name)
-        index = self._index(key)
-        vector = F.normalize(query.detach().float().reshape(1, -1), dim=-1).cpu().numpy()
-        scores, rows = index.search(vector, min(int(k), self.count))
-        return [Neighbour(self.root / self.entries[row]["path"], float(score))
-                for score, row in zip(scores[0], rows[0]) if row >= 0]
+        vector = F.normalize(query.detach().float().reshape(1, -1), dim=-1).cpu().numpy()[0]
+        exact = None if self.kind == "flat" else lambda rows: self._exact_directions(key, rows)
+        scores, rows = search_index(self._index(key), vector, k, exact)
+        return [Neighbour(self.root / self.entries[row]["path"], float(score)) for score, row in zip(scores, rows)]
 
-    def _index(self, key: str) -> faiss.Index:
+    def _exact_directions(self, key: str, rows: np.ndarray) -> np.ndarray:
+        """`[len(rows), D]` float32 unit vectors of the rows, for re-ranking: read from the float16 directions, or
+        for a property, summed from its heads' directions and lengths."""
+        if key.startswith("property:"):
+            summed = sum(self._head_directions(layer, head, rows) for layer, head in _property_heads(key))
+            return _unit(summed)
+        return np.asarray(self._stored_directions(key)[rows], dtype=np.float32)
+
+    def _head_directions(self, layer: int, head: int, rows: np.ndarray) -> np.ndarray:
+        """`[len(rows), D]` float32 contributions of one head (direction x length)."""
+        directions = self._stored_directions(head_file(layer, head))[rows].astype(np.float32)
+        return directions * self.lengths[self.layers.index(layer), head, rows, None]
+
+    def _stored_directions(self, name: str) -> np.ndarray:
+        """`[N, D]` directions of an index: float16, read into memory or memory-mapped in a large database; for a
+        flat database, its index's float16 codes decoded."""
+        if self.kind == "flat":  # decoded on each call: the index holds them already
+            return self._index(name).reconstruct_n(0, self.count)
         with self._lock:
-            if key not in self._indexes:
-                if key.startswith("property:"):
-                    heads = [tuple(map(int, item.split("."))) for item in key.split(":", 1)[1].split(",")]
-                    self._indexes[key] = _flat_index(sum(self.head_contributions(heads=[h]) for h in heads))
-                else:
-                    self._indexes[key] = self._read_index(key)
-            return self._indexes[key]
+            if name not in self._directions:
+                self._directions[name] = self._read_directions(directions_file(name))
+            return self._directions[name]
 
-    def _read_index(self, name: str) -> faiss.Index:
-        """A FAISS file of the database: its verified bytes deserialised in memory, or memory-mapped."""
+    def _read_directions(self, name: str) -> np.ndarray:
         if name not in self._files:
             raise self._damaged(f"{name} is not in the manifest")
         self._unchanged(name)
         path = self._data / name
         try:
             if self.memory_mapped:
-                flags = faiss.IO_FLAG_READ_ONLY | (0 if name.endswith(".ivf.faiss") else faiss.IO_FLAG_MMAP_IFC)
+                directions = np.load(path, mmap_mode="r", allow_pickle=False)
+            else:
+                content = path.read_bytes()
+                if hashlib.sha256(content).hexdigest() != self._files[name]["sha256"]:
+                    raise self._damaged(f"{name} does not match the SHA-256 it was written with")
+                directions = np.load(io.BytesIO(content), allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise self._damaged(f"{name} is unreadable: {error}") from None
+        if directions.shape != (self.count, self.manifest["dim"]) or directions.dtype != np.float16:
+            raise self._damaged(f"{name} holds {directions.dtype} {list(directions.shape)}")
+        return directions
+
+    def _index(self, key: str) -> faiss.Index:
+        with self._lock:
+            if key not in self._indexes:
+                if key.startswith("property:"):
+                    summed = sum(self._head_directions(layer, head, np.arange(self.count))
+                                 for layer, head in _property_heads(key))
+                    self._indexes[key] = vector_index(_unit(summed), self.kind)
+                else:
+                    self._indexes[key] = self._read_index(key)
+            return self._indexes[key]
+
+    def _read_index(self, name: str) -> faiss.Index:
+        """A FAISS file of the database: its verified bytes deserialised in memory, or memory-mapped where FAISS
+        can (flat codes; the compressed kinds are small and read whole)."""
+        if name not in self._files:
+            raise self._damaged(f"{name} is not in the manifest")
+        self._unchanged(name)
+        path = self._data / name
+        try:
+            if self.memory_mapped:
+                flags = faiss.IO_FLAG_READ_ONLY | (faiss.IO_FLAG_MMAP_IFC if self.kind == "flat" else 0)
                 index = faiss.read_index(str(path), flags)
             else:
                 content = path.read_bytes()
@@ -484,8 +627,7 @@ class ImageIndex:
             raise self._damaged(f"{name} is unreadable: {str(error).splitlines()[-1][-120:]}") from None
         if index.ntotal != self.count or index.d != self.manifest["dim"]:
             raise self._damaged(f"{name} holds {index.ntotal} vectors of {index.d} dims")
-        if isinstance(index, faiss.IndexIVF):
-            index.nprobe = APPROXIMATE_NPROBE
+        _set_search_effort(index)
         return index
 
     def _damaged(self, detail) -> DatabaseError:
@@ -501,13 +643,17 @@ class ImageIndex:
         rows_array = np.arange(self.count) if rows is None else np.asarray(rows, dtype=np.int64)
         out = np.empty((len(rows_array), len(heads), self.manifest["dim"]), np.float32)
         for column, (layer, head) in enumerate(heads):
-            directions = self._index(head_file(layer, head)).reconstruct_n(0, self.count)[rows_array]
-            out[:, column] = directions * self.lengths[self.layers.index(layer), head, rows_array, None]
+            out[:, column] = self._head_directions(layer, head, rows_array)
         if everything:
             return out.reshape(len(rows_array), len(self.layers), self.manifest["heads"], -1)
         return out[:, 0] if len(heads) == 1 else out
 
     def embeddings(self, rows: list[int] | None = None) -> np.ndarray:
         """`[N, D]` float32 unit image embeddings (as stored; for incremental rebuilds their length is 1)."""
-        vectors = self._index(EMBEDDING_FILE).reconstruct_n(0, self.count)
-        return vectors if rows is None else vectors[np.asarray(rows, dtype=np.int64)]
+        rows_array = np.arange(self.count) if rows is None else np.asarray(rows, dtype=np.int64)
+        return self._stored_directions(EMBEDDING_FILE)[rows_array].astype(np.float32)
+
+
+def _property_heads(key: str) -> list[tuple[int, int]]:
+    """'property:3.1,2.5' -> [(3, 1), (2, 5)]."""
+    return [tuple(map(int, item.split("."))) for item in key.split(":", 1)[1].split(",")]

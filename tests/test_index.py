@@ -198,16 +198,18 @@ def test_a_flipped_byte_in_any_database_file_is_refused_and_a_rebuild_mends_it(t
     assert len(ImageIndex.open(out, tiny_model).image_neighbours(folder / "img0.png", 2, 1, k=3)) == 3
 
 
-def test_memory_mapped_files_that_change_after_opening_are_refused(tiny_model, folder, tmp_path, monkeypatch):
+@pytest.mark.parametrize("kind, changed", [("flat", "head_L2_H1.faiss"), ("ivf-pq", "head_L2_H1.f16.npy")])
+def test_memory_mapped_files_that_change_after_opening_are_refused(tiny_model, folder, tmp_path, monkeypatch, kind,
+                                                                   changed):
     out = tmp_path / "db"
-    build_index(tiny_model, folder, out, layers=[2], progress=False)
+    build_index(tiny_model, folder, out, layers=[2], index=kind, progress=False)
     in_memory = ImageIndex.open(out, tiny_model)
     monkeypatch.setattr(index_module, "MAP_ABOVE_BYTES", 0)
     mapped = ImageIndex.open(out, tiny_model)
     assert mapped.memory_mapped and not in_memory.memory_mapped
     query = folder / "img0.png"
     assert mapped.image_neighbours(query, 2, 1, k=3) == in_memory.image_neighbours(query, 2, 1, k=3)
-    path = out / mapped.manifest["data"] / "head_L2_H1.faiss"
+    path = out / mapped.manifest["data"] / changed
     replacement = path.with_name("replacement")
     replacement.write_bytes(path.read_bytes()[:200])
     replacement.replace(path)  # a new, shorter file under the same name (the mapped one stays intact)
@@ -242,15 +244,32 @@ def test_unknown_heads_are_refused(tiny_model, folder, tmp_path):
         database.text_neighbours("a dog", -4, 1)
 
 
-def test_approximate_database_agrees_with_the_exact_one(tiny_model, tmp_path):
+@pytest.mark.parametrize("kind", ["ivf-sq8", "ivf-pq", "hnsw"])
+def test_compressed_databases_find_what_the_flat_one_finds_with_exact_scores(tiny_model, tmp_path, kind):
     images = tmp_path / "many"
     for i in range(80):
         draw(images / f"img{i:03d}.png", 100 + i)
-    build_index(tiny_model, images, tmp_path / "db", layers=[2], approximate=True, progress=False)
-    exact = ImageIndex.open(tmp_path / "db", tiny_model)
-    approximate = ImageIndex.open(tmp_path / "db", tiny_model, approximate=True)
+    build_index(tiny_model, images, tmp_path / "flat", layers=[1, 2], progress=False)
+    build_index(tiny_model, images, tmp_path / kind, layers=[1, 2], index=kind, progress=False)
+    flat, compressed = ImageIndex.open(tmp_path / "flat", tiny_model), ImageIndex.open(tmp_path / kind, tiny_model)
+    assert (flat.kind, compressed.kind) == ("flat", kind)
+    assert json.loads((tmp_path / kind / MANIFEST).read_text())["index"] == kind
     query = images / "img005.png"
-    assert approximate.image_neighbours(query, 2, 1, k=1)[0].path == exact.image_neighbours(query, 2, 1, k=1)[0].path
-    with pytest.raises(DatabaseError, match="no approximate indexes"):
-        build_index(tiny_model, images, tmp_path / "db2", layers=[2], progress=False)
-        ImageIndex.open(tmp_path / "db2", tiny_model, approximate=True)
+    labels = {(l, h): HeadLabel(l, h, [], [], [], 0.0, "colour" if (l, h) in {(1, 0), (2, 2)} else "shape", 1.0)
+              for l in range(3) for h in range(3)}
+    atlas = HeadAtlas("tiny", "test", 1, 1, 1, labels)
+    for search in (lambda db: db.image_neighbours(query, 2, 1, k=5), lambda db: db.text_neighbours("a dog", 2, 0, k=5),
+                   lambda db: db.neighbours(query, k=5), lambda db: db.property_neighbours(query, "colour", 5, atlas)):
+        expected, found = search(flat), search(compressed)
+        assert [n.path for n in found] == [n.path for n in expected]  # 80 images: every candidate is re-ranked
+        assert [n.score for n in found] == pytest.approx([n.score for n in expected], abs=5e-4)  # float16
+    assert np.array_equal(compressed.head_contributions(rows=[3, 7]), flat.head_contributions(rows=[3, 7]))
+
+
+def test_the_index_kind_follows_the_size_unless_asked(tiny_model, folder, tmp_path):
+    from interpret.index import FLAT_BELOW, index_kind
+
+    assert index_kind(FLAT_BELOW - 1) == "flat" and index_kind(FLAT_BELOW) == "ivf-pq"
+    assert index_kind(10, "hnsw") == "hnsw"
+    with pytest.raises(InterpretError, match="Unknown index kind 'lsh'.*flat, ivf-sq8, ivf-pq, hnsw"):
+        build_index(tiny_model, folder, tmp_path / "db", layers=[2], index="lsh", progress=False)

@@ -41,7 +41,7 @@ def build_toy_index(model: ClipModel, out: Path | None = None, count: int = DATA
                     **options):
     """Draw `count` toy scenes into `<out>/images/` and build the database of `model` over them in `out`
     (default: the model's index folder), replacing one built with earlier toy weights; `options` go to
-    `build_index` (layers, batch_size, approximate). Returns the build report (seconds for the toy model)."""
+    `build_index` (layers, batch_size, index). Returns the build report (seconds for the toy model)."""
     from ..index import build_index
     from .train import toy_scene
 
