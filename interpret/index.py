@@ -125,10 +125,13 @@ def build_command(model: ClipModel, images: str = "YOUR_IMAGE_FOLDER") -> str:
 
 
 def rebuild_command(model: ClipModel, folder: Path, images: str = "YOUR_IMAGE_FOLDER",
-                    layers: Sequence[int] | None = None) -> str:
-    """The CLI line that replaces the database in `folder` with a fresh build (of the same `layers`)."""
+                    layers: Sequence[int] | None = None, kind: str | None = None, count: int = 0) -> str:
+    """The CLI line that replaces the database in `folder` with a fresh build (of the same `layers`, and index
+    `kind` when it is not the default for `count` images)."""
     chosen = "" if layers is None or tuple(layers) == default_layers(model) else \
         " --layers " + " ".join(str(layer) for layer in layers)
+    if kind is not None and kind != index_kind(count):
+        chosen += f" --index {kind}"
     return f"{build_command(model, images)} --out {folder}{chosen} --overwrite"
 
 
@@ -632,7 +635,7 @@ class ImageIndex:
 
     def _damaged(self, detail) -> DatabaseError:
         return DatabaseError(f"The database in {self.folder} is damaged ({detail}). Rebuild it:  "
-                             f"{rebuild_command(self.model, self.folder, str(self.root), self.layers)}")
+                             f"{rebuild_command(self.model, self.folder, str(self.root), self.layers, self.kind, self.count)}")
 
     def head_contributions(self, heads: list[tuple[int, int]] | None = None,
                            rows: list[int] | None = None) -> np.ndarray:

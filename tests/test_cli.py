@@ -117,6 +117,22 @@ def test_build_index_and_neighbours_on_the_toy_model(tmp_path, capsys):
     assert main(["neighbours", query, "--index", str(out), "--head", "3.1", "--k", "3"]) == 0
 
 
+def test_build_index_takes_an_index_kind_and_an_engine(tmp_path, capsys):
+    out = tmp_path / "db"
+    images = ROOT / "assets" / "examples"
+    assert main(["build-index", "--model", "toy", "--images", str(images), "--out", str(out), "--layers", "-1",
+                 "--index", "hnsw", "--engine", "local"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["index"] == "hnsw" and "head_L3_H1.f16.npy" in manifest["files"]
+    data = out / manifest["data"]
+    (data / "head_L3_H1.f16.npy").write_bytes(b"")
+    query = str(next(images.glob("toy-*.png")))
+    assert main(["neighbours", query, "--index", str(out), "--head", "3.1", "--k", "2"]) == 2
+    assert "--index hnsw --overwrite" in capsys.readouterr().err  # the rebuild keeps the kind
+    assert main(["build-index", "--model", "toy", "--images", str(images), "--out", str(out), "--workers", "2"]) == 2
+    assert "are for --engine ray" in capsys.readouterr().err
+
+
 def test_eval_seg_over_a_folder_of_images_and_masks(tmp_path, capsys):
     from interpret.toy.train import toy_scene
 
