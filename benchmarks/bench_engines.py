@@ -94,7 +94,7 @@ def projection(costs: dict[str, float]) -> None:
         cells = []
         for gpus, efficiency in SCALING_EFFICIENCY.items():
             hours = IMAGENET_TRAIN / (rate * gpus * efficiency) / 3600
-            cells.append(f"{hours:.1f} h" if hours >= 1 else f"{60 * hours:.0f} min")
+            cells.append(f"{hours:.1f} h" if hours >= 1 else f"{60 * hours:.1f} min")
         print(f"| {name} | {rate:,.0f} | {'GPU' if gpu_rate <= decode_rate else 'decoding'} | " + " | ".join(cells)
               + " |")
     print()

@@ -227,7 +227,8 @@ class RayEngine:
         dataset = dataset.map(_read_block, fn_kwargs={"preprocess": model.preprocess, "root": str(root),
                                                       "batch_size": batch_size})
         dataset = dataset.map(_Decomposer, fn_constructor_kwargs={"spec": spec},
-                              compute=ray.data.ActorPoolStrategy(size=min(self.workers, len(plan))),
+                              compute=ray.data.ActorPoolStrategy(size=min(self.workers, len(plan)),
+                                                                 max_tasks_in_flight_per_actor=1),  # spread blocks
                               num_gpus=self.gpus_per_worker or None)
         for row in dataset.iter_rows():
             yield int(row["number"]), pickle.loads(row["block"])
