@@ -55,7 +55,7 @@ def mix() -> list[tuple[str, tuple]]:
             ("topic_segmentation", (TOY, image, "something red", "all", 0.6, "something blue\nsomething green")),
             ("contrastive_segmentation", (TOY, image, "a circle", "a square", "3", 0.6)),
             ("interaction", (TOY, image, caption, 2, 0, 6, "midpoint", "", "", 0.6)),
-            ("mutual_knowledge", (TOY, image, TOY_CLASSES, None, "{}", 3, "prompts")),
+            ("mutual_knowledge", (TOY, image, TOY_CLASSES, None, "{}", 5)),
             ("property_neighbours", (TOY, image, "colour", 6)),
             ("image_neighbours", (TOY, image, -1, number % 8, 6)),
             ("text_neighbours", (TOY, caption, -1, number % 8, 6)),

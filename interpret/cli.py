@@ -102,23 +102,6 @@ def _model_spec(text: str) -> tuple[str, str | None]:
     return name, pretrained or None
 
 
-def _mutual_samples(model, args) -> list[tuple[object, str | None]]:
-    """(image, true class or None) pairs: the images of --images (the class is the parent folder's name when
-    it is one of the classes), or single-object toy scenes for the toy model."""
-    from .images import list_images
-
-    if args.images:
-        paths = list_images(args.images)[: args.limit]
-        return [(path, Path(path).parent.name) for path in readable_images(paths)]
-    if model.name != "toy":
-        raise InterpretError("--images DIR is needed (images in folders named by their class, or loose).")
-    from .toy.train import toy_scene
-    from .toy.world import with_article
-
-    scenes = [toy_scene(90_000 + i, count=1) for i in range(args.limit or 100)]
-    return [(s.image, with_article(f"{s.objects[0].colour} {s.objects[0].shape}")) for s in scenes]
-
-
 def _write_csv(path: str, rows: list[dict]) -> None:
     import csv
 
@@ -228,52 +211,82 @@ def _score_models(args: argparse.Namespace) -> None:
 
 
 def _mutual(args: argparse.Namespace) -> None:
+    import numpy as np
+    from tqdm import tqdm
+
     from .models import load_model
-    from .mutual import load_classes, load_descriptors, mutual_knowledge
+    from .mutual import accuracy_on_auc, evaluate_model, load_classes, load_descriptors
     from .render import figure_to_image
 
     if args.descriptors:
         classes = load_classes(args.classes) if args.classes else None
         descriptors = load_descriptors(args.descriptors, classes, args.template)
-    elif all(_model_spec(text)[0] == "toy" for text in args.models):
+    elif not args.images:
         from .toy.evaluate import toy_descriptors
 
         descriptors = toy_descriptors()
     else:
         raise InterpretError("--descriptors FILE is needed (JSON: class -> list of descriptions).")
-    rows = []
+    samples = _mutual_samples(args, descriptors)
+    rows, table = [], []
     for text in args.models:
         model = load_model(*_model_spec(text), device=args.device)
-        scores, areas, correct, labelled = [], [], 0, 0
-        for image, truth in _mutual_samples(model, args):
-            result = mutual_knowledge(model, image, descriptors, parts=args.parts, method=args.method)
-            scores.append(result.score)
-            areas.append(result.auc)
-            if truth in descriptors.descriptors:
-                labelled += 1
-                correct += result.predicted == truth
-        row = {"model": model.label, "images": len(scores), "mean score": sum(scores) / len(scores),
-               "mean AUC": sum(areas) / len(areas),
-               "zero-shot accuracy": correct / labelled if labelled else float("nan")}
-        rows.append(row)
-        print(f"{model.label}: {len(scores)} images, mean score {row['mean score']:.3f}, mean AUC "
-              f"{row['mean AUC']:.3f}, zero-shot accuracy {row['zero-shot accuracy']:.3f}"
-              + ("" if labelled else " (no image is in a folder named by its class)"))
-    _write_csv(args.out, rows)
+        bar = tqdm(total=len(samples), desc=f"{model.label}: classes", unit="class")
+        result = evaluate_model(model, samples, descriptors, parts=args.parts, per_class=args.per_class,
+                                progress=lambda _: bar.update())
+        bar.close()
+        rows.append(result)
+        table.append({"model": result.model, "images": result.images, "classes": result.classes,
+                      "top-1": round(result.accuracy, 4), "MI (bits)": round(result.mutual_information, 4),
+                      "MI AUC": round(result.mi_auc, 4), "deletion AUC": round(result.deletion_auc, 4),
+                      "descriptor-boosted top-1": round(result.boosted_accuracy, 4)})
+        random_weights = not model.pretrained and model.name != "toy"
+        print(f"{result.model}{' (random weights: its figures are meaningless)' if random_weights else ''}: "
+              f"top-1 {result.accuracy:.3f} over {result.images} images; MI {result.mutual_information:.3f} bits, "
+              f"MI AUC {result.mi_auc:.3f}, deletion AUC {result.deletion_auc:.3f} (means over {result.classes} "
+              f"classes); with the shared descriptors in the prompts: top-1 {result.boosted_accuracy:.3f}")
+    fit = accuracy_on_auc(rows)
+    if fit is not None:
+        print(f"top-1 = {fit[0]:.3f} x MI AUC + {fit[1]:.3f} (Pearson r {fit[2]:.2f}, {len(rows)} models)")
+    _write_csv(args.out, table)
     if args.plot:
         import matplotlib.pyplot as plt
-        import numpy as np
 
-        figure, axis = plt.subplots(figsize=(2.5 + 1.8 * len(rows), 3.4))
-        measures = ("mean score", "mean AUC", "zero-shot accuracy")
-        for offset, measure in enumerate(measures):
-            axis.bar(np.arange(len(rows)) + (offset - 1) * 0.27, [row[measure] for row in rows], 0.27, label=measure)
-        axis.set_xticks(range(len(rows)), [row["model"] for row in rows], fontsize=8)
-        axis.set_ylim(0, 1.05)
-        axis.legend(fontsize=8)
-        axis.set_title("Mutual knowledge per model", fontsize=9)
+        figure, axes = plt.subplots(1, 2, figsize=(4 + 1.6 * len(rows), 3.6))
+        names = [row.model for row in rows]
+        axes[0].bar(names, [row.mi_auc for row in rows], color="#4363d8")
+        axes[0].set_title("MI dynamics AUC (bits)", fontsize=10)
+        for position, (name, measure) in enumerate((("top-1", "accuracy"), ("boosted", "boosted_accuracy"))):
+            axes[1].bar(np.arange(len(rows)) + (position - 0.5) * 0.4, [getattr(row, measure) for row in rows], 0.4,
+                        label=name)
+        axes[1].set_xticks(range(len(rows)), names)
+        axes[1].set_ylim(0, 1.05)
+        axes[1].legend(fontsize=9)
+        axes[1].set_title("zero-shot top-1", fontsize=10)
+        for axis in axes:
+            axis.tick_params(axis="x", labelsize=8, rotation=15)
         figure_to_image(figure).save(args.plot)
         print(f"saved the plot to {args.plot}")
+
+
+def _mutual_samples(args: argparse.Namespace, descriptors) -> dict[str, list]:
+    """Images by their class: --images DIR's sub-folders named by the descriptors' classes (at most --per-class
+    each), or single-object toy scenes of the toy world's classes."""
+    from .images import list_images
+
+    if not args.images:
+        from .toy.evaluate import toy_class_samples
+
+        return toy_class_samples(args.per_class)
+    folder = Path(args.images)
+    samples = {}
+    for name in descriptors.classes:
+        if (folder / name).is_dir():
+            samples[name] = readable_images(list_images(folder / name)[: args.per_class])
+    if not samples:
+        raise InterpretError(f"{folder} has no sub-folder named by a class of the descriptors (e.g. "
+                             f"{descriptors.classes[0]!r}).")
+    return samples
 
 
 def _train_toy(args: argparse.Namespace) -> None:
@@ -556,23 +569,23 @@ def build_parser() -> argparse.ArgumentParser:
     interact.set_defaults(run=_interact)
 
     mutual = commands.add_parser("mutual", help="mutual knowledge of the vision and text sides, per model",
-                                 description="Explain zero-shot predictions by the concepts both encoders pick "
-                                             "(Sammani & Deligiannis) over a folder, for each model; writes one "
-                                             "table (mean score, mean deletion AUC, zero-shot accuracy) and a plot.")
+                                 description="Explain zero-shot classification by the concepts both encoders share "
+                                             "(Sammani & Deligiannis): for each model, top-1, the class-level mutual "
+                                             "information and its dynamics AUC, and top-1 with the shared "
+                                             "descriptors added to the class prompts; one CSV row per model.")
     mutual.add_argument("--models", nargs="+", required=True, metavar="NAME[:TAG]",
                         help="models, e.g. ViT-B-32:openai ViT-B-16:openai toy (no tag: random weights)")
-    mutual.add_argument("--images", help="folder of images, ideally in folders named by their class (for the "
-                                         "accuracy); the toy model draws single-object scenes when omitted")
+    mutual.add_argument("--images", help="folder with one sub-folder of images per class, named as in the "
+                                         "descriptors (default: single-object toy scenes of the toy world's 24 "
+                                         "classes, with its descriptors)")
     mutual.add_argument("--classes", help="text file, one class a line (default: every class of --descriptors)")
-    mutual.add_argument("--descriptors", help='JSON file {"class": ["description", ...]} (default for the toy '
-                                              "model: its colour and shape descriptors)")
+    mutual.add_argument("--descriptors", help='JSON file {"class": ["description", ...]} (default without '
+                                              "--images: the toy world's colour and shape descriptors)")
     mutual.add_argument("--template", default="{}", help="class prompt, e.g. 'a photo of a {}' (default: {})")
-    mutual.add_argument("--parts", type=int, default=3, help="image parts K (default: 3)")
-    mutual.add_argument("--method", default="prompts", choices=("prompts", "contributions"),
-                        help="how a part is embedded (default: prompts)")
-    mutual.add_argument("--limit", type=int, help="at most this many images per model")
+    mutual.add_argument("--parts", type=int, default=5, help="visual concepts L (default: 5)")
+    mutual.add_argument("--per-class", type=int, default=10, help="images per class (default: 10)")
     mutual.add_argument("--out", default="mutual.csv", help="CSV table (default: mutual.csv)")
-    mutual.add_argument("--plot", metavar="PNG", help="save a bar plot of the table")
+    mutual.add_argument("--plot", metavar="PNG", help="save a plot of the table")
     mutual.add_argument("--device", default="cpu")
     mutual.set_defaults(run=_mutual)
 

@@ -32,7 +32,7 @@ MAX_SPEC_CHARS = 200  # a token span, a box or a heads list as typed
 MAX_STEPS = 200  # interaction path points
 MAX_NEIGHBOURS = 100  # k of one search
 MAX_TOP_HEADS = 100  # heads listed
-MIN_PARTS, MAX_PARTS = 1, 16  # mutual knowledge: parts of the image
+MIN_PARTS, MAX_PARTS = 1, 16  # mutual knowledge: visual concepts of an image
 
 # --- descriptor files (mutual knowledge) and prompt templates
 MAX_DESCRIPTOR_BYTES = 1 * MB
@@ -71,7 +71,7 @@ def limits_table() -> str:
         ("interaction steps", f"1 to {MAX_STEPS}"),
         ("neighbours (k)", f"1 to {MAX_NEIGHBOURS}"),
         ("top heads listed", f"1 to {MAX_TOP_HEADS}"),
-        ("mutual-knowledge parts", f"{MIN_PARTS} to {MAX_PARTS}"),
+        ("mutual-knowledge visual concepts", f"{MIN_PARTS} to {MAX_PARTS}"),
         ("descriptor file", f"{MAX_DESCRIPTOR_BYTES // MB} MB, {MAX_CLASSES:,} classes, {MAX_DESCRIPTORS} "
                             f"descriptors a class, {MAX_POOL:,} distinct, {MAX_DESCRIPTOR_CHARS} characters each"),
         ("prompt template", f"{MAX_TEMPLATE_CHARS} characters, exactly one {{}} and no other braces"),

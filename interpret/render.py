@@ -239,18 +239,31 @@ def concept_venn(visual_only: list[str], shared: list[str], textual_only: list[s
     return figure_to_image(figure)
 
 
-def deletion_plot(curve: list[float], labels: list[str], title: str = "") -> Image.Image:
-    """The predicted class's probability as parts are removed one after another (x: the removed part)."""
-    figure, axis = plt.subplots(figsize=(5.0, 3.0))
-    steps = np.arange(len(curve))
-    axis.plot(steps, curve, marker="o", color="#e6194b")
-    axis.fill_between(steps, curve, alpha=0.15, color="#e6194b")
-    axis.set_xticks(steps, ["none"] + labels, fontsize=9, rotation=20 if len(curve) > 4 else 0)
-    axis.set_ylim(0, 1.02)
-    axis.set_xlabel("parts removed (cumulative)", fontsize=10)
-    axis.set_ylabel("probability of the prediction", fontsize=10)
-    axis.set_title(title, fontsize=11, loc="left")  # left: clear of the buttons a page draws top right
-    axis.grid(alpha=0.3)
+def mutual_curves(mi_curve: list[float], deletion: list[float], insertion: list[float], order: list[int]
+                  ) -> Image.Image:
+    """Two panels over the concepts taken in order of importance (`order`): the mutual information (bits) as
+    they leave the vision side, and the predicted class's probability as they are blurred (deletion) or
+    un-blurred on a blurred image (insertion)."""
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9.6, 3.3))
+    steps = np.arange(len(mi_curve))
+    names = ["none"] + [f"{k}" for k in order]
+    left.plot(steps, mi_curve, marker="o", color="#4363d8")
+    left.fill_between(steps, mi_curve, alpha=0.15, color="#4363d8")
+    left.set_ylabel("mutual information (bits)", fontsize=10)
+    left.set_xlabel("concepts removed (cumulative)", fontsize=10)
+    left.set_ylim(0, max(1.0, max(mi_curve) * 1.1))
+    left.set_title(f"MI dynamics: AUC {sum(mi_curve) / len(mi_curve):.2f} bits", fontsize=11, loc="left")
+    right.plot(steps, deletion, marker="o", color="#e6194b", label="deletion (blurred)")
+    right.plot(steps, insertion, marker="s", color="#3cb44b", label="insertion (un-blurred)")
+    right.set_ylim(0, 1.02)
+    right.set_ylabel("probability of the prediction", fontsize=10)
+    right.set_xlabel("concepts blurred / un-blurred (cumulative)", fontsize=10)
+    right.legend(fontsize=9, loc="center right")
+    right.set_title("deletion and insertion", fontsize=11, loc="left")  # left: clear of the page's buttons
+    for axis in (left, right):
+        axis.set_xticks(steps, names, fontsize=9)
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
     return figure_to_image(figure)
 
 

@@ -61,7 +61,7 @@ def hostile_requests(folder: Path, model: str, image: Path) -> list[Hostile]:
         return (model, good, caption, 2, 0, steps, "midpoint", span, box, 0.6)
 
     def mutual(file, template="{}"):
-        return (model, good, "my descriptor file (JSON)", Upload(file), template, 3, "contributions")
+        return (model, good, "my descriptor file (JSON)", Upload(file), template, 3)
 
     return [
         Hostile("tall image 8 x 1,000,000 px", "heads", (model, Upload(tall), "a circle", 5), "too elongated|too large"),
@@ -91,8 +91,8 @@ def hostile_requests(folder: Path, model: str, image: Path) -> list[Hostile]:
         Hostile("layer 10^300", "head_atlas", (model, 1e300, 0), "layer must be from -1000000 to 1000000, not 1"),
         Hostile("head infinite", "head_atlas", (model, 0, INFINITY), "head must be a finite number"),
         Hostile("opacity 5", "contrastive_segmentation", (model, good, "a", "b", "all", 5), "opacity must be from 0"),
-        Hostile("parts 10^6", "mutual_knowledge", (model, good, TOY_CLASSES, None, "{}", 10 ** 6, "prompts"),
-                "Parts must be from|greater than maximum"),
+        Hostile("concepts 10^6", "mutual_knowledge", (model, good, TOY_CLASSES, None, "{}", 10 ** 6),
+                "Concepts must be from|greater than maximum"),
         Hostile("unknown model", "heads", ("ViT-Z / nothing", good, "a circle", 5), "Unknown model"),
         Hostile("no image", "heads", (model, None, "a circle", 5), "Upload an image first"),
     ]

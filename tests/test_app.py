@@ -267,20 +267,23 @@ def test_mutual_knowledge_on_the_toy_preset_and_an_uploaded_file(tmp_path):
     from interpret.toy.examples import toy_examples
 
     path, _ = toy_examples()[0]  # a green cross
-    summary, parts, venn, curve = mutual.run_mutual(TOY, path, mutual.TOY_CLASSES, None, "{}", 2, "prompts")
+    summary, parts, venn, curve = mutual.run_mutual(TOY, path, mutual.TOY_CLASSES, None, "{}", 5)
     assert "Predicted **a green cross**" in summary and "something green" in summary and "AUC" in summary
+    assert "One shared concept gives 0 bits" in summary  # the score's meaning, next to it
     assert all(isinstance(picture, Image.Image) for picture in (parts, venn, curve))
+    summary, *_ = mutual.run_mutual(TOY, path, mutual.TOY_PHRASINGS, None, "{}", 3)
+    assert "green" in summary.split("share")[1]
     own = tmp_path / "classes.json"
     own.write_text(json.dumps({"green": ["something green"], "red": ["something red"]}))
-    summary, *_ = mutual.run_mutual(TOY, path, mutual.OWN_CLASSES, str(own), "something {}", 3, "contributions")
+    summary, *_ = mutual.run_mutual(TOY, path, mutual.OWN_CLASSES, str(own), "something {}", 3)
     assert "among 2 classes" in summary
     with pytest.raises(gr.Error, match="Upload a JSON file"):
-        mutual.run_mutual(TOY, path, mutual.OWN_CLASSES, None, "{}", 3, "prompts")
+        mutual.run_mutual(TOY, path, mutual.OWN_CLASSES, None, "{}", 3)
     own.write_text("[1, 2]")
     with pytest.raises(gr.Error, match="map each class"):
-        mutual.run_mutual(TOY, path, mutual.OWN_CLASSES, str(own), "{}", 3, "prompts")
+        mutual.run_mutual(TOY, path, mutual.OWN_CLASSES, str(own), "{}", 3)
     with pytest.raises(gr.Error, match="Upload an image first"):
-        mutual.run_mutual(TOY, None, mutual.TOY_CLASSES, None, "{}", 3, "prompts")
+        mutual.run_mutual(TOY, None, mutual.TOY_CLASSES, None, "{}", 3)
 
 
 def test_a_failed_run_shows_its_message_in_the_panel_and_clears_the_outputs():

@@ -233,8 +233,8 @@ def test_mutual_knowledge_endpoint_answers_gradio_client(server):
     client = Client(server, verbose=False)
     path, _ = toy_examples()[3]  # a purple square
     summary, parts, venn, curve = client.predict(ModelSpec("toy", None).label, handle_file(path),
-                                                 "toy world: 24 classes 'a {colour} {shape}'", None, "{}", 2,
-                                                 "prompts", api_name="/mutual_knowledge")
+                                                 "toy world: 24 classes 'a {colour} {shape}'", None, "{}", 5,
+                                                 api_name="/mutual_knowledge")
     assert "Predicted **a purple square**" in summary and all(os.path.isfile(p) for p in (parts, venn, curve))
 
 

@@ -205,7 +205,9 @@ def test_mutual_over_models_writes_a_table_and_a_plot(tmp_path, capsys):
                  "--plot", str(plot)]) == 0
     rows = list(csv.DictReader(out.open()))
     assert [row["model"] for row in rows] == ["toy (bundled)", "ViT-B-32 / random init"]
-    assert float(rows[0]["zero-shot accuracy"]) == 1.0 and rows[0]["images"] == "4"
+    assert float(rows[0]["top-1"]) == 1.0 and rows[0]["images"] == "4" and rows[0]["classes"] == "2"
+    assert {"MI (bits)", "MI AUC", "deletion AUC", "descriptor-boosted top-1"} <= set(rows[0])
+    assert "random weights: its figures are meaningless" in capsys.readouterr().out
     assert Image.open(plot).size[0] > 100
     assert main(["mutual", "--models", "ViT-B-32", "--images", str(tmp_path)]) == 2
     assert "--descriptors FILE is needed" in capsys.readouterr().err

@@ -244,43 +244,66 @@ def segmentation_truth(model: ClipModel, scenes, selections: dict[str, dict] | N
     return rows
 
 
-def toy_descriptors():
-    """The toy world's descriptor set: classes "a {colour} {shape}", each described by "something {colour}"
-    and "a {shape}" (the caption grammar's one-attribute phrases)."""
+TOY_DESCRIPTOR_FORMS = ("grammar", "phrasings")
+
+
+def toy_descriptors(form: str = "grammar"):
+    """The toy world's descriptor sets, classes "a {colour} {shape}":
+
+    - 'grammar': "something {colour}" and "a {shape}" (the caption grammar's one-attribute phrases);
+    - 'phrasings': four a class, of other forms: the bare words "{colour}" and "{shape}", "something {colour}" and
+      "a {shape} shape" (not in the grammar)."""
     from ..mutual import descriptor_set
 
-    return descriptor_set({with_article(f"{colour} {shape}"): [f"something {colour}", with_article(shape)]
+    if form not in TOY_DESCRIPTOR_FORMS:
+        raise ValueError(f"form: one of {TOY_DESCRIPTOR_FORMS}")
+    if form == "grammar":
+        return descriptor_set({with_article(f"{colour} {shape}"): [f"something {colour}", with_article(shape)]
+                               for colour, shape in COLOUR_SHAPE_PAIRS})
+    return descriptor_set({with_article(f"{colour} {shape}"): [colour, shape, f"something {colour}",
+                                                               f"a {shape} shape"]
                            for colour, shape in COLOUR_SHAPE_PAIRS})
 
 
-def mutual_truth(model: ClipModel, count: int = 100, parts: int = 2, method: str = "prompts",
-                 seed: int = 80_000) -> dict[str, float]:
-    """Mutual knowledge against the ground truth on single-object scenes, classes "a {colour} {shape}":
+def mutual_truth(model: ClipModel, descriptors=None, count: int = 100, seed: int = 95_000) -> dict[str, float]:
+    """Mutual knowledge (the paper's protocol, `mutual.mutual_knowledge`) against the ground truth on single-object
+    scenes, classes "a {colour} {shape}":
 
-    - `shared both`: the shared concepts include the object's colour and shape descriptors;
-    - `object part drops most`: removing the object's part (the one covering most of its mask) alone lowers the
-      predicted class's probability more than removing any other part alone;
-    - `accuracy`, `mean score`, `mean AUC`: zero-shot accuracy and the mean mutual-information score and AUC."""
-    from ..mutual import deletion_probabilities, mutual_knowledge
+    - `colour and shape shared`: the shared concepts name the object's colour and its shape (any phrasing: a
+      shared descriptor holds the colour word, one holds the shape word);
+    - `top concept on the object`: the most important visual concept lies on the object (its patches are on
+      average more than 20% covered by the object's mask);
+    - `accuracy`, `mean MI (bits)`, `mean MI AUC`, `mean deletion AUC`."""
+    from ..mutual import mutual_knowledge
 
-    descriptors = toy_descriptors()
-    class_texts = model.encode_texts(descriptors.prompts())
-    counts = {"shared both": [], "object part drops most": [], "accuracy": [], "mean score": [], "mean AUC": []}
+    descriptors = descriptors or toy_descriptors()
+    counts = {"colour and shape shared": [], "top concept on the object": [], "accuracy": [], "mean MI (bits)": [],
+              "mean MI AUC": [], "mean deletion AUC": []}
     for index in range(count):
         scene = toy_scene(seed + index, count=1)
         obj = scene.objects[0]
-        result = mutual_knowledge(model, scene.image, descriptors, parts=parts, method=method)
-        counts["shared both"].append({f"something {obj.colour}", with_article(obj.shape)} <= set(result.shared))
+        result = mutual_knowledge(model, scene.image, descriptors)
+        words = {word for descriptor in result.shared for word in descriptor.split()}
+        counts["colour and shape shared"].append(obj.colour in words and obj.shape in words)
+        top = int(np.argmax(result.importance))
         cover = _patch_cover(model, scene.masks[0])
-        found = int(result.parts.max()) + 1
-        object_part = int(torch.stack([(cover * (result.parts == k)).sum() for k in range(found)]).argmax())
-        target = result.classes.index(result.predicted)
-        alone = deletion_probabilities(model, model.preprocess_images([scene.image]), result.parts,
-                                       list(range(found)), class_texts, target, cumulative=False)
-        drops = [result.deletion[0] - p for p in alone]
-        counts["object part drops most"].append(all(drops[object_part] > d for k, d in enumerate(drops)
-                                                    if k != object_part))
+        counts["top concept on the object"].append(float(cover[result.parts == top].mean()) > 0.2)
         counts["accuracy"].append(result.predicted == with_article(f"{obj.colour} {obj.shape}"))
-        counts["mean score"].append(result.score)
-        counts["mean AUC"].append(result.auc)
+        counts["mean MI (bits)"].append(result.mutual_information)
+        counts["mean MI AUC"].append(result.mi_auc)
+        counts["mean deletion AUC"].append(result.deletion_auc)
     return {name: _mean(values) for name, values in counts.items()} | {"images": count}
+
+
+def toy_class_samples(per_class: int = 4, seed: int = 90_000) -> dict[str, list]:
+    """Single-object toy scenes by their class "a {colour} {shape}": `per_class` of each of the 24 classes."""
+    samples = {with_article(f"{colour} {shape}"): [] for colour, shape in COLOUR_SHAPE_PAIRS}
+    index = seed
+    while any(len(images) < per_class for images in samples.values()):
+        scene = toy_scene(index, count=1)
+        obj = scene.objects[0]
+        images = samples[with_article(f"{obj.colour} {obj.shape}")]
+        if len(images) < per_class:
+            images.append(scene.image)
+        index += 1
+    return samples
