@@ -156,6 +156,7 @@ TOP_TEXT = 5  # u, descriptors of the language side at most (fewer where classes
 PERCENTILE = 80.0  # a descriptor is a candidate when above this percentile of a concept's similarities
 SINKHORN_TAU = 1.0
 LOGIT_SCALE = 2.5  # cosine similarities are scaled by this before the transport (as the authors' code)
+BLUR_FRACTION = 8  # deletion and insertion blur with a radius of the input's side / 8: a concept's content goes
 
 
 @dataclass
@@ -407,7 +408,7 @@ def blur_curves(model: ClipModel, view: Image.Image, parts: torch.Tensor, count:
                 target: int) -> tuple[list[float], list[float], list[float]]:
     """(importance `[count]`: the target's probability drop when each concept alone is blurred; deletion and
     insertion curves in the order of importance, from nothing blurred / everything blurred)."""
-    radius = max(2.0, model.geometry.image_size[0] / 32)
+    radius = max(2.0, model.geometry.image_size[0] / BLUR_FRACTION)
     masks = [concept_mask(model, parts, k) for k in range(count)]
 
     def union(chosen: list[int]) -> np.ndarray:

@@ -186,8 +186,8 @@ PART_COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4"
 
 def parts_overlay(image: Image.Image, parts: np.ndarray, box: tuple[int, int, int, int], labels: list[str],
                   title: str = "") -> Image.Image:
-    """The image with its parts (`[grid_h, grid_w]` ids on the patch grid covering `box`) outlined one colour
-    each and numbered (the picture's own colours stay as they are), and a legend of each part's label."""
+    """The image with its parts (`[grid_h, grid_w]` ids on the patch grid covering `box`; -1: none) outlined one
+    colour each and numbered (the picture's own colours stay as they are), and a legend of each one's label."""
     from matplotlib.patches import Patch
 
     parts = np.asarray(parts)
@@ -213,14 +213,14 @@ def parts_overlay(image: Image.Image, parts: np.ndarray, box: tuple[int, int, in
     axis.set_axis_off()
     axis.set_title(title, fontsize=11, wrap=True)
     axis.legend(handles=[Patch(facecolor="white", edgecolor=PART_COLOURS[k % len(PART_COLOURS)], linewidth=2.2,
-                               label=textwrap.fill(f"part {k}: {label}", 60)) for k, label in enumerate(labels)],
+                               label=textwrap.fill(f"concept {k}: {label}", 60)) for k, label in enumerate(labels)],
                 bbox_to_anchor=(0.5, -0.02), loc="upper center", fontsize=11, frameon=False)
     return figure_to_image(figure)
 
 
 def concept_venn(visual_only: list[str], shared: list[str], textual_only: list[str], title: str = "") -> Image.Image:
     """Two overlapping circles: the concepts only the vision side picks, those both pick, those only the text
-    side picks."""
+    side picks (each wrapped to 12 characters a line, so that the three columns never run into each other)."""
     from matplotlib.patches import Circle
 
     figure, axis = plt.subplots(figsize=(6.4, 3.6))
@@ -229,8 +229,9 @@ def concept_venn(visual_only: list[str], shared: list[str], textual_only: list[s
     for x, heading, words in ((0.2, "vision only", visual_only), (0.5, "shared", shared),
                               (0.8, "text only", textual_only)):
         axis.text(x, 0.88, heading, ha="center", va="center", fontsize=11, fontweight="bold")
-        lines = words[:8] + ([f"... {len(words) - 8} more"] if len(words) > 8 else [])
-        axis.text(x, 0.5, "\n".join(lines) or "(none)", ha="center", va="center", fontsize=10, wrap=True)
+        lines = [textwrap.fill(word, 12) for word in words[:8]] + ([f"... {len(words) - 8} more"]
+                                                                  if len(words) > 8 else [])
+        axis.text(x, 0.5, "\n".join(lines) or "(none)", ha="center", va="center", fontsize=9.5)
     axis.set_xlim(0, 1)
     axis.set_ylim(0.1, 0.95)
     axis.set_aspect("equal")

@@ -34,7 +34,7 @@ def run_mutual(label: str, image_path: str | None, preset: str = TOY_CLASSES, de
     order = sorted(range(len(result.importance)), key=lambda k: -result.importance[k])
     labels = [", ".join(found) for found in result.part_concepts]
     overlay = parts_overlay(result.picture, result.parts.numpy(), result.box, labels,
-                            title=f"{len(labels)} visual concepts and the descriptors matched to them")
+                            title="visual concepts (vision side)")
     venn = concept_venn([d for d in result.visual if d not in result.shared], result.shared,
                         [d for d in result.textual if d not in result.shared], f"predicted: '{result.predicted}'")
     curves = mutual_curves(result.mi_curve, result.deletion, result.insertion, order)
