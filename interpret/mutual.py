@@ -10,7 +10,7 @@ pool shared by the classes):
    those patches' keys gives L = 5 concepts (over the images of a class for `class_mutual_knowledge`).
 3. Each concept is embedded by visual prompts: a thin red ellipse around it (its second moments), the same on a
    greyscale image with the concept in colour, and on a blurred image with the concept sharp; the three image
-   embeddings are averaged.
+   embeddings are averaged. (White on the toy model, whose world has red objects: `default_marker`.)
 4. Matching: the descriptors above the 80th percentile of a concept's similarities are candidates; optimal
    transport (Sinkhorn-Knopp, tau = 1, on 2.5 x the cosines) spreads them over the concepts; each concept keeps
    its 3 best. These form the vision side.
@@ -522,23 +522,16 @@ def class_mutual_knowledge(model: ClipModel, images: list[ImageSource], descript
     embeddings = torch.zeros(count, class_texts.shape[1])
     seen = torch.zeros(count)
     for view, grid in zip(views, grids):
-        present = sorted(int(k) for k in grid.unique() if k >= 0)
+        present, own = _own_concepts(grid)
         if present:
-            remapped = torch.full_like(grid, -1)
-            for position, k in enumerate(present):
-                remapped[grid == k] = position
-            embeddings[present] += embed_concepts(model, view, remapped, len(present),
-                                                  marker or default_marker(model))
+            embeddings[present] += embed_concepts(model, view, own, len(present), marker or default_marker(model))
             seen[present] += 1
     matched = match_descriptors(embeddings / seen.clamp(min=1)[:, None], pool_texts, per_concept)
     importance = torch.zeros(count)
     deletions, insertions = [], []
     for view, grid in zip(views, grids):
-        present = sorted(int(k) for k in grid.unique() if k >= 0)
-        remapped = torch.full_like(grid, -1)
-        for position, k in enumerate(present):
-            remapped[grid == k] = position
-        alone, deletion, insertion = blur_curves(model, view, remapped, len(present), class_texts, target)
+        present, own = _own_concepts(grid)
+        alone, deletion, insertion = blur_curves(model, view, own, len(present), class_texts, target)
         importance[present] += torch.tensor(alone) / len(views)
         deletions.append(deletion)
         insertions.append(insertion)
@@ -546,6 +539,15 @@ def class_mutual_knowledge(model: ClipModel, images: list[ImageSource], descript
     return _result(descriptors, probabilities.mean(dim=0), target, grids[0], importance.tolist(), matched,
                    descriptors.pool, textual, _mean_curve(deletions), _mean_curve(insertions), None, (0, 0, 0, 0),
                    [])
+
+
+def _own_concepts(grid: torch.Tensor) -> tuple[list[int], torch.Tensor]:
+    """(the class-level concepts present in one image's `grid`, the grid renumbered 0..len-1 in that order)."""
+    present = sorted(int(k) for k in grid.unique() if k >= 0)
+    own = torch.full_like(grid, -1)
+    for position, concept in enumerate(present):
+        own[grid == concept] = position
+    return present, own
 
 
 def _mean_curve(curves: list[list[float]]) -> list[float]:
