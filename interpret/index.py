@@ -581,18 +581,12 @@ class ImageIndex:
             return self._directions[name]
 
     def _read_directions(self, name: str) -> np.ndarray:
-        if name not in self._files:
-            raise self._damaged(f"{name} is not in the manifest")
-        self._unchanged(name)
-        path = self._data / name
+        path = self._checked_path(name)
         try:
             if self.memory_mapped:
                 directions = np.load(path, mmap_mode="r", allow_pickle=False)
             else:
-                content = path.read_bytes()
-                if hashlib.sha256(content).hexdigest() != self._files[name]["sha256"]:
-                    raise self._damaged(f"{name} does not match the SHA-256 it was written with")
-                directions = np.load(io.BytesIO(content), allow_pickle=False)
+                directions = np.load(io.BytesIO(self._verified_bytes(name)), allow_pickle=False)
         except (OSError, ValueError) as error:
             raise self._damaged(f"{name} is unreadable: {error}") from None
         if directions.shape != (self.count, self.manifest["dim"]) or directions.dtype != np.float16:
@@ -613,25 +607,33 @@ class ImageIndex:
     def _read_index(self, name: str) -> faiss.Index:
         """A FAISS file of the database: its verified bytes deserialised in memory, or memory-mapped where FAISS
         can (flat codes; the compressed kinds are small and read whole)."""
-        if name not in self._files:
-            raise self._damaged(f"{name} is not in the manifest")
-        self._unchanged(name)
-        path = self._data / name
+        path = self._checked_path(name)
         try:
             if self.memory_mapped:
                 flags = faiss.IO_FLAG_READ_ONLY | (faiss.IO_FLAG_MMAP_IFC if self.kind == "flat" else 0)
                 index = faiss.read_index(str(path), flags)
             else:
-                content = path.read_bytes()
-                if hashlib.sha256(content).hexdigest() != self._files[name]["sha256"]:
-                    raise self._damaged(f"{name} does not match the SHA-256 it was written with")
-                index = faiss.deserialize_index(np.frombuffer(content, dtype=np.uint8))
+                index = faiss.deserialize_index(np.frombuffer(self._verified_bytes(name), dtype=np.uint8))
         except (OSError, RuntimeError) as error:
             raise self._damaged(f"{name} is unreadable: {str(error).splitlines()[-1][-120:]}") from None
         if index.ntotal != self.count or index.d != self.manifest["dim"]:
             raise self._damaged(f"{name} holds {index.ntotal} vectors of {index.d} dims")
         _set_search_effort(index)
         return index
+
+    def _checked_path(self, name: str) -> Path:
+        """A data file's path, once it is known to be in the manifest and unchanged since it was verified."""
+        if name not in self._files:
+            raise self._damaged(f"{name} is not in the manifest")
+        self._unchanged(name)
+        return self._data / name
+
+    def _verified_bytes(self, name: str) -> bytes:
+        """A data file's bytes, read into memory and checked against its SHA-256 again."""
+        content = (self._data / name).read_bytes()
+        if hashlib.sha256(content).hexdigest() != self._files[name]["sha256"]:
+            raise self._damaged(f"{name} does not match the SHA-256 it was written with")
+        return content
 
     def _damaged(self, detail) -> DatabaseError:
         return DatabaseError(f"The database in {self.folder} is damaged ({detail}). Rebuild it:  "
