@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from .errors import InterpretError
 from .index import MANIFEST, ImageIndex, build_index
-from .integrity import content_hash, describe_file
+from .integrity import content_hash, describe_file, write_hashed_manifest
 from .models import ClipModel, ModelSpec
 from .paths import INDEXES, home
 
@@ -133,9 +133,7 @@ def _files(folder: Path) -> list[str]:
 
 
 def _write_manifest(folder: Path, manifest: dict) -> None:
-    temporary = folder / (BUNDLE_MANIFEST + ".tmp")
-    temporary.write_text(json.dumps({**manifest, "bundle_sha256": content_hash(manifest, "bundle_sha256")}, indent=1))
-    os.replace(temporary, folder / BUNDLE_MANIFEST)
+    write_hashed_manifest(folder / BUNDLE_MANIFEST, manifest, "bundle_sha256")
 
 
 # --- checking -----------------------------------------------------------------------------------------------------

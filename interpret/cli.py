@@ -17,12 +17,19 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
 
 
+def _random_weights(model) -> bool:
+    """A random-init architecture (no pretrained tag, not the toy model): its figures describe no trained model."""
+    from .models import TOY_NAME
+
+    return model.name != TOY_NAME and model.pretrained is None
+
+
 def _load(args: argparse.Namespace):
     """The model the command line names; a random-init architecture is said to be one, on stderr."""
-    from .models import TOY_NAME, load_model
+    from .models import load_model
 
     model = load_model(args.model, args.pretrained, args.device)
-    if model.name != TOY_NAME and model.pretrained is None:
+    if _random_weights(model):
         print(f"note: {model.label}: random weights (no --pretrained), so the results describe no trained model; "
               f"use --pretrained openai (needs the hub once) or --model toy (offline)", file=sys.stderr)
     return model
@@ -166,7 +173,7 @@ def _evaluation_set(model, args: argparse.Namespace):
 
 def _score_models(args: argparse.Namespace) -> None:
     from .limits import check_template
-    from .models import TOY_NAME, load_model
+    from .models import load_model
     from .quantify import pruning_curves, score_heads
 
     check_template(args.template)
@@ -174,7 +181,7 @@ def _score_models(args: argparse.Namespace) -> None:
     for text in args.models:
         model = load_model(*_model_spec(text), device=args.device)
         print(f"{model.label}:", flush=True)
-        if model.name != TOY_NAME and model.pretrained is None:
+        if _random_weights(model):
             print("  note: random weights: these scores describe no trained model (they only show that the "
                   "command runs)")
         images, labels, class_texts, what = _evaluation_set(model, args)
@@ -240,8 +247,7 @@ def _mutual(args: argparse.Namespace) -> None:
                       "top-1": round(result.accuracy, 4), "MI (bits)": round(result.mutual_information, 4),
                       "MI AUC": round(result.mi_auc, 4), "deletion AUC": round(result.deletion_auc, 4),
                       "descriptor-boosted top-1": round(result.boosted_accuracy, 4)})
-        random_weights = not model.pretrained and model.name != "toy"
-        print(f"{result.model}{' (random weights: its figures are meaningless)' if random_weights else ''}: "
+        print(f"{result.model}{' (random weights: its figures are meaningless)' if _random_weights(model) else ''}: "
               f"top-1 {result.accuracy:.3f} over {result.images} images; MI {result.mutual_information:.3f} bits, "
               f"MI AUC {result.mi_auc:.3f}, deletion AUC {result.deletion_auc:.3f} (means over {result.classes} "
               f"classes); with the shared descriptors in the prompts: top-1 {result.boosted_accuracy:.3f}")

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from .errors import ImageError, InterpretError
 from .images import load_image
+from .integrity import write_json_atomic
 
 ENGINES = ("local", "ray")
 RAY_REQUIREMENTS = "pip install -r requirements-ray.txt"
@@ -166,8 +167,6 @@ def _start_work(work: Path, plan: dict) -> None:
         if not same:
             shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
-    from .textspan import write_json_atomic
-
     write_json_atomic(plan_path, plan)
 
 

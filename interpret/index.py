@@ -61,10 +61,10 @@ from .decompose import decompose_image, normalise_layers
 from .engines import LocalEngine, RayEngine, load_block, run_blocks, shard_path
 from .errors import ImageError, InterpretError
 from .images import ImageSource, list_images
-from .integrity import content_hash, describe_file
+from .integrity import content_hash, describe_file, write_hashed_manifest
 from .limits import MAX_NEIGHBOURS, check_number
 from .models import ClipModel, layer_index, load_model
-from .textspan import HeadAtlas, write_json_atomic
+from .textspan import HeadAtlas
 
 FORMAT = 3  # 2: every data file's size and SHA-256, and the manifest's own hash; 3: index kinds
 READABLE_FORMATS = (2, 3)  # a format-2 database is a flat one
@@ -246,7 +246,7 @@ def _merge(model: ClipModel, layers: tuple[int, ...], work: Path, chunks: list, 
 
 def write_manifest(out: Path, manifest: dict) -> None:
     """Write a database's manifest, with its own hash, atomically: the moment the database changes."""
-    write_json_atomic(out / MANIFEST, {**manifest, "manifest_sha256": content_hash(manifest, "manifest_sha256")})
+    write_hashed_manifest(out / MANIFEST, manifest, "manifest_sha256")
 
 
 def _signature(model: ClipModel, layers: tuple[int, ...]) -> dict:
@@ -636,8 +636,8 @@ class ImageIndex:
         return content
 
     def _damaged(self, detail) -> DatabaseError:
-        return DatabaseError(f"The database in {self.folder} is damaged ({detail}). Rebuild it:  "
-                             f"{rebuild_command(self.model, self.folder, str(self.root), self.layers, self.kind, self.count)}")
+        command = rebuild_command(self.model, self.folder, str(self.root), self.layers, self.kind, self.count)
+        return DatabaseError(f"The database in {self.folder} is damaged ({detail}). Rebuild it:  {command}")
 
     def head_contributions(self, heads: list[tuple[int, int]] | None = None,
                            rows: list[int] | None = None) -> np.ndarray:

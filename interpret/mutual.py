@@ -463,8 +463,8 @@ def mutual_knowledge(model: ClipModel, image: ImageSource, descriptors: Descript
                      per_concept: int = PER_CONCEPT, top_text: int | None = None, marker=None) -> MutualKnowledge:
     """Explain the zero-shot prediction of `image` among `descriptors.classes` by the concepts both sides share,
     with the paper's protocol (see the module's docstring). `parts`: L, the visual concepts; `per_concept`:
-    descriptors each concept keeps; `top_text`: u, descriptors of the language side (`language_size`); `marker`: the prompts'
-    ellipse colour (RGB; default: `default_marker`)."""
+    descriptors each concept keeps; `top_text`: u, descriptors of the language side (`language_size`);
+    `marker`: the prompts' ellipse colour (RGB; default: `default_marker`)."""
     if not isinstance(descriptors, DescriptorSet):
         descriptors = descriptor_set(descriptors)
     parts = check_number(parts, "Concepts", MIN_PARTS, MAX_PARTS, integer=True)

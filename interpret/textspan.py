@@ -14,10 +14,8 @@ M x D x D no matter how many images there are.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import types
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -29,6 +27,7 @@ from tqdm import tqdm
 from .banks import TextBank
 from .decompose import decompose_image, normalise_layers
 from .errors import InterpretError
+from .integrity import write_json_atomic
 from .models import ClipModel
 
 
@@ -175,14 +174,6 @@ class HeadAtlas:
                        payload.get("weights", ""), dict(payload.get("bank_sizes", {})))
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise InterpretError(f"Could not read head labels from {path}: {error}") from None
-
-
-def write_json_atomic(path: Path, payload) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")  # unique: writers never share one
-    temporary.write_text(json.dumps(payload, indent=1))
-    os.replace(temporary, path)
 
 
 @torch.no_grad()
