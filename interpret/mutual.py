@@ -200,6 +200,16 @@ class MutualKnowledge:
     def probability(self) -> float:
         return float(self.probabilities.max())
 
+    @property
+    def order(self) -> list[int]:
+        """The concepts, most important first: the order of the curves."""
+        return by_importance(self.importance)
+
+
+def by_importance(importance: list[float]) -> list[int]:
+    """Concept indices, the largest probability drop first (ties: the lower index)."""
+    return sorted(range(len(importance)), key=lambda k: -importance[k])
+
 
 def kmeans(points: torch.Tensor, clusters: int, iterations: int = 30, seed: int = 0) -> torch.Tensor:
     """`[N, D]` rows (compared by cosine) -> `[N]` cluster ids in 0..clusters-1 (k-means++ seeding)."""
@@ -417,7 +427,7 @@ def blur_curves(model: ClipModel, view: Image.Image, parts: torch.Tensor, count:
     alone = [blurred(view, mask, radius) for mask in masks]
     scores = _probabilities(model, model.encode_images([view] + alone), class_texts)[:, target].tolist()
     importance = [scores[0] - s for s in scores[1:]]
-    order = sorted(range(count), key=lambda k: -importance[k])
+    order = by_importance(importance)
     deleted = [blurred(view, union(order[:i + 1]), radius) for i in range(count)]
     inserted = [blurred(view, ~union(order[:i]), radius) for i in range(count + 1)]  # from everything blurred
     after = _probabilities(model, model.encode_images(deleted + inserted), class_texts)[:, target].tolist()
@@ -444,7 +454,7 @@ def _language_side(descriptors: DescriptorSet, pool_texts: torch.Tensor, class_t
 
 def _result(descriptors, probabilities, target, parts, importance, matched, pool, textual, deletion, insertion,
             picture, box, warnings) -> MutualKnowledge:
-    order = sorted(range(len(matched)), key=lambda k: -importance[k])
+    order = by_importance(importance)
     part_concepts = [[pool[i] for i in row] for row in matched]
     visual = list(dict.fromkeys(d for concepts in part_concepts for d in concepts))
     vision_list = [d for concepts in part_concepts for d in concepts]
@@ -492,11 +502,13 @@ def mutual_knowledge(model: ClipModel, image: ImageSource, descriptors: Descript
 @torch.no_grad()
 def class_mutual_knowledge(model: ClipModel, images: list[ImageSource], descriptors: DescriptorSet | dict,
                            class_name: str | None = None, parts: int = CONCEPTS, per_concept: int = PER_CONCEPT,
-                           top_text: int | None = None, marker=None) -> MutualKnowledge:
+                           top_text: int | None = None, marker=None,
+                           texts: tuple[torch.Tensor, torch.Tensor] | None = None) -> MutualKnowledge:
     """The paper's class-level analysis: the visual concepts are found over the prominent patches of all
     `images` (of one class: `class_name`, default the class most of them are predicted as), each concept is
     embedded by its visual prompts averaged over the images it appears in, and the curves are averaged over the
-    images. `probabilities`: the mean zero-shot distribution; `parts`: the first image's concepts."""
+    images. `probabilities`: the mean zero-shot distribution; `parts`: the first image's concepts. `texts`: the
+    descriptors' `descriptor_texts`, when the caller has them already (one class after another)."""
     if not isinstance(descriptors, DescriptorSet):
         descriptors = descriptor_set(descriptors)
     if not images:
@@ -504,8 +516,7 @@ def class_mutual_knowledge(model: ClipModel, images: list[ImageSource], descript
     parts = check_number(parts, "Concepts", MIN_PARTS, MAX_PARTS, integer=True)
     views = [model_view(model, load_image(image))[0] for image in images]
     batch = model.preprocess_images(views)
-    class_texts = model.encode_texts(descriptors.prompts())
-    pool_texts = model.encode_texts(descriptors.pool)
+    class_texts, pool_texts = texts if texts is not None else descriptor_texts(model, descriptors)
     probabilities = _probabilities(model, model.model.encode_image(batch), class_texts)  # [N, C]
     if class_name is None:
         target = int(torch.bincount(probabilities.argmax(dim=1), minlength=len(descriptors.classes)).argmax())
@@ -539,6 +550,11 @@ def class_mutual_knowledge(model: ClipModel, images: list[ImageSource], descript
     return _result(descriptors, probabilities.mean(dim=0), target, grids[0], importance.tolist(), matched,
                    descriptors.pool, textual, _mean_curve(deletions), _mean_curve(insertions), None, (0, 0, 0, 0),
                    [])
+
+
+def descriptor_texts(model: ClipModel, descriptors: DescriptorSet) -> tuple[torch.Tensor, torch.Tensor]:
+    """(unit class prompt embeddings `[C, D]`, unit pool embeddings `[M, D]`)."""
+    return model.encode_texts(descriptors.prompts()), model.encode_texts(descriptors.pool)
 
 
 def _own_concepts(grid: torch.Tensor) -> tuple[list[int], torch.Tensor]:
@@ -598,11 +614,12 @@ def evaluate_model(model: ClipModel, samples: dict[str, list[ImageSource]], desc
     embeddings = torch.cat([model.encode_images([image for image, _ in images[i:i + 32]])
                             for i in range(0, len(images), 32)])
     truth = torch.tensor([label for _, label in images])
-    plain = model.encode_texts(descriptors.prompts())
+    texts = descriptor_texts(model, descriptors)  # encoded once, not once a class
+    plain = texts[0]
     results = {}
     for name, values in samples.items():
         if values:
-            results[name] = class_mutual_knowledge(model, values[:per_class], descriptors, name, parts)
+            results[name] = class_mutual_knowledge(model, values[:per_class], descriptors, name, parts, texts=texts)
             if progress is not None:
                 progress(name)
     shared = {name: result.shared for name, result in results.items()}

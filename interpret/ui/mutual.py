@@ -31,13 +31,12 @@ def run_mutual(label: str, image_path: str | None, preset: str = TOY_CLASSES, de
     else:
         descriptors = toy_descriptors("phrasings" if preset == TOY_PHRASINGS else "grammar")
     result = mutual_knowledge(model, picture_of(image_path), descriptors, parts=concepts)
-    order = sorted(range(len(result.importance)), key=lambda k: -result.importance[k])
     labels = [", ".join(found) for found in result.part_concepts]
     overlay = parts_overlay(result.picture, result.parts.numpy(), result.box, labels,
                             title="visual concepts (vision side)")
     venn = concept_venn([d for d in result.visual if d not in result.shared], result.shared,
                         [d for d in result.textual if d not in result.shared], f"predicted: '{result.predicted}'")
-    curves = mutual_curves(result.mi_curve, result.deletion, result.insertion, order)
+    curves = mutual_curves(result.mi_curve, result.deletion, result.insertion, result.order)
     shared = len(result.shared)
     summary = (
         f"Predicted **{result.predicted}** (probability {result.probability:.3f} among {len(result.classes)} "
