@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from interpret.toy.examples import toy_examples  # noqa: E402
 from tests.local_server import start_app, stop_app  # noqa: E402
-from tests.test_browser import CHROMIUM, CHROMIUM_FLAGS, open_tab  # noqa: E402
+from tests.test_browser import CHROMIUM, CHROMIUM_FLAGS, map_a_token, open_tab  # noqa: E402
 
 
 def main() -> None:
@@ -69,13 +69,7 @@ def main() -> None:
 
             show(two, "a blue circle and a yellow square")
             open_tab(page, "Interactions")
-            page.locator("#inter-image-layer input").fill("2")
-            page.locator("#inter-text-layer input").fill("0")
-            page.locator("#inter-run").click()
-            page.wait_for_selector("#inter-map img", timeout=60_000)
-            page.get_by_label("2: blue").check()
-            page.wait_for_function("document.querySelector('#inter-summary').innerText.includes(\"'blue'\")",
-                                   timeout=30_000)
+            map_a_token(page, 2, "blue")
             shoot("interactions", "#inter-map img", "#inter-span")
 
             open_tab(page, "Property neighbours")

@@ -42,6 +42,18 @@ def open_tab(page, name: str) -> None:
     page.wait_for_timeout(200)
 
 
+def map_a_token(page, token: int, word: str) -> None:
+    """On the Interactions tab (toy model: image layer 2, text layer 0), run and tick token `token` (`word`), and
+    wait for its map and summary."""
+    page.locator("#inter-image-layer input").fill("2")
+    page.locator("#inter-text-layer input").fill("0")
+    page.locator("#inter-run").click()
+    page.wait_for_selector("#inter-map img", timeout=60_000)
+    page.get_by_label(f"{token}: {word}").check()
+    page.wait_for_function(f"document.querySelector('#inter-summary').innerText.includes(\"'{word}'\")",
+                           timeout=30_000)
+
+
 @pytest.fixture(scope="module")
 def page(server):
     if not shutil.which(CHROMIUM):
@@ -185,13 +197,7 @@ def test_interactions_tab_maps_a_ticked_token_and_a_clicked_box(page):
     page.locator("#image input[type=file]").set_input_files(path)
     page.locator("#caption textarea").fill("a red circle and a blue square")
     open_tab(page, "Interactions")
-    page.locator("#inter-image-layer input").fill("2")
-    page.locator("#inter-text-layer input").fill("0")
-    page.locator("#inter-run").click()
-    page.wait_for_selector("#inter-map img", timeout=60_000)
-    page.get_by_label("2: red").check()
-    page.wait_for_function("document.querySelector('#inter-summary').innerText.includes(\"'red'\")",
-                           timeout=30_000)
+    map_a_token(page, 2, "red")
     picker = page.locator("#inter-picker img")
     picker.wait_for(timeout=30_000)
     size = picker.bounding_box()
