@@ -1,22 +1,33 @@
-"""Images out of a visitor's zip file, safely: the whole archive is checked before anything is written.
+"""Images out of a visitor's zip file, safely: the whole archive is checked before anything is written, and
+nothing half-extracted is ever kept.
 
 Refused with a message (and nothing written): a file that is not a zip, more than `MAX_BUILD_IMAGES` images,
 more than `MAX_ARCHIVE_BYTES` of them uncompressed, an image larger than `MAX_IMAGE_BYTES`, a file that expands
 more than `MAX_COMPRESSION_RATIO` times (a zip bomb), names that would land outside the target folder (`../`,
-absolute paths, drive letters), and links. Files that are not images (by suffix) are skipped and listed; the
-images themselves are checked when the database is built (an unreadable one is skipped and listed there).
+absolute paths, drive letters), two members of one name or a name that is both a file and a folder, and links.
+Refused while extracting (and everything extracted so far deleted): a member whose data fails its CRC, whose
+local header names another file than the directory, or that holds more than it declares. Files that are not
+images (by suffix) are skipped and listed; the images themselves are checked when the database is built (an
+unreadable one is skipped and listed there).
+
+The member names never become paths: each image is written under a name made here (its number, the letters and
+digits of its file name, its suffix), flat in the target folder.
 """
 from __future__ import annotations
 
 import os
 import shutil
 import stat
+import uuid
 import zipfile
 from pathlib import Path, PurePosixPath
 
 from .errors import InterpretError
 from .images import IMAGE_SUFFIXES
 from .limits import MAX_ARCHIVE_BYTES, MAX_BUILD_IMAGES, MAX_COMPRESSION_RATIO, MAX_IMAGE_BYTES, MB
+from .paths import inside
+
+STEM_CHARS = 40  # of an original file name kept in the name an extracted image gets
 
 
 def plan_archive(path: str | Path) -> tuple[list[zipfile.ZipInfo], list[str]]:
@@ -28,13 +39,12 @@ def plan_archive(path: str | Path) -> tuple[list[zipfile.ZipInfo], list[str]]:
         raise InterpretError(f"The upload is not a zip file of images ({error}).") from None
     images, skipped, total = [], [], 0
     with archive:
-        for member in archive.infolist():
+        members = archive.infolist()
+        _check_names(members)
+        for member in members:
             if member.is_dir():
                 continue
             name = member.filename
-            if _escapes(name):
-                raise InterpretError(f"The zip file names {name!r}, which would land outside its folder; nothing "
-                                     "was extracted.")
             if stat.S_ISLNK(member.external_attr >> 16):
                 raise InterpretError(f"The zip file holds a link ({name!r}); links are refused, nothing was "
                                      "extracted.")
@@ -60,27 +70,84 @@ def plan_archive(path: str | Path) -> tuple[list[zipfile.ZipInfo], list[str]]:
     return images, skipped
 
 
-def extract_images(path: str | Path, target: str | Path) -> tuple[int, list[str]]:
-    """Extract the archive's images (checked whole by `plan_archive` first) into `target`, which is replaced.
-    Returns (images extracted, members skipped as not images). Each file is written with at most its declared
-    size: an archive that lies about sizes cannot write more."""
+def extract_images(path: str | Path, target: str | Path, root: str | Path) -> tuple[int, list[str]]:
+    """Extract the archive's images (checked whole by `plan_archive` first) into `target`, a folder strictly
+    inside `root`, which is replaced only once every image is out and checked. Returns (images extracted,
+    members skipped as not images). Each file is written with at most its declared size: an archive that lies
+    about sizes cannot write more."""
     images, skipped = plan_archive(path)
-    target = Path(target)
+    target = inside(target, root)
+    partial = inside(target.parent / f".partial-{uuid.uuid4().hex}", root)
+    partial.mkdir(parents=True)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for number, member in enumerate(images):
+                _extract(archive, member, partial / extracted_name(number, member.filename))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, RuntimeError,
+            NotImplementedError) as error:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise InterpretError(f"The zip file is damaged ({_reason(error)}); nothing from it was kept.") from None
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     shutil.rmtree(target, ignore_errors=True)
-    target.mkdir(parents=True)
-    with zipfile.ZipFile(path) as archive:
-        for member in images:
-            destination = target / PurePosixPath(member.filename)
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            with archive.open(member) as source, destination.open("wb") as sink:
-                remaining = member.file_size
-                while remaining > 0:
-                    block = source.read(min(remaining, 2 ** 20))
-                    if not block:
-                        break
-                    sink.write(block)
-                    remaining -= len(block)
+    os.replace(partial, target)
     return len(images), skipped
+
+
+def extracted_name(number: int, member_name: str) -> str:
+    """The name an extracted image gets: its number, the letters and digits of its file name (cut), its suffix."""
+    pure = PurePosixPath(member_name)
+    stem = "".join(char if char.isalnum() or char in "-_" else "_" for char in pure.stem)[:STEM_CHARS]
+    return f"{number:05d}-{stem or 'image'}{pure.suffix.lower()}"
+
+
+def _extract(archive: zipfile.ZipFile, member: zipfile.ZipInfo, destination: Path) -> None:
+    """One member into `destination`, at most its declared size; its CRC and its local header are checked by
+    reading it to its end (`zipfile` raises `BadZipFile` there)."""
+    with archive.open(member) as source, destination.open("xb") as sink:
+        remaining = member.file_size
+        while remaining > 0:
+            block = source.read(min(remaining, 2 ** 20))
+            if not block:
+                raise zipfile.BadZipFile(f"{member.filename!r} ends before its declared size")
+            sink.write(block)
+            remaining -= len(block)
+        if source.read(1):
+            raise zipfile.BadZipFile(f"{member.filename!r} holds more than its declared size")
+
+
+def _reason(error: BaseException) -> str:
+    """A short reason for a damaged archive, without any server path."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error)[:200] or type(error).__name__
+
+
+def _check_names(members: list[zipfile.ZipInfo]) -> None:
+    """Refuse names that would land outside the folder, repeated names, and a name that is a file and also
+    the folder of another member (`a.png` and `a.png/b.png`): a person's archive never holds those."""
+    files, folders = set(), set()
+    for member in members:
+        name = member.filename
+        if not name.strip("/"):
+            raise InterpretError("The zip file holds a member without a name; nothing was extracted.")
+        if _escapes(name):
+            raise InterpretError(f"The zip file names {name!r}, which would land outside its folder; nothing "
+                                 "was extracted.")
+        parts = PurePosixPath(name).parts
+        folders.update("/".join(parts[:end]) for end in range(1, len(parts)))
+        if member.is_dir():
+            folders.add("/".join(parts))
+            continue
+        key = "/".join(parts)
+        if key in files:
+            raise InterpretError(f"The zip file holds {name!r} twice; nothing was extracted.")
+        files.add(key)
+    clash = sorted(files & folders)
+    if clash:
+        raise InterpretError(f"The zip file holds {clash[0]!r} both as a file and as a folder; nothing was "
+                             "extracted.")
 
 
 def _escapes(name: str) -> bool:

@@ -1,9 +1,13 @@
 """Turning whatever a user hands us into a plain RGB PIL image, or a clear `ImageError`.
 
 Accepted: a path, raw bytes, a PIL image or a numpy array (H x W or H x W x C). Handled on the way: transparency
-(composited over white), CMYK, palette, greyscale, 16-bit and float images. Refused with a message: files that
-are not images, truncated or corrupt files, and images outside the limits (`limits`: file bytes, pixels, sides,
-aspect ratio), checked on the file's size and then on the header, before any pixel is decoded.
+(composited over white), CMYK, palette, greyscale, 16-bit and float images, and the EXIF orientation a camera
+records (the picture is turned upright, as a browser shows it). Refused with a message: files that are not
+images of the formats named in `OPENED_FORMATS` (no other decoder of Pillow's is ever reached: EPS would call
+Ghostscript), truncated or corrupt files, and images outside the limits (`limits`: file bytes, pixels, sides,
+aspect ratio), checked on the file's size and then on the header, before any pixel is decoded. A picture shrunk
+to `max_side` is reduced strip by strip before it is converted to RGB, so that its memory stays near its size
+as decoded, whatever its mode.
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 from .errors import ImageError
 from .limits import MAX_ASPECT, MAX_IMAGE_BYTES, MAX_PIXELS, MAX_SIDE, MB, MIN_SIDE
@@ -21,6 +25,13 @@ from .limits import MAX_ASPECT, MAX_IMAGE_BYTES, MAX_PIXELS, MAX_SIDE, MB, MIN_S
 ImageSource = Union[str, Path, bytes, Image.Image, np.ndarray]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+OPENED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")  # Pillow's decoders we let a file reach (JPEG's
+# opens a phone's multi-picture JPEG, MPO, too)
+Image.init()  # registers every plugin, so that the formats above are known by name
+STRIP_PIXELS = 2 ** 22  # pixels converted to RGB at a time while a large picture is reduced
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}  # EXIF orientation -> the turn that makes the picture upright
 
 
 def load_image(source: ImageSource, name: str | None = None, max_side: int | None = None) -> Image.Image:
@@ -35,10 +46,30 @@ def load_image(source: ImageSource, name: str | None = None, max_side: int | Non
         image = _open(source, label, max_side)
     _check_size(image.size, label)
     try:
-        image = _to_rgb(image)
+        turn = _UPRIGHT.get(image.getexif().get(ExifTags.Base.Orientation))
+        image = _rgb(image, max_side)
     except (OSError, ValueError, SyntaxError) as error:
         raise ImageError(f"{label} could not be decoded: the file is truncated or corrupt ({error}).") from None
-    return image if max_side is None else _shrunk(image, max_side)
+    return image if turn is None else image.transpose(turn)
+
+
+def _rgb(image: Image.Image, max_side: int | None) -> Image.Image:
+    """`image` as RGB, shrunk to `max_side` when that is given and smaller. When the shrink is at least 2x, the
+    picture is converted a strip at a time, each strip reduced by that whole factor right after (a box filter
+    over whole blocks: no seams), then resized to the side: a 40-megapixel palette PNG (40 MB decoded) never
+    becomes 160 MB of RGBA."""
+    factor = max(image.size) // max_side if max_side else 1
+    if factor < 2:
+        rgb = _to_rgb(image)
+        return rgb if max_side is None else _shrunk(rgb, max_side)
+    top = _top(image)
+    width, height = image.size
+    rows = max(1, STRIP_PIXELS // (width * factor)) * factor
+    reduced = Image.new("RGB", (-(-width // factor), -(-height // factor)))
+    for y in range(0, height, rows):
+        strip = _to_rgb(image.crop((0, y, width, min(height, y + rows))), top)
+        reduced.paste(strip.reduce(factor), (0, y // factor))
+    return _shrunk(reduced, max_side)
 
 
 def _describe(source: ImageSource) -> str:
@@ -71,9 +102,9 @@ def _decode(stream, label: str, max_side: int | None = None) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(stream)  # reads the header only
+            image = Image.open(stream, formats=OPENED_FORMATS)  # reads the header only
             _check_size(image.size, label)
-            if max_side is not None and image.format == "JPEG":
+            if max_side is not None and image.format in ("JPEG", "MPO"):
                 image.draft("RGB", (max_side, max_side))  # decode at 1/2, 1/4 or 1/8 scale when that suffices
             image.load()
     except ImageError:
@@ -119,23 +150,40 @@ def _from_array(array: np.ndarray, label: str) -> Image.Image:
     return Image.fromarray(_to_uint8(array))
 
 
-def _to_uint8(array: np.ndarray) -> np.ndarray:
-    """Scale an integer or float array of any depth to 0..255."""
+DEEP_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")  # 16-bit, 32-bit and float pictures
+
+
+def _to_uint8(array: np.ndarray, top: float | None = None) -> np.ndarray:
+    """Scale an integer or float array of any depth to 0..255 (`top`: the value that becomes 255; default: read
+    off the array, see `_top_of`)."""
     if array.dtype == np.uint8:
         return array
     values = array.astype(np.float64)
-    if np.issubdtype(array.dtype, np.floating):
-        top = 1.0 if values.max(initial=0.0) <= 1.0 else 255.0
-    else:
-        top = 65535.0 if values.max(initial=0) > 255 else 255.0
+    if top is None:
+        top = _top_of(np.issubdtype(array.dtype, np.floating), values.max(initial=0.0))
     return np.clip(np.round(values / top * 255.0), 0, 255).astype(np.uint8)
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def _top_of(floating: bool, largest: float) -> float:
+    """The value that becomes white: 1 for floats within 0..1, 65535 for integers above 255, else 255."""
+    if floating:
+        return 1.0 if largest <= 1.0 else 255.0
+    return 65535.0 if largest > 255 else 255.0
+
+
+def _top(image: Image.Image) -> float | None:
+    """For a deep picture, the value that becomes white, read once off the whole picture (so that its strips
+    are scaled alike); None for others."""
+    if image.mode not in DEEP_MODES:
+        return None
+    return _top_of(image.mode == "F", float(image.getextrema()[1]))
+
+
+def _to_rgb(image: Image.Image, top: float | None = None) -> Image.Image:
     if image.mode == "RGB":
         return image
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        return Image.fromarray(_to_uint8(np.asarray(image))).convert("RGB")
+    if image.mode in DEEP_MODES:
+        return Image.fromarray(_to_uint8(np.asarray(image), top)).convert("RGB")
     if image.mode == "P":
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "RGBa", "La"):

@@ -46,7 +46,7 @@ from .segment import SpatialMap, crop_box, upsample
 
 from .limits import MAX_SPEC_CHARS, MAX_STEPS, check_text
 
-TANGENT_BUDGET_BYTES = 768 * 2 ** 20  # memory for the batched tangents of the generic path
+TANGENT_BUDGET_BYTES = 96 * 2 ** 20  # memory for one chunk of the batched tangents of the generic path
 # PyTorch keeps forward-mode AD levels in one table for the whole process, and `torch.func.jvp` enters and leaves
 # a level on every call: two threads inside it at once break each other's levels (errors, or tangents that are
 # silently zero). Every forward-mode computation of this module runs under this lock; the rest of an
@@ -335,6 +335,43 @@ def _text_tower(model: ClipModel, ids: torch.Tensor, layer: int) -> _Tower:
         return project(tower.ln_final(pooled), tower.text_projection)
 
     return _Tower(index, hidden, blocks[index:], mask, end, readout)
+
+
+# --- what an interaction map costs, known before any work ---------------------------------------------------------
+
+def interaction_work(model: ClipModel, caption: str, image_layer: int = -1, text_layer: int = -1,
+                     steps: int = 10, fast: bool | None = None) -> float:
+    """The multiply-adds `interaction_map` will do with these settings, from the shapes alone (nothing is run):
+    the generic path pushes one tangent per token through every block from the chosen one on, at every step
+    (tokens x steps x blocks x a block's work), three times a forward pass for forward-mode AD; the last
+    block's closed form costs a few passes of that block. `benchmarks/bench_interact.py` compares it with the
+    time taken."""
+    geometry = model.geometry
+    image_blocks = len(model.visual.transformer.resblocks)
+    image_start = layer_index(image_layer, image_blocks, f"The image tower of {model.label}")
+    tower, text_blocks = _text_parts(model)
+    text_start = layer_index(text_layer, len(text_blocks), f"The text tower of {model.label}")
+    text_tokens = len(model.token_strings(caption))
+    image_tokens = 1 + geometry.grid[0] * geometry.grid[1]
+    return (_tower_work(image_tokens, geometry.width, image_blocks - image_start, steps, fast)
+            + _tower_work(text_tokens, tower.transformer.width, len(text_blocks) - text_start, steps, fast))
+
+
+def _tower_work(tokens: int, width: int, blocks: int, steps: int, fast: bool | None) -> float:
+    """Multiply-adds of one tower's tangents (see `interaction_work`)."""
+    block = tokens * 12 * width ** 2 + 2 * tokens ** 2 * width  # projections, MLP (4x width) and attention
+    if (blocks == 1 if fast is None else fast):
+        return 3.0 * steps * block
+    return 3.0 * tokens * steps * blocks * block
+
+
+def affordable_steps(model: ClipModel, caption: str, image_layer: int, text_layer: int, steps: int,
+                     budget: float) -> tuple[int, float]:
+    """(the most steps, at most `steps`, whose `interaction_work` fits `budget` multiply-adds: 0 when not even
+    one step does; the work of the steps asked for)."""
+    asked = interaction_work(model, caption, image_layer, text_layer, steps)
+    per_step = asked / steps  # the work is linear in the steps
+    return min(steps, int(budget // per_step)), asked
 
 
 def interaction_map(model: ClipModel, image: ImageSource | torch.Tensor, caption: str, image_layer: int = -1,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import unicodedata
 from pathlib import Path
 from typing import Sequence
 
@@ -30,6 +31,10 @@ MAX_SPEC_CHARS = 200  # a token span, a box or a heads list as typed
 
 # --- analyses
 MAX_STEPS = 200  # interaction path points
+# multiply-adds one interaction map may take in the app (`interact.interaction_work`: 2-5 s on 2 cores, measured in
+# benchmarks/bench_interact.py), beyond which its steps are lowered, or it is refused when 1 step is too many (the
+# library and the CLI have no such limit)
+MAX_INTERACTION_WORK = float(os.environ.get("INTERPRET_MAX_INTERACTION_GMACS", 400)) * 1e9
 MAX_NEIGHBOURS = 100  # k of one search
 MAX_TOP_HEADS = 100  # heads listed
 MIN_PARTS, MAX_PARTS = 1, 16  # mutual knowledge: visual concepts of an image
@@ -51,7 +56,8 @@ BUILT_LIFETIME_S = 24 * 3_600  # visitors' databases older than this are deleted
 # --- the server (app.py)
 MAX_UPLOAD_BYTES = 50 * MB  # any upload; Gradio refuses larger ones before they are stored
 UPLOAD_LIFETIME_S = 3_600  # uploads and outputs older than this are deleted (checked as often)
-QUEUE_SIZE = 64  # requests waiting; beyond, "busy, try again"
+MAX_WAITING_PER_POOL = 64  # requests waiting for one pool of slots (analyses, look-ups, ...); beyond, "busy"
+MAX_WAITING_PER_VISITOR = 8  # requests of one visitor (session) waiting; beyond, "wait for your answers"
 ANALYSIS_SLOTS = int(os.environ.get("INTERPRET_ANALYSIS_SLOTS", 0)) or max(1, (os.cpu_count() or 1) // 2)
 LOOKUP_SLOTS = 2  # look-ups at once (a stored head description, a text search, a model's shapes): milliseconds each
 RESULT_CACHE_BYTES = int(os.environ.get("INTERPRET_RESULT_CACHE_MB", 256)) * MB  # per cache of recent results
@@ -69,6 +75,8 @@ def limits_table() -> str:
         ("texts in one field", f"{MAX_TEXTS}"),
         ("token span, box or heads list", f"{MAX_SPEC_CHARS} characters; token numbers within the caption"),
         ("interaction steps", f"1 to {MAX_STEPS}"),
+        ("work of one interaction map in the app", f"{MAX_INTERACTION_WORK / 1e9:.0f} billion multiply-adds "
+                                                    "(INTERPRET_MAX_INTERACTION_GMACS): fewer steps beyond, or refused"),
         ("neighbours (k)", f"1 to {MAX_NEIGHBOURS}"),
         ("top heads listed", f"1 to {MAX_TOP_HEADS}"),
         ("mutual-knowledge visual concepts", f"{MIN_PARTS} to {MAX_PARTS}"),
@@ -79,7 +87,8 @@ def limits_table() -> str:
                                       f"compression {MAX_COMPRESSION_RATIO}:1 a file (INTERPRET_MAX_BUILD_IMAGES, "
                                       "INTERPRET_MAX_ARCHIVE_MB); kept a day"),
         ("upload (any file)", f"{MAX_UPLOAD_BYTES // MB} MB; uploads are deleted after {UPLOAD_LIFETIME_S // 60} min"),
-        ("requests waiting", f"{QUEUE_SIZE} (then: busy, try again)"),
+        ("requests waiting", f"{MAX_WAITING_PER_VISITOR} a visitor, {MAX_WAITING_PER_POOL} a pool (analyses, look-ups, "
+                             "builds: then busy, try again)"),
         ("analyses at once", "half the CPU cores, at least 1 (shared by every analysis)"),
         ("look-ups at once", f"{LOOKUP_SLOTS} (head descriptions, text searches, model shapes)"),
         ("recent results kept", f"{RESULT_CACHE_BYTES // MB} MB per cache"),
@@ -115,7 +124,26 @@ def check_text(text, name: str = "The text", limit: int = MAX_TEXT_CHARS) -> str
         raise InterpretError(f"{name} must be text, not {type(text).__name__}.")
     if len(text) > limit:
         raise InterpretError(f"{name} is {len(text):,} characters long; the limit is {limit:,}.")
+    return check_unicode(text, name)
+
+
+def check_unicode(text: str, name: str = "The text") -> str:
+    """`text` when it is valid Unicode (it can be written as UTF-8); a lone UTF-16 surrogate, which a client can
+    send in raw JSON and which no font, tokenizer or file can take, gets a message naming where it is."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise InterpretError(f"{name} holds an invalid character at position {error.start + 1} (a lone surrogate, "
+                             f"{text[error.start]!r}); send it as UTF-8 text.") from None
     return text
+
+
+_INVISIBLE = {"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"}  # controls, format (zero-width) and space characters
+
+
+def visible(text: str) -> bool:
+    """Whether `text` has a character a person can see (zero-width, control and space characters only: no)."""
+    return any(unicodedata.category(char) not in _INVISIBLE for char in text)
 
 
 def check_texts(texts: Sequence[str], name: str, limit: int = MAX_TEXTS) -> list[str]:

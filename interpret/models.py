@@ -18,7 +18,7 @@ import threading
 from urllib.parse import urlparse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import open_clip
 import torch
@@ -28,7 +28,7 @@ from PIL import Image
 
 from .errors import CaptionError, InterpretError, ModelLoadError
 from .images import ImageSource, load_image
-from .limits import MAX_TEXT_CHARS, MODELS_KEPT
+from .limits import MAX_TEXT_CHARS, MODELS_KEPT, check_unicode, visible
 from .paths import INDEXES, TOY_DIR
 
 TOY_NAME = "toy"
@@ -139,6 +139,32 @@ class EncodedTexts:
                 for i, (cut, kept) in enumerate(zip(self.truncated, self.kept)) if cut]
 
 
+def token_labels(ids: Sequence[int], decode: Callable[[list[int]], str]) -> list[str]:
+    """A label per token id that never splits a character: each token gets the characters it completes (read off
+    the decoded prefixes, which end in U+FFFD while a character is incomplete); tokens that only begin or continue
+    a character share that character, numbered by part."""
+    completed, done = [], ""
+    for end in range(1, len(ids) + 1):
+        prefix = decode(list(ids[:end])).rstrip("\ufffd")
+        if prefix.startswith(done):
+            completed.append(prefix[len(done):].strip())
+            done = prefix
+        else:  # a tokenizer whose decoding is not prefix-stable: the token alone
+            completed.append(decode([ids[end - 1]]).strip())
+    labels, waiting = [], 0  # tokens so far that completed nothing
+    for text in completed:
+        if not text:
+            waiting += 1
+            continue
+        if waiting:
+            parts = waiting + 1
+            labels += [f"{text[0]} {part}/{parts}" for part in range(1, parts)]
+            text = f"{text[0]} {parts}/{parts}" + (f" {text[1:]}" if len(text) > 1 else "")
+            waiting = 0
+        labels.append(text)
+    return labels + ["…"] * waiting  # parts of a character the context cut off
+
+
 class ClipModel:
     """An open_clip CLIP with a vision transformer image tower, in eval mode, with its preprocess and tokenizer."""
 
@@ -234,12 +260,17 @@ class ClipModel:
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise CaptionError(f"Caption {i + 1} is not text ({type(text).__name__}).")
-            if not text.strip():
-                raise CaptionError("The caption is empty: type a few words describing the image.")
             if len(text) > MAX_TEXT_CHARS:
                 raise CaptionError(f"Caption {i + 1} is {len(text):,} characters long; the limit is "
                                    f"{MAX_TEXT_CHARS:,} (the model reads at most {self.geometry.context_length} "
                                    "tokens).")
+            try:
+                check_unicode(text, f"Caption {i + 1}")
+            except InterpretError as error:
+                raise CaptionError(str(error)) from None
+            if not visible(text):
+                raise CaptionError("The caption is empty" + (" (it holds only invisible characters)" if text else "")
+                                   + ": type a few words describing the image.")
         tokens = self.tokenizer(texts).to(self.device)
         truncated, kept = [], []
         inner = self.geometry.context_length - 2  # start and end tokens
@@ -259,9 +290,11 @@ class ClipModel:
         return decode(ids) if callable(decode) else ""
 
     def token_strings(self, text: str) -> list[str]:
-        """The caption's tokens as strings, start and end included, cut to the context as the model sees them."""
+        """The caption's tokens as labels, start and end included, cut to the context as the model sees them. A
+        token that holds part of a character (byte-level tokenizers split emoji, CJK and other scripts) is
+        labelled with the whole character and which part it holds ('你 1/2', '你 2/2'); never half a character."""
         ids = (self._encode_ids(text) or [])[: self.geometry.context_length - 2]
-        return ["<start>"] + [self._decode_ids([i]).strip() for i in ids] + ["<end>"]
+        return ["<start>"] + token_labels(ids, self._decode_ids) + ["<end>"]
 
     def encode_texts(self, texts: Sequence[str] | str) -> torch.Tensor:
         """L2-normalised text embeddings `[M, D]`."""

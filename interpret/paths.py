@@ -1,6 +1,7 @@
 """Where the project's files are: bundled assets (the toy model, example images) and built data (`indexes/`)."""
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -18,3 +19,26 @@ def home() -> Path:
     if os.environ.get("SPACE_ID") and os.access("/data", os.W_OK):
         return Path("/data/interpret")
     return Path.home() / ".cache" / "interpret"
+
+
+def visitor_name(session: str | None) -> str:
+    """The name of a visitor's folders: made here from their session id (which the client chooses and may be
+    anything: a path, `..`, Unicode, a megabyte), never the id itself. 'local' for the command line's builds."""
+    if session is None:
+        return "local"
+    digest = hashlib.sha256(str(session).encode("utf-8", "surrogatepass")).hexdigest()
+    return f"v{digest[:32]}"
+
+
+def inside(path: str | Path, root: str | Path) -> Path:
+    """`path`, resolved, when it lies strictly below `root` (links followed); else `UnsafePath`. Call it before
+    anything under `root` is deleted or written."""
+    resolved, base = Path(path).resolve(), Path(root).resolve()
+    if resolved == base or not resolved.is_relative_to(base):
+        raise UnsafePath(f"Refused to write {resolved}: it is not inside {base}.")
+    return resolved
+
+
+class UnsafePath(RuntimeError):
+    """A path the server was about to delete or write lies outside the folder it belongs to (a bug, or an
+    attack that got past the names the server makes): nothing is done."""

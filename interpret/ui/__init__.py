@@ -11,11 +11,12 @@ import gradio as gr
 import torch
 
 from ..errors import InterpretError
-from ..limits import ANALYSIS_SLOTS, MAX_UPLOAD_BYTES, QUEUE_SIZE, UPLOAD_LIFETIME_S
+from ..limits import ANALYSIS_SLOTS, MAX_UPLOAD_BYTES, UPLOAD_LIFETIME_S
 from ..toy.examples import toy_examples
 from . import (atlas, contrastive, database, heads, image_neighbours, interactions, models, mutual,
                property_neighbours, text_neighbours, topic)
 from . import common, neighbours
+from .admission import fair_admission
 from .common import (LOOKUP, ImageInput, Shared, choose_default_model, error_text, friendly_errors, log,
                      message_for, model_for, model_summary, offered_models)
 from .neighbours import database_for
@@ -100,11 +101,12 @@ def warm_up(label: str) -> None:
 
 
 def serve(page: gr.Blocks, **launch_options) -> None:
-    """Launch with the limits of `interpret.limits`: a bounded queue ("busy, try again" beyond it), analyses and
-    look-ups in their pools of slots (set on each event), a cap on uploads."""
+    """Launch with the limits of `interpret.limits`: a queue bounded per visitor and per pool of slots (see
+    `admission`), analyses and look-ups in their pools of slots (set on each event), a cap on uploads."""
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // ANALYSIS_SLOTS))  # the slots share the cores
-    page.queue(max_size=QUEUE_SIZE).launch(max_file_size=MAX_UPLOAD_BYTES, css=common.CSS + neighbours.CSS,
-                                           **launch_options)
+    page.queue(max_size=None)  # bounded by `admission` instead: per visitor and per pool
+    fair_admission(page)
+    page.launch(max_file_size=MAX_UPLOAD_BYTES, css=common.CSS + neighbours.CSS, **launch_options)
 
 
 __all__ = ["GROUPS", "build_app", "describe_model", "serve", "warm_up"]

@@ -3,42 +3,58 @@ heads coloured by property. Also the home of the model's head labels, which the 
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import gradio as gr
 
 from ..banks import toy_bank
+from ..bundles import HEAD_LABELS
 from ..errors import InterpretError
 from ..index import load_head_labels
 from ..models import ClipModel
 from ..render import property_grid
 from ..textspan import HeadAtlas, describe_heads
 from ..toy.train import toy_images
-from .common import LOOKUP, Shared, connect, friendly_errors, layer_and_head, model_for, status_box
+from .common import escaped, LOOKUP, Shared, connect, friendly_errors, layer_and_head, model_for, status_box
 from .database import session_of
 from .neighbours import database_folder
 
 TITLE = "Head atlas"
 
-_atlases: dict[Path, HeadAtlas] = {}  # the folder of the labels -> them
+ATLASES_KEPT = 16  # head labels kept loaded (visitors' own come and go; the least recently used goes)
+_atlases: OrderedDict[Path, tuple[int, HeadAtlas]] = OrderedDict()  # folder -> (the labels file's stamp, them)
 _atlas_lock = threading.Lock()
 
 
 def atlas_for(model: ClipModel, session: str | None = None) -> HeadAtlas:
     """The head labels beside the model's database (the visitor's own, its index folder or its bundle), loaded
-    once per folder; for the toy model they are built on first use (seconds), and rebuilt when they were made
-    with other toy weights."""
+    once per folder and again when the file changes (a visitor's rebuild); for the toy model they are built on
+    first use (seconds), and rebuilt when they were made with other toy weights."""
     folder = database_folder(model, session)
     with _atlas_lock:
-        if folder not in _atlases:
+        stamp = _stamp(folder / HEAD_LABELS)
+        if folder not in _atlases or _atlases[folder][0] != stamp:
             try:
-                _atlases[folder] = load_head_labels(model, folder)
+                _atlases[folder] = (stamp, load_head_labels(model, folder))
             except InterpretError:
                 if model.name != "toy" or folder != model.index_dir:
                     raise
-                _atlases[folder] = describe_heads(model, toy_images(1000), toy_bank(),
-                                                  out_path=model.index_dir / "head_labels.json", progress=False)
-        return _atlases[folder]
+                atlas = describe_heads(model, toy_images(1000), toy_bank(), out_path=folder / HEAD_LABELS,
+                                       progress=False)
+                _atlases[folder] = (_stamp(folder / HEAD_LABELS), atlas)
+        _atlases.move_to_end(folder)
+        while len(_atlases) > ATLASES_KEPT:
+            _atlases.popitem(last=False)
+        return _atlases[folder][1]
+
+
+def _stamp(path: Path) -> int:
+    """When `path` was last written (nanoseconds), or -1 when there is no such file."""
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return -1
 
 
 @friendly_errors
@@ -51,9 +67,9 @@ def run_atlas(label: str, layer: float, head: float, request: gr.Request = None)
     chosen = atlas.get(layer, head)
     rows = [[pick, text, tag, round(gain, 4)]
             for pick, (text, tag, gain) in enumerate(zip(chosen.descriptions, chosen.tags, chosen.gains), start=1)]
-    summary = (f"**Head {layer}.{head}**: property **{chosen.property}** (confidence {chosen.confidence:.0%}); "
+    summary = (f"**Head {layer}.{head}**: property **{escaped(chosen.property)}** (confidence {chosen.confidence:.0%}); "
                f"its {len(rows)} descriptions explain {chosen.explained:.0%} of its variance over {atlas.images} "
-               f"images (bank: {atlas.bank}). They are listed in the order TextSpan picked them; each one's "
+               f"images (bank: {escaped(atlas.bank)}). They are listed in the order TextSpan picked them; each one's "
                "variance is what it adds after the earlier picks are taken out, so a later pick can add more.")
     picture = property_grid(atlas.property_grid(g.layers, g.heads), f"{model.label}: head property labels",
                             highlight=(layer, head))

@@ -3,12 +3,14 @@ raised for API clients), the uploaded picture, caches of recent results, and the
 """
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import functools
 import logging
 import os
 import re
 import threading
+import unicodedata
 from collections import OrderedDict
 from pathlib import Path
 from typing import Callable
@@ -179,7 +181,23 @@ def in_panel(handler: Callable, outputs: int) -> Callable:
 
 
 def error_text(message: str) -> str:
-    return f"⚠️ **{message}**"
+    """A panel's error: the message (which may quote what the visitor sent) shown as it is, in bold."""
+    return f"⚠️ **{escaped(message, limit=2_000)}**"
+
+
+_MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character
+_LINE_BREAKS = {"Cc", "Zl", "Zp"}  # Unicode categories of control characters and line or paragraph separators
+
+
+def escaped(text, limit: int = 300) -> str:
+    """`text` (anything a visitor sent, or a name made from it) as Markdown that shows exactly that text: line
+    breaks and control characters become spaces, every ASCII punctuation character is backslash-escaped
+    (CommonMark then shows it literally: no HTML, link, emphasis, heading or table can come out of it), and a
+    longer text is cut at `limit` characters (between characters) with an ellipsis."""
+    text = "".join(" " if unicodedata.category(char) in _LINE_BREAKS else char for char in str(text))
+    if len(text) > limit:
+        text = text[:limit] + "…"
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", text)
 
 
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[^\s'\"(),;:]+/)*[^\s'\"(),;:]*")
@@ -201,7 +219,7 @@ def public(message: str) -> str:
 def with_warnings(summary: str, warnings: list[str]) -> str:
     """The summary with each warning appended."""
     for warning in warnings:
-        summary += f"\n\n⚠️ {warning}"
+        summary += f"\n\n⚠️ {escaped(warning, limit=1_000)}"
     return summary
 
 
@@ -221,12 +239,41 @@ def connect(trigger, handler: Callable, inputs: list, outputs: list, status: gr.
     errors in `status`; and, with `api_name`, as a named endpoint for API clients (who get errors raised).
     Returns the page's event (for `.then`). Analyses get a GPU under ZeroGPU."""
     if pool is ANALYSIS:
-        handler = on_gpu(handler)
+        handler = returning_memory(on_gpu(handler))
     event = trigger(in_panel(handler, len(outputs)), inputs, [*outputs, status], api_visibility="private", **pool)
     if api_name:
         gr.Button(visible=False, elem_classes=["api-only"]).click(handler, inputs, outputs, api_name=api_name,
                                                                   **pool)
     return event
+
+
+def returning_memory(handler: Callable) -> Callable:
+    """`handler`, after which the memory its analysis freed goes back to the system (glibc keeps freed blocks
+    of a large computation in its arenas otherwise: a server's memory would only grow)."""
+
+    @functools.wraps(handler)
+    def wrapper(*args, **kwargs):
+        try:
+            return handler(*args, **kwargs)
+        finally:
+            release_memory()
+
+    return wrapper
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): nothing to do
+        return None
+
+
+def release_memory() -> None:
+    """Hand the heap's free memory back to the system, where the C library can (glibc's malloc_trim)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 # --- the picture ---------------------------------------------------------------------------------------------------

@@ -15,8 +15,8 @@ from ..bundles import BUNDLE_MANIFEST, build_bundle, estimate_build
 from ..errors import InterpretError
 from ..images import list_images
 from ..limits import BUILT_LIFETIME_S, MAX_BUILD_IMAGES, check_text
-from ..paths import home
-from .common import Shared, error_text, message_for, model_for
+from ..paths import home, inside, visitor_name
+from .common import escaped, Shared, error_text, message_for, model_for
 
 TITLE = "Build a database"
 BUILD = {"concurrency_id": "build", "concurrency_limit": 1}  # one build at a time on this machine
@@ -25,9 +25,20 @@ _building: dict[str, threading.Lock] = {}  # model slug -> held while that model
 _registry_lock = threading.Lock()
 
 
+VISITOR_KINDS = ("built", "uploads")  # the folders of INTERPRET_HOME that hold visitors' files
+
+
+def visitor_folder(kind: str, session: str | None, slug: str) -> Path:
+    """A visitor's folder of `kind` ('built': their databases; 'uploads': their extracted images) for a model,
+    one per session and model, under a name the server makes from the session id (`paths.visitor_name`); checked
+    to lie inside its kind's folder of INTERPRET_HOME."""
+    root = home() / kind
+    return inside(root / visitor_name(session) / slug, root)
+
+
 def built_folder(session: str | None, slug: str) -> Path:
-    """Where a visitor's database for a model goes (one per session and model)."""
-    return home() / "built" / (session or "local") / slug
+    """Where a visitor's database for a model goes."""
+    return visitor_folder("built", session, slug)
 
 
 def visitor_database(session: str | None, slug: str) -> Path | None:
@@ -72,7 +83,7 @@ def _build(label: str, archive: str | None, folder: str, session: str | None):
     model, source, count, skipped = check_build(label, archive, folder)
     bank = "toy" if model.name == "toy" else "general"
     seconds, per_image = estimate_build(model, count, bank)
-    note = f" ({len(skipped)} files that are not images skipped: {', '.join(skipped[:5])})" if skipped else ""
+    note = f" ({len(skipped)} files that are not images skipped: {escaped(', '.join(skipped[:5]))})" if skipped else ""
     yield (f"**{count:,} images**{note} for {model.label}: about **{_duration(seconds)}** on this machine "
            f"({per_image:.2f} s an image, measured). Building...")
     with _registry_lock:
@@ -85,9 +96,11 @@ def _build(label: str, archive: str | None, folder: str, session: str | None):
         _forget_old_builds()
         images = source
         if source.suffix.lower() == ".zip":
-            images = home() / "uploads" / (session or "local") / model.slug
-            extract_images(source, images)
-        build_bundle(model, images, built_folder(session, model.slug).parent, bank=bank, progress=True)
+            images = visitor_folder("uploads", session, model.slug)
+            extract_images(source, images, home() / "uploads")
+        target = built_folder(session, model.slug)
+        shutil.rmtree(target, ignore_errors=True)  # a build from other images resumes nothing of the last one
+        build_bundle(model, images, target.parent, bank=bank, progress=True)
         yield (f"Done in {_duration(time.monotonic() - started)}: {count:,} images of {model.label}. The neighbour "
                "tabs (**A database**) now search them, in this session.")
     finally:
@@ -100,10 +113,10 @@ def _duration(seconds: float) -> str:
 
 def _forget_old_builds() -> None:
     """Delete visitors' databases and uploads older than `BUILT_LIFETIME_S` (disk stays bounded)."""
-    for kind in ("built", "uploads"):
+    for kind in VISITOR_KINDS:
         for session in (home() / kind).glob("*"):
             if time.time() - session.stat().st_mtime > BUILT_LIFETIME_S:
-                shutil.rmtree(session, ignore_errors=True)
+                shutil.rmtree(inside(session, home() / kind), ignore_errors=True)
 
 
 def build(shared: Shared) -> None:

@@ -2,14 +2,17 @@
 to see where they match, click two corners on the picture to see which tokens match that box."""
 from __future__ import annotations
 
+import dataclasses
+
 import gradio as gr
 from PIL import Image
 
-from ..interact import Interaction, interaction_map, parse_box, parse_tokens
-from ..limits import MAX_STEPS, check_number
+from ..errors import InterpretError
+from ..interact import Interaction, affordable_steps, interaction_map, parse_box, parse_tokens
+from ..limits import MAX_INTERACTION_WORK, MAX_STEPS, check_number
 from ..models import ClipModel
 from ..render import map_overlay, outline_box
-from .common import (RecentResults, Shared, connect, file_key, friendly_errors, model_for, page_index, picture_of,
+from .common import (escaped, RecentResults, Shared, connect, file_key, friendly_errors, model_for, page_index, picture_of,
                      status_box, with_warnings)
 from .maps import checked_opacity
 
@@ -23,11 +26,25 @@ def interaction_for(model: ClipModel, image_path: str | None, caption: str, imag
                     steps: float, rule: str) -> Interaction:
     """The caption x image interactions, kept for the last few inputs: choosing another span or box is instant."""
     model.tokenize(caption or "")  # an unusable caption gets its message before any image work
-    settings = (caption, page_index(image_layer, "The image layer"), page_index(text_layer, "The text layer"),
-                check_number(steps, "Steps", 1, MAX_STEPS, integer=True), rule or "midpoint")
+    image_layer, text_layer = page_index(image_layer, "The image layer"), page_index(text_layer, "The text layer")
+    steps = check_number(steps, "Steps", 1, MAX_STEPS, integer=True)
+    affordable, work = affordable_steps(model, caption, image_layer, text_layer, steps, MAX_INTERACTION_WORK)
+    if affordable < 1:
+        raise InterpretError(f"Interactions from image layer {image_layer} and text layer {text_layer} of "
+                             f"{model.label} would take about {work / steps / 1e9:,.0f} billion multiply-adds even "
+                             f"with 1 step; a request may take {MAX_INTERACTION_WORK / 1e9:,.0f} billion here. "
+                             "Choose later layers (-1, the last block, is the fastest), or run it on your own "
+                             "machine with the interact command.")
+    settings = (caption, image_layer, text_layer, affordable, rule or "midpoint")
     key = (model.slug, *file_key(image_path), *settings)
-    return _interactions.get(key, lambda: interaction_map(model, picture_of(image_path), *settings),
-                             valid=lambda result: result.total != 0 or result.explained == 0)
+    result = _interactions.get(key, lambda: interaction_map(model, picture_of(image_path), *settings),
+                               valid=lambda result: result.total != 0 or result.explained == 0)
+    if affordable < steps:
+        lowered = (f"Steps lowered from {steps} to {affordable}: {steps} would take about {work / 1e9:,.0f} billion "
+                   f"multiply-adds, and a request may take {MAX_INTERACTION_WORK / 1e9:,.0f} billion here (later "
+                   "layers cost less; the interact command has no such limit).")
+        result = dataclasses.replace(result, warnings=[*result.warnings, lowered])
+    return result
 
 
 @friendly_errors
@@ -52,8 +69,8 @@ def run_interaction(label: str, image_path: str | None, caption: str, image_laye
     summary = (f"Cosine **{result.cosine:+.4f}**; {result.layers_name}, {result.steps} steps ({result.rule} rule): "
                f"the interactions sum to {result.total:+.5f} of the {result.explained:+.5f} they explain "
                f"(residual {result.residual:+.1e}, {abs(result.residual) / max(abs(result.explained), 1e-12):.1%})."
-               f"\n\n**Span → region**: '{spatial.text}' (red: where it matches). **Region → span**: over {where}, "
-               f"'{result.tokens[best]}' matches most ({float(per_token[best]):+.5f}); tokens are coloured by their "
+               f"\n\n**Span → region**: '{escaped(spatial.text)}' (red: where it matches). **Region → span**: over {where}, "
+               f"'{escaped(result.tokens[best])}' matches most ({float(per_token[best]):+.5f}); tokens are coloured by their "
                "interaction, red adds to the score.")
     return picture, coloured, with_warnings(summary, result.warnings)
 

@@ -6,7 +6,7 @@ import gradio as gr
 from ..limits import check_number
 from ..models import ClipModel
 from ..segment import ImageMaps
-from .common import RecentResults, file_key, picture_of, status_box, with_warnings
+from .common import escaped, RecentResults, file_key, picture_of, status_box, with_warnings
 
 _image_maps = RecentResults()
 HEADS_LABEL = "Heads: all, a layer (3), a head (3.2) or heads (3.2, 2.5)"
@@ -23,7 +23,7 @@ def checked_opacity(opacity: float) -> float:
 
 
 def map_summary(spatial, model: ClipModel, warnings: list[str]) -> str:
-    return with_warnings(f"**{spatial.text}**, {spatial.heads} of {model.label}: {spatial.summary()}. "
+    return with_warnings(f"**{escaped(spatial.text)}**, {spatial.heads} of {model.label}: {spatial.summary()}. "
                          "Red adds to the score, blue takes away.", warnings)
 
 

@@ -8,7 +8,7 @@ from ..limits import MAX_PARTS, MIN_PARTS, check_number
 from ..mutual import CONCEPTS, load_descriptors, mutual_knowledge
 from ..render import concept_venn, mutual_curves, parts_overlay
 from ..toy.evaluate import toy_descriptors
-from .common import Shared, connect, friendly_errors, model_for, picture_of, status_box
+from .common import escaped, Shared, connect, friendly_errors, model_for, picture_of, status_box
 
 TITLE = "Mutual knowledge"
 TOY_CLASSES = "toy world: 24 classes 'a {colour} {shape}'"
@@ -39,9 +39,9 @@ def run_mutual(label: str, image_path: str | None, preset: str = TOY_CLASSES, de
     curves = mutual_curves(result.mi_curve, result.deletion, result.insertion, result.order)
     shared = len(result.shared)
     summary = (
-        f"Predicted **{result.predicted}** (probability {result.probability:.3f} among {len(result.classes)} "
+        f"Predicted **{escaped(result.predicted)}** (probability {result.probability:.3f} among {len(result.classes)} "
         f"classes). The two sides share **{shared} concept{'s' if shared != 1 else ''}**: "
-        f"{', '.join(result.shared) or 'none'}.\n\n"
+        f"{escaped(', '.join(result.shared), limit=2_000) or 'none'}.\n\n"
         f"- **Mutual information {result.mutual_information:.2f} bits**: how many distinct concepts the sides share, "
         f"in bits (n concepts shared once each: log2 n). One shared concept gives 0 bits: the sides agree, but "
         f"there is nothing to tell apart. None shared: 0 too.\n"

@@ -17,7 +17,7 @@ from ..limits import MAX_NEIGHBOURS, check_number
 from ..models import ClipModel
 from ..render import missing_image
 from ..toy.examples import build_toy_index
-from .common import public, status_box
+from .common import escaped, public, status_box
 from .database import visitor_database
 
 OPEN_DATABASES = 8  # databases kept open at once (visitors' own ones come and go; least recently used closes)
@@ -70,10 +70,10 @@ def gallery(results, database: ImageIndex) -> tuple[list, str]:
             missing.append(path.name)
         items.append((picture or missing_image(), f"{score:+.3f} · {path.name}" + ("" if picture else
                                                                                      " (file missing)")))
-    note = f"{len(results)} nearest of {database.count} images in {public(str(database.folder))}."
+    note = f"{len(results)} nearest of {database.count} images in {escaped(public(str(database.folder)))}."
     if missing:
         note += (f"\n\n⚠️ {len(missing)} file(s) are no longer where the database saw them "
-                 f"({', '.join(missing[:5])}); rebuild the database to drop them.")
+                 f"({escaped(', '.join(missing[:5]))}); rebuild the database to drop them.")
     return items, note
 
 

@@ -5,7 +5,7 @@ import gradio as gr
 
 from ..banks import PROPERTIES
 from .atlas import atlas_for
-from .common import LOOKUP, Shared, connect, friendly_errors, model_for, picture_of
+from .common import escaped, LOOKUP, Shared, connect, friendly_errors, model_for, picture_of
 from .database import session_of
 from .neighbours import checked_k, count_slider, database_for, gallery, neighbour_outputs
 
@@ -27,7 +27,7 @@ def run_property_neighbours(label: str, image_path: str | None, prop: str, k: fl
     results = database.property_neighbours(picture, prop, k=k, atlas=atlas)
     items, note = gallery(results, database)
     names = ", ".join(f"{layer}.{head}" for layer, head in heads)
-    return items, f"**{prop}**: the {len(heads)} heads labelled so ({names}). " + note
+    return items, f"**{escaped(prop)}**: the {len(heads)} heads labelled so ({names}). " + note
 
 
 def property_choices(label: str, request: gr.Request = None):

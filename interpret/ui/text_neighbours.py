@@ -4,7 +4,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ..errors import InterpretError
-from .common import LOOKUP, Shared, connect, friendly_errors, layer_and_head, model_for
+from .common import escaped, LOOKUP, Shared, connect, friendly_errors, layer_and_head, model_for
 from .database import session_of
 from .neighbours import checked_k, database_for, gallery, head_and_count, neighbour_outputs
 
@@ -23,7 +23,7 @@ def run_text_neighbours(label: str, text: str, layer: float, head: float, k: flo
     model.tokenize(text)  # an over-long text gets its message before any database work
     database = database_for(model, session_of(request))
     items, note = gallery(database.text_neighbours(text, layer, head, k=k), database)
-    return items, f"**Head {layer}.{head}**, '{text.strip()}': " + note
+    return items, f"**Head {layer}.{head}**, '{escaped(text.strip())}': " + note
 
 
 def build(shared: Shared) -> None:

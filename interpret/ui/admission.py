@@ -1,0 +1,65 @@
+"""Who may join the queue: one visitor never fills it for the others, and look-ups stay answerable while every
+analysis slot is taken.
+
+Gradio's queue has one `max_size` for every event of every visitor: a client that sent 90 analyses at once filled
+it, and another visitor's `/model_info` look-up got "Queue is full". `fair_admission(page)` wraps the queue's
+`push` (the one door every event goes through, the page's and API clients' alike) and refuses, before anything
+is queued or computed:
+- a request of a visitor (a session: the page, or one API client) who already has `MAX_WAITING_PER_VISITOR`
+  requests waiting: a visitor's requests queue behind each other, not in front of everyone;
+- a request for a pool (`concurrency_id`: analyses, look-ups, builds, ...) that already has `MAX_WAITING_PER_POOL`
+  requests waiting: a flood of analyses (from many sessions at once) leaves room for look-ups, whose pool is
+  another.
+The session id is the client's own choice; one who changes it with every request still meets the pool's bound,
+so look-ups stay answerable and the total waiting stays at most (pools x `MAX_WAITING_PER_POOL`). The refusal is
+Gradio's own "queue full" answer (HTTP 503) with a message that says why and what to do.
+"""
+from __future__ import annotations
+
+import functools
+
+import gradio as gr
+
+from ..limits import MAX_WAITING_PER_POOL, MAX_WAITING_PER_VISITOR
+
+
+def waiting(queue) -> tuple[dict[str, int], dict[str, int]]:
+    """(requests waiting per visitor's session id, requests waiting per pool) in Gradio's `queue`."""
+    per_visitor: dict[str, int] = {}
+    per_pool: dict[str, int] = {}
+    for pool, events in queue.event_queue_per_concurrency_id.items():
+        per_pool[pool] = len(events.queue)
+        for event in events.queue:
+            per_visitor[event.session_hash] = per_visitor.get(event.session_hash, 0) + 1
+    return per_visitor, per_pool
+
+
+def refusal(queue, session: str | None, pool: str | None) -> str | None:
+    """Why a request of `session` for `pool` may not join `queue` now, or None when it may."""
+    per_visitor, per_pool = waiting(queue)
+    if session is not None and per_visitor.get(session, 0) >= MAX_WAITING_PER_VISITOR:
+        return (f"You have {MAX_WAITING_PER_VISITOR} requests waiting already; this one was not queued. Wait for "
+                "their answers, then send it again.")
+    if pool is not None and per_pool.get(pool, 0) >= MAX_WAITING_PER_POOL:
+        return (f"The app is busy: {MAX_WAITING_PER_POOL} requests of this kind are waiting. Try again in a "
+                "moment.")
+    return None
+
+
+def fair_admission(page: gr.Blocks) -> None:
+    """Put the admission rules above in front of `page`'s queue (call after `page.queue(...)`)."""
+    queue = page._queue
+    push = queue.push
+
+    @functools.wraps(push)
+    async def admitted_push(body, request, username):
+        try:
+            pool = page.fns[body.fn_index].concurrency_id if body.fn_index is not None else None
+        except (KeyError, TypeError, AttributeError):  # not an event of this page: Gradio's push says so
+            pool = None
+        reason = refusal(queue, body.session_hash, pool)
+        if reason is not None:
+            return False, reason, "queue_full"
+        return await push(body, request, username)
+
+    queue.push = admitted_push
