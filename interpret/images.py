@@ -69,7 +69,7 @@ def _rgb(image: Image.Image, max_side: int | None) -> Image.Image:
     for y in range(0, height, rows):
         strip = _to_rgb(image.crop((0, y, width, min(height, y + rows))), top)
         reduced.paste(strip.reduce(factor), (0, y // factor))
-    return _shrunk(reduced, max_side)
+    return _shrunk(reduced, max_side, image.size)
 
 
 def _describe(source: ImageSource) -> str:
@@ -133,12 +133,14 @@ def _check_size(size: tuple[int, int], label: str) -> None:
                          f"{MAX_ASPECT} times the shortest).")
 
 
-def _shrunk(image: Image.Image, side: int) -> Image.Image:
-    """`image` itself when its longest side is at most `side`, else a copy shrunk to it (aspect kept)."""
-    if max(image.size) <= side:
+def _shrunk(image: Image.Image, side: int, original: tuple[int, int] | None = None) -> Image.Image:
+    """`image` itself when its longest side is at most `side`, else a copy shrunk to it, with the aspect of the
+    `original` size it was reduced from (default: its own)."""
+    width, height = original or image.size
+    if max(width, height) <= side:
         return image
-    scale = side / max(image.size)
-    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BICUBIC)
+    scale = side / max(width, height)
+    return image.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.BICUBIC)
 
 
 def _from_array(array: np.ndarray, label: str) -> Image.Image:

@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from interpret import ui
+from tests.markdown import shown
 from interpret.models import ModelSpec
 from interpret.toy.examples import toy_examples
 from interpret.ui import (atlas, common, contrastive, heads, image_neighbours, interactions, maps, mutual, neighbours,
@@ -45,7 +46,7 @@ def test_unknown_model_label(photo):
 
 def test_long_caption_is_cut_and_said(photo):
     _, _, summary = heads.run_heads(RANDOM_B32, str(photo), "dog " * 100, 3)
-    assert "was longer than the model's context" in summary
+    assert "was longer than the model's context" in shown(summary)
 
 
 def test_unexpected_failures_are_reported_briefly(monkeypatch, photo):
@@ -153,7 +154,7 @@ def test_a_neighbour_file_missing_at_display_time_is_shown_as_such(tmp_path):
     items, note = neighbours.gallery(results, SimpleNamespace(count=2, folder=tmp_path / "db", root=tmp_path))
     assert items[0][0].size == (20, 20) and items[0][1] == "+0.900 · here.png"
     assert isinstance(items[1][0], Image.Image) and "file missing" in items[1][1]
-    assert "no longer where the database saw them (gone.png)" in note
+    assert "no longer where the database saw them (gone.png)" in shown(note)
     thumbnail = tmp_path / "db" / "thumbnails" / "gone.png.webp"  # a bundle's thumbnail stands in for the image
     thumbnail.parent.mkdir(parents=True)
     Image.new("RGB", (16, 12), (200, 10, 10)).save(thumbnail)
@@ -182,7 +183,7 @@ def test_topic_and_contrastive_maps_reuse_one_decomposition(monkeypatch):
     picture, summary = contrastive.run_contrastive(TOY, path, "a circle", "a square", "3.1, 2.0", 0.6)
     assert "heads 3.1, 2.0" in summary
     picture, summary = topic.run_topic(TOY, path, "something red", "all", 0.6, "something blue\n\n something green ")
-    assert "something red − mean(something blue, something green)" in summary
+    assert "something red − mean(something blue, something green)" in shown(summary)
     picture, summary = topic.run_topic(TOY, path, "something red", "all", 0.6, " \n")
     assert "**something red**," in summary
     assert len(built) == 1 and built[0].size == Image.open(path).size  # the picture, decoded once
@@ -204,9 +205,9 @@ def test_over_long_map_texts_are_cut_and_said_so():
     from interpret.toy.examples import toy_examples
 
     _, summary = topic.run_topic(TOY, toy_examples()[0][0], "something red", "all", 0.5, "something " * 40)
-    assert "Caption 2 was longer than the model's context" in summary
+    assert "Caption 2 was longer than the model's context" in shown(summary)
     _, summary = contrastive.run_contrastive(TOY, toy_examples()[0][0], "a circle " * 20, "a square", "all", 0.5)
-    assert "Caption 1 was longer than the model's context" in summary
+    assert "Caption 1 was longer than the model's context" in shown(summary)
 
 
 def test_maps_need_an_image():
@@ -299,7 +300,7 @@ def test_a_model_that_cannot_be_loaded_leaves_the_previous_one_in_use(monkeypatc
     monkeypatch.delenv("INTERPRET_HOSTED", raising=False)
     monkeypatch.delenv("SPACE_ID", raising=False)
     value, info, in_use, status = ui.choose_model("ViT-B-32 / openai", TOY)  # offline: the hub cannot be reached
-    assert value == TOY and in_use == TOY and "could not be loaded" in status and f"{TOY} is still in use" in status
+    assert value == TOY and in_use == TOY and "could not be loaded" in status and f"{TOY} is still in use" in shown(status)
     value, info, in_use, status = ui.choose_model(TOY, RANDOM_B32)
     assert value == in_use == TOY and status == "" and "4 layers x 8 heads" in info
 
@@ -345,7 +346,7 @@ def test_a_visitor_builds_a_database_from_a_zip_and_searches_it_in_their_session
     archive = zip_of(ROOT_EXAMPLES, tmp_path / "photos.zip")
     visitor = SimpleNamespace(session_hash="visitor-1")
     updates = list(database.run_build(TOY, str(archive), "", visitor))
-    assert "**6 images**" in updates[0] and "readme.txt" in updates[0] and "about" in updates[0]
+    assert "**6 images**" in updates[0] and "readme.txt" in shown(updates[0]) and "about" in updates[0]
     assert updates[-1].startswith("Done in") and "now search them" in updates[-1]
     assert (database.built_folder("visitor-1", "toy") / "bundle.json").is_file()
     items, summary = image_neighbours.run_image_neighbours(TOY, str(ROOT_EXAMPLES / "toy-1001.png"), -1, 0, 3,
@@ -384,7 +385,7 @@ def test_the_real_spaces_package_leaves_the_app_unchanged_off_zero_gpu(monkeypat
 def test_the_heads_tab_scores_without_chosen_heads():
     path, caption = toy_examples()[1]
     _, _, summary = heads.run_heads(TOY, path, caption, 3, "3.*, 2.5")
-    assert "**Without heads 3.*, 2.5** (9 heads)" in summary and "direct effect" in summary and "zeroed" in summary
+    assert "Without heads 3.*, 2.5 (9 heads)" in shown(summary) and "direct effect" in summary and "zeroed" in summary
     _, _, plain = heads.run_heads(TOY, path, caption, 3)
     assert "Without heads" not in plain
     with pytest.raises(gr.Error, match="there is no layer 9"):
@@ -428,5 +429,5 @@ def test_a_build_that_fails_unexpectedly_says_so_in_its_status(tmp_path, monkeyp
     monkeypatch.setattr(database, "build_bundle", broken)
     updates = list(database.run_build(TOY, str(zip_of(ROOT_EXAMPLES, tmp_path / "photos.zip")), ""))
     assert updates[0].startswith("**6 images**")
-    assert updates[-1].startswith("⚠️") and "Something went wrong (RuntimeError: disk full)" in updates[-1]
+    assert updates[-1].startswith("⚠️") and "Something went wrong (RuntimeError: disk full)" in shown(updates[-1])
     assert list(database.run_build(TOY, str(tmp_path / "photos.zip"), ""))[-1].startswith("⚠️")  # lock released
