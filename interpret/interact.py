@@ -344,7 +344,7 @@ def interaction_work(model: ClipModel, caption: str, image_layer: int = -1, text
     """The multiply-adds `interaction_map` will do with these settings, from the shapes alone (nothing is run):
     the generic path pushes one tangent per token through every block from the chosen one on, at every step
     (tokens x steps x blocks x a block's work), three times a forward pass for forward-mode AD; the last
-    block's closed form costs a few passes of that block. `benchmarks/bench_interact.py` compares it with the
+    block's closed form costs a few passes of that block. `benchmarks/interaction_work.py` compares it with the
     time taken."""
     geometry = model.geometry
     image_blocks = len(model.visual.transformer.resblocks)

@@ -31,10 +31,10 @@ MAX_SPEC_CHARS = 200  # a token span, a box or a heads list as typed
 
 # --- analyses
 MAX_STEPS = 200  # interaction path points
-# multiply-adds one interaction map may take in the app (`interact.interaction_work`: 2-5 s on 2 cores, measured in
-# benchmarks/bench_interact.py), beyond which its steps are lowered, or it is refused when 1 step is too many (the
+# multiply-adds one interaction map may take in the app (`interact.interaction_work`: 1-4 s on 2 cores, measured in
+# benchmarks/interaction_work.py), beyond which its steps are lowered, or it is refused when 1 step is too many (the
 # library and the CLI have no such limit)
-MAX_INTERACTION_WORK = float(os.environ.get("INTERPRET_MAX_INTERACTION_GMACS", 400)) * 1e9
+MAX_INTERACTION_WORK = float(os.environ.get("INTERPRET_MAX_INTERACTION_GMACS", 300)) * 1e9
 MAX_NEIGHBOURS = 100  # k of one search
 MAX_TOP_HEADS = 100  # heads listed
 MIN_PARTS, MAX_PARTS = 1, 16  # mutual knowledge: visual concepts of an image

@@ -1,12 +1,17 @@
-"""Start `python app.py` on 127.0.0.1 (a free port, the toy model first) for the browser test and the load test."""
+"""Start `python app.py` on 127.0.0.1 (a free port, the toy model first) for the browser, attack and load tests, and
+talk to it in raw HTTP as a hostile client would."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
+import uuid
 from pathlib import Path
 
 from interpret.models import ModelSpec
@@ -51,3 +56,61 @@ def stop_app(process: subprocess.Popen) -> None:
         process.wait(timeout=20)
     except subprocess.TimeoutExpired:
         process.kill()
+
+
+# --- raw HTTP, as a client that chooses everything (its session id included) sends it -------------------------------
+
+def endpoint_index(url: str, api_name: str) -> int:
+    """The event number (`fn_index`) of a named endpoint, from the page's config."""
+    with urllib.request.urlopen(url + "config", timeout=30) as response:
+        config = json.loads(response.read())
+    return next(dependency["id"] for dependency in config["dependencies"] if dependency.get("api_name") == api_name)
+
+
+def upload(url: str, path: Path) -> dict:
+    """Upload a file as the page does; the FileData to send in its place."""
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{path.name}\"\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n").encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(url + "gradio_api/upload", body,
+                                     {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        stored = json.loads(response.read())[0]
+    return {"path": stored, "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
+
+
+def join(url: str, fn_index: int, data: list, session: str) -> tuple[int, str]:
+    """Queue one event for `session` (any string the client likes); (HTTP status, the answer's text)."""
+    body = json.dumps({"data": data, "fn_index": fn_index, "session_hash": session, "event_data": None,
+                       "trigger_id": None}).encode()
+    request = urllib.request.Request(url + "gradio_api/queue/join", body, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def outcomes(url: str, session: str, count: int, timeout: float = 300) -> list[dict]:
+    """The `count` completed events of `session` ('process_completed' messages), read from its stream."""
+    done = []
+    address = url + "gradio_api/queue/data?session_hash=" + urllib.parse.quote(session, safe="")
+    deadline = time.monotonic() + timeout
+    while len(done) < count and time.monotonic() < deadline:
+        with urllib.request.urlopen(address, timeout=timeout) as response:
+            for line in response:
+                if not line.startswith(b"data:"):
+                    continue
+                message = json.loads(line[5:])
+                if message.get("msg") == "process_completed":
+                    done.append(message)
+                if message.get("msg") == "close_stream" or len(done) == count:
+                    break
+    return done
+
+
+def memory_mib(process: subprocess.Popen) -> tuple[float, float]:
+    """(resident memory now, its high-water mark) of `process`, in MiB (Linux)."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{process.pid}/status").read_text().splitlines()
+                  if ":" in line)
+    return tuple(int(fields[name].split()[0]) / 1024 for name in ("VmRSS", "VmHWM"))

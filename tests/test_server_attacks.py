@@ -1,0 +1,121 @@
+"""The attacks of tests/test_attacks.py sent to a running `python app.py` (toy model, 127.0.0.1) the way a hostile
+client sends them: raw HTTP with a session id of its choosing, a file path it was never given, a flood of
+requests; and the memory one expensive request may cost there."""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from interpret.models import ModelSpec
+from interpret.toy.examples import toy_examples
+from tests.local_server import endpoint_index, join, memory_mib, outcomes, start_app, stop_app, upload
+from tests.markdown import elements, shown
+
+TOY = ModelSpec("toy", None).label
+EXAMPLE = Path(toy_examples()[0][0])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    indexes = tmp_path_factory.mktemp("indexes")
+    process, url = start_app(indexes, INTERPRET_ANALYSIS_SLOTS="1")
+    try:
+        yield process, url, indexes
+    finally:
+        stop_app(process)
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def call(url: str, api_name: str, data: list, session: str, timeout: float = 300) -> dict:
+    status, answer = join(url, endpoint_index(url, api_name), data, session)
+    assert status == 200, answer
+    return outcomes(url, session, 1, timeout)[0]
+
+
+def test_a_session_id_that_names_the_shared_index_folder_builds_only_the_visitor_s_own(server, tmp_path):
+    process, url, indexes = server
+    call(url, "text_neighbours", [TOY, "something red", -1, 0, 3], "warm-up")  # the shared toy database and
+    call(url, "head_atlas", [TOY, 0, 0], "warm-up")  # head labels exist
+    before = tree_digest(indexes)
+    archive = tmp_path / "planted.zip"
+    with zipfile.ZipFile(archive, "w") as writer:
+        for number in range(3):
+            writer.writestr(f"planted_{number:04d}.png", EXAMPLE.read_bytes())
+    for session in (str(indexes), "../../" * 12 + str(indexes).lstrip("/"), str(indexes / "toy")):
+        done = call(url, "build_database", [TOY, upload(url, archive), ""], session)
+        assert done["success"] and "Done in" in json.dumps(done["output"]), done
+    assert tree_digest(indexes) == before
+    answer = call(url, "text_neighbours", [TOY, "something red", -1, 0, 12], "someone-else")
+    assert answer["success"] and "planted" not in json.dumps(answer["output"])
+
+
+def test_a_server_path_sent_as_an_upload_is_never_read(server):
+    process, url, _ = server
+    secret = Path(__file__)  # a file of the server that no client uploaded
+    fake = {"path": str(secret), "orig_name": "x.png", "meta": {"_type": "gradio.FileData"}}
+    answer = call(url, "heads", [TOY, fake, "a circle", 5, ""], "prober")
+    assert not answer["success"] and secret.read_text()[:40] not in json.dumps(answer)
+
+
+def test_hostile_text_comes_back_escaped_from_every_text_endpoint(server):
+    process, url, _ = server
+    attack = "<img src=x onerror=alert(1)> [a](javascript:alert(1))"
+    image = upload(url, EXAMPLE)
+    for api_name, data, position in (
+            ("text_neighbours", [TOY, attack, -1, 0, 3], 1),
+            ("topic_segmentation", [TOY, image, attack, "all", 0.5, attack], 1),
+            ("contrastive_segmentation", [TOY, image, attack, "a square", "all", 0.5], 1)):
+        answer = call(url, api_name, data, "xss")
+        markdown = answer["output"]["data"][position]
+        assert not any(" " in tag for tag in elements(markdown)), (api_name, elements(markdown))
+        assert "<img src=x onerror=alert(1)>" in shown(markdown)
+
+
+def test_one_visitor_s_flood_leaves_others_answered(server):
+    """A client queues 40 analyses at once under one session id: beyond its share it is told to wait for its
+    answers, and another visitor's look-up is answered while the flood is being worked through."""
+    process, url, _ = server
+    image = upload(url, EXAMPLE)
+    heads = endpoint_index(url, "heads")
+    statuses = [join(url, heads, [TOY, image, f"a red circle {n}", 5, ""], "flooder") for n in range(40)]
+    accepted = sum(status == 200 for status, _ in statuses)
+    refused = [answer for status, answer in statuses if status != 200]
+    assert 1 <= accepted <= 9 and len(refused) == 40 - accepted  # 8 waiting, and perhaps one being worked on
+    assert all("requests waiting already" in answer for answer in refused), refused[:1]
+    started = time.monotonic()
+    answer = call(url, "model_info", [TOY], "bystander", timeout=60)
+    waited = time.monotonic() - started
+    assert answer["success"] and "layers" in json.dumps(answer["output"])
+    drained = outcomes(url, "flooder", accepted)
+    assert len(drained) == accepted and all(done["success"] for done in drained)
+    assert waited < 30  # a look-up does not wait behind the flood (its pool is its own)
+
+
+def test_the_most_expensive_interaction_the_tab_offers_has_a_bounded_cost(server):
+    """Image and text layers 0, 50 steps: the request is lowered to what the budget allows, says so, and the
+    server's memory comes back afterwards."""
+    process, url, _ = server
+    image = upload(url, EXAMPLE)
+    call(url, "interaction", [TOY, image, "a red circle", -1, -1, 2, "midpoint", "", "", 0.6], "warm")
+    resident, peak = memory_mib(process)
+    started = time.monotonic()
+    answer = call(url, "interaction", [TOY, image, "a red circle on a blue square", 0, 0, 50, "midpoint", "", "",
+                                       0.6], "expensive")
+    seconds = time.monotonic() - started
+    after, new_peak = memory_mib(process)
+    assert answer["success"], answer
+    summary = answer["output"]["data"][2]
+    assert "Steps lowered from 50 to" in shown(summary)
+    print(f"interaction 0/0 x 50 steps: {seconds:.1f} s, peak +{new_peak - peak:.0f} MiB, "
+          f"after +{after - resident:.0f} MiB")
+    assert new_peak - peak < 400 and after - resident < 150
