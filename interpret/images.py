@@ -50,7 +50,16 @@ def load_image(source: ImageSource, name: str | None = None, max_side: int | Non
         image = _rgb(image, max_side)
     except (OSError, ValueError, SyntaxError) as error:
         raise ImageError(f"{label} could not be decoded: the file is truncated or corrupt ({error}).") from None
-    return image if turn is None else image.transpose(turn)
+    return image if turn is None else _upright(image, turn)
+
+
+def _upright(image: Image.Image, turn: Image.Transpose) -> Image.Image:
+    """`image` turned upright, without the orientation it was read with (a picture read again, as the app reads
+    its uploads more than once, is not turned twice)."""
+    upright = image.transpose(turn)
+    for key in ("exif", "xmp", "XML:com.adobe.xmp", "Raw profile type exif"):
+        upright.info.pop(key, None)
+    return upright
 
 
 def _rgb(image: Image.Image, max_side: int | None) -> Image.Image:

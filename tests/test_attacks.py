@@ -209,6 +209,7 @@ def test_exif_orientation_is_applied_when_an_image_is_read(tmp_path, orientation
     for shown_picture in (load_image(path), load_image(path, max_side=30), common.picture_of(str(path))):
         assert shown_picture.size == size or shown_picture.size == tuple(side // 2 for side in size)
     upright = load_image(path)
+    assert load_image(upright).size == size  # read again (the app reads an upload more than once): not turned twice
     corner = {1: (0, 0), 3: (59, 39), 6: (39, 0), 8: (0, 59)}[orientation]
     assert upright.getpixel(corner)[0] > 200 and upright.getpixel(corner)[1] < 80
 
@@ -283,6 +284,12 @@ def test_a_visitor_with_many_requests_waiting_is_refused_and_others_are_not():
     assert "You have" in admission.refusal(queue, "flooder", "lookup")
     assert admission.refusal(queue, "someone", "analysis") is None
     assert admission.refusal(queue, "someone", "lookup") is None
+
+
+def test_a_request_without_a_session_id_is_refused_with_a_message():
+    queue = fake_queue({"lookup": []})
+    for session in ("", None):
+        assert "no session id" in admission.refusal(queue, session, "lookup")
 
 
 def test_a_flood_from_many_session_ids_leaves_look_ups_answerable():

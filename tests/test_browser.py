@@ -13,6 +13,7 @@ from interpret.toy.examples import toy_examples
 from interpret.ui import GROUPS
 from tests.conftest import ROOT, in_ci
 from tests.local_server import start_app, stop_app
+from tests.markdown import shown
 
 CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = Path(os.environ.get("INTERPRET_SCREENSHOTS", tempfile.mkdtemp(prefix="interpret-screens-")))
@@ -150,6 +151,20 @@ def test_text_neighbours_tab_shows_a_gallery(page):
     assert "Head 3.0" in page.locator("#text-nn-summary").inner_text()
 
 
+def test_hostile_text_shows_as_text_in_the_page(page):
+    """A visitor's text that is HTML and Markdown is shown as typed: no element comes out of it."""
+    attack = "<img src=x onerror=alert(1)> [link](javascript:alert(1)) **bold**"
+    open_tab(page, "Text neighbours per head")
+    page.locator("#text-nn-text textarea").fill(attack)
+    page.locator("#text-nn-run").click()
+    page.wait_for_function("document.querySelector('#text-nn-summary').innerText.includes('onerror')",
+                           timeout=60_000)
+    summary = page.locator("#text-nn-summary")
+    assert attack in summary.inner_text()
+    assert summary.locator("img, a, strong:has-text('bold')").count() == 0
+    page.screenshot(path=str(SCREENSHOTS / "hostile-text.png"), full_page=False)
+
+
 def test_neighbour_endpoints_answer_gradio_client(server):
     from gradio_client import Client, handle_file
 
@@ -186,10 +201,10 @@ def test_topic_and_contrastive_endpoints_answer_gradio_client(server):
     path, _ = toy_examples()[1]
     picture, summary = client.predict(ModelSpec("toy", None).label, handle_file(path), "something red",
                                       "something blue", "all", 0.5, api_name="/contrastive_segmentation")
-    assert os.path.isfile(picture) and picture.endswith(".png") and "something red − something blue" in summary
+    assert os.path.isfile(picture) and picture.endswith(".png") and "something red − something blue" in shown(summary)
     picture, summary = client.predict(ModelSpec("toy", None).label, handle_file(path), "something red", "all", 0.5,
                                       "something blue\nsomething green", api_name="/topic_segmentation")
-    assert os.path.isfile(picture) and "something red − mean(something blue, something green)" in summary
+    assert os.path.isfile(picture) and "something red − mean(something blue, something green)" in shown(summary)
 
 
 def test_interactions_tab_maps_a_ticked_token_and_a_clicked_box(page):

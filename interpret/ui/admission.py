@@ -5,6 +5,7 @@ Gradio's queue has one `max_size` for every event of every visitor: a client tha
 it, and another visitor's `/model_info` look-up got "Queue is full". `fair_admission(page)` wraps the queue's
 `push` (the one door every event goes through, the page's and API clients' alike) and refuses, before anything
 is queued or computed:
+- a request without a session id (Gradio answers an empty one with an internal error);
 - a request of a visitor (a session: the page, or one API client) who already has `MAX_WAITING_PER_VISITOR`
   requests waiting: a visitor's requests queue behind each other, not in front of everyone;
 - a request for a pool (`concurrency_id`: analyses, look-ups, builds, ...) that already has `MAX_WAITING_PER_POOL`
@@ -36,8 +37,10 @@ def waiting(queue) -> tuple[dict[str, int], dict[str, int]]:
 
 def refusal(queue, session: str | None, pool: str | None) -> str | None:
     """Why a request of `session` for `pool` may not join `queue` now, or None when it may."""
+    if not session:  # Gradio's page and clients always send one; Gradio itself fails on an empty one (HTTP 500)
+        return "The request has no session id; send the one your client made (session_hash)."
     per_visitor, per_pool = waiting(queue)
-    if session is not None and per_visitor.get(session, 0) >= MAX_WAITING_PER_VISITOR:
+    if per_visitor.get(session, 0) >= MAX_WAITING_PER_VISITOR:
         return (f"You have {MAX_WAITING_PER_VISITOR} requests waiting already; this one was not queued. Wait for "
                 "their answers, then send it again.")
     if pool is not None and per_pool.get(pool, 0) >= MAX_WAITING_PER_POOL:

@@ -1,0 +1,294 @@
+"""Attack a running app as hostile and careless visitors would, and report what got through.
+
+    python benchmarks/attack_probe.py [--seed 1] [--sessions 12] [--texts 12]
+
+Starts `python app.py` on 127.0.0.1 (toy model, one analysis slot) and sends, through raw HTTP (a client that
+chooses its own session id) and gradio_client: the hostile list of tests/hostile.py; session ids drawn at random
+from paths, `..` chains, Unicode, NUL and long strings, each building a database from a zip of "planted" images;
+HTML and Markdown texts drawn at random to every endpoint that shows text; lone surrogates; invisible captions;
+captions in scripts that byte-level tokenizers split; a 39.6-megapixel palette PNG; a JPEG taken "rotated 90";
+an EPS file; damaged zips (bad CRC, a local header that names another file, a name that is a file and a folder);
+a rebuild from another zip; the most expensive interaction the tab offers; one visitor's flood of 40 analyses.
+
+Each case passes or fails on what a visitor (or another visitor) would see, and is timed; the server's resident
+memory is sampled every 50 ms (its growth during the case, and after it). The table ends with the counts, the
+worst latency and the worst memory growth. Loops are bounded; the server listens on 127.0.0.1 only and is
+stopped at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import random
+import re
+import sys
+import tempfile
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gradio_client import Client  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from benchmarks.load_test import GRADIO_REFUSALS, MemorySampler, call  # noqa: E402
+from interpret.models import ModelSpec  # noqa: E402
+from interpret.toy.examples import toy_examples  # noqa: E402
+from tests.hostile import hostile_requests  # noqa: E402
+from tests.local_server import endpoint_index, join, outcomes, start_app, stop_app, upload  # noqa: E402
+from tests.markdown import elements, shown  # noqa: E402
+
+TOY = ModelSpec("toy", None).label
+EXAMPLE = Path(toy_examples()[0][0])
+MARKUP = "<>&\"'[]()!*_`#|\\~=/:;. \n"
+TAGS = ["<img src=x onerror=alert(1)>", "<script>alert(1)</script>", "<a href=javascript:alert(1)>x</a>",
+        "[x](javascript:alert(1))", "![x](http://127.0.0.1:1/x)", "<iframe src=//x>", "<svg onload=alert(1)>"]
+
+
+class Probe:
+    def __init__(self, url: str, process, indexes: Path, scratch: Path):
+        self.url, self.process, self.indexes, self.scratch = url, process, indexes, scratch
+        self.sampler = MemorySampler(process.pid)
+        self.rows: list[tuple[str, str, bool, float, float, float, str]] = []
+
+    def case(self, kind: str, name: str, attack) -> None:
+        before = self.sampler.reset()
+        started = time.perf_counter()
+        try:
+            ok, detail = attack()
+        except Exception as error:  # noqa: BLE001 (a probe that breaks is a failure, reported)
+            ok, detail = False, f"probe raised {type(error).__name__}: {error}"
+        seconds = time.perf_counter() - started
+        time.sleep(0.2)
+        self.rows.append((kind, name, ok, seconds, self.sampler.peak() - before, self.sampler.rss() - before,
+                          detail[:110]))
+        print(f"{'ok  ' if ok else 'FAIL'} {kind:<10} {name[:44]:<44} {seconds:6.2f} s  "
+              f"+{self.sampler.peak() - before:5.0f} MiB  {detail[:90]}", flush=True)
+
+    def call(self, api_name: str, data: list, session: str) -> dict:
+        status, answer = join(self.url, endpoint_index(self.url, api_name), data, session)
+        if status != 200:
+            return {"success": False, "output": {"error": answer}}
+        return outcomes(self.url, session, 1)[0]
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def error_of(answer: dict) -> str:
+    return str(answer.get("output", {}).get("error") or "")
+
+
+def zip_of(path: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as writer:
+        for name, data in members.items():
+            writer.writestr(name, data)
+    return path
+
+
+def session_ids(rng: random.Random, count: int, indexes: Path) -> list[str]:
+    pieces = ["..", "/", ".", "indexes", "toy", "~", "\x00", "\\", "%2e%2e", "é", "📷", str(indexes)]
+    ids = [str(indexes), str(indexes / "toy"), "../" * 20 + str(indexes).lstrip("/"), "", "x" * 10_000]
+    while len(ids) < count:
+        ids.append("".join(rng.choice(pieces) for _ in range(rng.randint(1, 8))))
+    return ids[:count]
+
+
+def hostile_texts(rng: random.Random, count: int) -> list[str]:
+    texts = list(TAGS)
+    while len(texts) < count:
+        texts.append("".join(rng.choice(MARKUP + "abc") for _ in range(rng.randint(3, 40))) + rng.choice(TAGS))
+    return texts[:count]
+
+
+def fetch_picture(file_data: dict) -> Image.Image:
+    with urllib.request.urlopen(file_data["url"], timeout=30) as response:
+        return Image.open(io.BytesIO(response.read()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--sessions", type=int, default=12)
+    parser.add_argument("--texts", type=int, default=12)
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    scratch = Path(tempfile.mkdtemp(prefix="interpret-probe-"))
+    indexes = scratch / "indexes"
+    indexes.mkdir()
+    process, url = start_app(indexes, INTERPRET_ANALYSIS_SLOTS="1")
+    probe = Probe(url, process, indexes, scratch)
+    try:
+        run(probe, rng, args)
+    finally:
+        probe.sampler.stop()
+        stop_app(process)
+    failures = [row for row in probe.rows if not row[2]]
+    worst_time = max(probe.rows, key=lambda row: row[3])
+    worst_memory = max(probe.rows, key=lambda row: row[4])
+    worst_after = max(probe.rows, key=lambda row: row[5])
+    print(f"\n{len(probe.rows)} cases, {len(failures)} failed; worst latency {worst_time[3]:.1f} s ({worst_time[1]}); "
+          f"worst memory growth during a case +{worst_memory[4]:.0f} MiB ({worst_memory[1]}), after a case "
+          f"+{worst_after[5]:.0f} MiB ({worst_after[1]})")
+
+
+def run(probe: Probe, rng: random.Random, args) -> None:
+    url = probe.url
+    image = upload(url, EXAMPLE)
+    probe.call("text_neighbours", [TOY, "something red", -1, 0, 3], "warm-up")
+    probe.call("head_atlas", [TOY, 0, 0], "warm-up")
+    shared_before = tree_digest(probe.indexes)
+
+    # 1. security: session ids, uploads of server paths, hostile text
+    planted = zip_of(probe.scratch / "planted.zip", {f"planted_{n:04d}.png": EXAMPLE.read_bytes() for n in range(3)})
+    for number, session in enumerate(session_ids(rng, args.sessions, probe.indexes)):
+        def build(session=session):
+            answer = probe.call("build_database", [TOY, upload(url, planted), ""], session)
+            untouched = tree_digest(probe.indexes) == shared_before
+            built = answer["success"] and "Done in" in json.dumps(answer["output"])
+            refused = not session and "no session id" in error_of(answer)
+            return (built or refused) and untouched, f"shared index untouched: {untouched}; {error_of(answer)}"
+        probe.case("session", f"build as session {session[:30]!r}", build)
+
+    def others_results():
+        answer = probe.call("text_neighbours", [TOY, "something red", -1, 0, 24], "bystander")
+        return answer["success"] and "planted" not in json.dumps(answer["output"]), "another visitor's results"
+    probe.case("session", "another visitor searches the shared database", others_results)
+
+    def server_path():
+        fake = {"path": str(ROOT / "README.md"), "orig_name": "x.png", "meta": {"_type": "gradio.FileData"}}
+        answer = probe.call("heads", [TOY, fake, "a circle", 5, ""], "prober")
+        return not answer["success"] and "CLIP" not in json.dumps(answer), "a server file sent as an upload"
+    probe.case("upload", "a server path as the image", server_path)
+
+    for text in hostile_texts(rng, args.texts):
+        for api_name, data, position in (("text_neighbours", [TOY, text, -1, 0, 3], 1),
+                                         ("topic_segmentation", [TOY, image, text, "all", 0.5, text], 1),
+                                         ("heads", [TOY, image, "a circle", 5, text], None)):
+            def markdown_case(api_name=api_name, data=data, position=position, text=text):
+                answer = probe.call(api_name, data, "xss")
+                if position is None:  # an error that quotes the text: the API client gets it as plain text
+                    return not answer["success"], error_of(answer)[:80]
+                markdown = answer["output"]["data"][position]
+                live = [tag for tag in elements(markdown) if " " in tag or tag.lstrip("/") not in
+                        {"p", "strong", "em", "ul", "li"}]
+                return not live and " ".join(text.split())[:20] in shown(markdown), f"elements {sorted(live)[:3]}"
+            probe.case("markdown", f"{api_name}: {text[:30]!r}", markdown_case)
+
+    # 2. fairness
+    def flood():
+        heads = endpoint_index(url, "heads")
+        statuses = [join(url, heads, [TOY, image, f"a red circle {n}", 5, ""], "flooder")[0] for n in range(40)]
+        started = time.perf_counter()
+        answer = probe.call("model_info", [TOY], "bystander")
+        waited = time.perf_counter() - started
+        accepted = statuses.count(200)
+        outcomes(url, "flooder", accepted)
+        return (answer["success"] and accepted <= 9 and waited < 5,
+                f"{accepted} of 40 queued, a bystander's look-up answered in {waited:.2f} s")
+    probe.case("fairness", "one visitor queues 40 analyses", flood)
+
+    # 3. bounded cost
+    def interaction():
+        answer = probe.call("interaction", [TOY, image, "a red circle on a blue square", 0, 0, 50, "midpoint", "",
+                                            "", 0.6], "expensive")
+        summary = answer["output"]["data"][2] if answer["success"] else error_of(answer)
+        return answer["success"] and "Steps lowered" in shown(summary), shown(summary)[-90:]
+    probe.case("cost", "interactions at layers 0/0, 50 steps", interaction)
+
+    palette = Image.new("P", (7920, 5000))
+    palette.putpalette([value % 256 for value in range(768)])
+    palette.save(probe.scratch / "palette.png")
+
+    def palette_picture():
+        answer = probe.call("topic_segmentation", [TOY, upload(url, probe.scratch / "palette.png"), "something red",
+                                                   "all", 0.5, ""], "palette")
+        return answer["success"], f"{(probe.scratch / 'palette.png').stat().st_size / 1e3:.0f} KB, 39.6 MP"
+    probe.case("cost", "a 39.6-megapixel palette PNG", palette_picture)
+
+    # 4. inputs handled as a person expects
+    rotated = Image.open(EXAMPLE).convert("RGB").resize((160, 120))
+    exif = rotated.getexif()
+    exif[0x0112] = 6
+    rotated.save(probe.scratch / "rotated.jpg", exif=exif)
+
+    rotated.transpose(Image.Transpose.ROTATE_270).save(probe.scratch / "upright.png")  # as a browser shows it
+
+    def orientation():
+        sizes = []
+        for name in ("rotated.jpg", "upright.png"):
+            answer = probe.call("topic_segmentation", [TOY, upload(url, probe.scratch / name), "something red",
+                                                       "all", 0.5, ""], "exif")
+            sizes.append(fetch_picture(answer["output"]["data"][0]).size)
+        return sizes[0] == sizes[1], f"figure {sizes[0]} for the EXIF-rotated JPEG, {sizes[1]} for it upright"
+    probe.case("input", "a JPEG taken rotated 90", orientation)
+
+    for caption in ("a 🔴 circle 😀 🟦", "دائرة حمراء على مربع أزرق", "一个红色的圆圈", "\u200b\u200d\u2060", "a \ud800 circle"):
+        def caption_case(caption=caption):
+            answer = probe.call("interaction", [TOY, image, caption, -1, -1, 2, "midpoint", "", "", 0.6], "unicode")
+            if not answer["success"]:
+                message = error_of(answer)
+                return "caption is empty" in message or "invalid character" in message, message[:80]
+            coloured = answer["output"]["data"][1]
+            coloured = coloured.get("value", coloured) if isinstance(coloured, dict) else coloured
+            labels = [item["token"] if isinstance(item, dict) else item[0] for item in coloured]
+            return not any("\ufffd" in label for label in labels), " ".join(labels)[:80]
+        probe.case("input", f"caption {caption!r}", caption_case)
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(buffer, format="EPS")
+    (probe.scratch / "picture.png").write_bytes(buffer.getvalue())
+
+    def eps():
+        answer = probe.call("heads", [TOY, upload(url, probe.scratch / "picture.png"), "a circle", 5, ""], "eps")
+        return "expected JPEG, PNG" in error_of(answer), error_of(answer)[:80]
+    probe.case("input", "an EPS file named .png", eps)
+
+    good = EXAMPLE.read_bytes()
+    damaged = {}
+    zip_of(probe.scratch / "crc.zip", {"a.png": good, "b.png": good})
+    data = bytearray((probe.scratch / "crc.zip").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged["bad CRC"] = bytes(data)
+    zip_of(probe.scratch / "header.zip", {"a.png": good, "b.png": good})
+    data = (probe.scratch / "header.zip").read_bytes()
+    damaged["local header names another file"] = data.replace(b"b.png", b"z.png", 1)
+    damaged["a.png as file and folder"] = zip_of(probe.scratch / "both.zip", {"a.png": good,
+                                                                              "a.png/b.png": good}).read_bytes()
+    for name, content in damaged.items():
+        (probe.scratch / "damaged.zip").write_bytes(content)
+
+        def damaged_case():
+            answer = probe.call("build_database", [TOY, upload(url, probe.scratch / "damaged.zip"), ""], "zips")
+            status = json.dumps(answer["output"])
+            return "Something went wrong" not in status and ("damaged" in status or "both as a file" in status), \
+                shown(json.loads(status).get("data", [""])[0] if answer["success"] else error_of(answer))[:80]
+        probe.case("input", f"zip: {name}", damaged_case)
+
+    def rebuild():
+        summaries = []
+        for count in (3, 5):
+            archive = zip_of(probe.scratch / f"{count}.zip", {f"{n}.png": good for n in range(count)})
+            probe.call("build_database", [TOY, upload(url, archive), ""], "rebuilder")
+            summaries.append(probe.call("head_atlas", [TOY, 0, 0], "rebuilder")["output"]["data"][0])
+        return "over 3 images" in summaries[0] and "over 5 images" in summaries[1], "atlas after builds of 3, 5"
+    probe.case("input", "a rebuild from another zip", rebuild)
+
+    client = Client(url, verbose=False)
+    for hostile in hostile_requests(probe.scratch / "hostile", TOY, EXAMPLE):
+        def listed(hostile=hostile):
+            _, _, error = call(client, hostile.api_name, hostile.arguments)
+            return bool(error and re.search(f"{hostile.message}|{GRADIO_REFUSALS}", error)), \
+                (error or "answered")[:80]
+        probe.case("listed", hostile.name, listed)
+
+
+if __name__ == "__main__":
+    main()
