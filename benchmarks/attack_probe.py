@@ -56,7 +56,8 @@ class Probe:
         self.sampler = MemorySampler(process.pid)
         self.rows: list[tuple[str, str, bool, float, float, float, str]] = []
 
-    def case(self, kind: str, name: str, attack) -> None:
+    def case(self, kind: str, name: str, attack, max_mib: float | None = None) -> None:
+        """Run `attack` (-> passed, detail); it fails too when the server grew more than `max_mib` during it."""
         before = self.sampler.reset()
         started = time.perf_counter()
         try:
@@ -65,6 +66,8 @@ class Probe:
             ok, detail = False, f"probe raised {type(error).__name__}: {error}"
         seconds = time.perf_counter() - started
         time.sleep(0.2)
+        if max_mib is not None and self.sampler.peak() - before > max_mib:
+            ok, detail = False, f"grew more than {max_mib:.0f} MiB; {detail}"
         self.rows.append((kind, name, ok, seconds, self.sampler.peak() - before, self.sampler.rss() - before,
                           detail[:110]))
         print(f"{'ok  ' if ok else 'FAIL'} {kind:<10} {name[:44]:<44} {seconds:6.2f} s  "
@@ -201,7 +204,7 @@ def run(probe: Probe, rng: random.Random, args) -> None:
                                             "", 0.6], "expensive")
         summary = answer["output"]["data"][2] if answer["success"] else error_of(answer)
         return answer["success"] and "Steps lowered" in shown(summary), shown(summary)[-90:]
-    probe.case("cost", "interactions at layers 0/0, 50 steps", interaction)
+    probe.case("cost", "interactions at layers 0/0, 50 steps", interaction, max_mib=400)
 
     palette = Image.new("P", (7920, 5000))
     palette.putpalette([value % 256 for value in range(768)])
@@ -211,7 +214,7 @@ def run(probe: Probe, rng: random.Random, args) -> None:
         answer = probe.call("topic_segmentation", [TOY, upload(url, probe.scratch / "palette.png"), "something red",
                                                    "all", 0.5, ""], "palette")
         return answer["success"], f"{(probe.scratch / 'palette.png').stat().st_size / 1e3:.0f} KB, 39.6 MP"
-    probe.case("cost", "a 39.6-megapixel palette PNG", palette_picture)
+    probe.case("cost", "a 39.6-megapixel palette PNG", palette_picture, max_mib=300)
 
     # 4. inputs handled as a person expects
     rotated = Image.open(EXAMPLE).convert("RGB").resize((160, 120))
@@ -233,9 +236,11 @@ def run(probe: Probe, rng: random.Random, args) -> None:
     for caption in ("a 🔴 circle 😀 🟦", "دائرة حمراء على مربع أزرق", "一个红色的圆圈", "\u200b\u200d\u2060", "a \ud800 circle"):
         def caption_case(caption=caption):
             answer = probe.call("interaction", [TOY, image, caption, -1, -1, 2, "midpoint", "", "", 0.6], "unicode")
-            if not answer["success"]:
-                message = error_of(answer)
+            message = error_of(answer)
+            if not any(char.isalnum() for char in caption) or "\ud800" in caption:  # must be refused
                 return "caption is empty" in message or "invalid character" in message, message[:80]
+            if not answer["success"]:
+                return False, message[:80]
             coloured = answer["output"]["data"][1]
             coloured = coloured.get("value", coloured) if isinstance(coloured, dict) else coloured
             labels = [item["token"] if isinstance(item, dict) else item[0] for item in coloured]
