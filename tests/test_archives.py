@@ -148,7 +148,7 @@ def test_any_member_names_land_inside_the_target_or_are_refused(tmp_path_factory
         return
     extracted = sorted((home / "visitor" / "toy").iterdir())
     assert len(extracted) == count and all(path.is_file() and path.name.isprintable() for path in extracted)
-    assert all(len(os.fsencode(path.name)) <= 60 for path in extracted)
+    assert all(len(os.fsencode(path.name)) <= 255 for path in extracted)  # any file system takes it
     assert sorted(path for path in root.rglob("*") if path.is_file()) == sorted([archive, *extracted])
 
 
