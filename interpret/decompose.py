@@ -1,14 +1,16 @@
 """Exact decomposition of the vision tower's image embedding into heads, source tokens, MLPs and the rest.
 
-The class token's final residual state is a sum: `x_L[cls] = x_0[cls] + sum_l attn_l[cls] + sum_l mlp_l[cls]`,
-and `attn_l[cls] = sum_h sum_t a_lh[t] v_lh[t] W_O,h^T + b_O` (times LayerScale, when present). Linearising
-`ln_post` at the class token (its mean and std fixed for this image) makes the embedding
-`ln_post(x_L[cls]) @ proj` a sum of one term per part. The head terms are computed in factorised form: the
+The readout's pooled residual state (the class token's, or the patches' average: `towers`) is a sum:
+`x_L[pool] = x_0[pool] + sum_l attn_l[pool] + sum_l mlp_l[pool]`, and
+`attn_l[pool] = sum_h sum_t (sum_s pool[s] a_lh[s, t]) v_lh[t] W_O,h^T + b_O` (times LayerScale, when present).
+Linearising the readout norm (`ln_post`) at the pooled state (its mean and std fixed for this image) makes the
+embedding `ln_post(x_L[pool]) @ proj` a sum of one term per part. The head terms are computed in factorised form: the
 attention-weighted value vectors `a_lh[t] v_lh[t]` (`[head_dim]` each) are kept, and the fixed per-model map
 `W_O,h^T diag(ls_1) C diag(gamma) proj` (`ClipModel.folded_head_weights`, `[head_dim, D]`) takes them to the
 joint space only when asked: scores against texts never build the `[B, L, H, T, D]` tensor at all.
 
-Only the class-token row of each attention matrix is computed on top of the ordinary forward pass.
+Only the rows of each attention matrix that the readout pools (the class token's alone, for class-token towers)
+are computed on top of the ordinary forward pass. The tower is read through its family (`towers.VisionTower`).
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InterpretError
-from .models import ClipModel, folded_readout, layer_index, layer_scale
+from .models import ClipModel, layer_index
 
 
 @dataclass
@@ -139,39 +141,37 @@ def decompose_image(model: ClipModel, images, layers: Sequence[int] | int | None
                     spatial: bool = True) -> ImageDecomposition:
     """Decompose the image embeddings of `images` (a preprocessed batch `[B, 3, H, W]`, or PIL images / paths)
     into the direct contributions of the heads (and source tokens, if `spatial`) of `layers` (default: all),
-    every MLP, and the rest. See `ImageDecomposition`."""
+    every MLP, and the rest. See `ImageDecomposition`. The tower is read through its family
+    (`model.tower`, see `towers`)."""
     batch = model.preprocess_images(images)
-    visual = model.visual
+    tower = model.tower
     geometry = model.geometry
     wanted = normalise_layers(layers, geometry.layers, model.label)
 
-    x = embed_image_tokens(visual, batch)  # [B, T, width]
-    rest_residual = x[:, 0].clone()  # [B, width]: residual parts at the class token that go to `rest`
+    x = tower.embed(batch)  # [B, T, width]
+    pool = tower.pool_weights(x.device).to(x)  # [T]
+    rest_residual = tower.pooled(x)  # [B, width]: residual parts at the readout that go to `rest`
     mlp_residuals = []
     token_axis = (geometry.tokens,) if spatial else ()
     weighted_values = x.new_empty(x.shape[0], len(wanted), geometry.heads, *token_axis, geometry.head_dim)
-    for index, block in enumerate(visual.transformer.resblocks):
-        attention_out, cls_values = _attention(block, x, cls_values=index in wanted, spatial=spatial)
-        attention_out = block.ls_1(attention_out)
+    for index in range(geometry.layers):
+        q, k, v = tower.qkv(index, x)
+        attention_out = tower.heads_output(index, tower.attend(index, q, k, v))
         if index in wanted:
-            weighted_values[:, wanted.index(index)] = cls_values
-            if block.attn.out_proj.bias is not None:
-                rest_residual += layer_scale(block.ls_1, geometry.width, x.device) * block.attn.out_proj.bias
+            weighted_values[:, wanted.index(index)] = _pooled_values(tower, index, q, k, v, pool, spatial)
+            rest_residual += tower.out_bias(index).to(x)
         else:
-            rest_residual += attention_out[:, 0]
+            rest_residual += tower.pooled(attention_out)
         x = x + attention_out
-        mlp_out = block.ls_2(block.mlp(block.ln_2(x)))
-        mlp_residuals.append(mlp_out[:, 0])
+        mlp_out = tower.mlp(index, x)
+        mlp_residuals.append(tower.pooled(mlp_out))
         x = x + mlp_out
 
-    cls = x[:, 0]
-    ln_post = visual.ln_post
-    inv_std = torch.rsqrt(cls.var(dim=-1, unbiased=False) + ln_post.eps)  # [B]
-    embedding = ln_post(cls) @ visual.proj
-    readout = folded_readout(visual)  # [width, D]
-    rest = (rest_residual @ readout) * inv_std[:, None]
-    if ln_post.bias is not None:
-        rest = rest + ln_post.bias @ visual.proj
+    pooled = tower.pooled(x)
+    inv_std = tower.readout_inv_std(pooled)  # [B]
+    embedding = tower.readout(pooled)
+    readout = tower.folded_readout().to(x)  # [width, D]
+    rest = (rest_residual @ readout) * inv_std[:, None] + tower.readout_bias().to(x)
     mlps = (torch.stack(mlp_residuals, dim=1) @ readout) * inv_std[:, None, None]
     return ImageDecomposition(
         weighted_values=weighted_values,
@@ -193,34 +193,17 @@ def _select_layers(per_layer: torch.Tensor, layers: tuple[int, ...]) -> torch.Te
     return per_layer[list(layers)]
 
 
-def embed_image_tokens(visual, batch: torch.Tensor) -> torch.Tensor:
-    """`[B, 3, H, W]` -> the residual stream entering block 0, `[B, T, width]` (ln_pre applied)."""
-    x = visual.conv1(batch).flatten(2).transpose(1, 2)  # [B, patches, width]
-    cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-    x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
-    return visual.ln_pre(x)
-
-
-def _attention(block, x: torch.Tensor, cls_values: bool, spatial: bool):
-    """Multi-head self-attention of one block on `x` `[B, T, width]` (before LayerScale).
-
-    Returns the attention output `[B, T, width]` and, if `cls_values`, the class token's attention-weighted
-    values: `[B, H, T, head_dim]` if spatial else summed over tokens, `[B, H, head_dim]`.
-    """
-    attn = block.attn
-    batch, tokens, width = x.shape
-    heads = attn.num_heads
-    head_dim = width // heads
-    qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)
-    q, k, v = qkv.view(batch, tokens, 3, heads, head_dim).permute(2, 0, 3, 1, 4)  # each [B, H, T, head_dim]
-    mixed = F.scaled_dot_product_attention(q, k, v)
-    out = attn.out_proj(mixed.transpose(1, 2).reshape(batch, tokens, width))
-    if not cls_values:
-        return out, None
-    cls_weights = torch.softmax((q[:, :, :1] @ k.transpose(-1, -2)) * head_dim ** -0.5, dim=-1)  # [B, H, 1, T]
+def _pooled_values(tower, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pool: torch.Tensor,
+                   spatial: bool) -> torch.Tensor:
+    """The heads' attention-weighted values as the readout pools them: `(sum_t pool[t] a[t, s]) v[s]`,
+    `[B, H, T, head_dim]` if spatial else summed over the source tokens s, `[B, H, head_dim]`. Only the rows of
+    the attention that the readout pools are computed (the class token's row alone, for class-token towers)."""
+    rows = pool.nonzero().flatten()
+    weights = tower.attention_weights(layer, q[:, :, rows], k)  # [B, H, rows, T]
+    pooled = torch.einsum("bhrt,r->bht", weights, pool[rows])  # [B, H, T]
     if spatial:
-        return out, cls_weights.transpose(-1, -2) * v
-    return out, (cls_weights @ v).squeeze(2)
+        return pooled[..., None] * v
+    return torch.einsum("bht,bhtk->bhk", pooled, v)
 
 
 @dataclass

@@ -38,7 +38,6 @@ import torch.nn.functional as F
 from open_clip.transformer import ResidualAttentionBlock
 from PIL import Image
 
-from .decompose import embed_image_tokens
 from .errors import InterpretError
 from .images import ImageSource, load_image
 from .models import ClipModel, layer_index, project
@@ -158,24 +157,84 @@ def _overlaps(edges: np.ndarray, low: float, high: float) -> np.ndarray:
 
 # --- the towers as functions of the hidden states entering one block ---------------------------------------------
 
+class _Block:
+    """One block's pieces as the tangents use them: `qkv` (`[B, n, W]` -> 3 x `[B, H, n, head_dim]`, token by
+    token), `scale`, `heads_output` (`[B, H, n, head_dim]` -> `[B, n, W]`, bias included), `heads_linear` (the
+    same without the bias) and `mlp` (the MLP branch, `[B, n, W]`). Image blocks come from the model's tower
+    family (`towers`); text blocks from open_clip's text transformer (`_TextBlock`)."""
+
+    def __init__(self, tower, layer: int):
+        self.tower, self.layer = tower, layer
+        self.scale = tower.attention_scale(layer)
+
+    def qkv(self, x):
+        return self.tower.qkv(self.layer, x)
+
+    def heads_output(self, mixed):
+        return self.tower.heads_output(self.layer, mixed)
+
+    def heads_linear(self, mixed):
+        return self.tower.heads_linear(self.layer, mixed)
+
+    def mlp(self, x):
+        return self.tower.mlp(self.layer, x)
+
+
+class _TextBlock:
+    """An open_clip text transformer's residual attention block, with `_Block`'s pieces."""
+
+    def __init__(self, block: ResidualAttentionBlock):
+        self.block = block
+        self.heads = block.attn.num_heads
+        self.scale = (block.attn.embed_dim // self.heads) ** -0.5
+
+    def qkv(self, x):
+        attn = self.block.attn
+        batch, tokens, width = x.shape
+        qkv = F.linear(self.block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)
+        q, k, v = qkv.view(batch, tokens, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
+        return q, k, v
+
+    def heads_output(self, mixed):
+        return self.block.ls_1(self.block.attn.out_proj(_heads_side_by_side(mixed)))
+
+    def heads_linear(self, mixed):
+        return self.block.ls_1(F.linear(_heads_side_by_side(mixed), self.block.attn.out_proj.weight))
+
+    def mlp(self, x):
+        return self.block.ls_2(self.block.mlp(self.block.ln_2(x)))
+
+
+def _heads_side_by_side(mixed: torch.Tensor) -> torch.Tensor:
+    """`[B, H, n, head_dim]` -> `[B, n, H * head_dim]`."""
+    batch, heads, tokens, head_dim = mixed.shape
+    return mixed.transpose(1, 2).reshape(batch, tokens, heads * head_dim)
+
+
 @dataclass
 class _Tower:
     """One tower seen from the hidden states entering block `layer`.
 
     layer: the block index (from 0); inputs: `[2, n, width]` the hidden states of the input and of its reference;
-    blocks: the blocks from `layer` on; mask: the attention mask `[n, n]` (or None); pooled: the token the
-    embedding is read from; readout: the final LayerNorm and projection of the pooled token,
-    `[..., width] -> [..., D]`."""
+    blocks: the blocks from `layer` on (`_Block`s); mask: the attention mask `[n, n]` (or None); pool: `[n]` the
+    weights the readout pools the tokens with; pooled: the one token the readout reads, when it reads one
+    (the class token, the end token; None for an average); readout: the final norm and projection of the
+    pooled state, `[..., width] -> [..., D]`."""
 
     layer: int
     inputs: torch.Tensor
     blocks: list
     mask: torch.Tensor | None
-    pooled: int
+    pool: torch.Tensor
+    pooled: int | None
     readout: Callable[[torch.Tensor], torch.Tensor]
 
     def embed(self, hidden: torch.Tensor) -> torch.Tensor:
         """`[B, n, width]` hidden states -> `[B, D]` embeddings (not normalised)."""
+        if self.pooled is None:
+            for block in self.blocks:
+                hidden = block_forward(block, hidden, self.mask)
+            return self.readout(torch.einsum("bnw,n->bw", hidden, self.pool.to(hidden)))
         for block in self.blocks[:-1]:
             hidden = block_forward(block, hidden, self.mask)
         return self.readout(block_forward(self.blocks[-1], hidden, self.mask, query=self.pooled)[:, 0])
@@ -183,14 +242,15 @@ class _Tower:
     def tangents(self, steps: int, rule: str = "right", fast: bool | None = None) -> torch.Tensor:
         """`[n, D]`: the integrated Jacobian-vector product of every token (see the module's docstring)."""
         if fast is None:
-            fast = len(self.blocks) == 1
+            fast = len(self.blocks) == 1 and self.pooled is not None
         start, reference = self.inputs[0], self.inputs[1]
         delta = start - reference  # [n, width]
         alphas = interpolation_points(steps, rule).to(delta)
         points = reference + alphas[:, None, None] * delta  # [steps, n, width]
         if fast:
-            if len(self.blocks) != 1:
-                raise InterpretError("The fast path needs the hidden states entering the last block.")
+            if len(self.blocks) != 1 or self.pooled is None:
+                raise InterpretError("The fast path needs the hidden states entering the last block, and a "
+                                     "readout of one token.")
             return _last_block_tangents(self.blocks[0], self.readout, self.pooled, points, delta)
         return _generic_tangents(self.embed, points, delta)
 
@@ -207,25 +267,20 @@ def interpolation_points(steps: int, rule: str = "right") -> torch.Tensor:
     raise InterpretError(f"Unknown integration rule '{rule}': use 'right' (as exclip) or 'midpoint'.")
 
 
-def block_forward(block: ResidualAttentionBlock, x: torch.Tensor, mask: torch.Tensor | None,
+def block_forward(block: _Block, x: torch.Tensor, mask: torch.Tensor | None,
                   query: int | None = None) -> torch.Tensor:
-    """One open_clip residual attention block on `x` `[B, n, width]` -> `[B, n, width]`, written out in plain
+    """One residual attention block (its `_Block` pieces) on `x` `[B, n, width]` -> `[B, n, width]`, in plain
     operations so that `torch.func` can push tangents through it. With `query`, only that token's output is
     computed (`[B, 1, width]`): all a last block needs."""
-    attn = block.attn
-    batch, tokens, width = x.shape
-    heads = attn.num_heads
-    qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)
-    q, k, v = qkv.view(batch, tokens, 3, heads, width // heads).permute(2, 0, 3, 1, 4)  # each [B, H, n, hd]
+    q, k, v = block.qkv(x)  # each [B, H, n, hd]
     if query is not None:
         q, x = q[:, :, query:query + 1], x[:, query:query + 1]
         mask = None if mask is None else mask[query:query + 1]
-    logits = (q @ k.transpose(-1, -2)) * (width // heads) ** -0.5
+    logits = (q @ k.transpose(-1, -2)) * block.scale
     if mask is not None:
         logits = logits + mask
-    mixed = (torch.softmax(logits, dim=-1) @ v).transpose(1, 2).reshape(batch, x.shape[1], width)
-    x = x + block.ls_1(attn.out_proj(mixed))
-    return x + block.ls_2(block.mlp(block.ln_2(x)))
+    x = x + block.heads_output(torch.softmax(logits, dim=-1) @ v)
+    return x + block.mlp(x)
 
 
 def _generic_tangents(embed, points: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
@@ -246,42 +301,32 @@ def _generic_tangents(embed, points: torch.Tensor, delta: torch.Tensor) -> torch
     return torch.cat(results)
 
 
-def _last_block_tangents(block: ResidualAttentionBlock, readout, pooled: int, points: torch.Tensor,
+def _last_block_tangents(block: _Block, readout, pooled: int, points: torch.Tensor,
                          delta: torch.Tensor) -> torch.Tensor:
     """`[n, D]` in closed form for the last block, where only the pooled query matters.
 
-    For a tangent u on token s: ln_1 is per token, so it changes only z_s (dz_s = ln_1'(x_s) u); then k_s and
-    v_s. With c_s = q . dk_s / sqrt(hd) the pooled row's softmax moves by a_s c_s (e_s - a), so the attention
-    output moves by a_s (c_s (v_s - o) + dv_s). The pooled token itself also moves its query and the residual.
-    The rest of the block (MLP) and the readout act on the pooled token alone: one JVP each, batched."""
-    attn = block.attn
+    For a tangent u on token s: the block's queries, keys and values are computed token by token, so u changes
+    only q_s, k_s and v_s (one JVP of `qkv` with every token's tangent at once gives each token's own change).
+    With c_s = q . dk_s * scale the pooled row's softmax moves by a_s c_s (e_s - a), so the attention output
+    moves by a_s (c_s (v_s - o) + dv_s). The pooled token itself also moves its query and the residual. The
+    rest of the block (MLP) and the readout act on the pooled token alone: one JVP each, batched."""
     steps, tokens, width = points.shape
-    heads = attn.num_heads
-    head_dim = width // heads
-    scale = head_dim ** -0.5
-    z, dz = torch.func.jvp(block.ln_1, (points,), (delta.expand_as(points),))  # [steps, n, width]
-
-    def split(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return t.view(steps, tokens, 3, heads, head_dim).permute(2, 0, 3, 1, 4)  # 3 x [steps, H, n, hd]
-
-    q, k, v = split(F.linear(z, attn.in_proj_weight, attn.in_proj_bias))
-    dq, dk, dv = split(F.linear(dz, attn.in_proj_weight))
+    (q, k, v), (dq, dk, dv) = torch.func.jvp(block.qkv, (points,), (delta.expand_as(points),))  # [steps, H, n, hd]
     query = q[:, :, pooled]  # [steps, H, hd]
-    weights = torch.softmax(torch.einsum("nhd,nhtd->nht", query, k) * scale, dim=-1)  # [steps, H, n]
+    weights = torch.softmax(torch.einsum("nhd,nhtd->nht", query, k) * block.scale, dim=-1)  # [steps, H, n]
     mixed = torch.einsum("nht,nhtd->nhd", weights, v)  # [steps, H, hd]
-    key_change = torch.einsum("nhd,nhtd->nht", query, dk) * scale  # c_s
+    key_change = torch.einsum("nhd,nhtd->nht", query, dk) * block.scale  # c_s
     d_mixed = weights[..., None] * (key_change[..., None] * (v - mixed[:, :, None]) + dv)  # [steps, H, n, hd]
-    query_logits = torch.einsum("nhd,nhtd->nht", dq[:, :, pooled], k) * scale
+    query_logits = torch.einsum("nhd,nhtd->nht", dq[:, :, pooled], k) * block.scale
     query_weights = weights * (query_logits - (weights * query_logits).sum(-1, keepdim=True))
     d_mixed[:, :, pooled] += torch.einsum("nht,nhtd->nhd", query_weights, v)
 
-    out_weight = attn.out_proj.weight
-    d_pooled = block.ls_1(F.linear(d_mixed.transpose(1, 2).reshape(steps, tokens, width), out_weight))
+    d_pooled = block.heads_linear(d_mixed)  # [steps, n, width]
     d_pooled[:, pooled] += delta[pooled]  # the residual connection
-    pooled_state = points[:, pooled] + block.ls_1(attn.out_proj(mixed.reshape(steps, width)))  # [steps, width]
+    pooled_state = points[:, pooled] + block.heads_output(mixed[:, :, None])[:, 0]  # [steps, width]
 
     def rest(y: torch.Tensor) -> torch.Tensor:  # the pooled token after attention -> embedding
-        return readout(y + block.ls_2(block.mlp(block.ln_2(y))))
+        return readout(y + block.mlp(y[:, None])[:, 0])
 
     def integrated(tangent: torch.Tensor) -> torch.Tensor:  # [steps, width] -> [D]
         return torch.func.jvp(rest, (pooled_state,), (tangent,))[1].mean(dim=0)
@@ -291,18 +336,19 @@ def _last_block_tangents(block: ResidualAttentionBlock, readout, pooled: int, po
 
 def _image_tower(model: ClipModel, batch: torch.Tensor, layer: int) -> _Tower:
     """The image and the all-zero reference image, seen from the states entering block `layer`."""
-    visual = model.visual
-    blocks = list(visual.transformer.resblocks)
-    index = layer_index(layer, len(blocks), f"The image tower of {model.label}")
+    tower = model.tower
+    index = layer_index(layer, tower.layers, f"The image tower of {model.label}")
     with torch.no_grad():
-        hidden = embed_image_tokens(visual, torch.cat([batch, torch.zeros_like(batch)]))
-        for block in blocks[:index]:
-            hidden = block(hidden)
+        hidden = tower.forward(torch.cat([batch, torch.zeros_like(batch)]), blocks=index)
+    pool = tower.pool_weights(hidden.device)
+    return _Tower(index, hidden, [_Block(tower, layer) for layer in range(index, tower.layers)], None, pool,
+                  _single_token(pool), tower.readout)
 
-    def readout(pooled: torch.Tensor) -> torch.Tensor:
-        return visual.ln_post(pooled) @ visual.proj
 
-    return _Tower(index, hidden, blocks[index:], None, 0, readout)
+def _single_token(pool: torch.Tensor) -> int | None:
+    """The token a readout reads when its pooling weights pick one token; else None."""
+    chosen = pool.nonzero().flatten()
+    return int(chosen[0]) if len(chosen) == 1 else None
 
 
 def _text_parts(model: ClipModel):
@@ -334,7 +380,9 @@ def _text_tower(model: ClipModel, ids: torch.Tensor, layer: int) -> _Tower:
     def readout(pooled: torch.Tensor) -> torch.Tensor:
         return project(tower.ln_final(pooled), tower.text_projection)
 
-    return _Tower(index, hidden, blocks[index:], mask, end, readout)
+    pool = torch.zeros(length, device=hidden.device)
+    pool[end] = 1
+    return _Tower(index, hidden, [_TextBlock(block) for block in blocks[index:]], mask, pool, end, readout)
 
 
 # --- what an interaction map costs, known before any work ---------------------------------------------------------
@@ -347,13 +395,13 @@ def interaction_work(model: ClipModel, caption: str, image_layer: int = -1, text
     block's closed form costs a few passes of that block. `benchmarks/interaction_work.py` compares it with the
     time taken."""
     geometry = model.geometry
-    image_blocks = len(model.visual.transformer.resblocks)
-    image_start = layer_index(image_layer, image_blocks, f"The image tower of {model.label}")
+    image_start = layer_index(image_layer, geometry.layers, f"The image tower of {model.label}")
     tower, text_blocks = _text_parts(model)
     text_start = layer_index(text_layer, len(text_blocks), f"The text tower of {model.label}")
     text_tokens = len(model.token_strings(caption))
-    image_tokens = 1 + geometry.grid[0] * geometry.grid[1]
-    return (_tower_work(image_tokens, geometry.width, image_blocks - image_start, steps, fast)
+    one_token = _single_token(model.tower.pool_weights()) is not None
+    return (_tower_work(geometry.tokens, geometry.width, geometry.layers - image_start, steps,
+                        fast if one_token else False)
             + _tower_work(text_tokens, tower.transformer.width, len(text_blocks) - text_start, steps, fast))
 
 
@@ -410,11 +458,12 @@ def interaction_map(model: ClipModel, image: ImageSource | torch.Tensor, caption
         raise InterpretError("The interactions of this image and caption are not finite numbers (an embedding of "
                              "length zero?); try another image or caption.")
     rows, columns = model.geometry.grid
-    scores = pairs[:, 1:].reshape(len(token_names), rows, columns)
+    prefix = model.geometry.prefix  # the class token (and registers): not places in the image
+    scores = pairs[:, prefix:].reshape(len(token_names), rows, columns)
     size = picture.size if picture is not None else (batch.shape[-1], batch.shape[-2])
     return Interaction(
         scores=scores.cpu(),  # results live on the CPU (they are drawn and printed there)
-        class_scores=pairs[:, 0].cpu(),
+        class_scores=pairs[:, :prefix].sum(dim=1).cpu(),
         tokens=token_names,
         explained=explained,
         residual=explained - float(pairs.sum()),

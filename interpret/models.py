@@ -23,13 +23,13 @@ from typing import Callable, Sequence
 import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip.transformer import ResidualAttentionBlock, VisionTransformer
 from PIL import Image
 
 from .errors import CaptionError, InterpretError, ModelLoadError
 from .images import ImageSource, load_image
 from .limits import MAX_TEXT_CHARS, MODELS_KEPT, check_unicode, visible
 from .paths import INDEXES, TOY_DIR
+from .towers import tower_of
 
 TOY_NAME = "toy"
 RANDOM_INIT_SEED = 0
@@ -96,11 +96,12 @@ class Geometry:
     patch_size: tuple[int, int]
     image_size: tuple[int, int]
     context_length: int  # text tokens, start and end included
+    prefix: int = 1  # vision tokens before the patches (the class token, registers)
 
     @property
     def tokens(self) -> int:
-        """Vision tokens: the class token plus one per patch."""
-        return 1 + self.grid[0] * self.grid[1]
+        """Vision tokens: the prefix tokens (class token, registers) plus one per patch."""
+        return self.prefix + self.grid[0] * self.grid[1]
 
 
 def layer_index(layer: int, count: int, owner: str) -> int:
@@ -166,30 +167,31 @@ def token_labels(ids: Sequence[int], decode: Callable[[list[int]], str]) -> list
 
 
 class ClipModel:
-    """An open_clip CLIP with a vision transformer image tower, in eval mode, with its preprocess and tokenizer."""
+    """An open_clip CLIP whose image tower a registered family reads (`towers.FAMILIES`), in eval mode, with its
+    preprocess and tokenizer. `tower` is that family's view of the image tower: every analysis reads the tower
+    through it."""
 
     def __init__(self, model: torch.nn.Module, preprocess, tokenizer, name: str, pretrained: str | None,
                  device: str = "cpu"):
-        _check_vision_tower(model.visual, name)
+        self.tower = tower_of(model.visual, name)
         self.model = model.eval().to(device)
         self.preprocess = preprocess
         self.tokenizer = tokenizer
         self.name = name
         self.pretrained = pretrained
         self.device = torch.device(device)
-        visual: VisionTransformer = model.visual
-        heads = visual.transformer.resblocks[0].attn.num_heads
-        width = visual.transformer.width
+        tower = self.tower
         self.geometry = Geometry(
-            layers=len(visual.transformer.resblocks),
-            heads=heads,
-            width=width,
-            head_dim=width // heads,
-            embed_dim=visual.proj.shape[1],
-            grid=tuple(visual.grid_size),
-            patch_size=tuple(visual.patch_size),
-            image_size=tuple(visual.image_size),
+            layers=tower.layers,
+            heads=tower.heads,
+            width=tower.width,
+            head_dim=tower.head_dim,
+            embed_dim=tower.embed_dim,
+            grid=tower.grid,
+            patch_size=tower.patch_size,
+            image_size=tower.image_size,
             context_length=int(getattr(model, "context_length", 77)),
+            prefix=tower.prefix,
         )
         self._lock = threading.Lock()
         self._folded_heads: torch.Tensor | None = None
@@ -228,7 +230,7 @@ class ClipModel:
             return self._weights_hash
 
     @property
-    def visual(self) -> VisionTransformer:
+    def visual(self) -> torch.nn.Module:
         return self.model.visual
 
     # --- images -------------------------------------------------------------------------------------------
@@ -347,54 +349,14 @@ class ClipModel:
 
     # --- folded weights used by the decomposition ---------------------------------------------------------
     def folded_head_weights(self) -> torch.Tensor:
-        """`[L, H, head_dim, D]`: each head's output map pushed through LayerScale, ln_post's centring and
-        scale, and the projection: `W_O,h^T diag(ls_1) C diag(gamma_post) proj` (C = I - 11^T / width).
-        A head's value vectors times this, divided by ln_post's std at the class token, give its direct
-        contribution to the image embedding. Computed once per model."""
+        """`[L, H, head_dim, D]`: each head's output map pushed through LayerScale, the readout norm's centring
+        and scale, and the projection (`towers.VisionTower.folded_heads`). A head's pooled value vectors times
+        this, divided by the readout norm's std, give its direct contribution to the image embedding. Computed
+        once per model."""
         with self._lock:
             if self._folded_heads is None:
-                self._folded_heads = _fold_heads(self.visual, self.geometry)
+                self._folded_heads = self.tower.folded_heads()
             return self._folded_heads
-
-
-def folded_readout(visual: VisionTransformer) -> torch.Tensor:
-    """`[width, D]`: ln_post linearised at the class token (without its 1/std) followed by the projection."""
-    gamma = visual.ln_post.weight.detach().float()
-    proj = visual.proj.detach().float()
-    scaled = gamma[:, None] * proj
-    return scaled - scaled.mean(dim=0, keepdim=True)  # C @ diag(gamma) @ proj
-
-
-def layer_scale(module: torch.nn.Module, width: int, device) -> torch.Tensor:
-    gamma = getattr(module, "gamma", None)
-    return gamma.detach().float() if gamma is not None else torch.ones(width, device=device)
-
-
-@torch.no_grad()
-def _fold_heads(visual: VisionTransformer, geometry: Geometry) -> torch.Tensor:
-    readout = folded_readout(visual)
-    folded = []
-    for block in visual.transformer.resblocks:
-        out_weight = block.attn.out_proj.weight.detach().float()  # [width, width], out = o @ W^T
-        ls = layer_scale(block.ls_1, geometry.width, readout.device)
-        per_head = out_weight.T.reshape(geometry.heads, geometry.head_dim, geometry.width)
-        folded.append(per_head @ (ls[:, None] * readout))
-    return torch.stack(folded)
-
-
-def _check_vision_tower(visual: torch.nn.Module, name: str) -> None:
-    if not isinstance(visual, VisionTransformer):
-        raise ModelLoadError(
-            f"{name}: its image tower is a {type(visual).__name__}, not an open_clip VisionTransformer; "
-            "only vision-transformer CLIP models can be decomposed into heads.")
-    if visual.attn_pool is not None or visual.pool_type != "tok" or visual.final_ln_after_pool:
-        raise ModelLoadError(f"{name}: its image tower pools with '{visual.pool_type}' / attention pooling; "
-                             "only class-token pooling is supported.")
-    if not all(type(block) is ResidualAttentionBlock for block in visual.transformer.resblocks):
-        raise ModelLoadError(f"{name}: its image tower uses custom attention blocks (qk-norm, scaled cosine "
-                             "attention ...), which the decomposition does not support.")
-    if not visual.transformer.batch_first:
-        raise ModelLoadError(f"{name}: sequence-first transformers are not supported.")
 
 
 def _check_config(name: str) -> None:
@@ -409,11 +371,13 @@ def _check_config(name: str) -> None:
     if isinstance(vision.get("layers"), (list, tuple)):
         raise ModelLoadError(f"'{name}' has a ResNet image tower; only vision transformers can be decomposed.")
     if "timm_model_name" in vision:
-        raise ModelLoadError(f"'{name}' has a timm image tower ({vision['timm_model_name']}); only open_clip "
-                             "vision transformers can be decomposed.")
-    if vision.get("attentional_pool") or vision.get("pool_type", "tok") != "tok":
-        raise ModelLoadError(f"'{name}' pools its image tokens with attention or averaging; only class-token "
-                             "pooling is supported.")
+        raise ModelLoadError(f"'{name}' has a timm image tower ({vision['timm_model_name']}); no model family here "
+                             "reads timm towers yet (see interpret/towers.py for the families).")
+    pool = vision.get("pool_type", "tok")
+    if vision.get("attentional_pool") or pool not in ("tok", "avg") or \
+            (pool == "avg" and not vision.get("final_ln_after_pool")):
+        raise ModelLoadError(f"'{name}' pools its image tokens with attention, or normalises each token before "
+                             "averaging; the families here read class-token and average-then-norm readouts.")
 
 
 _cache_lock = threading.Lock()

@@ -42,7 +42,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFilter
 
-from .decompose import embed_image_tokens
 from .errors import InterpretError
 from .images import ImageSource, load_image
 from .limits import (MAX_CLASSES, MAX_DESCRIPTOR_BYTES, MAX_DESCRIPTOR_CHARS, MAX_DESCRIPTORS, MAX_PARTS, MAX_POOL,
@@ -235,15 +234,12 @@ def kmeans(points: torch.Tensor, clusters: int, iterations: int = 30, seed: int 
 
 @torch.no_grad()
 def last_layer_keys(model: ClipModel, batch: torch.Tensor) -> torch.Tensor:
-    """`[B, P, width]`: the keys of the last block's attention for every patch (class token left out)."""
-    visual = model.visual
-    x = embed_image_tokens(visual, batch)
-    for block in visual.transformer.resblocks[:-1]:
-        x = block(x)
-    last = visual.transformer.resblocks[-1]
-    width = x.shape[-1]
-    keys = F.linear(last.ln_1(x), last.attn.in_proj_weight[width:2 * width], last.attn.in_proj_bias[width:2 * width])
-    return keys[:, 1:]
+    """`[B, P, width]`: the keys of the last block's attention for every patch (prefix tokens left out), its
+    heads' keys side by side."""
+    tower = model.tower
+    x = tower.forward(batch, blocks=tower.layers - 1)
+    _, keys, _ = tower.qkv(tower.layers - 1, x)  # [B, H, T, head_dim]
+    return keys.transpose(1, 2).flatten(2)[:, tower.prefix:]
 
 
 def prominent_patches(keys: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:

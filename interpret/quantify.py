@@ -36,7 +36,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .decompose import decompose_image, embed_image_tokens
+from .decompose import decompose_image
 from .errors import InterpretError
 from .models import ClipModel
 from .textspan import HeadAtlas, HeadLabel
@@ -122,44 +122,26 @@ def ablated_embeddings(model: ClipModel, images, heads: Sequence[Head], means: t
                        ) -> torch.Tensor:
     """`[B, D]` image embeddings (not normalised) of a forward pass in which each of `heads` outputs zero, or,
     with `means` `[L, H, T, head_dim]` (`head_means`), its mean."""
-    visual = model.visual
-    batch = model.preprocess_images(images)
+    tower = model.tower
     chosen: dict[int, list[int]] = {}
     for layer, head in heads:
         chosen.setdefault(layer, []).append(head)
-    x = embed_image_tokens(visual, batch)
-    for layer, block in enumerate(visual.transformer.resblocks):
-        x, _ = _block(block, x, chosen.get(layer, []), None if means is None else means[layer])
-    return visual.ln_post(x[:, 0]) @ visual.proj
+    x = tower.embed(model.preprocess_images(images))
+    for layer in range(tower.layers):
+        x, _ = tower.block(layer, x, chosen.get(layer, []), None if means is None else means[layer])
+    return tower.readout(tower.pooled(x))
 
 
 @torch.no_grad()
 def head_means(model: ClipModel, images) -> torch.Tensor:
     """`[L, H, T, head_dim]`: every head's output (before the output projection) averaged over `images`."""
-    visual = model.visual
-    x = embed_image_tokens(visual, model.preprocess_images(images))
+    tower = model.tower
+    x = tower.embed(model.preprocess_images(images))
     means = []
-    for block in visual.transformer.resblocks:
-        x, mixed = _block(block, x, [], None)
+    for layer in range(tower.layers):
+        x, mixed = tower.block(layer, x)
         means.append(mixed.mean(dim=0))
     return torch.stack(means)
-
-
-def _block(block, x: torch.Tensor, removed: list[int], means: torch.Tensor | None):
-    """One residual attention block with heads `removed` (zero, or `means` `[H, T, head_dim]`); returns the
-    block's output and the heads' outputs `[B, H, T, head_dim]` before any removal."""
-    attn = block.attn
-    batch, tokens, width = x.shape
-    heads = attn.num_heads
-    qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)
-    q, k, v = qkv.view(batch, tokens, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
-    mixed = F.scaled_dot_product_attention(q, k, v)  # [B, H, T, head_dim]
-    kept = mixed
-    if removed:
-        kept = mixed.clone()
-        kept[:, removed] = 0 if means is None else means[removed].to(kept)
-    x = x + block.ls_1(attn.out_proj(kept.transpose(1, 2).reshape(batch, tokens, width)))
-    return x + block.ls_2(block.mlp(block.ln_2(x))), mixed
 
 
 def accuracy(embeddings: torch.Tensor, class_texts: torch.Tensor, labels: Sequence[int]) -> float:

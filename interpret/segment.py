@@ -135,8 +135,8 @@ class ImageMaps:
         return torch.einsum("lhtm,lh->tm", scores, chosen)
 
     def _spatial(self, per_token: torch.Tensor, text: str, heads: str) -> SpatialMap:
-        rows, columns = self.model.geometry.grid
-        grid = per_token[1:].reshape(rows, columns)  # the class token is not a place in the image
+        geometry = self.model.geometry
+        grid = per_token[geometry.prefix:].reshape(*geometry.grid)  # prefix tokens (class token) are not places
         grid = grid.cpu()  # results live on the CPU (they are drawn and printed there)
         return SpatialMap(grid, upsample(grid, self.picture.size, self.box), self.box, text, heads)
 

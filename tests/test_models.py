@@ -44,7 +44,7 @@ def test_preprocessed_batch_of_the_wrong_size_is_refused(tiny_model):
     ("ViT-B-33", None, "Unknown model 'ViT-B-33'. Did you mean ViT-B-32"),
     ("RN50", None, "ResNet"),
     ("convnext_base", None, "timm image tower"),
-    ("coca_ViT-B-32", None, "attention or averaging"),
+    ("coca_ViT-B-32", None, "pools its image tokens with attention"),
     ("ViT-B-32", "no-such-tag", "neither a pretrained tag of ViT-B-32 nor a checkpoint file"),
 ])
 def test_bad_model_requests_are_named_in_the_error(name, pretrained, message):

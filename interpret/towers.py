@@ -1,0 +1,297 @@
+"""The one seam between the analyses and a model family's image tower.
+
+Every analysis (the decomposition, head removal, interaction tangents, mutual knowledge's keys) reads an image
+tower only through `VisionTower`: how it embeds its tokens (and how many prefix tokens, class token or registers,
+come before the patches), each block's attention pieces per head (queries, keys and values, each head's output
+map into the residual stream with its LayerScale, the output bias), its MLP, and its readout. None of them reads
+a family's modules. Adding a family is one subclass with `@register` (timm's `register_model`, TransformerLens's
+architecture adapters): `FAMILIES` is the list every invariant test runs over (tests/test_towers.py).
+
+The readout of every family here is *pool, then norm, then project*: `embedding = norm(sum_t pool[t] x_L[t]) @
+proj`, with fixed pooling weights `pool` over the tokens (the class token: one-hot at token 0; average pooling:
+1 / patches on every patch). With the norm's mean and standard deviation fixed at this input (as TextSpan fixes
+the attention pattern and `ln_post`'s statistics), the embedding is exactly a sum of one part per (layer, head,
+source token), per MLP, and a rest: a head's part from source token s is `(sum_t pool[t] a[t, s]) v[s]` through
+the head's output map, the readout's centring, scale and projection (`folded_heads`).
+
+Attention-pooled readouts (SigLIP's "map" head, CoCa's pooler) and timm towers (EVA, SigLIP, PE-Core) are not
+registered yet: loading one says so (`tower_of`).
+"""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from .errors import ModelLoadError
+
+FAMILIES: list[type["VisionTower"]] = []  # every registered family, in the order `tower_of` tries them
+
+
+def register(family: type["VisionTower"]) -> type["VisionTower"]:
+    """Class decorator: add a family to `FAMILIES`."""
+    FAMILIES.append(family)
+    return family
+
+
+def tower_of(visual: torch.nn.Module, name: str) -> "VisionTower":
+    """The registered family's view of `visual`; a message naming why each family refused it otherwise."""
+    reasons = []
+    for family in FAMILIES:
+        reason = family.refuses(visual)
+        if reason is None:
+            return family(visual)
+        reasons.append(f"{family.name}: {reason}")
+    raise ModelLoadError(f"{name}: no model family here can read its image tower ({type(visual).__name__}). "
+                         + " ".join(reasons))
+
+
+class VisionTower:
+    """An image tower as the analyses see it. Shapes: B images, T tokens (`prefix` tokens, then the patches in
+    rows), W = width, H heads of `head_dim`, D = embed_dim."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]  # a line for the README's support table
+
+    layers: int
+    heads: int
+    width: int
+    head_dim: int
+    embed_dim: int
+    grid: tuple[int, int]
+    patch_size: tuple[int, int]
+    image_size: tuple[int, int]
+    prefix: int  # tokens before the patches (class token, registers)
+
+    @classmethod
+    def refuses(cls, visual: torch.nn.Module) -> str | None:
+        """Why this family cannot read `visual` (None: it can)."""
+        raise NotImplementedError
+
+    @property
+    def tokens(self) -> int:
+        return self.prefix + self.grid[0] * self.grid[1]
+
+    # --- the forward pass, piece by piece -------------------------------------------------------------------
+    def embed(self, batch: torch.Tensor) -> torch.Tensor:
+        """`[B, 3, H, W]` -> the residual stream entering block 0, `[B, T, W]`."""
+        raise NotImplementedError
+
+    def qkv(self, layer: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Block `layer`'s queries, keys and values for the stream `x` `[B, T, W]`: each `[B, H, T, head_dim]`,
+        with everything the family applies before the dot products (norms, rotary embeddings). It must act on
+        each token separately (the interaction tangents rely on it)."""
+        raise NotImplementedError
+
+    def attention_scale(self, layer: int) -> float:
+        return self.head_dim ** -0.5
+
+    def out_maps(self, layer: int) -> torch.Tensor:
+        """`[H, head_dim, W]`: each head's output map into the residual stream, LayerScale included."""
+        raise NotImplementedError
+
+    def out_bias(self, layer: int) -> torch.Tensor:
+        """`[W]`: the attention output's bias, LayerScale included (zeros when there is none)."""
+        raise NotImplementedError
+
+    def mlp(self, layer: int, x: torch.Tensor) -> torch.Tensor:
+        """Block `layer`'s MLP branch on the stream after attention, `[B, T, W]`, LayerScale included."""
+        raise NotImplementedError
+
+    # --- the readout --------------------------------------------------------------------------------------
+    def pool_weights(self, device=None) -> torch.Tensor:
+        """`[T]`: the fixed weights the readout pools the tokens with (they sum to 1)."""
+        raise NotImplementedError
+
+    def readout_norm(self) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+        """(weight `[W]`, bias `[W]` or None, eps) of the norm after pooling (a LayerNorm)."""
+        raise NotImplementedError
+
+    def projection(self) -> torch.Tensor:
+        """`[W, D]`."""
+        raise NotImplementedError
+
+    # --- built from the pieces: every family shares these -------------------------------------------------
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """`[B, H, T, head_dim]`: each head's attention-weighted values."""
+        return F.scaled_dot_product_attention(q, k, v, scale=self.attention_scale(layer))
+
+    def attention_weights(self, layer: int, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """`[B, H, Tq, T]`: the softmax weights of queries `q` over keys `k`."""
+        return torch.softmax((q @ k.transpose(-1, -2)) * self.attention_scale(layer), dim=-1)
+
+    def heads_linear(self, layer: int, mixed: torch.Tensor) -> torch.Tensor:
+        """`[B, H, T, head_dim]` attention-weighted values -> their part of the attention branch `[B, T, W]`,
+        without the bias."""
+        return torch.einsum("bhtk,hkw->btw", mixed, self.out_maps(layer).to(mixed))
+
+    def heads_output(self, layer: int, mixed: torch.Tensor) -> torch.Tensor:
+        """`[B, H, T, head_dim]` attention-weighted values -> the attention branch's output `[B, T, W]`."""
+        return self.heads_linear(layer, mixed) + self.out_bias(layer).to(mixed)
+
+    def block(self, layer: int, x: torch.Tensor, removed: list[int] | None = None,
+              means: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One block on `x` `[B, T, W]`, with the heads in `removed` outputting zero (or their `means`
+        `[H, T, head_dim]`): (the block's output, every head's attention-weighted values before removal)."""
+        mixed = self.attend(layer, *self.qkv(layer, x))
+        kept = mixed
+        if removed:
+            kept = mixed.clone()
+            kept[:, removed] = 0 if means is None else means[removed].to(kept)
+        x = x + self.heads_output(layer, kept)
+        return x + self.mlp(layer, x), mixed
+
+    def forward(self, batch: torch.Tensor, blocks: int | None = None) -> torch.Tensor:
+        """The stream after the first `blocks` blocks (default: all), `[B, T, W]`."""
+        x = self.embed(batch)
+        for layer in range(self.layers if blocks is None else blocks):
+            x = self.block(layer, x)[0]
+        return x
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """`[B, T, W]` -> `[B, W]`: the tokens pooled as the readout pools them."""
+        return torch.einsum("btw,t->bw", x, self.pool_weights(x.device).to(x))
+
+    def readout(self, pooled: torch.Tensor) -> torch.Tensor:
+        """`[..., W]` pooled stream -> `[..., D]` embedding (not normalised)."""
+        weight, bias, eps = self.readout_norm()
+        return F.layer_norm(pooled, (self.width,), weight, bias, eps) @ self.projection()
+
+    def readout_inv_std(self, pooled: torch.Tensor) -> torch.Tensor:
+        """`[B]`: 1 / the norm's standard deviation at the pooled stream (the linearisation point)."""
+        return torch.rsqrt(pooled.var(dim=-1, unbiased=False) + self.readout_norm()[2])
+
+    @torch.no_grad()
+    def folded_readout(self) -> torch.Tensor:
+        """`[W, D]`: the norm after pooling linearised (centring and scale, without its 1 / std), then the
+        projection: `C diag(gamma) proj`."""
+        gamma = self.readout_norm()[0].detach().float()
+        scaled = gamma[:, None] * self.projection().detach().float()
+        return scaled - scaled.mean(dim=0, keepdim=True)
+
+    @torch.no_grad()
+    def folded_heads(self) -> torch.Tensor:
+        """`[L, H, head_dim, D]`: each head's output map, LayerScale, the readout's centring and scale and the
+        projection. A head's pooled weighted values times this, divided by the readout's std, are its part."""
+        readout = self.folded_readout()
+        return torch.stack([self.out_maps(layer).detach().float() @ readout for layer in range(self.layers)])
+
+    def readout_bias(self) -> torch.Tensor:
+        """`[D]`: the norm's bias through the projection (zeros when it has none)."""
+        _, bias, _ = self.readout_norm()
+        projection = self.projection()
+        return bias @ projection if bias is not None else projection.new_zeros(projection.shape[1])
+
+
+def _parameter(module: torch.nn.Module, name: str) -> torch.Tensor | None:
+    """A parameter or buffer of `module` by its name in the state dict ('attn.in_proj_weight'), or None."""
+    found = dict(module.named_parameters()).get(name)
+    return found if found is not None else dict(module.named_buffers()).get(name)
+
+
+@register
+class OpenClipViT(VisionTower):
+    """open_clip's own VisionTransformer: class-token pooling (OpenAI, LAION, DataComp, DFN, MetaCLIP; QuickGELU
+    variants) and average pooling with the norm after the pool (CLIPA)."""
+
+    name = "open_clip ViT"
+    description = "open_clip VisionTransformer: class token (OpenAI, LAION, DataComp, DFN, MetaCLIP), average pool (CLIPA)"
+    BLOCK_PARAMETERS = ("ln_1.weight", "attn.in_proj_weight", "attn.out_proj.weight", "ln_2.weight")
+
+    @classmethod
+    def refuses(cls, visual: torch.nn.Module) -> str | None:
+        from open_clip.transformer import VisionTransformer
+
+        if not isinstance(visual, VisionTransformer):
+            return f"not an open_clip VisionTransformer ({type(visual).__name__})"
+        if getattr(visual, "attn_pool", None) is not None:
+            return "its readout is an attention pooler (CoCa), which no family here reads yet"
+        pool = getattr(visual, "pool_type", "tok")
+        if pool not in ("tok", "avg") or (pool == "avg" and not getattr(visual, "final_ln_after_pool", False)):
+            return f"its readout pools with '{pool}' and normalises each token before pooling"
+        blocks = list(visual.transformer.resblocks)
+        for block in blocks:
+            names = {name for name, _ in block.named_parameters()}
+            missing = [name for name in cls.BLOCK_PARAMETERS if name not in names]
+            if missing:
+                return (f"its blocks lack the parameters {', '.join(missing)} (an open_clip version whose "
+                        "attention this family does not know yet)")
+            if getattr(block.attn, "num_heads", None) is None or not getattr(block.attn, "batch_first", True):
+                return "its attention is not batch-first multi-head attention"
+            if any(hasattr(block, extra) for extra in ("ln_attn", "q_norm", "k_norm")) or \
+                    not isinstance(getattr(block, "ln_1", None), torch.nn.LayerNorm):
+                return "its blocks add norms inside attention (qk-norm, scaled cosine attention)"
+        return None
+
+    def __init__(self, visual: torch.nn.Module):
+        self.visual = visual
+        self.blocks = list(visual.transformer.resblocks)
+        self.layers = len(self.blocks)
+        self.heads = int(self.blocks[0].attn.num_heads)
+        self.width = int(visual.transformer.width)
+        self.head_dim = self.width // self.heads
+        self.embed_dim = int(visual.proj.shape[1])
+        self.grid = tuple(visual.grid_size)
+        self.patch_size = tuple(visual.patch_size)
+        self.image_size = tuple(visual.image_size)
+        self.prefix = 1
+        self.pool_type = visual.pool_type
+
+    def embed(self, batch: torch.Tensor) -> torch.Tensor:
+        visual = self.visual
+        x = visual.conv1(batch).flatten(2).transpose(1, 2)  # [B, patches, W]
+        cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
+        return visual.ln_pre(x)
+
+    def qkv(self, layer, x):
+        block = self.blocks[layer]
+        batch, tokens, width = x.shape
+        weight, bias = _parameter(block, "attn.in_proj_weight"), _parameter(block, "attn.in_proj_bias")
+        qkv = F.linear(block.ln_1(x), weight, bias)
+        q, k, v = qkv.view(batch, tokens, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return q, k, v
+
+    def out_maps(self, layer):
+        block = self.blocks[layer]
+        weight = _parameter(block, "attn.out_proj.weight")  # [W, W]: out = o @ W^T
+        maps = weight.T.reshape(self.heads, self.head_dim, self.width)
+        return maps * self._layer_scale(block, "ls_1").to(maps)
+
+    def out_bias(self, layer):
+        block = self.blocks[layer]
+        bias = _parameter(block, "attn.out_proj.bias")
+        if bias is None:
+            return torch.zeros(self.width, device=block.ln_1.weight.device)
+        return bias * self._layer_scale(block, "ls_1").to(bias)
+
+    def heads_output(self, layer, mixed):  # one matrix product, as open_clip does it
+        block = self.blocks[layer]
+        batch, _, tokens, _ = mixed.shape
+        out = F.linear(mixed.transpose(1, 2).reshape(batch, tokens, self.width),
+                       _parameter(block, "attn.out_proj.weight"), _parameter(block, "attn.out_proj.bias"))
+        return block.ls_1(out)
+
+    def mlp(self, layer, x):
+        block = self.blocks[layer]
+        return block.ls_2(block.mlp(block.ln_2(x)))
+
+    def pool_weights(self, device=None):
+        weights = torch.zeros(self.tokens, device=device)
+        if self.pool_type == "tok":
+            weights[0] = 1
+        else:  # open_clip's 'avg' pools the patches, not the class token
+            weights[self.prefix:] = 1 / (self.tokens - self.prefix)
+        return weights
+
+    def readout_norm(self):
+        norm = self.visual.ln_post
+        return norm.weight, norm.bias, norm.eps
+
+    def projection(self):
+        return self.visual.proj
+
+    def _layer_scale(self, block: torch.nn.Module, name: str) -> torch.Tensor:
+        gamma = _parameter(block, f"{name}.gamma")
+        return gamma if gamma is not None else torch.ones(self.width, device=block.ln_1.weight.device)
