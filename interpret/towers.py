@@ -295,3 +295,21 @@ class OpenClipViT(VisionTower):
     def _layer_scale(self, block: torch.nn.Module, name: str) -> torch.Tensor:
         gamma = _parameter(block, f"{name}.gamma")
         return gamma if gamma is not None else torch.ones(self.width, device=block.ln_1.weight.device)
+
+
+# Towers no family reads yet, with what loading one says (for the README's support table).
+NOT_YET = (
+    ("timm ViT, class token: EVA-01, EVA-02 (RoPE, SwiGLU)", "refused with a message"),
+    ("timm ViT, attention pooling ('map'): SigLIP, SigLIP 2, PE-Core", "refused with a message"),
+    ("open_clip ViT with an attention pooler: CoCa", "refused with a message"),
+    ("ResNet, ConvNeXt (no attention heads)", "refused with a message"),
+)
+ANALYSES = "heads, head atlas and TextSpan labels, databases and their searches, topic and contrastive maps, " \
+    "interaction maps, mutual knowledge, scores and head removal, bundles and the in-app build"
+
+
+def support_table() -> str:
+    """The README's table of families (markdown): what each registered family reads, and what is not read yet."""
+    rows = [f"| {family.description} | {ANALYSES} |" for family in FAMILIES]
+    rows += [f"| {tower} | {what} |" for tower, what in NOT_YET]
+    return "\n".join(["| image tower | what works |", "|---|---|", *rows])
