@@ -156,9 +156,11 @@ def decompose_image(model: ClipModel, images, layers: Sequence[int] | int | None
     weighted_values = x.new_empty(x.shape[0], len(wanted), geometry.heads, *token_axis, geometry.head_dim)
     for index in range(geometry.layers):
         q, k, v = tower.qkv(index, x)
-        attention_out = tower.heads_output(index, tower.attend(index, q, k, v))
+        mixed = tower.attend(index, q, k, v)
+        attention_out = tower.heads_output(index, mixed)
         if index in wanted:
-            weighted_values[:, wanted.index(index)] = _pooled_values(tower, index, q, k, v, pool, spatial)
+            scale = tower.out_scale(index, mixed)  # a norm between the heads and the projection, per token
+            weighted_values[:, wanted.index(index)] = _pooled_values(tower, index, q, k, v, pool, scale, spatial)
             rest_residual += tower.out_bias(index).to(x)
         else:
             rest_residual += tower.pooled(attention_out)
@@ -194,12 +196,15 @@ def _select_layers(per_layer: torch.Tensor, layers: tuple[int, ...]) -> torch.Te
 
 
 def _pooled_values(tower, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pool: torch.Tensor,
-                   spatial: bool) -> torch.Tensor:
-    """The heads' attention-weighted values as the readout pools them: `(sum_t pool[t] a[t, s]) v[s]`,
+                   scale: torch.Tensor | None, spatial: bool) -> torch.Tensor:
+    """The heads' attention-weighted values as the readout pools them: `(sum_t pool[t] scale[t] a[t, s]) v[s]`
+    (`scale`: `[B, T]`, 1 / the std of a norm between the heads and the projection, or None),
     `[B, H, T, head_dim]` if spatial else summed over the source tokens s, `[B, H, head_dim]`. Only the rows of
     the attention that the readout pools are computed (the class token's row alone, for class-token towers)."""
     rows = pool.nonzero().flatten()
     weights = tower.attention_weights(layer, q[:, :, rows], k)  # [B, H, rows, T]
+    if scale is not None:
+        weights = weights * scale[:, None, rows, None]
     pooled = torch.einsum("bhrt,r->bht", weights, pool[rows])  # [B, H, T]
     if spatial:
         return pooled[..., None] * v

@@ -159,9 +159,9 @@ def _overlaps(edges: np.ndarray, low: float, high: float) -> np.ndarray:
 
 class _Block:
     """One block's pieces as the tangents use them: `qkv` (`[B, n, W]` -> 3 x `[B, H, n, head_dim]`, token by
-    token), `scale`, `heads_output` (`[B, H, n, head_dim]` -> `[B, n, W]`, bias included), `heads_linear` (the
-    same without the bias) and `mlp` (the MLP branch, `[B, n, W]`). Image blocks come from the model's tower
-    family (`towers`); text blocks from open_clip's text transformer (`_TextBlock`)."""
+    token), `scale`, `heads_output` (`[B, H, n, head_dim]` -> `[B, n, W]`) and `mlp` (the MLP branch,
+    `[B, n, W]`). Image blocks come from the model's tower family (`towers`); text blocks from open_clip's text
+    transformer (`_TextBlock`)."""
 
     def __init__(self, tower, layer: int):
         self.tower, self.layer = tower, layer
@@ -172,9 +172,6 @@ class _Block:
 
     def heads_output(self, mixed):
         return self.tower.heads_output(self.layer, mixed)
-
-    def heads_linear(self, mixed):
-        return self.tower.heads_linear(self.layer, mixed)
 
     def mlp(self, x):
         return self.tower.mlp(self.layer, x)
@@ -197,9 +194,6 @@ class _TextBlock:
 
     def heads_output(self, mixed):
         return self.block.ls_1(self.block.attn.out_proj(_heads_side_by_side(mixed)))
-
-    def heads_linear(self, mixed):
-        return self.block.ls_1(F.linear(_heads_side_by_side(mixed), self.block.attn.out_proj.weight))
 
     def mlp(self, x):
         return self.block.ls_2(self.block.mlp(self.block.ln_2(x)))
@@ -321,9 +315,14 @@ def _last_block_tangents(block: _Block, readout, pooled: int, points: torch.Tens
     query_weights = weights * (query_logits - (weights * query_logits).sum(-1, keepdim=True))
     d_mixed[:, :, pooled] += torch.einsum("nht,nhtd->nhd", query_weights, v)
 
-    d_pooled = block.heads_linear(d_mixed)  # [steps, n, width]
+    pooled_mixed = mixed[:, :, None]  # [steps, H, 1, hd]
+
+    def output_change(change: torch.Tensor) -> torch.Tensor:  # [steps, H, hd] -> [steps, width]
+        return torch.func.jvp(block.heads_output, (pooled_mixed,), (change[:, :, None],))[1][:, 0]
+
+    d_pooled = torch.func.vmap(output_change, in_dims=2, out_dims=1)(d_mixed)  # [steps, n, width]
     d_pooled[:, pooled] += delta[pooled]  # the residual connection
-    pooled_state = points[:, pooled] + block.heads_output(mixed[:, :, None])[:, 0]  # [steps, width]
+    pooled_state = points[:, pooled] + block.heads_output(pooled_mixed)[:, 0]  # [steps, width]
 
     def rest(y: torch.Tensor) -> torch.Tensor:  # the pooled token after attention -> embedding
         return readout(y + block.mlp(y[:, None])[:, 0])

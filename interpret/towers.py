@@ -88,8 +88,15 @@ class VisionTower:
         return self.head_dim ** -0.5
 
     def out_maps(self, layer: int) -> torch.Tensor:
-        """`[H, head_dim, W]`: each head's output map into the residual stream, LayerScale included."""
+        """`[H, head_dim, W]`: each head's output map into the residual stream, LayerScale included (and, where
+        a norm sits between the heads and the projection, its centring and scale: see `out_scale`)."""
         raise NotImplementedError
+
+    def out_scale(self, layer: int, mixed: torch.Tensor) -> torch.Tensor | None:
+        """`[B, T]`: where a norm sits between the heads and the output projection (EVA's sub-LN), 1 / its
+        standard deviation at each token (the linearisation point: the heads' parts at a token are their
+        values through `out_maps`, times this); None where there is no such norm."""
+        return None
 
     def out_bias(self, layer: int) -> torch.Tensor:
         """`[W]`: the attention output's bias, LayerScale included (zeros when there is none)."""
@@ -113,6 +120,10 @@ class VisionTower:
         raise NotImplementedError
 
     # --- built from the pieces: every family shares these -------------------------------------------------
+    def projection_bias(self) -> torch.Tensor | None:
+        """`[D]`: the projection's bias, or None."""
+        return None
+
     def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """`[B, H, T, head_dim]`: each head's attention-weighted values."""
         return F.scaled_dot_product_attention(q, k, v, scale=self.attention_scale(layer))
@@ -121,26 +132,24 @@ class VisionTower:
         """`[B, H, Tq, T]`: the softmax weights of queries `q` over keys `k`."""
         return torch.softmax((q @ k.transpose(-1, -2)) * self.attention_scale(layer), dim=-1)
 
-    def heads_linear(self, layer: int, mixed: torch.Tensor) -> torch.Tensor:
-        """`[B, H, T, head_dim]` attention-weighted values -> their part of the attention branch `[B, T, W]`,
-        without the bias."""
-        return torch.einsum("bhtk,hkw->btw", mixed, self.out_maps(layer).to(mixed))
+    def projection_input(self, layer: int, mixed: torch.Tensor) -> torch.Tensor:
+        """`[B, H, T, head_dim]`: what each head hands the output projection (`mixed` itself, or after the norm
+        between them): removing a head zeroes its slice here, as zeroing its columns of the projection does."""
+        return mixed
 
-    def heads_output(self, layer: int, mixed: torch.Tensor) -> torch.Tensor:
-        """`[B, H, T, head_dim]` attention-weighted values -> the attention branch's output `[B, T, W]`."""
-        return self.heads_linear(layer, mixed) + self.out_bias(layer).to(mixed)
+    def heads_output(self, layer: int, mixed: torch.Tensor, removed: list[int] | None = None,
+                     means: torch.Tensor | None = None) -> torch.Tensor:
+        """`[B, H, T, head_dim]` attention-weighted values -> the attention branch's output `[B, T, W]`; the
+        heads in `removed` hand the projection zero (or their `means` `[H, T, head_dim]` of `projection_input`)."""
+        raise NotImplementedError
 
     def block(self, layer: int, x: torch.Tensor, removed: list[int] | None = None,
               means: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One block on `x` `[B, T, W]`, with the heads in `removed` outputting zero (or their `means`
-        `[H, T, head_dim]`): (the block's output, every head's attention-weighted values before removal)."""
+        `[H, T, head_dim]`): (the block's output, what every head hands the projection, before removal)."""
         mixed = self.attend(layer, *self.qkv(layer, x))
-        kept = mixed
-        if removed:
-            kept = mixed.clone()
-            kept[:, removed] = 0 if means is None else means[removed].to(kept)
-        x = x + self.heads_output(layer, kept)
-        return x + self.mlp(layer, x), mixed
+        x = x + self.heads_output(layer, mixed, removed, means)
+        return x + self.mlp(layer, x), self.projection_input(layer, mixed)
 
     def forward(self, batch: torch.Tensor, blocks: int | None = None) -> torch.Tensor:
         """The stream after the first `blocks` blocks (default: all), `[B, T, W]`."""
@@ -156,7 +165,9 @@ class VisionTower:
     def readout(self, pooled: torch.Tensor) -> torch.Tensor:
         """`[..., W]` pooled stream -> `[..., D]` embedding (not normalised)."""
         weight, bias, eps = self.readout_norm()
-        return F.layer_norm(pooled, (self.width,), weight, bias, eps) @ self.projection()
+        embedding = F.layer_norm(pooled, (self.width,), weight, bias, eps) @ self.projection()
+        projection_bias = self.projection_bias()
+        return embedding if projection_bias is None else embedding + projection_bias
 
     def readout_inv_std(self, pooled: torch.Tensor) -> torch.Tensor:
         """`[B]`: 1 / the norm's standard deviation at the pooled stream (the linearisation point)."""
@@ -178,10 +189,27 @@ class VisionTower:
         return torch.stack([self.out_maps(layer).detach().float() @ readout for layer in range(self.layers)])
 
     def readout_bias(self) -> torch.Tensor:
-        """`[D]`: the norm's bias through the projection (zeros when it has none)."""
+        """`[D]`: the norm's bias through the projection, and the projection's bias."""
         _, bias, _ = self.readout_norm()
         projection = self.projection()
-        return bias @ projection if bias is not None else projection.new_zeros(projection.shape[1])
+        total = bias @ projection if bias is not None else projection.new_zeros(projection.shape[1])
+        projection_bias = self.projection_bias()
+        return total if projection_bias is None else total + projection_bias
+
+
+def _side_by_side(mixed: torch.Tensor) -> torch.Tensor:
+    """`[B, H, T, head_dim]` -> `[B, T, H * head_dim]`, the heads side by side as a projection reads them."""
+    batch, heads, tokens, head_dim = mixed.shape
+    return mixed.transpose(1, 2).reshape(batch, tokens, heads * head_dim)
+
+
+def _without_heads(handed: torch.Tensor, removed: list[int] | None, means: torch.Tensor | None) -> torch.Tensor:
+    """`handed` `[B, H, T, head_dim]` with the heads in `removed` set to zero (or to their `means`)."""
+    if not removed:
+        return handed
+    handed = handed.clone()
+    handed[:, removed] = 0 if means is None else means[removed].to(handed)
+    return handed
 
 
 def _parameter(module: torch.nn.Module, name: str) -> torch.Tensor | None:
@@ -266,11 +294,11 @@ class OpenClipViT(VisionTower):
             return torch.zeros(self.width, device=block.ln_1.weight.device)
         return bias * self._layer_scale(block, "ls_1").to(bias)
 
-    def heads_output(self, layer, mixed):  # one matrix product, as open_clip does it
+    def heads_output(self, layer, mixed, removed=None, means=None):  # one matrix product, as open_clip does it
         block = self.blocks[layer]
-        batch, _, tokens, _ = mixed.shape
-        out = F.linear(mixed.transpose(1, 2).reshape(batch, tokens, self.width),
-                       _parameter(block, "attn.out_proj.weight"), _parameter(block, "attn.out_proj.bias"))
+        mixed = _without_heads(mixed, removed, means)
+        out = F.linear(_side_by_side(mixed), _parameter(block, "attn.out_proj.weight"),
+                       _parameter(block, "attn.out_proj.bias"))
         return block.ls_1(out)
 
     def mlp(self, layer, x):
@@ -297,11 +325,158 @@ class OpenClipViT(VisionTower):
         return gamma if gamma is not None else torch.ones(self.width, device=block.ln_1.weight.device)
 
 
+@register
+class TimmEva(VisionTower):
+    """timm's Eva as open_clip wraps it (`TimmModel`): EVA-01 / EVA-02 class-token towers, with rotary position
+    embeddings on the patches, a LayerNorm between the heads and the output projection (sub-LN, linearised at
+    each token: `out_scale`), SwiGLU MLPs and LayerScale; the readout is the class token (or the patches'
+    average) through the final norm and the trunk's head."""
+
+    name = "timm Eva"
+    description = "timm Eva (EVA-01, EVA-02): class token, RoPE, sub-LN, SwiGLU"
+
+    @classmethod
+    def refuses(cls, visual: torch.nn.Module) -> str | None:
+        trunk = getattr(visual, "trunk", None)
+        if trunk is None or type(trunk).__name__ != "Eva":
+            return "not a timm Eva trunk"
+        if getattr(trunk, "attn_pool", None) is not None:
+            return "its readout is an attention pooler (PE-Core), which no family here reads yet"
+        if getattr(trunk, "dynamic_img_size", False) or getattr(trunk, "rope_mixed", False):
+            return "dynamic image sizes and per-layer rotary embeddings are not read yet"
+        if any(parameter.numel() for parameter in visual.head.parameters()):
+            return "open_clip adds a projection of its own after the trunk's head"
+        pool, norm, fc_norm = trunk.global_pool, trunk.norm, trunk.fc_norm
+        identity = torch.nn.Identity
+        if not ((pool == "token" and isinstance(fc_norm, identity) and isinstance(norm, torch.nn.LayerNorm))
+                or (pool == "avg" and isinstance(norm, identity) and isinstance(fc_norm, torch.nn.LayerNorm))):
+            return f"its readout ('{pool}', {type(norm).__name__}, {type(fc_norm).__name__}) is not pool-then-norm"
+        for block in trunk.blocks:
+            if type(block).__name__ != "EvaBlock" or getattr(block.attn, "gate", None) is not None:
+                return f"its blocks are {type(block).__name__} (post-norm or gated), not read yet"
+        if not isinstance(trunk.head, torch.nn.Linear):
+            return "its head is not a linear projection"
+        return None
+
+    def __init__(self, visual: torch.nn.Module):
+        from timm.layers import apply_rot_embed_cat
+
+        self.visual = visual
+        self.trunk = trunk = visual.trunk
+        self.blocks = list(trunk.blocks)
+        self.layers = len(self.blocks)
+        self.heads = int(self.blocks[0].attn.num_heads)
+        self.width = int(trunk.embed_dim)
+        self.head_dim = self.width // self.heads
+        self.embed_dim = int(trunk.head.out_features)
+        self.grid = tuple(trunk.patch_embed.grid_size)
+        self.patch_size = tuple(trunk.patch_embed.patch_size)
+        self.image_size = tuple(trunk.patch_embed.img_size)
+        self.prefix = int(trunk.num_prefix_tokens)
+        self._rotate = apply_rot_embed_cat
+
+    def embed(self, batch):
+        trunk = self.trunk
+        x, _ = trunk._pos_embed(trunk.patch_embed(batch))  # rotary embeddings are applied in `qkv`
+        return trunk.norm_pre(x)
+
+    def _rope_embedding(self, device):
+        rope = self.trunk.rope
+        return None if rope is None else rope.get_embed().to(device)
+
+    def qkv(self, layer, x):
+        attention = self.blocks[layer].attn
+        batch, tokens, _ = x.shape
+        z = self.blocks[layer].norm1(x)
+        if attention.qkv is not None:
+            bias = None if attention.q_bias is None else torch.cat((attention.q_bias, attention.k_bias,
+                                                                     attention.v_bias))
+            q, k, v = F.linear(z, attention.qkv.weight, bias).reshape(batch, tokens, 3, self.heads,
+                                                                      -1).permute(2, 0, 3, 1, 4)
+        else:
+            q, k, v = (projection(z).reshape(batch, tokens, self.heads, -1).transpose(1, 2)
+                       for projection in (attention.q_proj, attention.k_proj, attention.v_proj))
+        q, k = attention.q_norm(q), attention.k_norm(k)
+        rope = self._rope_embedding(x.device)
+        if rope is not None:
+            half, prefix = getattr(attention, "rotate_half", False), self.prefix
+            q = torch.cat([q[:, :, :prefix], self._rotate(q[:, :, prefix:], rope, half=half)], dim=2).type_as(v)
+            k = torch.cat([k[:, :, :prefix], self._rotate(k[:, :, prefix:], rope, half=half)], dim=2).type_as(v)
+        return q, k, v
+
+    def attention_scale(self, layer):
+        return float(self.blocks[layer].attn.scale)
+
+    def _sub_norm(self, layer):
+        norm = self.blocks[layer].attn.norm
+        return norm if isinstance(norm, torch.nn.LayerNorm) else None
+
+    def projection_input(self, layer, mixed):
+        norm = self._sub_norm(layer)
+        if norm is None:
+            return mixed
+        batch, heads, tokens, head_dim = mixed.shape
+        return norm(_side_by_side(mixed)).reshape(batch, tokens, heads, head_dim).transpose(1, 2)
+
+    def heads_output(self, layer, mixed, removed=None, means=None):
+        block = self.blocks[layer]
+        handed = _without_heads(self.projection_input(layer, mixed), removed, means)
+        out = block.attn.proj(_side_by_side(handed))
+        return out if block.gamma_1 is None else block.gamma_1 * out
+
+    def out_scale(self, layer, mixed):
+        norm = self._sub_norm(layer)
+        if norm is None:
+            return None
+        return torch.rsqrt(_side_by_side(mixed).var(dim=-1, unbiased=False) + norm.eps)
+
+    def out_maps(self, layer):
+        block = self.blocks[layer]
+        weight = block.attn.proj.weight  # [W, W]: out = input @ W^T
+        norm = self._sub_norm(layer)
+        if norm is not None:  # the norm's centring and scale come first: input = gamma * C(mixed) / std
+            scaled = norm.weight[:, None] * weight.T  # diag(gamma) W^T
+            weight = (scaled - scaled.mean(dim=0, keepdim=True)).T  # (C diag(gamma) W^T)^T
+        maps = weight.T.reshape(self.heads, self.head_dim, self.width)
+        return maps if block.gamma_1 is None else maps * block.gamma_1
+
+    def out_bias(self, layer):
+        block = self.blocks[layer]
+        bias = block.attn.proj.bias
+        bias = torch.zeros(self.width, device=block.norm1.weight.device) if bias is None else bias
+        norm = self._sub_norm(layer)
+        if norm is not None and norm.bias is not None:
+            bias = bias + norm.bias @ block.attn.proj.weight.T
+        return bias if block.gamma_1 is None else bias * block.gamma_1
+
+    def mlp(self, layer, x):
+        block = self.blocks[layer]
+        out = block.mlp(block.norm2(x))
+        return out if block.gamma_2 is None else block.gamma_2 * out
+
+    def pool_weights(self, device=None):
+        weights = torch.zeros(self.tokens, device=device)
+        if self.trunk.global_pool == "token":
+            weights[0] = 1
+        else:
+            weights[self.prefix:] = 1 / (self.tokens - self.prefix)
+        return weights
+
+    def readout_norm(self):
+        norm = self.trunk.norm if self.trunk.global_pool == "token" else self.trunk.fc_norm
+        return norm.weight, norm.bias, norm.eps
+
+    def projection(self):
+        return self.trunk.head.weight.T
+
+    def projection_bias(self):
+        return self.trunk.head.bias
+
+
 # Towers no family reads yet, with what loading one says (for the README's support table).
 NOT_YET = (
-    ("timm ViT, class token: EVA-01, EVA-02 (RoPE, SwiGLU)", "refused with a message"),
     ("timm ViT, attention pooling ('map'): SigLIP, SigLIP 2, PE-Core", "refused with a message"),
-    ("open_clip ViT with an attention pooler: CoCa", "refused with a message"),
+    ("open_clip ViT with an attention pooler: CoCa; timm Eva with one: PE-Core", "refused with a message"),
     ("ResNet, ConvNeXt (no attention heads)", "refused with a message"),
 )
 ANALYSES = "heads, head atlas and TextSpan labels, databases and their searches, topic and contrastive maps, " \

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 
+import open_clip
 import pytest
 import torch
 
@@ -34,12 +35,43 @@ CONFIGS = {
             "pool_type": "avg", "final_ln_after_pool": True}},
     },
 }
+
+TIMM_EVA = {"embed_dim": 24, "text_cfg": TEXT,  # the open_clip tower is replaced by a timm one
+            "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 48, "head_width": 16, "layers": 1}}
+# timm Eva trunks of a few blocks, at EVA-02-B-16's settings otherwise (RoPE, sub-LN, SwiGLU), in open_clip's
+# TimmModel as `create_model("EVA02-B-16")` makes it
+CONFIGS["timm Eva"] = {
+    "EVA-02, class token, 32 px": ("eva02_base_patch16_clip_224", {"global_pool": "token"}),
+    "EVA-02, average pool, LayerScale": ("eva02_base_patch16_clip_224", {"global_pool": "avg", "init_values": 0.5}),
+}
 CASES = [(family, name) for family, configs in CONFIGS.items() for name in configs]
+
+
+def eva_clip(timm_name: str, settings: dict) -> torch.nn.Module:
+    import timm
+    from open_clip.timm_model import TimmModel
+
+    clip = open_clip.CLIP(**TIMM_EVA)
+    visual = TimmModel.__new__(TimmModel)
+    torch.nn.Module.__init__(visual)
+    visual.trunk = timm.create_model(timm_name, pretrained=False, img_size=32, patch_size=8, embed_dim=48, depth=3,
+                                     num_heads=3, num_classes=TIMM_EVA["embed_dim"], **settings)
+    visual.head = torch.nn.Sequential()
+    visual.image_size = (32, 32)
+    clip.visual = visual
+    return clip
 
 
 def model_of(family: str, name: str, seed: int = 0):
     torch.manual_seed(seed)
-    model = randomise_small_parameters(model_from_config(CONFIGS[family][name], name=f"{family}: {name}"), seed)
+    config = CONFIGS[family][name]
+    if isinstance(config, tuple):
+        clip = eva_clip(*config)
+        tokenizer = open_clip.get_tokenizer("", context_length=TEXT["context_length"])
+        model = ClipModel(clip, open_clip.image_transform(32, is_train=False), tokenizer, f"{family}: {name}", None)
+    else:
+        model = model_from_config(config, name=f"{family}: {name}")
+    model = randomise_small_parameters(model, seed)
     assert type(model.tower).name == family
     return model
 
@@ -73,18 +105,36 @@ def copy_of(model) -> ClipModel:
 
 
 def permuted_heads(model, layer: int, order: list[int]):
-    """A copy of `model` whose block `layer` has its heads in `order` (new head i is old head order[i])."""
+    """A copy of `model` whose block `layer` has its heads in `order` (new head i is old head order[i]): the
+    rows of the query, key and value maps and the columns of the output projection (and of a norm between the
+    heads and the projection) move together."""
     copied = copy_of(model)
     g = copied.geometry
     rows = torch.cat([torch.arange(h * g.head_dim, (h + 1) * g.head_dim) for h in order])
-    attention = copied.visual.transformer.resblocks[layer].attn
     with torch.no_grad():
+        if hasattr(copied.visual, "trunk"):  # timm Eva
+            attention = copied.visual.trunk.blocks[layer].attn
+            for projection in (attention.q_proj, attention.k_proj, attention.v_proj):
+                projection.weight.copy_(projection.weight[rows])
+                if projection.bias is not None:
+                    projection.bias.copy_(projection.bias[rows])
+            attention.proj.weight.copy_(attention.proj.weight[:, rows])
+            attention.norm.weight.copy_(attention.norm.weight[rows])
+            attention.norm.bias.copy_(attention.norm.bias[rows])
+            return copied
+        attention = copied.visual.transformer.resblocks[layer].attn
         for part in range(3):  # queries, keys, values
             span = slice(part * g.width, (part + 1) * g.width)
             attention.in_proj_weight[span] = attention.in_proj_weight[span][rows]
             attention.in_proj_bias[span] = attention.in_proj_bias[span][rows]
         attention.out_proj.weight.copy_(attention.out_proj.weight[:, rows])
     return copied
+
+
+def output_projection(model, layer: int) -> torch.nn.Linear:
+    if hasattr(model.visual, "trunk"):
+        return model.visual.trunk.blocks[layer].attn.proj
+    return model.visual.transformer.resblocks[layer].attn.out_proj
 
 
 @pytest.mark.parametrize("family, name", CASES)
@@ -111,8 +161,7 @@ def test_removing_a_head_equals_zeroing_its_columns_of_the_output_projection(fam
     surgery = copy_of(model)
     with torch.no_grad():
         for layer, head in removed:
-            out = surgery.visual.transformer.resblocks[layer].attn.out_proj
-            out.weight[:, head * g.head_dim:(head + 1) * g.head_dim] = 0
+            output_projection(surgery, layer).weight[:, head * g.head_dim:(head + 1) * g.head_dim] = 0
         expected = surgery.model.encode_image(batch)
     assert torch.allclose(ablated_embeddings(model, batch, removed), expected,
                           atol=1e-5 * float(expected.norm(dim=-1).min()))
@@ -136,8 +185,6 @@ def test_mutual_knowledge_keys_are_the_patches(family, name):
 
 
 def test_a_tower_no_family_reads_is_refused_with_each_family_s_reason():
-    import open_clip
-
     from interpret.errors import ModelLoadError
 
     coca = open_clip.create_model("coca_ViT-B-32", pretrained=None)
