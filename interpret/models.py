@@ -66,14 +66,18 @@ PRETRAINED_CATALOGUE = (
     ModelSpec("ViT-L-14", "laion2b_s32b_b82k"),
     ModelSpec("ViT-L-14", "openai"),
 )
+# Newer towers the seam reads (`towers`): DFN's class-token ViT and EVA-02 (timm Eva: RoPE, sub-LN, SwiGLU).
+NEWER_CATALOGUE = (ModelSpec("ViT-B-16", "dfn2b"), ModelSpec("EVA02-B-16", "merged2b_s8b_b131k"))
 # The same architectures with random weights: always loadable, for inspecting shapes offline.
-RANDOM_CATALOGUE = (ModelSpec("ViT-B-32", None), ModelSpec("ViT-B-16", None), ModelSpec("ViT-L-14", None))
+RANDOM_CATALOGUE = (ModelSpec("ViT-B-32", None), ModelSpec("ViT-B-16", None), ModelSpec("ViT-L-14", None),
+                    ModelSpec("EVA02-B-16", None))
 
 
 def catalogue() -> list[ModelSpec]:
-    """Every model the app offers: the bundled toy model (when present), the pretrained six, random-init ones."""
+    """Every model the app offers: the bundled toy model (when present), the pretrained six, the newer towers,
+    random-init ones."""
     toy = [ModelSpec(TOY_NAME, None)] if (TOY_DIR / "open_clip_config.json").is_file() else []
-    return toy + list(PRETRAINED_CATALOGUE) + list(RANDOM_CATALOGUE)
+    return toy + list(PRETRAINED_CATALOGUE) + list(NEWER_CATALOGUE) + list(RANDOM_CATALOGUE)
 
 
 def spec_from_label(label: str) -> ModelSpec:
@@ -371,8 +375,13 @@ def _check_config(name: str) -> None:
     if isinstance(vision.get("layers"), (list, tuple)):
         raise ModelLoadError(f"'{name}' has a ResNet image tower; only vision transformers can be decomposed.")
     if "timm_model_name" in vision:
-        raise ModelLoadError(f"'{name}' has a timm image tower ({vision['timm_model_name']}); no model family here "
-                             "reads timm towers yet (see interpret/towers.py for the families).")
+        timm_name = vision["timm_model_name"]
+        if not timm_name.startswith("eva") or vision.get("timm_pool", "avg") not in ("token", "avg") \
+                or vision.get("timm_proj") not in (None, "none"):
+            raise ModelLoadError(f"'{name}' has a timm image tower ({timm_name}, pooled with "
+                                 f"'{vision.get('timm_pool')}'); of timm towers, the families here read EVA's with "
+                                 "class-token or average pooling (see interpret/towers.py).")
+        return
     pool = vision.get("pool_type", "tok")
     if vision.get("attentional_pool") or pool not in ("tok", "avg") or \
             (pool == "avg" and not vision.get("final_ln_after_pool")):
