@@ -147,6 +147,8 @@ def decompose_image(model: ClipModel, images, layers: Sequence[int] | int | None
     tower = model.tower
     geometry = model.geometry
     wanted = normalise_layers(layers, geometry.layers, model.label)
+    if not tower.fixed_pool:
+        return _decompose_linearised_readout(model, batch, wanted, spatial)
 
     x = tower.embed(batch)  # [B, T, width]
     pool = tower.pool_weights(x.device).to(x)  # [T]
@@ -182,6 +184,54 @@ def decompose_image(model: ClipModel, images, layers: Sequence[int] | int | None
         mlps=mlps,
         rest=rest,
         embedding=embedding,
+        layers=wanted,
+        grid=geometry.grid,
+        spatial=spatial,
+    )
+
+
+def _decompose_linearised_readout(model: ClipModel, batch: torch.Tensor, wanted: tuple[int, ...],
+                                  spatial: bool) -> ImageDecomposition:
+    """`decompose_image` for a readout known only at the end of the forward pass (an attention pooler: its
+    attention and the final norm's statistics at this input, `VisionTower.readout_linearised`): the stream's
+    parts are kept at every token, and the attention of the wanted layers whole, then read out together. A
+    head's values come once per readout channel (pooling head): `value_width` = head_dim x channels."""
+    tower, geometry = model.tower, model.geometry
+    x = tower.embed(batch)
+    rest_stream, mlp_streams, attention = x.clone(), [], {}
+    for index in range(geometry.layers):
+        q, k, v = tower.qkv(index, x)
+        mixed = tower.attend(index, q, k, v)
+        attention_out = tower.heads_output(index, mixed)
+        if index in wanted:
+            weights = tower.attention_weights(index, q, k)  # [B, H, T, T]
+            scale = tower.out_scale(index, mixed)
+            attention[index] = (weights if scale is None else weights * scale[:, None, :, None], v)
+            rest_stream += tower.out_bias(index).to(x)
+        else:
+            rest_stream += attention_out
+        x = x + attention_out
+        mlp_out = tower.mlp(index, x)
+        mlp_streams.append(mlp_out)
+        x = x + mlp_out
+    coefficients, maps, readout_rest = tower.readout_linearised(x)  # [B, P, T], [P, W, D], [B, D]
+
+    def read(stream: torch.Tensor) -> torch.Tensor:  # [B, T, W] -> [B, D]
+        return torch.einsum("bpw,pwd->bd", torch.einsum("bpt,btw->bpw", coefficients, stream), maps)
+
+    values = []
+    for index in wanted:
+        weights, v = attention.pop(index)
+        pooled = torch.einsum("bpt,bhts->bhsp", coefficients, weights)  # [B, H, T, P]
+        per_channel = (pooled[..., None] * v[:, :, :, None, :]).flatten(3)  # [B, H, T, P * head_dim]
+        values.append(per_channel if spatial else per_channel.sum(dim=2))
+    return ImageDecomposition(
+        weighted_values=torch.stack(values, dim=1),
+        folded_heads=_select_layers(model.folded_head_weights(), wanted),
+        inv_std=x.new_ones(x.shape[0]),  # the norm's statistics are in the coefficients
+        mlps=torch.stack([read(stream) for stream in mlp_streams], dim=1),
+        rest=read(rest_stream) + readout_rest,
+        embedding=tower.embedding(x),
         layers=wanted,
         grid=geometry.grid,
         spatial=spatial,

@@ -210,16 +210,15 @@ class _Tower:
     """One tower seen from the hidden states entering block `layer`.
 
     layer: the block index (from 0); inputs: `[2, n, width]` the hidden states of the input and of its reference;
-    blocks: the blocks from `layer` on (`_Block`s); mask: the attention mask `[n, n]` (or None); pool: `[n]` the
-    weights the readout pools the tokens with; pooled: the one token the readout reads, when it reads one
-    (the class token, the end token; None for an average); readout: the final norm and projection of the
-    pooled state, `[..., width] -> [..., D]`."""
+    blocks: the blocks from `layer` on (`_Block`s); mask: the attention mask `[n, n]` (or None); pooled: the one
+    token the readout reads, when it reads one (the class token, the end token); readout: its final norm and
+    projection, `[..., width] -> [..., D]`; or, with pooled None (an average, an attention pooler), the whole
+    final stream's readout, `[B, n, width] -> [B, D]`."""
 
     layer: int
     inputs: torch.Tensor
     blocks: list
     mask: torch.Tensor | None
-    pool: torch.Tensor
     pooled: int | None
     readout: Callable[[torch.Tensor], torch.Tensor]
 
@@ -228,7 +227,7 @@ class _Tower:
         if self.pooled is None:
             for block in self.blocks:
                 hidden = block_forward(block, hidden, self.mask)
-            return self.readout(torch.einsum("bnw,n->bw", hidden, self.pool.to(hidden)))
+            return self.readout(hidden)
         for block in self.blocks[:-1]:
             hidden = block_forward(block, hidden, self.mask)
         return self.readout(block_forward(self.blocks[-1], hidden, self.mask, query=self.pooled)[:, 0])
@@ -339,15 +338,9 @@ def _image_tower(model: ClipModel, batch: torch.Tensor, layer: int) -> _Tower:
     index = layer_index(layer, tower.layers, f"The image tower of {model.label}")
     with torch.no_grad():
         hidden = tower.forward(torch.cat([batch, torch.zeros_like(batch)]), blocks=index)
-    pool = tower.pool_weights(hidden.device)
-    return _Tower(index, hidden, [_Block(tower, layer) for layer in range(index, tower.layers)], None, pool,
-                  _single_token(pool), tower.readout)
-
-
-def _single_token(pool: torch.Tensor) -> int | None:
-    """The token a readout reads when its pooling weights pick one token; else None."""
-    chosen = pool.nonzero().flatten()
-    return int(chosen[0]) if len(chosen) == 1 else None
+    blocks = [_Block(tower, layer) for layer in range(index, tower.layers)]
+    token = tower.read_token
+    return _Tower(index, hidden, blocks, None, token, tower.readout if token is not None else tower.embedding)
 
 
 def _text_parts(model: ClipModel):
@@ -379,9 +372,7 @@ def _text_tower(model: ClipModel, ids: torch.Tensor, layer: int) -> _Tower:
     def readout(pooled: torch.Tensor) -> torch.Tensor:
         return project(tower.ln_final(pooled), tower.text_projection)
 
-    pool = torch.zeros(length, device=hidden.device)
-    pool[end] = 1
-    return _Tower(index, hidden, [_TextBlock(block) for block in blocks[index:]], mask, pool, end, readout)
+    return _Tower(index, hidden, [_TextBlock(block) for block in blocks[index:]], mask, end, readout)
 
 
 # --- what an interaction map costs, known before any work ---------------------------------------------------------
@@ -398,7 +389,7 @@ def interaction_work(model: ClipModel, caption: str, image_layer: int = -1, text
     tower, text_blocks = _text_parts(model)
     text_start = layer_index(text_layer, len(text_blocks), f"The text tower of {model.label}")
     text_tokens = len(model.token_strings(caption))
-    one_token = _single_token(model.tower.pool_weights()) is not None
+    one_token = model.tower.read_token is not None
     return (_tower_work(geometry.tokens, geometry.width, geometry.layers - image_start, steps,
                         fast if one_token else False)
             + _tower_work(text_tokens, tower.transformer.width, len(text_blocks) - text_start, steps, fast))

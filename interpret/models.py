@@ -375,12 +375,13 @@ def _check_config(name: str) -> None:
     if isinstance(vision.get("layers"), (list, tuple)):
         raise ModelLoadError(f"'{name}' has a ResNet image tower; only vision transformers can be decomposed.")
     if "timm_model_name" in vision:
-        timm_name = vision["timm_model_name"]
-        if not timm_name.startswith("eva") or vision.get("timm_pool", "avg") not in ("token", "avg") \
-                or vision.get("timm_proj") not in (None, "none"):
-            raise ModelLoadError(f"'{name}' has a timm image tower ({timm_name}, pooled with "
-                                 f"'{vision.get('timm_pool')}'); of timm towers, the families here read EVA's with "
-                                 "class-token or average pooling (see interpret/towers.py).")
+        timm_name, pool = vision["timm_model_name"], vision.get("timm_pool", "avg")
+        readable = (timm_name.startswith("eva") and pool in ("token", "avg")) or \
+            (timm_name.startswith("vit_") and pool in ("token", "map") and "pe_core" not in timm_name)
+        if not readable or vision.get("timm_proj") not in (None, "none"):
+            raise ModelLoadError(f"'{name}' has a timm image tower ({timm_name}, pooled with '{pool}'); of timm "
+                                 "towers, the families here read EVA's (class token, average) and ViT's (class "
+                                 "token, attention pooling as SigLIP's) (see interpret/towers.py).")
         return
     pool = vision.get("pool_type", "tok")
     if vision.get("attentional_pool") or pool not in ("tok", "avg") or \
@@ -432,7 +433,23 @@ def _load_cached(name: str, pretrained: str | None, device: str) -> ClipModel:
                 "first use and are cached afterwards; random-init architectures and the bundled toy model work "
                 "offline.") from None
         raise ModelLoadError(f"Could not load {name} from '{pretrained}': {error}") from None
-    return ClipModel(model, preprocess, open_clip.get_tokenizer(name), name, pretrained, device)
+    return ClipModel(model, preprocess, _tokenizer_of(name), name, pretrained, device)
+
+
+def _tokenizer_of(name: str):
+    """open_clip's tokenizer for `name`, or a message: some (SigLIP's, CLIPA's) are Hugging Face tokenizers that
+    need the `transformers` package and the hub on first use."""
+    try:
+        with _offline_unless_hub_reachable(), _quiet_open_clip_logging():
+            return open_clip.get_tokenizer(name)
+    except ImportError as error:
+        raise ModelLoadError(f"{name}'s tokenizer needs the '{error.name}' package (pip install transformers "
+                             "sentencepiece); its image tower is read without it.") from None
+    except Exception as error:  # noqa: BLE001 (hub and file errors of many kinds)
+        reason = "the Hugging Face hub cannot be reached from this machine (offline?)" if not hub_reachable() \
+            else f"{type(error).__name__}: {str(error)[:200]}"
+        raise ModelLoadError(f"Could not load {name}'s tokenizer: {reason}. It comes from the hub on first use "
+                             "and is cached afterwards.") from None
 
 
 @functools.lru_cache(maxsize=1)

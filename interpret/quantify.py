@@ -129,7 +129,7 @@ def ablated_embeddings(model: ClipModel, images, heads: Sequence[Head], means: t
     x = tower.embed(model.preprocess_images(images))
     for layer in range(tower.layers):
         x, _ = tower.block(layer, x, chosen.get(layer, []), None if means is None else means[layer])
-    return tower.readout(tower.pooled(x))
+    return tower.embedding(x)
 
 
 @torch.no_grad()

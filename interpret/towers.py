@@ -53,6 +53,11 @@ class VisionTower:
 
     name: ClassVar[str]
     description: ClassVar[str]  # a line for the README's support table
+    caveat: ClassVar[str] = ""  # what does not work yet on this family's models, for the same table
+    # True: the readout pools the tokens with fixed weights, then norms and projects (`pool_weights`,
+    # `readout_norm`, `projection`); False: it is linearised at each input (`readout_linearised`), as an attention
+    # pooler's is
+    fixed_pool: ClassVar[bool] = True
 
     layers: int
     heads: int
@@ -72,6 +77,24 @@ class VisionTower:
     @property
     def tokens(self) -> int:
         return self.prefix + self.grid[0] * self.grid[1]
+
+    @property
+    def readout_channels(self) -> int:
+        """How many ways the readout reads the stream (1; an attention pooler: one per pooling head)."""
+        return 1
+
+    @property
+    def value_width(self) -> int:
+        """The width of a head's pooled values in the decomposition: head_dim per readout channel."""
+        return self.head_dim * self.readout_channels
+
+    @property
+    def read_token(self) -> int | None:
+        """The one token the readout reads (the class token), or None when it reads several."""
+        if not self.fixed_pool:
+            return None
+        chosen = self.pool_weights().nonzero().flatten()
+        return int(chosen[0]) if len(chosen) == 1 else None
 
     # --- the forward pass, piece by piece -------------------------------------------------------------------
     def embed(self, batch: torch.Tensor) -> torch.Tensor:
@@ -161,6 +184,19 @@ class VisionTower:
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
         """`[B, T, W]` -> `[B, W]`: the tokens pooled as the readout pools them."""
         return torch.einsum("btw,t->bw", x, self.pool_weights(x.device).to(x))
+
+    def embedding(self, x: torch.Tensor) -> torch.Tensor:
+        """`[B, T, W]` final stream -> `[B, D]` embedding (not normalised)."""
+        return self.readout(self.pooled(x))
+
+    def readout_linearised(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The readout at the final stream `x` `[B, T, W]` as a linear map plus the rest: (coefficients
+        `[B, P, T]`, maps `[P, W, D]`, rest `[B, D]`) with `embedding = sum_p sum_t c[b, p, t] x[b, t] @
+        maps[p] + rest[b]` exactly (P = `readout_channels`). Pool-then-norm: c = pool / std, one map."""
+        pooled = self.pooled(x)
+        coefficients = self.pool_weights(x.device).to(x)[None, None] * self.readout_inv_std(pooled)[:, None, None]
+        rest = self.readout_bias().to(x).expand(x.shape[0], -1)
+        return coefficients, self.folded_readout().to(x)[None], rest
 
     def readout(self, pooled: torch.Tensor) -> torch.Tensor:
         """`[..., W]` pooled stream -> `[..., D]` embedding (not normalised)."""
@@ -412,11 +448,7 @@ class TimmEva(VisionTower):
         return norm if isinstance(norm, torch.nn.LayerNorm) else None
 
     def projection_input(self, layer, mixed):
-        norm = self._sub_norm(layer)
-        if norm is None:
-            return mixed
-        batch, heads, tokens, head_dim = mixed.shape
-        return norm(_side_by_side(mixed)).reshape(batch, tokens, heads, head_dim).transpose(1, 2)
+        return _normed_heads(self._sub_norm(layer), mixed)
 
     def heads_output(self, layer, mixed, removed=None, means=None):
         block = self.blocks[layer]
@@ -425,29 +457,15 @@ class TimmEva(VisionTower):
         return out if block.gamma_1 is None else block.gamma_1 * out
 
     def out_scale(self, layer, mixed):
-        norm = self._sub_norm(layer)
-        if norm is None:
-            return None
-        return torch.rsqrt(_side_by_side(mixed).var(dim=-1, unbiased=False) + norm.eps)
+        return _norm_inv_std(self._sub_norm(layer), mixed)
 
     def out_maps(self, layer):
         block = self.blocks[layer]
-        weight = block.attn.proj.weight  # [W, W]: out = input @ W^T
-        norm = self._sub_norm(layer)
-        if norm is not None:  # the norm's centring and scale come first: input = gamma * C(mixed) / std
-            scaled = norm.weight[:, None] * weight.T  # diag(gamma) W^T
-            weight = (scaled - scaled.mean(dim=0, keepdim=True)).T  # (C diag(gamma) W^T)^T
-        maps = weight.T.reshape(self.heads, self.head_dim, self.width)
-        return maps if block.gamma_1 is None else maps * block.gamma_1
+        return _scaled(_projection_maps(block.attn.proj, self._sub_norm(layer), self.heads), block.gamma_1)
 
     def out_bias(self, layer):
         block = self.blocks[layer]
-        bias = block.attn.proj.bias
-        bias = torch.zeros(self.width, device=block.norm1.weight.device) if bias is None else bias
-        norm = self._sub_norm(layer)
-        if norm is not None and norm.bias is not None:
-            bias = bias + norm.bias @ block.attn.proj.weight.T
-        return bias if block.gamma_1 is None else bias * block.gamma_1
+        return _scaled(_projection_bias(block.attn.proj, self._sub_norm(layer)), block.gamma_1)
 
     def mlp(self, layer, x):
         block = self.blocks[layer]
@@ -473,10 +491,222 @@ class TimmEva(VisionTower):
         return self.trunk.head.bias
 
 
+def _scaled(tensor: torch.Tensor, gamma: torch.Tensor | None) -> torch.Tensor:
+    """`tensor` times LayerScale's `gamma` along its last axis (itself when there is none)."""
+    return tensor if gamma is None else tensor * gamma
+
+
+def _normed_heads(norm: torch.nn.LayerNorm | None, mixed: torch.Tensor) -> torch.Tensor:
+    """`mixed` `[B, H, T, head_dim]` through a norm over the heads side by side (itself without one)."""
+    if norm is None:
+        return mixed
+    batch, heads, tokens, head_dim = mixed.shape
+    return norm(_side_by_side(mixed)).reshape(batch, tokens, heads, head_dim).transpose(1, 2)
+
+
+def _norm_inv_std(norm: torch.nn.LayerNorm | None, mixed: torch.Tensor) -> torch.Tensor | None:
+    """`[B, T]`: 1 / the std of a norm over the heads side by side, at each token (None without one)."""
+    if norm is None:
+        return None
+    return torch.rsqrt(_side_by_side(mixed).var(dim=-1, unbiased=False) + norm.eps)
+
+
+def _projection_maps(projection: torch.nn.Linear, norm: torch.nn.LayerNorm | None, heads: int) -> torch.Tensor:
+    """`[H, head_dim, W_out]`: each head's map through an output projection, after a norm's centring and scale
+    when one sits before it (`C diag(gamma) W^T`, rows by head)."""
+    maps = projection.weight.T  # [W_in, W_out]: out = input @ W^T
+    if norm is not None:
+        maps = norm.weight[:, None] * maps
+        maps = maps - maps.mean(dim=0, keepdim=True)
+    return maps.reshape(heads, -1, maps.shape[1])
+
+
+def _projection_bias(projection: torch.nn.Linear, norm: torch.nn.LayerNorm | None) -> torch.Tensor:
+    """`[W_out]`: an output projection's bias, with a norm's bias before it pushed through."""
+    weight = projection.weight
+    bias = projection.bias if projection.bias is not None else weight.new_zeros(weight.shape[0])
+    if norm is not None and norm.bias is not None:
+        bias = bias + norm.bias @ weight.T
+    return bias
+
+
+@register
+class TimmViT(VisionTower):
+    """timm's VisionTransformer as open_clip wraps it (`TimmModel`): SigLIP and SigLIP 2 (no class token, an
+    attention-pooling head: "map"), and class-token timm ViTs. The attention pooler is linearised at each input:
+    its attention over the tokens and the final norm's statistics fixed (as TextSpan fixes the attention pattern
+    and `ln_post`'s statistics), a part at token t reaches the embedding through each pooling head p with the
+    coefficient a_p[t] / std_t and the map `C diag(gamma) W_v,p^T W_proj,p^T`; the pooler's MLP is a part of its
+    own, in `rest` (`ImageDecomposition.readout_mlp` says how large)."""
+
+    name = "timm ViT"
+    description = "timm VisionTransformer: attention pooling (SigLIP, SigLIP 2), class token"
+    caveat = ("SigLIP's text tower (read at its last token, without a causal mask) is not read by the "
+              "interaction maps yet, and its tokenizer comes from the hub")
+
+    @classmethod
+    def refuses(cls, visual: torch.nn.Module) -> str | None:
+        trunk = getattr(visual, "trunk", None)
+        if trunk is None or type(trunk).__name__ != "VisionTransformer":
+            return "not a timm VisionTransformer trunk"
+        if getattr(trunk, "dynamic_img_size", False):
+            return "dynamic image sizes (NaFlex) are not read yet"
+        if any(parameter.numel() for parameter in visual.head.parameters()) or \
+                not isinstance(trunk.head, torch.nn.Identity) or not isinstance(trunk.fc_norm, torch.nn.Identity):
+            return "its head adds a projection or a norm after the pooling, not read yet"
+        pool = trunk.global_pool
+        if pool == "map":
+            pooler = trunk.attn_pool
+            if pooler.latent_len != 1 or pooler.pos_embed is not None or pooler.pool != "token":
+                return "its attention pooler has several latents or position embeddings, not read yet"
+        elif pool != "token":
+            return f"its readout pools with '{pool}', not read yet"
+        if not isinstance(trunk.norm, torch.nn.LayerNorm):
+            return "its final norm is not a LayerNorm"
+        for block in trunk.blocks:
+            if type(block).__name__ != "Block":
+                return f"its blocks are {type(block).__name__}, not read yet"
+        return None
+
+    def __init__(self, visual: torch.nn.Module):
+        self.visual = visual
+        self.trunk = trunk = visual.trunk
+        self.blocks = list(trunk.blocks)
+        self.layers = len(self.blocks)
+        self.heads = int(self.blocks[0].attn.num_heads)
+        self.width = int(trunk.embed_dim)
+        self.head_dim = self.width // self.heads
+        self.grid = tuple(trunk.patch_embed.grid_size)
+        self.patch_size = tuple(trunk.patch_embed.patch_size)
+        self.image_size = tuple(trunk.patch_embed.img_size)
+        self.prefix = int(trunk.num_prefix_tokens)
+        self.pooler = trunk.attn_pool if trunk.global_pool == "map" else None
+        self.fixed_pool = self.pooler is None
+        self.embed_dim = int(self.pooler.proj.out_features) if self.pooler is not None else self.width
+
+    @property
+    def readout_channels(self) -> int:
+        return 1 if self.pooler is None else int(self.pooler.num_heads)
+
+    def embed(self, batch):
+        trunk = self.trunk
+        return trunk.norm_pre(trunk.patch_drop(trunk._pos_embed(trunk.patch_embed(batch))))
+
+    def qkv(self, layer, x):
+        attention = self.blocks[layer].attn
+        batch, tokens, _ = x.shape
+        q, k, v = attention.qkv(self.blocks[layer].norm1(x)).reshape(batch, tokens, 3, self.heads,
+                                                                      -1).permute(2, 0, 3, 1, 4)
+        return attention.q_norm(q), attention.k_norm(k), v
+
+    def attention_scale(self, layer):
+        return float(self.blocks[layer].attn.scale)
+
+    def _sub_norm(self, layer):
+        norm = self.blocks[layer].attn.norm
+        return norm if isinstance(norm, torch.nn.LayerNorm) else None
+
+    def _gamma(self, module: torch.nn.Module) -> torch.Tensor | None:
+        return getattr(module, "gamma", None)
+
+    def projection_input(self, layer, mixed):
+        return _normed_heads(self._sub_norm(layer), mixed)
+
+    def heads_output(self, layer, mixed, removed=None, means=None):
+        block = self.blocks[layer]
+        handed = _without_heads(self.projection_input(layer, mixed), removed, means)
+        return block.ls1(block.attn.proj(_side_by_side(handed)))
+
+    def out_scale(self, layer, mixed):
+        return _norm_inv_std(self._sub_norm(layer), mixed)
+
+    def out_maps(self, layer):
+        block = self.blocks[layer]
+        return _scaled(_projection_maps(block.attn.proj, self._sub_norm(layer), self.heads), self._gamma(block.ls1))
+
+    def out_bias(self, layer):
+        block = self.blocks[layer]
+        return _scaled(_projection_bias(block.attn.proj, self._sub_norm(layer)), self._gamma(block.ls1))
+
+    def mlp(self, layer, x):
+        block = self.blocks[layer]
+        return block.ls2(block.mlp(block.norm2(x)))
+
+    # --- the class-token readout (fixed pool) ------------------------------------------------------------
+    def pool_weights(self, device=None):
+        weights = torch.zeros(self.tokens, device=device)
+        weights[0] = 1
+        return weights
+
+    def readout_norm(self):
+        norm = self.trunk.norm
+        return norm.weight, norm.bias, norm.eps
+
+    def projection(self):
+        return torch.eye(self.width, device=self.trunk.norm.weight.device)
+
+    # --- the attention pooler ----------------------------------------------------------------------------
+    def embedding(self, x):
+        if self.pooler is None:
+            return super().embedding(x)
+        attention, values = self._pool_attention(self.trunk.norm(x))
+        out = self.pooler.proj(torch.einsum("bpt,btpk->bpk", attention, values).flatten(1))
+        return out + self.readout_mlp(out)  # the pooler's forward, in plain operations (forward-mode AD)
+
+    def _pool_attention(self, normed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pooler's attention `[B, P, T]` over the normed stream `[B, T, W]`, and its values `[B, T, P, hd]`."""
+        pooler = self.pooler
+        batch, tokens, _ = normed.shape
+        channels, head_dim = pooler.num_heads, pooler.head_dim
+        query = pooler.q_norm(pooler.q(pooler.latent).reshape(1, channels, head_dim))[0]  # [P, hd]
+        keys, values = pooler.kv(normed).reshape(batch, tokens, 2, channels, head_dim).unbind(2)  # [B, T, P, hd]
+        keys = pooler.k_norm(keys.transpose(1, 2))  # [B, P, T, hd]
+        return torch.softmax(torch.einsum("pk,bptk->bpt", query, keys) * pooler.scale, dim=-1), values
+
+    def readout_linearised(self, x):
+        if self.pooler is None:
+            return super().readout_linearised(x)
+        pooler, norm, width = self.pooler, self.trunk.norm, self.width
+        inv_std = torch.rsqrt(x.var(dim=-1, unbiased=False) + norm.eps)  # [B, T]
+        attention, values = self._pool_attention(norm(x))  # [B, P, T], [B, T, P, hd]
+        coefficients = attention * inv_std[:, None, :]
+        out = pooler.proj(torch.einsum("bpt,btpk->bpk", attention, values).flatten(1))  # the pooler's output
+        value_weight = pooler.kv.weight[width:]
+        value_bias = norm.bias @ value_weight.T if norm.bias is not None else value_weight.new_zeros(width)
+        if pooler.kv.bias is not None:
+            value_bias = value_bias + pooler.kv.bias[width:]
+        constant = pooler.proj(value_bias[None])[0]  # what the norm's and the values' biases give (sum_t a = 1)
+        return coefficients, self._pool_maps(), constant + self.readout_mlp(out)
+
+    def _pool_maps(self) -> torch.Tensor:
+        """`[P, W, D]`: the final norm's centring and scale, each pooling head's value map and its slice of the
+        pooler's projection: `C diag(gamma) W_v,p^T W_proj,p^T`."""
+        pooler, norm = self.pooler, self.trunk.norm
+        channels, head_dim, width = pooler.num_heads, pooler.head_dim, self.width
+        value_weight = pooler.kv.weight[width:].reshape(channels, head_dim, width)  # [P, hd, W]
+        out_weight = pooler.proj.weight.T.reshape(channels, head_dim, -1)  # [P, hd, D]
+        scaled = norm.weight[None, :, None] * value_weight.transpose(1, 2)  # [P, W, hd]: diag(gamma) W_v,p^T
+        return (scaled - scaled.mean(dim=1, keepdim=True)) @ out_weight
+
+    def readout_mlp(self, out: torch.Tensor) -> torch.Tensor:
+        """`[B, D]`: the pooler's MLP branch at its output `out` (a part of its own)."""
+        pooler = self.pooler
+        return pooler.mlp(pooler.norm(out)) if pooler.mlp is not None else torch.zeros_like(out)
+
+    @torch.no_grad()
+    def folded_heads(self):
+        if self.pooler is None:
+            return super().folded_heads()
+        maps = self._pool_maps()
+        folded = [torch.einsum("hkw,pwd->hpkd", self.out_maps(layer).float(), maps.float())
+                  for layer in range(self.layers)]
+        return torch.stack(folded).flatten(2, 3)  # [L, H, P * hd, D]: a head's values per pooling head
+
+
 # Towers no family reads yet, with what loading one says (for the README's support table).
 NOT_YET = (
-    ("timm ViT, attention pooling ('map'): SigLIP, SigLIP 2, PE-Core", "refused with a message"),
-    ("open_clip ViT with an attention pooler: CoCa; timm Eva with one: PE-Core", "refused with a message"),
+    ("timm Eva with an attention pooler: PE-Core", "refused with a message"),
+    ("open_clip ViT with an attention pooler: CoCa", "refused with a message"),
     ("ResNet, ConvNeXt (no attention heads)", "refused with a message"),
 )
 ANALYSES = "heads, head atlas and TextSpan labels, databases and their searches, topic and contrastive maps, " \
@@ -485,6 +715,7 @@ ANALYSES = "heads, head atlas and TextSpan labels, databases and their searches,
 
 def support_table() -> str:
     """The README's table of families (markdown): what each registered family reads, and what is not read yet."""
-    rows = [f"| {family.description} | {ANALYSES} |" for family in FAMILIES]
+    rows = [f"| {family.description} | {ANALYSES}{'; but ' + family.caveat if family.caveat else ''} |"
+            for family in FAMILIES]
     rows += [f"| {tower} | {what} |" for tower, what in NOT_YET]
     return "\n".join(["| image tower | what works |", "|---|---|", *rows])

@@ -41,21 +41,31 @@ TIMM_EVA = {"embed_dim": 24, "text_cfg": TEXT,  # the open_clip tower is replace
 # timm Eva trunks of a few blocks, at EVA-02-B-16's settings otherwise (RoPE, sub-LN, SwiGLU), in open_clip's
 # TimmModel as `create_model("EVA02-B-16")` makes it
 CONFIGS["timm Eva"] = {
-    "EVA-02, class token, 32 px": ("eva02_base_patch16_clip_224", {"global_pool": "token"}),
-    "EVA-02, average pool, LayerScale": ("eva02_base_patch16_clip_224", {"global_pool": "avg", "init_values": 0.5}),
+    "EVA-02, class token, 32 px": ("eva02_base_patch16_clip_224", {"global_pool": "token", "num_classes": 24}),
+    "EVA-02, average pool, LayerScale": ("eva02_base_patch16_clip_224", {"global_pool": "avg", "init_values": 0.5,
+                                                                         "num_classes": 24}),
+}
+# timm ViT trunks: SigLIP 2's (no class token, attention pooling) and a class-token one with LayerScale; their
+# embedding is the trunk's width (48), so the text side projects to 48 too
+CONFIGS["timm ViT"] = {
+    "SigLIP 2, attention pooling": ("vit_base_patch16_siglip_224", {"global_pool": "map", "num_classes": 0}),
+    "class token, LayerScale": ("vit_base_patch16_224", {"global_pool": "token", "num_classes": 0,
+                                                         "init_values": 0.5}),
 }
 CASES = [(family, name) for family, configs in CONFIGS.items() for name in configs]
 
 
-def eva_clip(timm_name: str, settings: dict) -> torch.nn.Module:
+def timm_clip(timm_name: str, settings: dict) -> torch.nn.Module:
+    """A CLIP whose image tower is open_clip's TimmModel around a small timm trunk of `timm_name`'s kind."""
     import timm
     from open_clip.timm_model import TimmModel
 
-    clip = open_clip.CLIP(**TIMM_EVA)
+    embed_dim = settings["num_classes"] or 48
+    clip = open_clip.CLIP(**{**TIMM_EVA, "embed_dim": embed_dim})
     visual = TimmModel.__new__(TimmModel)
     torch.nn.Module.__init__(visual)
     visual.trunk = timm.create_model(timm_name, pretrained=False, img_size=32, patch_size=8, embed_dim=48, depth=3,
-                                     num_heads=3, num_classes=TIMM_EVA["embed_dim"], **settings)
+                                     num_heads=3, **settings)
     visual.head = torch.nn.Sequential()
     visual.image_size = (32, 32)
     clip.visual = visual
@@ -66,7 +76,7 @@ def model_of(family: str, name: str, seed: int = 0):
     torch.manual_seed(seed)
     config = CONFIGS[family][name]
     if isinstance(config, tuple):
-        clip = eva_clip(*config)
+        clip = timm_clip(*config)
         tokenizer = open_clip.get_tokenizer("", context_length=TEXT["context_length"])
         model = ClipModel(clip, open_clip.image_transform(32, is_train=False), tokenizer, f"{family}: {name}", None)
     else:
@@ -104,7 +114,7 @@ def copy_of(model) -> ClipModel:
     return ClipModel(copy.deepcopy(model.model), model.preprocess, model.tokenizer, model.name, None)
 
 
-def permuted_heads(model, layer: int, order: list[int]):
+def permuted_heads(model, layer: int, order: list[int]):  # noqa: C901
     """A copy of `model` whose block `layer` has its heads in `order` (new head i is old head order[i]): the
     rows of the query, key and value maps and the columns of the output projection (and of a norm between the
     heads and the projection) move together."""
@@ -112,15 +122,20 @@ def permuted_heads(model, layer: int, order: list[int]):
     g = copied.geometry
     rows = torch.cat([torch.arange(h * g.head_dim, (h + 1) * g.head_dim) for h in order])
     with torch.no_grad():
-        if hasattr(copied.visual, "trunk"):  # timm Eva
+        if hasattr(copied.visual, "trunk"):  # timm: Eva's q, k, v maps, or ViT's fused one
             attention = copied.visual.trunk.blocks[layer].attn
-            for projection in (attention.q_proj, attention.k_proj, attention.v_proj):
-                projection.weight.copy_(projection.weight[rows])
+            fused = getattr(attention, "qkv", None)
+            parts = [fused] if fused is not None else [attention.q_proj, attention.k_proj, attention.v_proj]
+            for projection in parts:
+                spans = range(projection.weight.shape[0] // g.width)
+                order_rows = torch.cat([rows + span * g.width for span in spans])
+                projection.weight.copy_(projection.weight[order_rows])
                 if projection.bias is not None:
-                    projection.bias.copy_(projection.bias[rows])
+                    projection.bias.copy_(projection.bias[order_rows])
             attention.proj.weight.copy_(attention.proj.weight[:, rows])
-            attention.norm.weight.copy_(attention.norm.weight[rows])
-            attention.norm.bias.copy_(attention.norm.bias[rows])
+            if isinstance(attention.norm, torch.nn.LayerNorm):
+                attention.norm.weight.copy_(attention.norm.weight[rows])
+                attention.norm.bias.copy_(attention.norm.bias[rows])
             return copied
         attention = copied.visual.transformer.resblocks[layer].attn
         for part in range(3):  # queries, keys, values
