@@ -66,11 +66,13 @@ PRETRAINED_CATALOGUE = (
     ModelSpec("ViT-L-14", "laion2b_s32b_b82k"),
     ModelSpec("ViT-L-14", "openai"),
 )
-# Newer towers the seam reads (`towers`): DFN's class-token ViT and EVA-02 (timm Eva: RoPE, sub-LN, SwiGLU).
-NEWER_CATALOGUE = (ModelSpec("ViT-B-16", "dfn2b"), ModelSpec("EVA02-B-16", "merged2b_s8b_b131k"))
+# Newer towers the seam reads (`towers`): DFN's class-token ViT, EVA-02 (timm Eva: RoPE, sub-LN, SwiGLU), SigLIP 2
+# and PE-Core (attention pooling; SigLIP's tokenizer needs the `transformers` package and the hub).
+NEWER_CATALOGUE = (ModelSpec("ViT-B-16", "dfn2b"), ModelSpec("EVA02-B-16", "merged2b_s8b_b131k"),
+                   ModelSpec("ViT-B-16-SigLIP2", "webli"), ModelSpec("PE-Core-B-16", "meta"))
 # The same architectures with random weights: always loadable, for inspecting shapes offline.
 RANDOM_CATALOGUE = (ModelSpec("ViT-B-32", None), ModelSpec("ViT-B-16", None), ModelSpec("ViT-L-14", None),
-                    ModelSpec("EVA02-B-16", None))
+                    ModelSpec("EVA02-B-16", None), ModelSpec("PE-Core-B-16", None))
 
 
 def catalogue() -> list[ModelSpec]:
@@ -377,11 +379,11 @@ def _check_config(name: str) -> None:
     if "timm_model_name" in vision:
         timm_name, pool = vision["timm_model_name"], vision.get("timm_pool", "avg")
         readable = (timm_name.startswith("eva") and pool in ("token", "avg")) or \
-            (timm_name.startswith("vit_") and pool in ("token", "map") and "pe_core" not in timm_name)
+            (timm_name.startswith("vit_") and pool in ("token", "map"))
         if not readable or vision.get("timm_proj") not in (None, "none"):
             raise ModelLoadError(f"'{name}' has a timm image tower ({timm_name}, pooled with '{pool}'); of timm "
-                                 "towers, the families here read EVA's (class token, average) and ViT's (class "
-                                 "token, attention pooling as SigLIP's) (see interpret/towers.py).")
+                                 "towers, the families here read EVA's (class token, average), PE-Core's and "
+                                 "ViT's (class token, attention pooling as SigLIP's) (see interpret/towers.py).")
         return
     pool = vision.get("pool_type", "tok")
     if vision.get("attentional_pool") or pool not in ("tok", "avg") or \

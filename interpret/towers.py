@@ -361,37 +361,131 @@ class OpenClipViT(VisionTower):
         return gamma if gamma is not None else torch.ones(self.width, device=block.ln_1.weight.device)
 
 
+class LatentPooling:
+    """The readout of a timm trunk with an attention pooler (`AttentionPoolLatent`, one latent query: SigLIP,
+    SigLIP 2, PE-Core), after the trunk's final norm and before its head (a linear map, or none), linearised at the
+    input: the pooler's attention over the tokens and the final norm's statistics fixed, a part at token t reaches
+    the embedding through each pooling head p with the coefficient a_p[t] / std_t and the map
+    `C diag(gamma) W_v,p^T W_proj,p^T` (then the head); the pooler's MLP is a part of its own, in the rest. A
+    family mixes it in and sets `trunk` and `pooler` (None: its fixed-pool readout is used instead)."""
+
+    trunk: torch.nn.Module
+    pooler: torch.nn.Module | None
+
+    @staticmethod
+    def pooler_refuses(trunk: torch.nn.Module) -> str | None:
+        pooler = trunk.attn_pool
+        if pooler.latent_len != 1 or pooler.pos_embed is not None or pooler.pool != "token":
+            return "its attention pooler has several latents or position embeddings, not read yet"
+        if not isinstance(trunk.fc_norm, torch.nn.Identity) or \
+                not isinstance(trunk.head, (torch.nn.Identity, torch.nn.Linear)):
+            return "its pooler is followed by a norm or a head that is not linear"
+        return None
+
+    @property
+    def readout_channels(self) -> int:
+        return 1 if self.pooler is None else int(self.pooler.num_heads)
+
+    def _head(self, embedding: torch.Tensor) -> torch.Tensor:
+        head = self.trunk.head
+        return embedding if isinstance(head, torch.nn.Identity) else head(embedding)
+
+    def embedding(self, x):
+        if self.pooler is None:
+            return super().embedding(x)
+        attention, values = self._pool_attention(self.trunk.norm(x))
+        out = self.pooler.proj(torch.einsum("bpt,btpk->bpk", attention, values).flatten(1))
+        return self._head(out + self.readout_mlp(out))  # the pooler's forward, in plain operations (forward AD)
+
+    def _pool_attention(self, normed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pooler's attention `[B, P, T]` over the normed stream `[B, T, W]`, and its values `[B, T, P, hd]`."""
+        pooler = self.pooler
+        batch, tokens, _ = normed.shape
+        channels, head_dim = pooler.num_heads, pooler.head_dim
+        query = pooler.q_norm(pooler.q(pooler.latent).reshape(1, channels, head_dim))[0]  # [P, hd]
+        keys, values = pooler.kv(normed).reshape(batch, tokens, 2, channels, head_dim).unbind(2)  # [B, T, P, hd]
+        keys = pooler.k_norm(keys.transpose(1, 2))  # [B, P, T, hd]
+        return torch.softmax(torch.einsum("pk,bptk->bpt", query, keys) * pooler.scale, dim=-1), values
+
+    def readout_linearised(self, x):
+        if self.pooler is None:
+            return super().readout_linearised(x)
+        pooler, norm, width = self.pooler, self.trunk.norm, self.trunk.embed_dim
+        inv_std = torch.rsqrt(x.var(dim=-1, unbiased=False) + norm.eps)  # [B, T]
+        attention, values = self._pool_attention(norm(x))  # [B, P, T], [B, T, P, hd]
+        coefficients = attention * inv_std[:, None, :]
+        out = pooler.proj(torch.einsum("bpt,btpk->bpk", attention, values).flatten(1))  # the pooler's output
+        value_weight = pooler.kv.weight[width:]
+        value_bias = norm.bias @ value_weight.T if norm.bias is not None else value_weight.new_zeros(width)
+        if pooler.kv.bias is not None:
+            value_bias = value_bias + pooler.kv.bias[width:]
+        constant = pooler.proj(value_bias[None])[0]  # what the norm's and the values' biases give (sum_t a = 1)
+        return coefficients, self._pool_maps(), self._head(constant + self.readout_mlp(out))
+
+    def _pool_maps(self) -> torch.Tensor:
+        """`[P, W, D]`: the final norm's centring and scale, each pooling head's value map, its slice of the
+        pooler's projection, and the trunk's head: `C diag(gamma) W_v,p^T W_proj,p^T W_head^T`."""
+        pooler, norm = self.pooler, self.trunk.norm
+        channels, head_dim, width = pooler.num_heads, pooler.head_dim, self.trunk.embed_dim
+        value_weight = pooler.kv.weight[width:].reshape(channels, head_dim, width)  # [P, hd, W]
+        out_weight = pooler.proj.weight.T.reshape(channels, head_dim, -1)  # [P, hd, W]
+        if isinstance(self.trunk.head, torch.nn.Linear):
+            out_weight = out_weight @ self.trunk.head.weight.T  # [P, hd, D]
+        scaled = norm.weight[None, :, None] * value_weight.transpose(1, 2)  # [P, W, hd]: diag(gamma) W_v,p^T
+        return (scaled - scaled.mean(dim=1, keepdim=True)) @ out_weight
+
+    def readout_mlp(self, out: torch.Tensor) -> torch.Tensor:
+        """`[B, W]`: the pooler's MLP branch at its output `out` (a part of its own, before the head)."""
+        pooler = self.pooler
+        return pooler.mlp(pooler.norm(out)) if pooler.mlp is not None else torch.zeros_like(out)
+
+    @torch.no_grad()
+    def folded_heads(self):
+        if self.pooler is None:
+            return super().folded_heads()
+        maps = self._pool_maps()
+        folded = [torch.einsum("hkw,pwd->hpkd", self.out_maps(layer).float(), maps.float())
+                  for layer in range(self.layers)]
+        return torch.stack(folded).flatten(2, 3)  # [L, H, P * hd, D]: a head's values per pooling head
+
+
 @register
-class TimmEva(VisionTower):
+class TimmEva(LatentPooling, VisionTower):
     """timm's Eva as open_clip wraps it (`TimmModel`): EVA-01 / EVA-02 class-token towers, with rotary position
     embeddings on the patches, a LayerNorm between the heads and the output projection (sub-LN, linearised at
-    each token: `out_scale`), SwiGLU MLPs and LayerScale; the readout is the class token (or the patches'
-    average) through the final norm and the trunk's head."""
+    each token: `out_scale`), SwiGLU MLPs and LayerScale, read out at the class token (or the patches' average)
+    through the final norm and the trunk's head; and PE-Core's, read out by an attention pooler
+    (`LatentPooling`)."""
 
     name = "timm Eva"
-    description = "timm Eva (EVA-01, EVA-02): class token, RoPE, sub-LN, SwiGLU"
+    description = "timm Eva: EVA-01, EVA-02 (class token, RoPE, sub-LN, SwiGLU), PE-Core (attention pooling)"
 
     @classmethod
     def refuses(cls, visual: torch.nn.Module) -> str | None:
         trunk = getattr(visual, "trunk", None)
         if trunk is None or type(trunk).__name__ != "Eva":
             return "not a timm Eva trunk"
-        if getattr(trunk, "attn_pool", None) is not None:
-            return "its readout is an attention pooler (PE-Core), which no family here reads yet"
         if getattr(trunk, "dynamic_img_size", False) or getattr(trunk, "rope_mixed", False):
             return "dynamic image sizes and per-layer rotary embeddings are not read yet"
         if any(parameter.numel() for parameter in visual.head.parameters()):
             return "open_clip adds a projection of its own after the trunk's head"
         pool, norm, fc_norm = trunk.global_pool, trunk.norm, trunk.fc_norm
         identity = torch.nn.Identity
-        if not ((pool == "token" and isinstance(fc_norm, identity) and isinstance(norm, torch.nn.LayerNorm))
-                or (pool == "avg" and isinstance(norm, identity) and isinstance(fc_norm, torch.nn.LayerNorm))):
+        if getattr(trunk, "attn_pool", None) is not None:
+            reason = LatentPooling.pooler_refuses(trunk)
+            if reason or not isinstance(norm, torch.nn.LayerNorm):
+                return reason or "its final norm is not a LayerNorm"
+        elif not ((pool == "token" and isinstance(fc_norm, identity) and isinstance(norm, torch.nn.LayerNorm))
+                  or (pool == "avg" and isinstance(norm, identity) and isinstance(fc_norm, torch.nn.LayerNorm))):
             return f"its readout ('{pool}', {type(norm).__name__}, {type(fc_norm).__name__}) is not pool-then-norm"
-        for block in trunk.blocks:
-            if type(block).__name__ != "EvaBlock" or getattr(block.attn, "gate", None) is not None:
-                return f"its blocks are {type(block).__name__} (post-norm or gated), not read yet"
-        if not isinstance(trunk.head, torch.nn.Linear):
+        elif not isinstance(trunk.head, torch.nn.Linear):
             return "its head is not a linear projection"
+        for block in trunk.blocks:
+            attention = block.attn
+            if type(block).__name__ != "EvaBlock" or getattr(attention, "gate", None) is not None:
+                return f"its blocks are {type(block).__name__} (post-norm or gated), not read yet"
+            if getattr(attention, "num_kv_groups", 1) != 1:
+                return "its attention shares keys and values between heads (grouped queries), not read yet"
         return None
 
     def __init__(self, visual: torch.nn.Module):
@@ -404,7 +498,9 @@ class TimmEva(VisionTower):
         self.heads = int(self.blocks[0].attn.num_heads)
         self.width = int(trunk.embed_dim)
         self.head_dim = self.width // self.heads
-        self.embed_dim = int(trunk.head.out_features)
+        self.pooler = getattr(trunk, "attn_pool", None)
+        self.fixed_pool = self.pooler is None
+        self.embed_dim = _pooled_width(trunk, self.pooler)
         self.grid = tuple(trunk.patch_embed.grid_size)
         self.patch_size = tuple(trunk.patch_embed.patch_size)
         self.image_size = tuple(trunk.patch_embed.img_size)
@@ -425,8 +521,9 @@ class TimmEva(VisionTower):
         batch, tokens, _ = x.shape
         z = self.blocks[layer].norm1(x)
         if attention.qkv is not None:
-            bias = None if attention.q_bias is None else torch.cat((attention.q_bias, attention.k_bias,
-                                                                     attention.v_bias))
+            bias = attention.qkv.bias
+            if getattr(attention, "q_bias", None) is not None:
+                bias = torch.cat((attention.q_bias, attention.k_bias, attention.v_bias))
             q, k, v = F.linear(z, attention.qkv.weight, bias).reshape(batch, tokens, 3, self.heads,
                                                                       -1).permute(2, 0, 3, 1, 4)
         else:
@@ -491,6 +588,13 @@ class TimmEva(VisionTower):
         return self.trunk.head.bias
 
 
+def _pooled_width(trunk: torch.nn.Module, pooler: torch.nn.Module | None) -> int:
+    """The embedding's width: the trunk's head's output, else the pooler's, else the trunk's."""
+    if isinstance(trunk.head, torch.nn.Linear):
+        return int(trunk.head.out_features)
+    return int(pooler.proj.out_features) if pooler is not None else int(trunk.embed_dim)
+
+
 def _scaled(tensor: torch.Tensor, gamma: torch.Tensor | None) -> torch.Tensor:
     """`tensor` times LayerScale's `gamma` along its last axis (itself when there is none)."""
     return tensor if gamma is None else tensor * gamma
@@ -531,7 +635,7 @@ def _projection_bias(projection: torch.nn.Linear, norm: torch.nn.LayerNorm | Non
 
 
 @register
-class TimmViT(VisionTower):
+class TimmViT(LatentPooling, VisionTower):
     """timm's VisionTransformer as open_clip wraps it (`TimmModel`): SigLIP and SigLIP 2 (no class token, an
     attention-pooling head: "map"), and class-token timm ViTs. The attention pooler is linearised at each input:
     its attention over the tokens and the final norm's statistics fixed (as TextSpan fixes the attention pattern
@@ -551,16 +655,16 @@ class TimmViT(VisionTower):
             return "not a timm VisionTransformer trunk"
         if getattr(trunk, "dynamic_img_size", False):
             return "dynamic image sizes (NaFlex) are not read yet"
-        if any(parameter.numel() for parameter in visual.head.parameters()) or \
-                not isinstance(trunk.head, torch.nn.Identity) or not isinstance(trunk.fc_norm, torch.nn.Identity):
-            return "its head adds a projection or a norm after the pooling, not read yet"
+        if any(parameter.numel() for parameter in visual.head.parameters()):
+            return "open_clip adds a projection of its own after the trunk's head"
         pool = trunk.global_pool
         if pool == "map":
-            pooler = trunk.attn_pool
-            if pooler.latent_len != 1 or pooler.pos_embed is not None or pooler.pool != "token":
-                return "its attention pooler has several latents or position embeddings, not read yet"
-        elif pool != "token":
-            return f"its readout pools with '{pool}', not read yet"
+            reason = LatentPooling.pooler_refuses(trunk)
+            if reason:
+                return reason
+        elif pool != "token" or not isinstance(trunk.head, torch.nn.Identity) or \
+                not isinstance(trunk.fc_norm, torch.nn.Identity):
+            return f"its readout ('{pool}' with a head or a norm after it) is not read yet"
         if not isinstance(trunk.norm, torch.nn.LayerNorm):
             return "its final norm is not a LayerNorm"
         for block in trunk.blocks:
@@ -582,11 +686,7 @@ class TimmViT(VisionTower):
         self.prefix = int(trunk.num_prefix_tokens)
         self.pooler = trunk.attn_pool if trunk.global_pool == "map" else None
         self.fixed_pool = self.pooler is None
-        self.embed_dim = int(self.pooler.proj.out_features) if self.pooler is not None else self.width
-
-    @property
-    def readout_channels(self) -> int:
-        return 1 if self.pooler is None else int(self.pooler.num_heads)
+        self.embed_dim = _pooled_width(trunk, self.pooler)
 
     def embed(self, batch):
         trunk = self.trunk
@@ -645,67 +745,8 @@ class TimmViT(VisionTower):
     def projection(self):
         return torch.eye(self.width, device=self.trunk.norm.weight.device)
 
-    # --- the attention pooler ----------------------------------------------------------------------------
-    def embedding(self, x):
-        if self.pooler is None:
-            return super().embedding(x)
-        attention, values = self._pool_attention(self.trunk.norm(x))
-        out = self.pooler.proj(torch.einsum("bpt,btpk->bpk", attention, values).flatten(1))
-        return out + self.readout_mlp(out)  # the pooler's forward, in plain operations (forward-mode AD)
-
-    def _pool_attention(self, normed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The pooler's attention `[B, P, T]` over the normed stream `[B, T, W]`, and its values `[B, T, P, hd]`."""
-        pooler = self.pooler
-        batch, tokens, _ = normed.shape
-        channels, head_dim = pooler.num_heads, pooler.head_dim
-        query = pooler.q_norm(pooler.q(pooler.latent).reshape(1, channels, head_dim))[0]  # [P, hd]
-        keys, values = pooler.kv(normed).reshape(batch, tokens, 2, channels, head_dim).unbind(2)  # [B, T, P, hd]
-        keys = pooler.k_norm(keys.transpose(1, 2))  # [B, P, T, hd]
-        return torch.softmax(torch.einsum("pk,bptk->bpt", query, keys) * pooler.scale, dim=-1), values
-
-    def readout_linearised(self, x):
-        if self.pooler is None:
-            return super().readout_linearised(x)
-        pooler, norm, width = self.pooler, self.trunk.norm, self.width
-        inv_std = torch.rsqrt(x.var(dim=-1, unbiased=False) + norm.eps)  # [B, T]
-        attention, values = self._pool_attention(norm(x))  # [B, P, T], [B, T, P, hd]
-        coefficients = attention * inv_std[:, None, :]
-        out = pooler.proj(torch.einsum("bpt,btpk->bpk", attention, values).flatten(1))  # the pooler's output
-        value_weight = pooler.kv.weight[width:]
-        value_bias = norm.bias @ value_weight.T if norm.bias is not None else value_weight.new_zeros(width)
-        if pooler.kv.bias is not None:
-            value_bias = value_bias + pooler.kv.bias[width:]
-        constant = pooler.proj(value_bias[None])[0]  # what the norm's and the values' biases give (sum_t a = 1)
-        return coefficients, self._pool_maps(), constant + self.readout_mlp(out)
-
-    def _pool_maps(self) -> torch.Tensor:
-        """`[P, W, D]`: the final norm's centring and scale, each pooling head's value map and its slice of the
-        pooler's projection: `C diag(gamma) W_v,p^T W_proj,p^T`."""
-        pooler, norm = self.pooler, self.trunk.norm
-        channels, head_dim, width = pooler.num_heads, pooler.head_dim, self.width
-        value_weight = pooler.kv.weight[width:].reshape(channels, head_dim, width)  # [P, hd, W]
-        out_weight = pooler.proj.weight.T.reshape(channels, head_dim, -1)  # [P, hd, D]
-        scaled = norm.weight[None, :, None] * value_weight.transpose(1, 2)  # [P, W, hd]: diag(gamma) W_v,p^T
-        return (scaled - scaled.mean(dim=1, keepdim=True)) @ out_weight
-
-    def readout_mlp(self, out: torch.Tensor) -> torch.Tensor:
-        """`[B, D]`: the pooler's MLP branch at its output `out` (a part of its own)."""
-        pooler = self.pooler
-        return pooler.mlp(pooler.norm(out)) if pooler.mlp is not None else torch.zeros_like(out)
-
-    @torch.no_grad()
-    def folded_heads(self):
-        if self.pooler is None:
-            return super().folded_heads()
-        maps = self._pool_maps()
-        folded = [torch.einsum("hkw,pwd->hpkd", self.out_maps(layer).float(), maps.float())
-                  for layer in range(self.layers)]
-        return torch.stack(folded).flatten(2, 3)  # [L, H, P * hd, D]: a head's values per pooling head
-
-
 # Towers no family reads yet, with what loading one says (for the README's support table).
 NOT_YET = (
-    ("timm Eva with an attention pooler: PE-Core", "refused with a message"),
     ("open_clip ViT with an attention pooler: CoCa", "refused with a message"),
     ("ResNet, ConvNeXt (no attention heads)", "refused with a message"),
 )

@@ -75,7 +75,8 @@ def test_catalogue_has_the_six_clip_interpret_models_and_newer_towers():
     assert pretrained == {("ViT-B-16", "laion2b_s34b_b88k"), ("ViT-B-16", "openai"),
                           ("ViT-B-32", "datacomp_m_s128m_b4k"), ("ViT-B-32", "openai"),
                           ("ViT-L-14", "laion2b_s32b_b82k"), ("ViT-L-14", "openai"),
-                          ("ViT-B-16", "dfn2b"), ("EVA02-B-16", "merged2b_s8b_b131k")}
+                          ("ViT-B-16", "dfn2b"), ("EVA02-B-16", "merged2b_s8b_b131k"),
+                          ("ViT-B-16-SigLIP2", "webli"), ("PE-Core-B-16", "meta")}
     for name, tag in pretrained:  # every tag is one open_clip knows
         assert tag in open_clip.list_pretrained_tags_by_model(name)
     for spec in catalogue():

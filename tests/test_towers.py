@@ -44,6 +44,7 @@ CONFIGS["timm Eva"] = {
     "EVA-02, class token, 32 px": ("eva02_base_patch16_clip_224", {"global_pool": "token", "num_classes": 24}),
     "EVA-02, average pool, LayerScale": ("eva02_base_patch16_clip_224", {"global_pool": "avg", "init_values": 0.5,
                                                                          "num_classes": 24}),
+    "PE-Core, attention pooling": ("vit_pe_core_base_patch16_224", {"global_pool": "map", "num_classes": 24}),
 }
 # timm ViT trunks: SigLIP 2's (no class token, attention pooling) and a class-token one with LayerScale; their
 # embedding is the trunk's width (48), so the text side projects to 48 too

@@ -32,7 +32,8 @@ ONLINE_DEFAULT = ModelSpec("ViT-B-32", "openai")
 OFFLINE_DEFAULTS = (ModelSpec("toy", None), ModelSpec("ViT-B-32", None))
 # Random-init architectures larger than ViT-B-32 cost a visitor's request seconds and up to 1.7 GB each; a hosted
 # instance does not offer them unless INTERPRET_MODELS names them.
-LARGE_RANDOM = (ModelSpec("ViT-B-16", None), ModelSpec("ViT-L-14", None), ModelSpec("EVA02-B-16", None))
+LARGE_RANDOM = (ModelSpec("ViT-B-16", None), ModelSpec("ViT-L-14", None), ModelSpec("EVA02-B-16", None),
+                ModelSpec("PE-Core-B-16", None))
 
 # Every event that runs an analysis shares one pool of slots sized to the cores: many visitors queue instead of
 # oversubscribing the CPU (Gradio's own limit is per event, which let 20 analyses run at once on 2 cores).
