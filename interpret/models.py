@@ -435,10 +435,10 @@ def _load_cached(name: str, pretrained: str | None, device: str) -> ClipModel:
                 "first use and are cached afterwards; random-init architectures and the bundled toy model work "
                 "offline.") from None
         raise ModelLoadError(f"Could not load {name} from '{pretrained}': {error}") from None
-    return ClipModel(model, preprocess, _tokenizer_of(name), name, pretrained, device)
+    return ClipModel(model, preprocess, tokenizer_of(name), name, pretrained, device)
 
 
-def _tokenizer_of(name: str):
+def tokenizer_of(name: str):
     """open_clip's tokenizer for `name`, or a message: some (SigLIP's, CLIPA's) are Hugging Face tokenizers that
     need the `transformers` package and the hub on first use."""
     try:
