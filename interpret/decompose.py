@@ -44,10 +44,12 @@ class ScoreDecomposition:
 class ImageDecomposition:
     """Direct contributions to the (un-normalised) image embedding of a batch of B images.
 
-    weighted_values: `[B, L', H, T, head_dim]` if spatial else `[B, L', H, head_dim]`: attention-weighted
-        value vectors `a_lh[cls, t] * v_lh[t]` of the requested layers (summed over tokens t if not spatial).
-    folded_heads: `[L', H, head_dim, D]`: the requested layers' per-head maps into the joint space.
-    inv_std: `[B]`: 1 / std of ln_post's input at the class token (the linearisation point).
+    weighted_values: `[B, L', H, T, V]` if spatial else `[B, L', H, V]`: attention-weighted value vectors
+        `(sum_s pool[s] a_lh[s, t]) v_lh[t]` of the requested layers (summed over tokens t if not spatial); V is
+        the tower's `value_width` (head_dim; times the pooling heads for an attention pooler).
+    folded_heads: `[L', H, V, D]`: the requested layers' per-head maps into the joint space.
+    inv_std: `[B]`: 1 / std of the readout norm's input at the pooled state (the linearisation point; 1 where the
+        readout's coefficients already hold it).
     mlps: `[B, L, D]`: each block's MLP (all layers).
     rest: `[B, D]`: the embedding layer (class + position embeddings after ln_pre), attention output biases,
         ln_post's bias and the attention of layers not requested.

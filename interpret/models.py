@@ -355,10 +355,10 @@ class ClipModel:
 
     # --- folded weights used by the decomposition ---------------------------------------------------------
     def folded_head_weights(self) -> torch.Tensor:
-        """`[L, H, head_dim, D]`: each head's output map pushed through LayerScale, the readout norm's centring
-        and scale, and the projection (`towers.VisionTower.folded_heads`). A head's pooled value vectors times
-        this, divided by the readout norm's std, give its direct contribution to the image embedding. Computed
-        once per model."""
+        """`[L, H, V, D]` (V: the tower's `value_width`): each head's output map pushed through LayerScale, the
+        readout norm's centring and scale, and the projection (`towers.VisionTower.folded_heads`). A head's pooled
+        value vectors times this, divided by the readout norm's std, give its direct contribution to the image
+        embedding. Computed once per model."""
         with self._lock:
             if self._folded_heads is None:
                 self._folded_heads = self.tower.folded_heads()

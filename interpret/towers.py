@@ -7,15 +7,20 @@ map into the residual stream with its LayerScale, the output bias), its MLP, and
 a family's modules. Adding a family is one subclass with `@register` (timm's `register_model`, TransformerLens's
 architecture adapters): `FAMILIES` is the list every invariant test runs over (tests/test_towers.py).
 
-The readout of every family here is *pool, then norm, then project*: `embedding = norm(sum_t pool[t] x_L[t]) @
-proj`, with fixed pooling weights `pool` over the tokens (the class token: one-hot at token 0; average pooling:
-1 / patches on every patch). With the norm's mean and standard deviation fixed at this input (as TextSpan fixes
-the attention pattern and `ln_post`'s statistics), the embedding is exactly a sum of one part per (layer, head,
-source token), per MLP, and a rest: a head's part from source token s is `(sum_t pool[t] a[t, s]) v[s]` through
-the head's output map, the readout's centring, scale and projection (`folded_heads`).
+Two kinds of readout. *Pool, then norm, then project* (`fixed_pool`): `embedding = norm(sum_t pool[t] x_L[t]) @
+proj`, with fixed pooling weights over the tokens (the class token: one-hot at token 0; average pooling: 1 /
+patches on every patch). With the norm's mean and standard deviation fixed at this input (as TextSpan fixes the
+attention pattern and `ln_post`'s statistics), the embedding is exactly a sum of one part per (layer, head, source
+token), per MLP, and a rest: a head's part from source token s is `(sum_t pool[t] a[t, s]) v[s]` through the
+head's output map, the readout's centring, scale and projection (`folded_heads`). *An attention pooler*
+(`LatentPooling`: SigLIP, SigLIP 2, PE-Core): its attention and the final norm's statistics fixed at this input,
+the same holds with one coefficient per pooling head and token (`readout_linearised`), and the pooler's own MLP is
+a part of its own. A norm between the heads and the output projection (EVA's sub-LN) is linearised per token
+(`out_scale`).
 
-Attention-pooled readouts (SigLIP's "map" head, CoCa's pooler) and timm towers (EVA, SigLIP, PE-Core) are not
-registered yet: loading one says so (`tower_of`).
+Families: `OpenClipViT` (open_clip's VisionTransformer: class token, CLIPA's average), `TimmEva` (EVA-01/02,
+PE-Core), `TimmViT` (SigLIP, SigLIP 2, class-token timm ViTs). CoCa's pooler, NaFlex and ResNets are refused
+with a message (`tower_of`); `support_table()` is the README's table.
 """
 from __future__ import annotations
 
@@ -491,20 +496,7 @@ class TimmEva(LatentPooling, VisionTower):
     def __init__(self, visual: torch.nn.Module):
         from timm.layers import apply_rot_embed_cat
 
-        self.visual = visual
-        self.trunk = trunk = visual.trunk
-        self.blocks = list(trunk.blocks)
-        self.layers = len(self.blocks)
-        self.heads = int(self.blocks[0].attn.num_heads)
-        self.width = int(trunk.embed_dim)
-        self.head_dim = self.width // self.heads
-        self.pooler = getattr(trunk, "attn_pool", None)
-        self.fixed_pool = self.pooler is None
-        self.embed_dim = _pooled_width(trunk, self.pooler)
-        self.grid = tuple(trunk.patch_embed.grid_size)
-        self.patch_size = tuple(trunk.patch_embed.patch_size)
-        self.image_size = tuple(trunk.patch_embed.img_size)
-        self.prefix = int(trunk.num_prefix_tokens)
+        _read_timm_trunk(self, visual, getattr(visual.trunk, "attn_pool", None))
         self._rotate = apply_rot_embed_cat
 
     def embed(self, batch):
@@ -586,6 +578,24 @@ class TimmEva(LatentPooling, VisionTower):
 
     def projection_bias(self):
         return self.trunk.head.bias
+
+
+def _read_timm_trunk(tower: VisionTower, visual: torch.nn.Module, pooler: torch.nn.Module | None) -> None:
+    """Set a timm family's modules and shapes from open_clip's `TimmModel` around a timm trunk."""
+    tower.visual, tower.trunk = visual, visual.trunk
+    trunk = tower.trunk
+    tower.blocks = list(trunk.blocks)
+    tower.layers = len(tower.blocks)
+    tower.heads = int(tower.blocks[0].attn.num_heads)
+    tower.width = int(trunk.embed_dim)
+    tower.head_dim = tower.width // tower.heads
+    tower.grid = tuple(trunk.patch_embed.grid_size)
+    tower.patch_size = tuple(trunk.patch_embed.patch_size)
+    tower.image_size = tuple(trunk.patch_embed.img_size)
+    tower.prefix = int(trunk.num_prefix_tokens)
+    tower.pooler = pooler
+    tower.fixed_pool = pooler is None
+    tower.embed_dim = _pooled_width(trunk, pooler)
 
 
 def _pooled_width(trunk: torch.nn.Module, pooler: torch.nn.Module | None) -> int:
@@ -673,20 +683,7 @@ class TimmViT(LatentPooling, VisionTower):
         return None
 
     def __init__(self, visual: torch.nn.Module):
-        self.visual = visual
-        self.trunk = trunk = visual.trunk
-        self.blocks = list(trunk.blocks)
-        self.layers = len(self.blocks)
-        self.heads = int(self.blocks[0].attn.num_heads)
-        self.width = int(trunk.embed_dim)
-        self.head_dim = self.width // self.heads
-        self.grid = tuple(trunk.patch_embed.grid_size)
-        self.patch_size = tuple(trunk.patch_embed.patch_size)
-        self.image_size = tuple(trunk.patch_embed.img_size)
-        self.prefix = int(trunk.num_prefix_tokens)
-        self.pooler = trunk.attn_pool if trunk.global_pool == "map" else None
-        self.fixed_pool = self.pooler is None
-        self.embed_dim = _pooled_width(trunk, self.pooler)
+        _read_timm_trunk(self, visual, visual.trunk.attn_pool if visual.trunk.global_pool == "map" else None)
 
     def embed(self, batch):
         trunk = self.trunk
