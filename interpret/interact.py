@@ -345,23 +345,29 @@ def _image_tower(model: ClipModel, batch: torch.Tensor, layer: int) -> _Tower:
 
 def _text_parts(model: ClipModel):
     """The text tower's pieces, from a CLIP or a CustomTextCLIP (whose tower is `model.text`)."""
-    tower = model.causal_text_tower()
+    tower = model.text_tower()
     blocks = list(tower.transformer.resblocks) if tower is not None else []
     if tower is None or not all(type(block) is ResidualAttentionBlock for block in blocks):
-        raise InterpretError(f"{model.label}: interaction maps need open_clip's causal text transformer, read out "
-                             "at its end token; this model's text tower is another kind.")
+        raise InterpretError(f"{model.label}: interaction maps need open_clip's text transformer read out at one "
+                             "token (CLIP's end token, SigLIP's last position); this model's text tower is "
+                             "another kind.")
     return tower, blocks
 
 
 def _text_tower(model: ClipModel, ids: torch.Tensor, layer: int) -> _Tower:
-    """The caption (token ids `[context]`) and the reference caption '<start> ! <end>', seen from the states
-    entering block `layer`. The causal mask makes the tokens after the end token irrelevant, so both are cut
-    there."""
+    """The caption (token ids `[context]`) and a reference caption, seen from the states entering block `layer`.
+    A causal tower's reference is '<start> ! <end>' padded with 0, as exclip's, and both are cut after the end
+    token (the causal mask makes the tokens after it irrelevant); a tower without a causal mask reads every
+    position, so both keep the whole context, and the reference is the empty caption."""
     tower, blocks = _text_parts(model)
-    end = int(model.end_positions(ids[None])[0])
-    length = end + 1
-    reference = torch.zeros_like(ids[:length])
-    reference[0], reference[2] = ids[0], ids[end]  # start, '!' (id 0), end; padding with 0 as exclip does
+    read = int(model.readout_positions(ids[None])[0])
+    if getattr(tower, "attn_mask", None) is not None:
+        length = read + 1
+        reference = torch.zeros_like(ids[:length])
+        reference[0], reference[2] = ids[0], ids[read]  # start, '!' (id 0), end; padding with 0 as exclip does
+    else:
+        length = len(ids)
+        reference = model.tokenizer([""])[0].to(ids)
     tokens = torch.stack([ids[:length], reference])
     index = layer_index(layer, len(blocks), f"The text tower of {model.label}")
     with torch.no_grad():
@@ -372,7 +378,7 @@ def _text_tower(model: ClipModel, ids: torch.Tensor, layer: int) -> _Tower:
     def readout(pooled: torch.Tensor) -> torch.Tensor:
         return project(tower.ln_final(pooled), tower.text_projection)
 
-    return _Tower(index, hidden, [_TextBlock(block) for block in blocks[index:]], mask, end, readout)
+    return _Tower(index, hidden, [_TextBlock(block) for block in blocks[index:]], mask, read, readout)
 
 
 # --- what an interaction map costs, known before any work ---------------------------------------------------------
@@ -388,7 +394,8 @@ def interaction_work(model: ClipModel, caption: str, image_layer: int = -1, text
     image_start = layer_index(image_layer, geometry.layers, f"The image tower of {model.label}")
     tower, text_blocks = _text_parts(model)
     text_start = layer_index(text_layer, len(text_blocks), f"The text tower of {model.label}")
-    text_tokens = len(model.token_strings(caption))
+    causal = model.causal_text_tower() is not None
+    text_tokens = len(model.token_strings(caption)) if causal else geometry.context_length
     one_token = model.tower.read_token is not None
     return (_tower_work(geometry.tokens, geometry.width, geometry.layers - image_start, steps,
                         fast if one_token else False)
@@ -432,8 +439,11 @@ def interaction_map(model: ClipModel, image: ImageSource | torch.Tensor, caption
     token_names = model.token_strings(caption)
     image_tower = _image_tower(model, batch, image_layer)
     text_tower = _text_tower(model, encoded.tokens[0], text_layer)
-    if len(token_names) != text_tower.pooled + 1:
-        token_names = [f"token {i}" for i in range(text_tower.pooled + 1)]
+    count = text_tower.inputs.shape[1]
+    if len(token_names) < count and model.causal_text_tower() is None:  # a tower that reads the padding too
+        token_names = token_names + ["<pad>"] * (count - len(token_names))
+    if len(token_names) != count:
+        token_names = [f"token {i}" for i in range(count)]
 
     with torch.no_grad():
         image_ends = image_tower.embed(image_tower.inputs)  # [2, D]: the image, the reference

@@ -323,30 +323,49 @@ class ClipModel:
         pooled = states[torch.arange(len(tokens), device=tokens.device), ends]
         return F.normalize(project(pooled, tower.text_projection).float(), dim=-1)
 
-    def text_stream(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token ids `[M, n]` (cut after their end tokens) -> the residual stream entering block 0 of the causal
-        text tower, `[M, n, width]`, and the causal mask `[n, n]` that goes with it."""
-        tower = self.causal_text_tower()
+    def text_stream(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Token ids `[M, n]` (for a causal tower, cut after their end tokens) -> the residual stream entering
+        block 0 of the text tower (`text_tower`), `[M, n, width]`, and its causal mask `[n, n]` (None for a tower
+        without one)."""
+        tower = self.text_tower()
         length = tokens.shape[1]
         cast = tower.transformer.get_cast_dtype()
         states = tower.token_embedding(tokens).to(cast) + tower.positional_embedding[:length].to(cast)
-        return states, tower.attn_mask[:length, :length]
+        mask = getattr(tower, "attn_mask", None)
+        return states, None if mask is None else mask[:length, :length]
 
-    def causal_text_tower(self) -> torch.nn.Module | None:
-        """The module holding the text transformer (the CLIP itself, or a CustomTextCLIP's `text`) when that
-        transformer is causal, unmasked otherwise and read out at the end token; None for any other text tower."""
+    def text_tower(self) -> torch.nn.Module | None:
+        """The module holding open_clip's text transformer (the CLIP itself, or a CustomTextCLIP's `text`) when it
+        is read out at one token: causal and at its end token (CLIP), or without a causal mask at its last or
+        first position (SigLIP's); None for any other text tower."""
         clip = self.model
         tower = clip.text if hasattr(clip, "text") else clip
         pool = getattr(tower, "text_pool_type", getattr(tower, "pool_type", None))
-        if pool not in ("argmax", "eos") or getattr(tower, "attn_mask", None) is None \
+        causal = getattr(tower, "attn_mask", None) is not None
+        if not ((pool in ("argmax", "eos") and causal) or (pool in ("last", "first") and not causal)) \
                 or getattr(tower, "cls_emb", None) is not None or getattr(tower, "use_pad_mask", False) \
                 or not hasattr(tower, "token_embedding"):
             return None
         return tower
 
+    def causal_text_tower(self) -> torch.nn.Module | None:
+        """`text_tower` when it is causal and read at the end token (the padding after it then changes nothing),
+        else None."""
+        tower = self.text_tower()
+        return tower if tower is not None and getattr(tower, "attn_mask", None) is not None else None
+
+    def readout_positions(self, tokens: torch.Tensor) -> torch.Tensor:
+        """`[M]`: where the text tower reads each caption of `tokens` `[M, context]` out: its end token (causal
+        towers), or its last or first position."""
+        tower = self.text_tower()
+        pool = getattr(tower, "text_pool_type", getattr(tower, "pool_type", None))
+        if pool in ("last", "first"):
+            return torch.full((len(tokens),), tokens.shape[1] - 1 if pool == "last" else 0, device=tokens.device)
+        return self.end_positions(tokens)
+
     def end_positions(self, tokens: torch.Tensor) -> torch.Tensor:
         """`[M]`: where the causal text tower reads each caption of `tokens` `[M, context]` out (its end token)."""
-        tower = self.causal_text_tower()
+        tower = self.text_tower()
         pool = getattr(tower, "text_pool_type", getattr(tower, "pool_type", None))
         if pool == "eos":
             eos = getattr(tower, "text_eos_id", getattr(tower, "eos_id", None))

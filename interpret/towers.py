@@ -463,6 +463,7 @@ class TimmEva(LatentPooling, VisionTower):
     (`LatentPooling`)."""
 
     name = "timm Eva"
+    caveat = "interaction maps through PE-Core's attention pooler take the generic path (see timm ViT)"
     description = "timm Eva: EVA-01, EVA-02 (class token, RoPE, sub-LN, SwiGLU), PE-Core (attention pooling)"
 
     @classmethod
@@ -655,8 +656,8 @@ class TimmViT(LatentPooling, VisionTower):
 
     name = "timm ViT"
     description = "timm VisionTransformer: attention pooling (SigLIP, SigLIP 2), class token"
-    caveat = ("SigLIP's text tower (read at its last token, without a causal mask) is not read by the "
-              "interaction maps yet, and its tokenizer comes from the hub")
+    caveat = ("interaction maps through an attention pooler take the generic path over every token (the app's "
+              "work budget refuses them); SigLIP's tokenizer needs the `transformers` package and the hub")
 
     @classmethod
     def refuses(cls, visual: torch.nn.Module) -> str | None:

@@ -248,3 +248,27 @@ def test_every_analysis_runs_on_every_family(family, name, tmp_path):
     result = mutual_knowledge(model, pictures[0], toy_descriptors("grammar"), parts=2)
     assert result.predicted and result.parts.shape == model.geometry.grid
     assert ablated_embeddings(model, pictures[:2], [(0, 0)]).shape == (2, model.geometry.embed_dim)
+
+
+SIGLIP_TEXT = {"embed_dim": 24, "vision_cfg": CONFIGS["open_clip ViT"]["class token, LayerScale"]["vision_cfg"],
+               "text_cfg": {**TEXT, "no_causal_mask": True, "pool_type": "last", "proj_bias": True}}
+
+
+def test_interaction_maps_read_a_text_tower_without_a_causal_mask():
+    """SigLIP's text tower: no causal mask, read at its last position (CLIP's tokenizer stands in for SigLIP's,
+    which comes from the hub). Every position, padding included, is a token of the map; the map is complete,
+    and the closed form of the last block agrees with the generic path."""
+    torch.manual_seed(0)
+    model = randomise_small_parameters(model_from_config(SIGLIP_TEXT, name="siglip-like text"))
+    assert model.causal_text_tower() is None and model.text_tower() is not None
+    picture = images(model, 1)
+    with torch.no_grad():
+        cosine = float(torch.nn.functional.cosine_similarity(
+            model.model.encode_image(picture), model.model.encode_text(model.tokenize("a red circle").tokens)))
+    fast = interaction_map(model, picture, "a red circle", image_layer=-1, text_layer=-1, steps=20)
+    generic = interaction_map(model, picture, "a red circle", image_layer=-1, text_layer=-1, steps=20, fast=False)
+    assert len(fast.tokens) == TEXT["context_length"] and fast.tokens[-1] == "<pad>"
+    assert fast.cosine == pytest.approx(cosine, abs=1e-5)
+    assert torch.allclose(fast.scores, generic.scores, atol=1e-5 * float(generic.scores.abs().max()))
+    deeper = interaction_map(model, picture, "a red circle", image_layer=-2, text_layer=0, steps=40)
+    assert abs(deeper.residual) <= 0.02 * abs(deeper.explained) + 1e-6
