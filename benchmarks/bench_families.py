@@ -6,8 +6,8 @@ the decomposition's largest error relative to the embedding.
                                         [--batch 32] [--repeats 3] [--steps 10] [--device cpu|cuda]
 
 Random-init weights, random input. A model whose tokenizer needs the hub (SigLIP's) is loaded with CLIP's
-tokenizer in its place: only its image tower is timed, and interaction maps are skipped where the text tower is
-not read (SigLIP's). Times are medians of `--repeats` after a warm-up, each pair (plain, decomposition) run
+tokenizer in its place (at the tower's context length); interaction maps are skipped where the text tower is
+not read. Times are medians of `--repeats` after a warm-up, each pair (plain, decomposition) run
 alternately; on CUDA the device is synchronised around every call.
 """
 from __future__ import annotations
@@ -37,8 +37,9 @@ def load(name: str, device: str) -> tuple[ClipModel, float]:
     model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=None, device=device)
     try:
         tokenizer = tokenizer_of(name)
-    except ModelLoadError:  # a Hugging Face tokenizer, offline: CLIP's in its place
-        tokenizer = open_clip.get_tokenizer("ViT-B-16")
+    except ModelLoadError:  # a Hugging Face tokenizer, offline: CLIP's in its place, at the tower's context
+        context = open_clip.get_model_config(name)["text_cfg"].get("context_length", 77)
+        tokenizer = open_clip.get_tokenizer("ViT-B-16", context_length=context)
     clip = ClipModel(model, preprocess, tokenizer, name, None, device)
     return clip, time.perf_counter() - started
 

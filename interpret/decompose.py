@@ -203,10 +203,13 @@ def _decompose_linearised_readout(model: ClipModel, batch: torch.Tensor, wanted:
     rest_stream, mlp_streams, attention = x.clone(), [], {}
     for index in range(geometry.layers):
         q, k, v = tower.qkv(index, x)
-        mixed = tower.attend(index, q, k, v)
+        if index in wanted:  # the whole attention is kept, so it also gives the heads' outputs
+            weights = tower.attention_weights(index, q, k)  # [B, H, T, T]
+            mixed = weights @ v
+        else:
+            mixed = tower.attend(index, q, k, v)
         attention_out = tower.heads_output(index, mixed)
         if index in wanted:
-            weights = tower.attention_weights(index, q, k)  # [B, H, T, T]
             scale = tower.out_scale(index, mixed)
             attention[index] = (weights if scale is None else weights * scale[:, None, :, None], v)
             rest_stream += tower.out_bias(index).to(x)
