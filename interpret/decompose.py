@@ -46,7 +46,10 @@ class ImageDecomposition:
 
     weighted_values: `[B, L', H, T, V]` if spatial else `[B, L', H, V]`: attention-weighted value vectors
         `(sum_s pool[s] a_lh[s, t]) v_lh[t]` of the requested layers (summed over tokens t if not spatial); V is
-        the tower's `value_width` (head_dim; times the pooling heads for an attention pooler).
+        the tower's `value_width` (head_dim; times the pooling heads for an attention pooler). With `channels`
+        (an attention pooler, spatial): the values `v_lh[t]` themselves, `[B, L', H, T, head_dim]`, and
+        `channels` `[B, L', H, T, P]` their weight for each readout channel (pooling head) p: kept apart, they
+        are P times smaller.
     folded_heads: `[L', H, V, D]`: the requested layers' per-head maps into the joint space.
     inv_std: `[B]`: 1 / std of the readout norm's input at the pooled state (the linearisation point; 1 where the
         readout's coefficients already hold it).
@@ -66,27 +69,33 @@ class ImageDecomposition:
     layers: tuple[int, ...]
     grid: tuple[int, int]
     spatial: bool
+    channels: torch.Tensor | None = None
 
     @property
     def heads(self) -> torch.Tensor:
         """`[B, L', H, T, D]` if spatial else `[B, L', H, D]`: each head's (and source token's) contribution.
         Built on demand: B x L' x H x T x D floats can be large (use `scores`/`token_scores` where you can)."""
-        equation = "blhtk,lhkd->blhtd" if self.spatial else "blhk,lhkd->blhd"
-        contributions = torch.einsum(equation, self.weighted_values, self.folded_heads)
+        if not self.spatial:
+            contributions = torch.einsum("blhk,lhkd->blhd", self.weighted_values, self.folded_heads)
+        elif self.channels is None:
+            contributions = torch.einsum("blhtk,lhkd->blhtd", self.weighted_values, self.folded_heads)
+        else:  # one readout channel at a time: never a [B, L', H, T, P, D] intermediate
+            folded = self._per_channel(self.folded_heads)
+            contributions = sum(self.channels[..., p, None] * torch.einsum("blhtk,lhkd->blhtd", self.weighted_values,
+                                                                             folded[:, :, p])
+                                for p in range(folded.shape[2]))
         return contributions * self._per_image(self.inv_std, contributions.dim())
 
     def head_totals(self) -> torch.Tensor:
         """`[B, L', H, D]`: each head's contribution summed over source tokens."""
-        values = self.weighted_values.sum(dim=3) if self.spatial else self.weighted_values
-        contributions = torch.einsum("blhk,lhkd->blhd", values, self.folded_heads)
+        contributions = torch.einsum("blhk,lhkd->blhd", self._summed_values(), self.folded_heads)
         return contributions * self._per_image(self.inv_std, 4)
 
     def token_totals(self) -> torch.Tensor:
         """`[B, T, D]`: each source token's contribution summed over the requested layers' heads (spatial only)."""
         if not self.spatial:
             raise ValueError("token_totals needs a spatial decomposition (decompose_image(..., spatial=True)).")
-        contributions = torch.einsum("blhtk,lhkd->btd", self.weighted_values, self.folded_heads)
-        return contributions * self._per_image(self.inv_std, 3)
+        return self._per_token(self.folded_heads).sum(dim=(1, 2)) * self._per_image(self.inv_std, 3)
 
     def total(self) -> torch.Tensor:
         """`[B, D]`: the sum of all parts; equals `embedding` to float error."""
@@ -97,8 +106,7 @@ class ImageDecomposition:
         `part . text / |embedding|`, so that the parts add up to the cosine similarity."""
         texts = texts.to(self.embedding)
         scale = self.inv_std / self.embedding.norm(dim=-1)  # [B]
-        values = self.weighted_values.sum(dim=3) if self.spatial else self.weighted_values
-        heads = torch.einsum("blhk,lhkm->blhm", values, self._text_directions(texts))
+        heads = torch.einsum("blhk,lhkm->blhm", self._summed_values(), self._text_directions(texts))
         norm = self.embedding.norm(dim=-1)
         return ScoreDecomposition(
             heads=heads * self._per_image(scale, 4),
@@ -113,11 +121,33 @@ class ImageDecomposition:
             raise ValueError("token_scores needs a spatial decomposition (decompose_image(..., spatial=True)).")
         texts = texts.to(self.embedding)
         scale = self.inv_std / self.embedding.norm(dim=-1)
-        scores = torch.einsum("blhtk,lhkm->blhtm", self.weighted_values, self._text_directions(texts))
-        return scores * self._per_image(scale, 5)
+        return self._per_token(self._text_directions(texts)) * self._per_image(scale, 5)
+
+    def _summed_values(self) -> torch.Tensor:
+        """`[B, L', H, V]`: the values summed over the source tokens (per readout channel, where there are
+        several)."""
+        if not self.spatial:
+            return self.weighted_values
+        if self.channels is None:
+            return self.weighted_values.sum(dim=3)
+        return torch.einsum("blhtp,blhtk->blhpk", self.channels, self.weighted_values).flatten(3)
+
+    def _per_token(self, maps: torch.Tensor) -> torch.Tensor:
+        """`[B, L', H, T, X]`: the spatial values through `maps` `[L', H, V, X]` (folded heads, or text
+        directions); with readout channels, the channels' weights applied after the (small) product per channel."""
+        if self.channels is None:
+            return torch.einsum("blhtk,lhkx->blhtx", self.weighted_values, maps)
+        through = torch.einsum("blhtk,lhpkx->blhtpx", self.weighted_values, self._per_channel(maps))
+        return torch.einsum("blhtpx,blhtp->blhtx", through, self.channels)
+
+    def _per_channel(self, maps: torch.Tensor) -> torch.Tensor:
+        """`[L', H, P * k, X]` -> `[L', H, P, k, X]`."""
+        layers, heads, width, other = maps.shape
+        channels = self.channels.shape[-1]
+        return maps.reshape(layers, heads, channels, width // channels, other)
 
     def _text_directions(self, texts: torch.Tensor) -> torch.Tensor:
-        """`[L', H, head_dim, M]`: the texts pulled back into each head's value space."""
+        """`[L', H, V, M]`: the texts pulled back into each head's value space."""
         return torch.einsum("lhkd,md->lhkm", self.folded_heads, texts)
 
     @staticmethod
@@ -224,14 +254,18 @@ def _decompose_linearised_readout(model: ClipModel, batch: torch.Tensor, wanted:
     def read(stream: torch.Tensor) -> torch.Tensor:  # [B, T, W] -> [B, D]
         return torch.einsum("bpw,pwd->bd", torch.einsum("bpt,btw->bpw", coefficients, stream), maps)
 
-    values = []
+    values, channels = [], []
     for index in wanted:
         weights, v = attention.pop(index)
         pooled = torch.einsum("bpt,bhts->bhsp", coefficients, weights)  # [B, H, T, P]
-        per_channel = (pooled[..., None] * v[:, :, :, None, :]).flatten(3)  # [B, H, T, P * head_dim]
-        values.append(per_channel if spatial else per_channel.sum(dim=2))
+        if spatial:  # kept apart: the values once, and each token's weight per readout channel
+            values.append(v)
+            channels.append(pooled)
+        else:
+            values.append(torch.einsum("bhsp,bhsk->bhpk", pooled, v).flatten(2))  # [B, H, P * head_dim]
     return ImageDecomposition(
         weighted_values=torch.stack(values, dim=1),
+        channels=torch.stack(channels, dim=1) if spatial else None,
         folded_heads=_select_layers(model.folded_head_weights(), wanted),
         inv_std=x.new_ones(x.shape[0]),  # the norm's statistics are in the coefficients
         mlps=torch.stack([read(stream) for stream in mlp_streams], dim=1),

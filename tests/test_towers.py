@@ -272,3 +272,15 @@ def test_interaction_maps_read_a_text_tower_without_a_causal_mask():
     assert torch.allclose(fast.scores, generic.scores, atol=1e-5 * float(generic.scores.abs().max()))
     deeper = interaction_map(model, picture, "a red circle", image_layer=-2, text_layer=0, steps=40)
     assert abs(deeper.residual) <= 0.02 * abs(deeper.explained) + 1e-6
+
+
+@pytest.mark.parametrize("family, name", CASES)
+def test_token_parts_add_up_to_head_parts(family, name):
+    model = model_of(family, name)
+    batch = images(model)
+    spatial, flat = decompose_image(model, batch), decompose_image(model, batch, spatial=False)
+    texts = torch.nn.functional.normalize(torch.randn(3, model.geometry.embed_dim), dim=-1)
+    scale = float(flat.scores(texts).heads.abs().max())
+    assert torch.allclose(spatial.token_scores(texts).sum(dim=3), flat.scores(texts).heads, atol=1e-5 * scale)
+    assert torch.allclose(spatial.token_totals(), spatial.heads.sum(dim=(1, 2)),
+                          atol=1e-5 * float(spatial.heads.abs().max()))
