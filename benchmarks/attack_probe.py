@@ -233,7 +233,8 @@ def run(probe: Probe, rng: random.Random, args) -> None:
         return sizes[0] == sizes[1], f"figure {sizes[0]} for the EXIF-rotated JPEG, {sizes[1]} for it upright"
     probe.case("input", "a JPEG taken rotated 90", orientation)
 
-    for caption in ("a 🔴 circle 😀 🟦", "دائرة حمراء على مربع أزرق", "一个红色的圆圈", "\u200b\u200d\u2060", "a \ud800 circle"):
+    captions = ("a 🔴 circle 😀 🟦", "دائرة حمراء على مربع أزرق", "一个红色的圆圈", "\u200b\u200d\u2060", "a \ud800 circle")
+    for caption in captions:
         def caption_case(caption=caption):
             answer = probe.call("interaction", [TOY, image, caption, -1, -1, 2, "midpoint", "", "", 0.6], "unicode")
             message = error_of(answer)

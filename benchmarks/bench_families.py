@@ -62,7 +62,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    name_of_device = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    name_of_device = (torch.cuda.get_device_name() if args.device == "cuda"
+                      else f"CPU, {torch.get_num_threads()} threads")
     print(f"torch {torch.__version__}, {name_of_device}; random-init weights; median of {args.repeats}\n")
     print("| model | family | load s | batch | encode s | decompose s | ratio | max error | interaction s |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -93,7 +94,7 @@ def main() -> None:
             print(f"| {name} | {family} | {load_seconds:.1f} | {batch_size} | {plain_s:.3f} | {decomposed_s:.3f} | "
                   f"{decomposed_s / plain_s:.2f} | {error:.1e} | {interaction if batch_size == 1 else ''} |",
                   flush=True)
-        del model
+        model = None  # noqa: F841 (its memory goes before the next model's)
         if args.device == "cuda":
             torch.cuda.empty_cache()
 

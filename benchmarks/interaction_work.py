@@ -48,7 +48,8 @@ def main() -> None:
                 rates.append(work / seconds)
             print(f"| {name} | {image_layer} / {text_layer} | {steps} | {work / 1e9:.1f} | {seconds:.2f} | "
                   f"{work / seconds / 1e9:.0f} |")
-    print(f"\nThe app's budget, {MAX_INTERACTION_WORK / 1e9:.0f} GMAC, is at most {MAX_INTERACTION_WORK / min(rates):.1f} s "
+    print(f"\nThe app's budget, {MAX_INTERACTION_WORK / 1e9:.0f} GMAC, is at most "
+          f"{MAX_INTERACTION_WORK / min(rates):.1f} s "
           f"here (at the slowest rate of a large map, {min(rates) / 1e9:.0f} GMAC/s) and at least "
           f"{MAX_INTERACTION_WORK / max(rates):.1f} s.")
 

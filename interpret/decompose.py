@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from .errors import InterpretError
 from .models import ClipModel, layer_index

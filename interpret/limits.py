@@ -75,8 +75,9 @@ def limits_table() -> str:
         ("texts in one field", f"{MAX_TEXTS}"),
         ("token span, box or heads list", f"{MAX_SPEC_CHARS} characters; token numbers within the caption"),
         ("interaction steps", f"1 to {MAX_STEPS}"),
-        ("work of one interaction map in the app", f"{MAX_INTERACTION_WORK / 1e9:.0f} billion multiply-adds "
-                                                    "(INTERPRET_MAX_INTERACTION_GMACS): fewer steps beyond, or refused"),
+        ("work of one interaction map in the app",
+         f"{MAX_INTERACTION_WORK / 1e9:.0f} billion multiply-adds (INTERPRET_MAX_INTERACTION_GMACS): fewer steps "
+         "beyond, or refused"),
         ("neighbours (k)", f"1 to {MAX_NEIGHBOURS}"),
         ("top heads listed", f"1 to {MAX_TOP_HEADS}"),
         ("mutual-knowledge visual concepts", f"{MIN_PARTS} to {MAX_PARTS}"),

@@ -265,7 +265,8 @@ class OpenClipViT(VisionTower):
     variants) and average pooling with the norm after the pool (CLIPA)."""
 
     name = "open_clip ViT"
-    description = "open_clip VisionTransformer: class token (OpenAI, LAION, DataComp, DFN, MetaCLIP), average pool (CLIPA)"
+    description = ("open_clip VisionTransformer: class token (OpenAI, LAION, DataComp, DFN, MetaCLIP), average pool "
+                   "(CLIPA)")
     BLOCK_PARAMETERS = ("ln_1.weight", "attn.in_proj_weight", "attn.out_proj.weight", "ln_2.weight")
 
     @classmethod

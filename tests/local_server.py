@@ -71,7 +71,8 @@ def upload(url: str, path: Path) -> dict:
     """Upload a file as the page does; the FileData to send in its place."""
     boundary = uuid.uuid4().hex
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{path.name}\"\r\n"
-            "Content-Type: application/octet-stream\r\n\r\n").encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+            "Content-Type: application/octet-stream\r\n\r\n").encode() + path.read_bytes() \
+        + f"\r\n--{boundary}--\r\n".encode()
     request = urllib.request.Request(url + "gradio_api/upload", body,
                                      {"Content-Type": f"multipart/form-data; boundary={boundary}"})
     with urllib.request.urlopen(request, timeout=60) as response:

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -168,7 +168,8 @@ def test_a_caption_of_invisible_characters_is_refused(caption):
         heads.run_heads(TOY, EXAMPLE, caption, 5)
 
 
-@pytest.mark.parametrize("caption", ["a 🔴 circle 😀", "مرحبا بالعالم الأحمر", "一个红色的圆圈", "Ünïcödé naïve café",
+@pytest.mark.parametrize("caption", ["a 🔴 circle 😀", "مرحبا بالعالم الأحمر", "一个红色的圆圈",
+                                     "Ünïcödé naïve café",
                                      "👩‍👩‍👧 family", "ㄱㄴㄷ 한국어"])
 def test_token_labels_never_split_a_character(caption):
     model = common.model_for(TOY)

@@ -16,7 +16,7 @@ from ..models import ClipModel
 from ..render import property_grid
 from ..textspan import HeadAtlas, describe_heads
 from ..toy.train import toy_images
-from .common import escaped, LOOKUP, Shared, connect, friendly_errors, layer_and_head, model_for, status_box
+from .common import LOOKUP, Shared, connect, escaped, friendly_errors, layer_and_head, model_for, status_box
 from .database import session_of
 from .neighbours import database_folder
 
@@ -67,7 +67,8 @@ def run_atlas(label: str, layer: float, head: float, request: gr.Request = None)
     chosen = atlas.get(layer, head)
     rows = [[pick, text, tag, round(gain, 4)]
             for pick, (text, tag, gain) in enumerate(zip(chosen.descriptions, chosen.tags, chosen.gains), start=1)]
-    summary = (f"**Head {layer}.{head}**: property **{escaped(chosen.property)}** (confidence {chosen.confidence:.0%}); "
+    summary = (f"**Head {layer}.{head}**: property **{escaped(chosen.property)}** "
+               f"(confidence {chosen.confidence:.0%}); "
                f"its {len(rows)} descriptions explain {chosen.explained:.0%} of its variance over {atlas.images} "
                f"images (bank: {escaped(atlas.bank)}). They are listed in the order TextSpan picked them; each one's "
                "variance is what it adds after the earlier picks are taken out, so a later pick can add more.")

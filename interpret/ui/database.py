@@ -16,7 +16,7 @@ from ..errors import InterpretError
 from ..images import list_images
 from ..limits import BUILT_LIFETIME_S, MAX_BUILD_IMAGES, check_text
 from ..paths import home, inside, visitor_name
-from .common import escaped, Shared, error_text, message_for, model_for
+from .common import Shared, error_text, escaped, message_for, model_for
 
 TITLE = "Build a database"
 BUILD = {"concurrency_id": "build", "concurrency_limit": 1}  # one build at a time on this machine

@@ -8,7 +8,7 @@ from ..decompose import explain_caption
 from ..limits import MAX_TOP_HEADS, check_number
 from ..quantify import ablated_embeddings, direct_embeddings, parse_head_list
 from ..render import head_grid
-from .common import escaped, Shared, connect, friendly_errors, model_for, picture_of, status_box, with_warnings
+from .common import Shared, connect, escaped, friendly_errors, model_for, picture_of, status_box, with_warnings
 
 TITLE = "Heads"
 
@@ -39,7 +39,8 @@ def _without(model, picture, caption: str, removed: list, cosine: float, spec: s
     text = model.encode_texts(caption)[0]
     direct = float(F.normalize(direct_embeddings(model, picture, removed).float(), dim=-1)[0] @ text)
     total = float(F.normalize(ablated_embeddings(model, picture, removed).float(), dim=-1)[0] @ text)
-    return (f"**Without heads {escaped(spec.strip())}** ({len(removed)} heads): score **{direct:+.4f}** ({direct - cosine:+.4f}) "
+    return (f"**Without heads {escaped(spec.strip())}** ({len(removed)} heads): score **{direct:+.4f}** "
+            f"({direct - cosine:+.4f}) "
             f"by their direct effect only; **{total:+.4f}** ({total - cosine:+.4f}) with their outputs zeroed in the "
             "forward pass, so that later layers see the change too.")
 

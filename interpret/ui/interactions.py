@@ -12,7 +12,8 @@ from ..interact import Interaction, affordable_steps, interaction_map, parse_box
 from ..limits import MAX_INTERACTION_WORK, MAX_STEPS, check_number
 from ..models import ClipModel
 from ..render import map_overlay, outline_box
-from .common import (escaped, RecentResults, Shared, connect, file_key, friendly_errors, model_for, page_index, picture_of,
+from .common import (RecentResults, Shared, connect, escaped, file_key, friendly_errors, model_for, page_index,
+                     picture_of,
                      status_box, with_warnings)
 from .maps import checked_opacity
 
@@ -69,9 +70,9 @@ def run_interaction(label: str, image_path: str | None, caption: str, image_laye
     summary = (f"Cosine **{result.cosine:+.4f}**; {result.layers_name}, {result.steps} steps ({result.rule} rule): "
                f"the interactions sum to {result.total:+.5f} of the {result.explained:+.5f} they explain "
                f"(residual {result.residual:+.1e}, {abs(result.residual) / max(abs(result.explained), 1e-12):.1%})."
-               f"\n\n**Span → region**: '{escaped(spatial.text)}' (red: where it matches). **Region → span**: over {where}, "
-               f"'{escaped(result.tokens[best])}' matches most ({float(per_token[best]):+.5f}); tokens are coloured by their "
-               "interaction, red adds to the score.")
+               f"\n\n**Span → region**: '{escaped(spatial.text)}' (red: where it matches). **Region → span**: over "
+               f"{where}, '{escaped(result.tokens[best])}' matches most ({float(per_token[best]):+.5f}); tokens are "
+               "coloured by their interaction, red adds to the score.")
     return picture, coloured, with_warnings(summary, result.warnings)
 
 

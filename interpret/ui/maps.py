@@ -6,7 +6,7 @@ import gradio as gr
 from ..limits import check_number
 from ..models import ClipModel
 from ..segment import ImageMaps
-from .common import escaped, RecentResults, file_key, picture_of, status_box, with_warnings
+from .common import RecentResults, escaped, file_key, picture_of, status_box, with_warnings
 
 _image_maps = RecentResults()
 HEADS_LABEL = "Heads: all, a layer (3), a head (3.2) or heads (3.2, 2.5)"

@@ -8,7 +8,7 @@ from ..limits import MAX_PARTS, MIN_PARTS, check_number
 from ..mutual import CONCEPTS, load_descriptors, mutual_knowledge
 from ..render import concept_venn, mutual_curves, parts_overlay
 from ..toy.evaluate import toy_descriptors
-from .common import escaped, Shared, connect, friendly_errors, model_for, picture_of, status_box
+from .common import Shared, connect, escaped, friendly_errors, model_for, picture_of, status_box
 
 TITLE = "Mutual knowledge"
 TOY_CLASSES = "toy world: 24 classes 'a {colour} {shape}'"

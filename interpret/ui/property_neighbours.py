@@ -5,7 +5,7 @@ import gradio as gr
 
 from ..banks import PROPERTIES
 from .atlas import atlas_for
-from .common import escaped, LOOKUP, Shared, connect, friendly_errors, model_for, picture_of
+from .common import LOOKUP, Shared, connect, escaped, friendly_errors, model_for, picture_of
 from .database import session_of
 from .neighbours import checked_k, count_slider, database_for, gallery, neighbour_outputs
 

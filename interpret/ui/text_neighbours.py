@@ -4,7 +4,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ..errors import InterpretError
-from .common import escaped, LOOKUP, Shared, connect, friendly_errors, layer_and_head, model_for
+from .common import LOOKUP, Shared, connect, escaped, friendly_errors, layer_and_head, model_for
 from .database import session_of
 from .neighbours import checked_k, database_for, gallery, head_and_count, neighbour_outputs
 
