@@ -216,14 +216,14 @@ def test_the_readme_has_the_support_table():
 
 @pytest.mark.parametrize("family, name", CASES)
 def test_every_analysis_runs_on_every_family(family, name, tmp_path):
-    """What the tabs call, on the family's small config: head scores, topic and contrastive maps, TextSpan
-    labels, a database and its three searches, mutual knowledge, and head removal."""
-    from interpret.banks import toy_bank
+    """What the tabs call, on the family's small config: head scores, topic and contrastive maps, a bundle (TextSpan
+    labels, a database, thumbnails: what the in-app build makes) verified as the app verifies it, the three
+    searches, mutual knowledge, and head removal."""
+    from interpret.bundles import build_bundle, verify_bundle
     from interpret.decompose import explain_caption
-    from interpret.index import ImageIndex, build_index
+    from interpret.index import ImageIndex, load_head_labels
     from interpret.mutual import mutual_knowledge
     from interpret.segment import ImageMaps
-    from interpret.textspan import describe_heads
     from interpret.toy.evaluate import toy_descriptors
     from interpret.toy.train import toy_images
 
@@ -235,16 +235,19 @@ def test_every_analysis_runs_on_every_family(family, name, tmp_path):
     maps = ImageMaps(model, pictures[0])
     assert maps.topic("something red").grid.shape == model.geometry.grid
     assert maps.topic("something red", relative_to=["something blue"]).grid.shape == model.geometry.grid
-    atlas = describe_heads(model, pictures, toy_bank(), k=2, rank=4, progress=False)
-    assert len(atlas.labels) == model.geometry.layers * model.geometry.heads
     folder = tmp_path / "images"
     folder.mkdir()
     for number, picture in enumerate(pictures):
         picture.save(folder / f"{number}.png")
-    build_index(model, folder, tmp_path / "db", layers=[-1], progress=False)
-    database = ImageIndex.open(tmp_path / "db", model)
+    bundle = build_bundle(model, folder, tmp_path / "bundles", bank="toy", layers=[-1], progress=False)
+    verify_bundle(bundle, model)  # what the app does before it serves a bundle (or a visitor's own build)
+    atlas = load_head_labels(model, bundle)
+    assert len(atlas.labels) == model.geometry.layers * model.geometry.heads
+    database = ImageIndex.open(bundle, model)
     assert len(database.image_neighbours(pictures[0], -1, 0, k=3)) == 3
     assert len(database.text_neighbours("something red", -1, 0, k=3)) == 3
+    assert database.property_neighbours(pictures[0], atlas.get(-1 % model.geometry.layers, 0).property, k=2,
+                                        atlas=atlas)
     result = mutual_knowledge(model, pictures[0], toy_descriptors("grammar"), parts=2)
     assert result.predicted and result.parts.shape == model.geometry.grid
     assert ablated_embeddings(model, pictures[:2], [(0, 0)]).shape == (2, model.geometry.embed_dim)
