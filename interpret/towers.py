@@ -61,8 +61,8 @@ class VisionTower:
     caveat: ClassVar[str] = ""  # what does not work yet on this family's models, for the same table
     # True: the readout pools the tokens with fixed weights, then norms and projects (`pool_weights`,
     # `readout_norm`, `projection`); False: it is linearised at each input (`readout_linearised`), as an attention
-    # pooler's is
-    fixed_pool: ClassVar[bool] = True
+    # pooler's is. A class default: a family whose models differ sets it per instance (the timm ones do).
+    fixed_pool: bool = True
 
     layers: int
     heads: int
