@@ -18,7 +18,6 @@ stopped at the end.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import json
 import random
@@ -40,7 +39,7 @@ from benchmarks.load_test import GRADIO_REFUSALS, MemorySampler, call  # noqa: E
 from interpret.models import ModelSpec  # noqa: E402
 from interpret.toy.examples import toy_examples  # noqa: E402
 from tests.hostile import hostile_requests  # noqa: E402
-from tests.local_server import endpoint_index, join, outcomes, start_app, stop_app, upload  # noqa: E402
+from tests.local_server import endpoint_index, join, outcomes, start_app, stop_app, tree_digest, upload  # noqa: E402
 from tests.markdown import elements, shown  # noqa: E402
 
 TOY = ModelSpec("toy", None).label
@@ -78,11 +77,6 @@ class Probe:
         if status != 200:
             return {"success": False, "output": {"error": answer}}
         return outcomes(self.url, session, 1)[0]
-
-
-def tree_digest(folder: Path) -> dict[str, str]:
-    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
-            for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
 def error_of(answer: dict) -> str:

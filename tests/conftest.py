@@ -40,6 +40,12 @@ def randomise_small_parameters(model: ClipModel, seed: int = 0) -> ClipModel:
     return model
 
 
+def random_batch(model: ClipModel, size: int, seed: int = 0) -> torch.Tensor:
+    """`[size, 3, H, W]` random preprocessed images for `model`."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(size, 3, *model.geometry.image_size, generator=generator)
+
+
 def architecture(name: str) -> ClipModel:
     """A fresh (uncached) random-init open_clip architecture with randomised norms and biases."""
     torch.manual_seed(0)

@@ -2,6 +2,7 @@
 talk to it in raw HTTP as a hostile client would."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -48,6 +49,12 @@ def start_app(indexes: Path, timeout: float = 120, **environment: str) -> tuple[
             time.sleep(0.5)
     process.kill()
     raise RuntimeError(f"app.py did not start serving within {timeout:.0f} s")
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    """Every file below `folder` (relative path -> SHA-256): to check that a server left a folder alone."""
+    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
 def stop_app(process: subprocess.Popen) -> None:

@@ -5,7 +5,6 @@ expensive settings, a visitor who floods the queue. Handlers are called in-proce
 sends the same through HTTP to a running app."""
 from __future__ import annotations
 
-import hashlib
 import io
 import re
 import string
@@ -27,6 +26,7 @@ from interpret.toy.examples import toy_examples
 from interpret.ui import (admission, atlas, common, contrastive, database, heads, interactions, property_neighbours,
                           text_neighbours, topic)
 from interpret.ui import choose_model
+from tests.local_server import tree_digest
 from tests.markdown import elements, shown
 
 TOY = common.ModelSpec("toy", None).label
@@ -117,11 +117,6 @@ def test_any_session_id_becomes_a_folder_name_the_server_made(session):
         assert folder.parent.parent == (paths.home() / kind).resolve() and folder.name == "toy"
         assert re.fullmatch(r"v[0-9a-f]{32}|local", folder.parent.name)
     assert paths.visitor_name(session) == paths.visitor_name(session)  # the same visitor finds their folder again
-
-
-def tree_digest(folder: Path) -> dict[str, str]:
-    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
-            for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
 @pytest.mark.parametrize("how", ["absolute", "dotdot"])

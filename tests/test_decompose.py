@@ -5,17 +5,13 @@ import torch.nn.functional as F
 
 from interpret.decompose import decompose_image, explain_caption, normalise_layers
 from interpret.errors import InterpretError
+from tests.conftest import random_batch
 
 
 def relative_error(decomposition, model, batch) -> float:
     with torch.no_grad():
         reference = model.model.encode_image(batch)
     return float((decomposition.total() - reference).abs().max() / reference.norm(dim=-1).min())
-
-
-def random_batch(model, size, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn(size, 3, *model.geometry.image_size, generator=generator)
 
 
 @pytest.mark.parametrize("fixture", ["vit_b32", "vit_b16", "tiny_model"])

@@ -3,7 +3,6 @@ client sends them: raw HTTP with a session id of its choosing, a file path it wa
 requests; and the memory one expensive request may cost there."""
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import zipfile
@@ -13,7 +12,8 @@ import pytest
 
 from interpret.models import ModelSpec
 from interpret.toy.examples import toy_examples
-from tests.local_server import endpoint_index, join, memory_mib, outcomes, start_app, stop_app, upload
+from tests.local_server import (endpoint_index, join, memory_mib, outcomes, start_app, stop_app, tree_digest,
+                                upload)
 from tests.markdown import elements, shown
 
 TOY = ModelSpec("toy", None).label
@@ -28,11 +28,6 @@ def server(tmp_path_factory):
         yield process, url, indexes
     finally:
         stop_app(process)
-
-
-def tree_digest(folder: Path) -> dict[str, str]:
-    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
-            for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
 def call(url: str, api_name: str, data: list, session: str, timeout: float = 300) -> dict:

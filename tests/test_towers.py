@@ -22,7 +22,7 @@ from interpret.interact import interaction_map
 from interpret.models import ClipModel, model_from_config
 from interpret.mutual import last_layer_keys
 from interpret.quantify import ablated_embeddings
-from tests.conftest import randomise_small_parameters
+from tests.conftest import random_batch, randomise_small_parameters
 
 TEXT = {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}
 CONFIGS = {
@@ -87,10 +87,6 @@ def model_of(family: str, name: str, seed: int = 0):
     return model
 
 
-def images(model, count: int = 2, seed: int = 0) -> torch.Tensor:
-    return torch.randn(count, 3, *model.geometry.image_size, generator=torch.Generator().manual_seed(seed))
-
-
 def test_every_family_has_configs():
     assert {family.name for family in towers.FAMILIES} == set(CONFIGS)
 
@@ -98,7 +94,7 @@ def test_every_family_has_configs():
 @pytest.mark.parametrize("family, name", CASES)
 def test_parts_add_up_to_the_model_s_embedding(family, name):
     model = model_of(family, name)
-    batch = images(model)
+    batch = random_batch(model, 2)
     with torch.no_grad():
         reference = model.model.encode_image(batch)
     scale = float(reference.norm(dim=-1).min())
@@ -156,7 +152,7 @@ def output_projection(model, layer: int) -> torch.nn.Linear:
 @pytest.mark.parametrize("family, name", CASES)
 def test_a_head_s_part_is_its_own(family, name):
     model = model_of(family, name)
-    batch = images(model)
+    batch = random_batch(model, 2)
     layer = model.geometry.layers // 2
     order = list(reversed(range(model.geometry.heads)))
     before = decompose_image(model, batch, spatial=False)
@@ -171,7 +167,7 @@ def test_a_head_s_part_is_its_own(family, name):
 @pytest.mark.parametrize("family, name", CASES)
 def test_removing_a_head_equals_zeroing_its_columns_of_the_output_projection(family, name):
     model = model_of(family, name)
-    batch = images(model)
+    batch = random_batch(model, 2)
     g = model.geometry
     removed = [(0, 1), (g.layers - 1, 0)]
     surgery = copy_of(model)
@@ -186,7 +182,7 @@ def test_removing_a_head_equals_zeroing_its_columns_of_the_output_projection(fam
 @pytest.mark.parametrize("family, name", CASES)
 def test_interaction_maps_are_complete(family, name):
     model = model_of(family, name)
-    picture = images(model, 1)
+    picture = random_batch(model, 1)
     result = interaction_map(model, picture, "a red circle", image_layer=-2, text_layer=-1, steps=40)
     assert result.scores.shape[1:] == model.geometry.grid
     assert abs(result.residual) <= 0.02 * abs(result.explained) + 1e-6
@@ -195,7 +191,7 @@ def test_interaction_maps_are_complete(family, name):
 @pytest.mark.parametrize("family, name", CASES)
 def test_mutual_knowledge_keys_are_the_patches(family, name):
     model = model_of(family, name)
-    keys = last_layer_keys(model, images(model, 2))
+    keys = last_layer_keys(model, random_batch(model, 2))
     g = model.geometry
     assert keys.shape == (2, g.grid[0] * g.grid[1], g.width)
 
@@ -264,7 +260,7 @@ def test_interaction_maps_read_a_text_tower_without_a_causal_mask():
     torch.manual_seed(0)
     model = randomise_small_parameters(model_from_config(SIGLIP_TEXT, name="siglip-like text"))
     assert model.causal_text_tower() is None and model.text_tower() is not None
-    picture = images(model, 1)
+    picture = random_batch(model, 1)
     with torch.no_grad():
         cosine = float(torch.nn.functional.cosine_similarity(
             model.model.encode_image(picture), model.model.encode_text(model.tokenize("a red circle").tokens)))
@@ -280,7 +276,7 @@ def test_interaction_maps_read_a_text_tower_without_a_causal_mask():
 @pytest.mark.parametrize("family, name", CASES)
 def test_token_parts_add_up_to_head_parts(family, name):
     model = model_of(family, name)
-    batch = images(model)
+    batch = random_batch(model, 2)
     spatial, flat = decompose_image(model, batch), decompose_image(model, batch, spatial=False)
     texts = torch.nn.functional.normalize(torch.randn(3, model.geometry.embed_dim), dim=-1)
     scale = float(flat.scores(texts).heads.abs().max())
