@@ -34,7 +34,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from open_clip.transformer import ResidualAttentionBlock
 from PIL import Image
 
@@ -42,6 +41,7 @@ from .errors import InterpretError
 from .images import ImageSource, load_image
 from .models import ClipModel, layer_index, project
 from .segment import SpatialMap, crop_box, upsample
+from .towers import resblock_mlp, resblock_output, resblock_qkv
 
 from .limits import MAX_SPEC_CHARS, MAX_STEPS, check_text
 
@@ -178,7 +178,8 @@ class _Block:
 
 
 class _TextBlock:
-    """An open_clip text transformer's residual attention block, with `_Block`'s pieces."""
+    """An open_clip text transformer's residual attention block, with `_Block`'s pieces (read as the image
+    towers' open_clip blocks are: `towers.resblock_qkv`, ...)."""
 
     def __init__(self, block: ResidualAttentionBlock):
         self.block = block
@@ -186,23 +187,13 @@ class _TextBlock:
         self.scale = (block.attn.embed_dim // self.heads) ** -0.5
 
     def qkv(self, x):
-        attn = self.block.attn
-        batch, tokens, width = x.shape
-        qkv = F.linear(self.block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)
-        q, k, v = qkv.view(batch, tokens, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
-        return q, k, v
+        return resblock_qkv(self.block, x, self.heads)
 
     def heads_output(self, mixed):
-        return self.block.ls_1(self.block.attn.out_proj(_heads_side_by_side(mixed)))
+        return resblock_output(self.block, mixed)
 
     def mlp(self, x):
-        return self.block.ls_2(self.block.mlp(self.block.ln_2(x)))
-
-
-def _heads_side_by_side(mixed: torch.Tensor) -> torch.Tensor:
-    """`[B, H, n, head_dim]` -> `[B, n, H * head_dim]`."""
-    batch, heads, tokens, head_dim = mixed.shape
-    return mixed.transpose(1, 2).reshape(batch, tokens, heads * head_dim)
+        return resblock_mlp(self.block, x)
 
 
 @dataclass
@@ -361,7 +352,7 @@ def _text_tower(model: ClipModel, ids: torch.Tensor, layer: int) -> _Tower:
     position, so both keep the whole context, and the reference is the empty caption."""
     tower, blocks = _text_parts(model)
     read = int(model.readout_positions(ids[None])[0])
-    if getattr(tower, "attn_mask", None) is not None:
+    if model.causal_text_tower() is not None:
         length = read + 1
         reference = torch.zeros_like(ids[:length])
         reference[0], reference[2] = ids[0], ids[read]  # start, '!' (id 0), end; padding with 0 as exclip does

@@ -48,6 +48,7 @@ from .limits import (MAX_CLASSES, MAX_DESCRIPTOR_BYTES, MAX_DESCRIPTOR_CHARS, MA
                      MIN_PARTS, check_file_size, check_number, check_template)
 from .models import ClipModel
 from .segment import crop_box
+from .towers import side_by_side
 
 
 @dataclass(frozen=True)
@@ -239,7 +240,7 @@ def last_layer_keys(model: ClipModel, batch: torch.Tensor) -> torch.Tensor:
     tower = model.tower
     x = tower.forward(batch, blocks=tower.layers - 1)
     _, keys, _ = tower.qkv(tower.layers - 1, x)  # [B, H, T, head_dim]
-    return keys.transpose(1, 2).flatten(2)[:, tower.prefix:]
+    return side_by_side(keys)[:, tower.prefix:]
 
 
 def prominent_patches(keys: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:

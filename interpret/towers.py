@@ -139,6 +139,15 @@ class VisionTower:
         """`[T]`: the fixed weights the readout pools the tokens with (they sum to 1)."""
         raise NotImplementedError
 
+    def class_token_or_patches(self, class_token: bool, device=None) -> torch.Tensor:
+        """`[T]` pooling weights: one-hot at the class token, or the patches' average (prefix tokens left out)."""
+        weights = torch.zeros(self.tokens, device=device)
+        if class_token:
+            weights[0] = 1
+        else:
+            weights[self.prefix:] = 1 / (self.tokens - self.prefix)
+        return weights
+
     def readout_norm(self) -> tuple[torch.Tensor, torch.Tensor | None, float]:
         """(weight `[W]`, bias `[W]` or None, eps) of the norm after pooling (a LayerNorm)."""
         raise NotImplementedError
@@ -238,7 +247,7 @@ class VisionTower:
         return total if projection_bias is None else total + projection_bias
 
 
-def _side_by_side(mixed: torch.Tensor) -> torch.Tensor:
+def side_by_side(mixed: torch.Tensor) -> torch.Tensor:
     """`[B, H, T, head_dim]` -> `[B, T, H * head_dim]`, the heads side by side as a projection reads them."""
     batch, heads, tokens, head_dim = mixed.shape
     return mixed.transpose(1, 2).reshape(batch, tokens, heads * head_dim)
@@ -254,9 +263,36 @@ def _without_heads(handed: torch.Tensor, removed: list[int] | None, means: torch
 
 
 def _parameter(module: torch.nn.Module, name: str) -> torch.Tensor | None:
-    """A parameter or buffer of `module` by its name in the state dict ('attn.in_proj_weight'), or None."""
-    found = dict(module.named_parameters()).get(name)
-    return found if found is not None else dict(module.named_buffers()).get(name)
+    """A parameter of `module` by its name in the state dict ('attn.in_proj_weight'), or None."""
+    try:
+        return module.get_parameter(name)
+    except AttributeError:
+        return None
+
+
+# --- open_clip's residual attention block, image or text tower: read by parameter name ---------------------------
+
+def resblock_qkv(block: torch.nn.Module, x: torch.Tensor, heads: int) -> tuple[torch.Tensor, ...]:
+    """An open_clip `ResidualAttentionBlock`'s queries, keys and values for `x` `[B, T, W]`, each
+    `[B, heads, T, W / heads]`."""
+    batch, tokens, width = x.shape
+    qkv = F.linear(block.ln_1(x), _parameter(block, "attn.in_proj_weight"), _parameter(block, "attn.in_proj_bias"))
+    q, k, v = qkv.view(batch, tokens, 3, heads, width // heads).permute(2, 0, 3, 1, 4)
+    return q, k, v
+
+
+def resblock_output(block: torch.nn.Module, mixed: torch.Tensor, removed: list[int] | None = None,
+                    means: torch.Tensor | None = None) -> torch.Tensor:
+    """Its attention branch's output `[B, T, W]` from the heads' weighted values `[B, H, T, head_dim]` (the heads in
+    `removed` zero, or their `means`), in one matrix product as open_clip does it, LayerScale included."""
+    out = F.linear(side_by_side(_without_heads(mixed, removed, means)), _parameter(block, "attn.out_proj.weight"),
+                   _parameter(block, "attn.out_proj.bias"))
+    return block.ls_1(out)
+
+
+def resblock_mlp(block: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Its MLP branch on the stream after attention, LayerScale included."""
+    return block.ls_2(block.mlp(block.ln_2(x)))
 
 
 @register
@@ -316,12 +352,7 @@ class OpenClipViT(VisionTower):
         return visual.ln_pre(x)
 
     def qkv(self, layer, x):
-        block = self.blocks[layer]
-        batch, tokens, width = x.shape
-        weight, bias = _parameter(block, "attn.in_proj_weight"), _parameter(block, "attn.in_proj_bias")
-        qkv = F.linear(block.ln_1(x), weight, bias)
-        q, k, v = qkv.view(batch, tokens, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        return q, k, v
+        return resblock_qkv(self.blocks[layer], x, self.heads)
 
     def out_maps(self, layer):
         block = self.blocks[layer]
@@ -336,24 +367,14 @@ class OpenClipViT(VisionTower):
             return torch.zeros(self.width, device=block.ln_1.weight.device)
         return bias * self._layer_scale(block, "ls_1").to(bias)
 
-    def heads_output(self, layer, mixed, removed=None, means=None):  # one matrix product, as open_clip does it
-        block = self.blocks[layer]
-        mixed = _without_heads(mixed, removed, means)
-        out = F.linear(_side_by_side(mixed), _parameter(block, "attn.out_proj.weight"),
-                       _parameter(block, "attn.out_proj.bias"))
-        return block.ls_1(out)
+    def heads_output(self, layer, mixed, removed=None, means=None):
+        return resblock_output(self.blocks[layer], mixed, removed, means)
 
     def mlp(self, layer, x):
-        block = self.blocks[layer]
-        return block.ls_2(block.mlp(block.ln_2(x)))
+        return resblock_mlp(self.blocks[layer], x)
 
     def pool_weights(self, device=None):
-        weights = torch.zeros(self.tokens, device=device)
-        if self.pool_type == "tok":
-            weights[0] = 1
-        else:  # open_clip's 'avg' pools the patches, not the class token
-            weights[self.prefix:] = 1 / (self.tokens - self.prefix)
-        return weights
+        return self.class_token_or_patches(self.pool_type == "tok", device)  # 'avg' pools the patches alone
 
     def readout_norm(self):
         norm = self.visual.ln_post
@@ -455,8 +476,52 @@ class LatentPooling:
         return torch.stack(folded).flatten(2, 3)  # [L, H, P * hd, D]: a head's values per pooling head
 
 
+class TimmBlocks:
+    """What the blocks of timm's Eva and VisionTransformer share: `norm1`, attention (`qkv` done by the family),
+    an optional norm between the heads and `attn.proj` (EVA's sub-LN, linearised per token: `out_scale`), `norm2`
+    and `mlp`; a family says where its two LayerScales are (`layer_scales`)."""
+
+    blocks: list
+    heads: int
+
+    def layer_scales(self, block: torch.nn.Module) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The block's LayerScale of its attention and of its MLP branch (None where it has none)."""
+        raise NotImplementedError
+
+    def attention_scale(self, layer):
+        return float(self.blocks[layer].attn.scale)
+
+    def _sub_norm(self, layer):
+        norm = self.blocks[layer].attn.norm
+        return norm if isinstance(norm, torch.nn.LayerNorm) else None
+
+    def projection_input(self, layer, mixed):
+        return _normed_heads(self._sub_norm(layer), mixed)
+
+    def heads_output(self, layer, mixed, removed=None, means=None):
+        block = self.blocks[layer]
+        handed = _without_heads(self.projection_input(layer, mixed), removed, means)
+        return _scaled(block.attn.proj(side_by_side(handed)), self.layer_scales(block)[0])
+
+    def out_scale(self, layer, mixed):
+        return _norm_inv_std(self._sub_norm(layer), mixed)
+
+    def out_maps(self, layer):
+        block = self.blocks[layer]
+        maps = _projection_maps(block.attn.proj, self._sub_norm(layer), self.heads)
+        return _scaled(maps, self.layer_scales(block)[0])
+
+    def out_bias(self, layer):
+        block = self.blocks[layer]
+        return _scaled(_projection_bias(block.attn.proj, self._sub_norm(layer)), self.layer_scales(block)[0])
+
+    def mlp(self, layer, x):
+        block = self.blocks[layer]
+        return _scaled(block.mlp(block.norm2(x)), self.layer_scales(block)[1])
+
+
 @register
-class TimmEva(LatentPooling, VisionTower):
+class TimmEva(LatentPooling, TimmBlocks, VisionTower):
     """timm's Eva as open_clip wraps it (`TimmModel`): EVA-01 / EVA-02 class-token towers, with rotary position
     embeddings on the patches, a LayerNorm between the heads and the output projection (sub-LN, linearised at
     each token: `out_scale`), SwiGLU MLPs and LayerScale, read out at the class token (or the patches' average)
@@ -531,45 +596,11 @@ class TimmEva(LatentPooling, VisionTower):
             k = torch.cat([k[:, :, :prefix], self._rotate(k[:, :, prefix:], rope, half=half)], dim=2).type_as(v)
         return q, k, v
 
-    def attention_scale(self, layer):
-        return float(self.blocks[layer].attn.scale)
-
-    def _sub_norm(self, layer):
-        norm = self.blocks[layer].attn.norm
-        return norm if isinstance(norm, torch.nn.LayerNorm) else None
-
-    def projection_input(self, layer, mixed):
-        return _normed_heads(self._sub_norm(layer), mixed)
-
-    def heads_output(self, layer, mixed, removed=None, means=None):
-        block = self.blocks[layer]
-        handed = _without_heads(self.projection_input(layer, mixed), removed, means)
-        out = block.attn.proj(_side_by_side(handed))
-        return out if block.gamma_1 is None else block.gamma_1 * out
-
-    def out_scale(self, layer, mixed):
-        return _norm_inv_std(self._sub_norm(layer), mixed)
-
-    def out_maps(self, layer):
-        block = self.blocks[layer]
-        return _scaled(_projection_maps(block.attn.proj, self._sub_norm(layer), self.heads), block.gamma_1)
-
-    def out_bias(self, layer):
-        block = self.blocks[layer]
-        return _scaled(_projection_bias(block.attn.proj, self._sub_norm(layer)), block.gamma_1)
-
-    def mlp(self, layer, x):
-        block = self.blocks[layer]
-        out = block.mlp(block.norm2(x))
-        return out if block.gamma_2 is None else block.gamma_2 * out
+    def layer_scales(self, block):
+        return block.gamma_1, block.gamma_2
 
     def pool_weights(self, device=None):
-        weights = torch.zeros(self.tokens, device=device)
-        if self.trunk.global_pool == "token":
-            weights[0] = 1
-        else:
-            weights[self.prefix:] = 1 / (self.tokens - self.prefix)
-        return weights
+        return self.class_token_or_patches(self.trunk.global_pool == "token", device)
 
     def readout_norm(self):
         norm = self.trunk.norm if self.trunk.global_pool == "token" else self.trunk.fc_norm
@@ -617,14 +648,14 @@ def _normed_heads(norm: torch.nn.LayerNorm | None, mixed: torch.Tensor) -> torch
     if norm is None:
         return mixed
     batch, heads, tokens, head_dim = mixed.shape
-    return norm(_side_by_side(mixed)).reshape(batch, tokens, heads, head_dim).transpose(1, 2)
+    return norm(side_by_side(mixed)).reshape(batch, tokens, heads, head_dim).transpose(1, 2)
 
 
 def _norm_inv_std(norm: torch.nn.LayerNorm | None, mixed: torch.Tensor) -> torch.Tensor | None:
     """`[B, T]`: 1 / the std of a norm over the heads side by side, at each token (None without one)."""
     if norm is None:
         return None
-    return torch.rsqrt(_side_by_side(mixed).var(dim=-1, unbiased=False) + norm.eps)
+    return torch.rsqrt(side_by_side(mixed).var(dim=-1, unbiased=False) + norm.eps)
 
 
 def _projection_maps(projection: torch.nn.Linear, norm: torch.nn.LayerNorm | None, heads: int) -> torch.Tensor:
@@ -647,13 +678,13 @@ def _projection_bias(projection: torch.nn.Linear, norm: torch.nn.LayerNorm | Non
 
 
 @register
-class TimmViT(LatentPooling, VisionTower):
+class TimmViT(LatentPooling, TimmBlocks, VisionTower):
     """timm's VisionTransformer as open_clip wraps it (`TimmModel`): SigLIP and SigLIP 2 (no class token, an
     attention-pooling head: "map"), and class-token timm ViTs. The attention pooler is linearised at each input:
     its attention over the tokens and the final norm's statistics fixed (as TextSpan fixes the attention pattern
     and `ln_post`'s statistics), a part at token t reaches the embedding through each pooling head p with the
     coefficient a_p[t] / std_t and the map `C diag(gamma) W_v,p^T W_proj,p^T`; the pooler's MLP is a part of its
-    own, in `rest` (`ImageDecomposition.readout_mlp` says how large)."""
+    own, in `rest` (`LatentPooling.readout_mlp`)."""
 
     name = "timm ViT"
     description = "timm VisionTransformer: attention pooling (SigLIP, SigLIP 2), class token"
@@ -698,44 +729,12 @@ class TimmViT(LatentPooling, VisionTower):
                                                                       -1).permute(2, 0, 3, 1, 4)
         return attention.q_norm(q), attention.k_norm(k), v
 
-    def attention_scale(self, layer):
-        return float(self.blocks[layer].attn.scale)
-
-    def _sub_norm(self, layer):
-        norm = self.blocks[layer].attn.norm
-        return norm if isinstance(norm, torch.nn.LayerNorm) else None
-
-    def _gamma(self, module: torch.nn.Module) -> torch.Tensor | None:
-        return getattr(module, "gamma", None)
-
-    def projection_input(self, layer, mixed):
-        return _normed_heads(self._sub_norm(layer), mixed)
-
-    def heads_output(self, layer, mixed, removed=None, means=None):
-        block = self.blocks[layer]
-        handed = _without_heads(self.projection_input(layer, mixed), removed, means)
-        return block.ls1(block.attn.proj(_side_by_side(handed)))
-
-    def out_scale(self, layer, mixed):
-        return _norm_inv_std(self._sub_norm(layer), mixed)
-
-    def out_maps(self, layer):
-        block = self.blocks[layer]
-        return _scaled(_projection_maps(block.attn.proj, self._sub_norm(layer), self.heads), self._gamma(block.ls1))
-
-    def out_bias(self, layer):
-        block = self.blocks[layer]
-        return _scaled(_projection_bias(block.attn.proj, self._sub_norm(layer)), self._gamma(block.ls1))
-
-    def mlp(self, layer, x):
-        block = self.blocks[layer]
-        return block.ls2(block.mlp(block.norm2(x)))
+    def layer_scales(self, block):
+        return getattr(block.ls1, "gamma", None), getattr(block.ls2, "gamma", None)
 
     # --- the class-token readout (fixed pool) ------------------------------------------------------------
     def pool_weights(self, device=None):
-        weights = torch.zeros(self.tokens, device=device)
-        weights[0] = 1
-        return weights
+        return self.class_token_or_patches(True, device)
 
     def readout_norm(self):
         norm = self.trunk.norm
