@@ -235,14 +235,12 @@ def _decompose_linearised_readout(model: ClipModel, batch: torch.Tensor, wanted:
         if index in wanted:  # the whole attention is kept, so it also gives the heads' outputs
             weights = tower.attention_weights(index, q, k)  # [B, H, T, T]
             mixed = weights @ v
-        else:
-            mixed = tower.attend(index, q, k, v)
-        attention_out = tower.heads_output(index, mixed)
-        if index in wanted:
             scale = tower.out_scale(index, mixed)
             attention[index] = (weights if scale is None else weights * scale[:, None, :, None], v)
+            attention_out = tower.heads_output(index, mixed)
             rest_stream += tower.out_bias(index).to(x)
         else:
+            attention_out = tower.heads_output(index, tower.attend(index, q, k, v))
             rest_stream += attention_out
         x = x + attention_out
         mlp_out = tower.mlp(index, x)

@@ -38,7 +38,7 @@ def test_interactions_from_several_threads_equal_the_one_at_a_time_answers(toy):
 
 
 def test_app_handlers_from_several_threads_equal_the_one_at_a_time_answers():
-    from interpret.ui import common, heads, image_neighbours, interactions, topic
+    from interpret.ui import atlas, common, heads, image_neighbours, interactions, text_neighbours, topic
 
     label = common.ModelSpec("toy", None).label
     examples = toy_examples()
@@ -49,6 +49,8 @@ def test_app_handlers_from_several_threads_equal_the_one_at_a_time_answers():
             (topic.run_topic, (label, path, "something red", "all", 0.6, "something blue")),
             (interactions.run_interaction, (label, path, caption, 2, 0, 4, "midpoint", "1", "", 0.6)),
             (image_neighbours.run_image_neighbours, (label, path, -1, number, 4)),
+            (text_neighbours.run_text_neighbours, (label, "something red", -1, number, 4)),
+            (atlas.run_atlas, (label, 3, number)),
         ]
 
     def text_of(outputs):  # the parts of an answer that are numbers and words (tables, summaries, token scores)

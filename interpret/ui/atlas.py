@@ -2,8 +2,6 @@
 heads coloured by property. Also the home of the model's head labels, which the property search uses."""
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from pathlib import Path
 
 import gradio as gr
@@ -16,15 +14,15 @@ from ..models import ClipModel
 from ..render import property_grid
 from ..textspan import HeadAtlas, describe_heads
 from ..toy.train import toy_images
-from .common import LOOKUP, Shared, connect, escaped, friendly_errors, layer_and_head, model_for, status_box
+from .common import (LOOKUP, LoadedFiles, Shared, connect, escaped, friendly_errors, layer_and_head, model_for,
+                     status_box)
 from .database import session_of
 from .neighbours import database_folder
 
 TITLE = "Head atlas"
 
 ATLASES_KEPT = 16  # head labels kept loaded (visitors' own come and go; the least recently used goes)
-_atlases: OrderedDict[Path, tuple[int, HeadAtlas]] = OrderedDict()  # folder -> (the labels file's stamp, them)
-_atlas_lock = threading.Lock()
+_atlases = LoadedFiles(ATLASES_KEPT)
 
 
 def atlas_for(model: ClipModel, session: str | None = None) -> HeadAtlas:
@@ -32,29 +30,17 @@ def atlas_for(model: ClipModel, session: str | None = None) -> HeadAtlas:
     once per folder and again when the file changes (a visitor's rebuild); for the toy model they are built on
     first use (seconds), and rebuilt when they were made with other toy weights."""
     folder = database_folder(model, session)
-    with _atlas_lock:
-        stamp = _stamp(folder / HEAD_LABELS)
-        if folder not in _atlases or _atlases[folder][0] != stamp:
-            try:
-                _atlases[folder] = (stamp, load_head_labels(model, folder))
-            except InterpretError:
-                if model.name != "toy" or folder != model.index_dir:
-                    raise
-                atlas = describe_heads(model, toy_images(1000), toy_bank(), out_path=folder / HEAD_LABELS,
-                                       progress=False)
-                _atlases[folder] = (_stamp(folder / HEAD_LABELS), atlas)
-        _atlases.move_to_end(folder)
-        while len(_atlases) > ATLASES_KEPT:
-            _atlases.popitem(last=False)
-        return _atlases[folder][1]
+    return _atlases.get(folder / HEAD_LABELS, lambda: _labels_in(model, folder))
 
 
-def _stamp(path: Path) -> int:
-    """When `path` was last written (nanoseconds), or -1 when there is no such file."""
+def _labels_in(model: ClipModel, folder: Path) -> HeadAtlas:
+    """The head labels in `folder`; for the toy model's own folder, described now when they are not there."""
     try:
-        return path.stat().st_mtime_ns
-    except OSError:
-        return -1
+        return load_head_labels(model, folder)
+    except InterpretError:
+        if model.name != "toy" or folder != model.index_dir:
+            raise
+        return describe_heads(model, toy_images(1000), toy_bank(), out_path=folder / HEAD_LABELS, progress=False)
 
 
 @friendly_errors

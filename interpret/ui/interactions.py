@@ -13,8 +13,7 @@ from ..limits import MAX_INTERACTION_WORK, MAX_STEPS, check_number
 from ..models import ClipModel
 from ..render import map_overlay, outline_box
 from .common import (RecentResults, Shared, connect, escaped, file_key, friendly_errors, model_for, page_index,
-                     picture_of,
-                     status_box, with_warnings)
+                     picture_of, status_box, with_warnings)
 from .maps import checked_opacity
 
 TITLE = "Interactions"

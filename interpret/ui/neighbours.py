@@ -3,11 +3,10 @@ controls."""
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+from pathlib import Path
 
 import gradio as gr
 
-from pathlib import Path
 
 from ..bundles import THUMBNAIL_SIDE, model_folder, thumbnail_of
 from ..errors import ImageError, InterpretError
@@ -17,11 +16,11 @@ from ..limits import MAX_NEIGHBOURS, check_number
 from ..models import ClipModel
 from ..render import missing_image
 from ..toy.examples import build_toy_index
-from .common import escaped, public, status_box
+from .common import LoadedFiles, escaped, public, status_box
 from .database import visitor_database
 
 OPEN_DATABASES = 8  # databases kept open at once (visitors' own ones come and go; least recently used closes)
-_databases: OrderedDict[Path, tuple[int, ImageIndex]] = OrderedDict()  # folder -> (manifest's mtime, database)
+_databases = LoadedFiles(OPEN_DATABASES)  # by their manifest
 _toy_checked: set[str] = set()
 _database_lock = threading.Lock()
 
@@ -44,13 +43,7 @@ def database_for(model: ClipModel, session: str | None = None) -> ImageIndex:
             raise InterpretError(f"No image database for {model.label} here yet. Build one from your images in "
                                  f"the Build a database tab, or once with:  {build_command(model)}  (or python -m "
                                  "interpret bundle ..., and point INTERPRET_BUNDLES at the bundles).")
-        stamp = (folder / MANIFEST).stat().st_mtime_ns
-        if folder not in _databases or _databases[folder][0] != stamp:
-            _databases[folder] = (stamp, ImageIndex.open(folder, model))
-        _databases.move_to_end(folder)
-        while len(_databases) > OPEN_DATABASES:
-            _databases.popitem(last=False)
-        return _databases[folder][1]
+        return _databases.get(folder / MANIFEST, lambda: ImageIndex.open(folder, model))
 
 
 def checked_k(k: float) -> int:
