@@ -2,7 +2,7 @@
 plain `encode_image` (batch 1 and `--batch`), and an interaction map's time (last blocks, `--steps` steps), with
 the decomposition's largest error relative to the embedding.
 
-    python benchmarks/bench_families.py [--models ViT-B-16 EVA02-B-16 PE-Core-B-16 ViT-B-16-SigLIP2]
+    python benchmarks/bench_families.py [--models ViT-B-16 EVA02-B-16 PE-Core-B-16 ViT-B-16-SigLIP2 coca_ViT-B-32]
                                         [--batch 32] [--repeats 3] [--steps 10] [--device cpu|cuda]
 
 Random-init weights, random input. A model whose tokenizer needs the hub (SigLIP's) is loaded with CLIP's
@@ -26,7 +26,7 @@ from interpret.errors import InterpretError, ModelLoadError  # noqa: E402
 from interpret.interact import interaction_map  # noqa: E402
 from interpret.models import ClipModel, tokenizer_of  # noqa: E402
 
-MODELS = ("ViT-B-16", "EVA02-B-16", "PE-Core-B-16", "ViT-B-16-SigLIP2")
+MODELS = ("ViT-B-16", "EVA02-B-16", "PE-Core-B-16", "ViT-B-16-SigLIP2", "coca_ViT-B-32")
 
 
 def load(name: str, device: str) -> tuple[ClipModel, float]:

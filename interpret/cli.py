@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from .errors import InterpretError
+from .paths import is_toy
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,9 +20,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _random_weights(model) -> bool:
     """A random-init architecture (no pretrained tag, not the toy model): its figures describe no trained model."""
-    from .models import TOY_NAME
-
-    return model.name != TOY_NAME and model.pretrained is None
+    return not is_toy(model.name) and model.pretrained is None
 
 
 def _load(args: argparse.Namespace):
@@ -131,7 +130,7 @@ def _labels_for(model, images: list[str] | None):
         return load_head_labels(model, model_folder(model))
     except InterpretError:
         pass
-    if model.name == "toy":
+    if is_toy(model.name):
         from .toy.train import toy_images
 
         images, bank = toy_images(1000), toy_bank()
@@ -160,7 +159,7 @@ def _evaluation_set(model, args: argparse.Namespace):
         images, labels = [path for path, _ in samples], [label for _, label in samples]
         prompts = [args.template.format(name.replace("_", " ")) for name in classes]
         return images, labels, model.encode_texts(prompts), f"{len(images)} images of {len(classes)} classes"
-    if model.name != "toy":
+    if not is_toy(model.name):
         raise InterpretError("--images DIR is needed (sub-folders named by class) for models other than the toy.")
     from .toy.evaluate import COLOUR_SHAPE_PAIRS, COLOUR_SHAPE_PROMPTS
     from .toy.train import toy_scene
@@ -298,11 +297,15 @@ def _mutual_samples(args: argparse.Namespace, descriptors) -> dict[str, list]:
 def _train_toy(args: argparse.Namespace) -> None:
     import time
 
+    from .paths import TOY_DIR, TOY_POOLED_DIR
+
     from .toy.train import train
 
     started = time.monotonic()
-    train(Path(args.out), steps=args.steps, batch_size=args.batch_size, scenes=args.scenes, seed=args.seed)
-    print(f"saved the toy model to {args.out} in {(time.monotonic() - started) / 60:.1f} minutes")
+    out = args.out or str(TOY_POOLED_DIR if args.pooling == "attention" else TOY_DIR)
+    train(Path(out), steps=args.steps, batch_size=args.batch_size, scenes=args.scenes, seed=args.seed,
+          pooling=args.pooling)
+    print(f"saved the toy model to {out} in {(time.monotonic() - started) / 60:.1f} minutes")
 
 
 def readable_images(paths: list) -> list[str]:
@@ -323,13 +326,13 @@ def _describe_heads(args: argparse.Namespace) -> None:
     model = _load(args)
     if args.images:
         images = readable_images(list_images(args.images)[: args.limit])
-    elif model.name == "toy":
+    elif is_toy(model.name):
         from .toy.train import toy_images
 
         images = toy_images(args.limit or 2000)
     else:
         raise InterpretError("--images DIR is needed (a folder of images to describe the heads with).")
-    bank_name = args.bank or ("toy" if model.name == "toy" else "general")
+    bank_name = args.bank or ("toy" if is_toy(model.name) else "general")
     bank = bank_named(bank_name)
     out = Path(args.out) if args.out else model.index_dir / "head_labels.json"
     atlas = describe_heads(model, images, bank, k=args.k, rank=args.rank, layers=args.layers, out_path=out,
@@ -350,7 +353,7 @@ def _build_index(args: argparse.Namespace) -> None:
     if args.images:
         report = build_index(model, args.images, args.out, layers=args.layers, batch_size=args.batch_size,
                              index=args.index, overwrite=args.overwrite, engine=_engine(args))
-    elif model.name == "toy":
+    elif is_toy(model.name):
         from .toy.examples import build_toy_index
 
         report = build_toy_index(model, args.out, progress=True, layers=args.layers, batch_size=args.batch_size,
@@ -374,7 +377,7 @@ def _bundle(args: argparse.Namespace) -> None:
     if not args.images or not args.out:
         raise InterpretError("bundle needs --images DIR and --out DIR (or --publish hf://datasets/ORG/REPO --from DIR).")
     model = _load(args)
-    folder = build_bundle(model, args.images, args.out, bank=args.bank or ("toy" if model.name == "toy" else "general"),
+    folder = build_bundle(model, args.images, args.out, bank=args.bank or ("toy" if is_toy(model.name) else "general"),
                           layers=args.layers, batch_size=args.batch_size, engine=_engine(args))
     print(f"{model.label}: bundle in {folder}")
 
@@ -452,7 +455,7 @@ def _eval_seg(args: argparse.Namespace) -> None:
             raise InterpretError(f"No image in {args.images} has a mask of the same name in {args.masks}.")
         samples = ((path, np.asarray(load_image(mask).convert("L")) > 0) for path, mask in pairs)
         source = f"{len(pairs)} images of {args.images}"
-    elif model.name == "toy":
+    elif is_toy(model.name):
         from .toy.evaluate import COLOUR_SHAPE_PROMPTS
         from .toy.train import toy_scene
 
@@ -595,12 +598,15 @@ def build_parser() -> argparse.ArgumentParser:
     mutual.add_argument("--device", default="cpu")
     mutual.set_defaults(run=_mutual)
 
-    from .paths import TOY_DIR
+    from .paths import TOY_DIR, TOY_POOLED_DIR
     from .toy.defaults import TRAINING_DEFAULTS as DEFAULTS
 
-    train_toy = commands.add_parser("train-toy", help="train the bundled toy CLIP on the toy world (CPU, ~14 min)",
+    train_toy = commands.add_parser("train-toy", help="train a bundled toy CLIP on the toy world (CPU, ~14 min)",
                                     description="Train the toy CLIP contrastively on freshly drawn toy scenes.")
-    train_toy.add_argument("--out", default=str(TOY_DIR), help=f"output folder (default: {TOY_DIR})")
+    train_toy.add_argument("--pooling", choices=("class-token", "attention"), default="class-token",
+                           help="the image tower's readout: the class token (the bundled 'toy') or SigLIP's "
+                                "attention pooler ('toy-pooled')")
+    train_toy.add_argument("--out", help=f"output folder (default: {TOY_DIR} or {TOY_POOLED_DIR})")
     train_toy.add_argument("--steps", type=int, default=DEFAULTS["steps"])
     train_toy.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
     train_toy.add_argument("--scenes", type=int, default=DEFAULTS["scenes"], help="distinct training scenes")

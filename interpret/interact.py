@@ -18,8 +18,11 @@ included), A tends to `(e_t(h) - e_t(r)) . (e_i(h) - e_i(r)) / (|e_t(h)| |e_i(h)
 the steps grow; `Interaction.residual` is what is left at the chosen steps. This is exactly what the authors'
 `exclip` package computes, without ever building its `(S * width) x (P * width)` matrix.
 
-Two ways to get the tangents, tested against each other:
+Three ways to get them, tested against each other:
 - the generic path: `torch.func.jvp`, batched over tokens, through every block from the chosen one on;
+- reverse mode, where a caption has fewer tokens than the image: A[s, :] = T_text[:, s] . J(x) delta_p =
+  (J(x)^T T_text[:, s])_p . delta_p, one vector-Jacobian product per caption token (`_Tower.paired_with`); an
+  attention pooler (SigLIP, PE-Core) reads every token, so this is how their image towers are done;
 - the fast path for the default layer (the states entering the last block): only the pooled query of that block
   (the class token; the end token) reaches the embedding, and a tangent on token s enters it only through s's
   key and value (and, for the pooled token, its query and the residual), so the tangents of all tokens come
@@ -223,20 +226,44 @@ class _Tower:
             hidden = block_forward(block, hidden, self.mask)
         return self.readout(block_forward(self.blocks[-1], hidden, self.mask, query=self.pooled)[:, 0])
 
+    @property
+    def closed_form(self) -> bool:
+        """Whether the last block's closed form applies: the states entering the last block, one read token."""
+        return len(self.blocks) == 1 and self.pooled is not None
+
+    def _path(self, steps: int, rule: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The points on the straight path `[steps, n, width]` and the step `delta` `[n, width]`."""
+        start, reference = self.inputs[0], self.inputs[1]
+        delta = start - reference
+        alphas = interpolation_points(steps, rule).to(delta)
+        return reference + alphas[:, None, None] * delta, delta
+
     def tangents(self, steps: int, rule: str = "right", fast: bool | None = None) -> torch.Tensor:
         """`[n, D]`: the integrated Jacobian-vector product of every token (see the module's docstring)."""
         if fast is None:
-            fast = len(self.blocks) == 1 and self.pooled is not None
-        start, reference = self.inputs[0], self.inputs[1]
-        delta = start - reference  # [n, width]
-        alphas = interpolation_points(steps, rule).to(delta)
-        points = reference + alphas[:, None, None] * delta  # [steps, n, width]
+            fast = self.closed_form
+        points, delta = self._path(steps, rule)
         if fast:
             if len(self.blocks) != 1 or self.pooled is None:
                 raise InterpretError("The fast path needs the hidden states entering the last block, and a "
                                      "readout of one token.")
-            return _last_block_tangents(self.blocks[0], self.readout, self.pooled, points, delta)
+            row = None if self.mask is None else self.mask[self.pooled]
+            return _last_block_tangents(self.blocks[0], self.readout, self.pooled, points, delta, row)
         return _generic_tangents(self.embed, points, delta)
+
+    def reverse_pays(self, others: int, fast: bool | None = None) -> bool:
+        """Whether `paired_with` (reverse mode, one pass per other tangent) is cheaper here than this tower's
+        own tangents (forward mode, one pass per token): never where the closed form applies."""
+        closed = self.closed_form if fast is None else fast
+        return not closed and others < self.inputs.shape[1]
+
+    def paired_with(self, others: torch.Tensor, steps: int, rule: str = "right") -> torch.Tensor:
+        """`[M, n]`: `others @ self.tangents(...).T` for `others` `[M, D]` (the other tower's tangents), by
+        reverse mode: `others[m] . J(x) delta_s = (J(x)^T others[m])_s . delta_s`, so one vector-Jacobian
+        product per row of `others` replaces one Jacobian-vector product per token of this tower. An attention
+        pooler reads every token (no closed form): there a caption's 10 tokens cost 10 passes, not 197."""
+        points, delta = self._path(steps, rule)
+        return _reverse_pairs(self.embed, points, delta, others)
 
 
 def interpolation_points(steps: int, rule: str = "right") -> torch.Tensor:
@@ -285,19 +312,37 @@ def _generic_tangents(embed, points: torch.Tensor, delta: torch.Tensor) -> torch
     return torch.cat(results)
 
 
-def _last_block_tangents(block: _Block, readout, pooled: int, points: torch.Tensor,
-                         delta: torch.Tensor) -> torch.Tensor:
+def _reverse_pairs(embed, points: torch.Tensor, delta: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+    """`[M, n]`: the integrated tangents of every token dotted with each row of `others` `[M, D]`, by one
+    vector-Jacobian product per row (batched), through `embed` `[steps, n, width] -> [steps, D]`."""
+    steps, tokens, width = points.shape
+    _, pullback = torch.func.vjp(embed, points)
+    per_row = steps * tokens * width * 4 * 24  # bytes of gradients one row needs in a block (as the tangents)
+    chunk = max(1, min(len(others), TANGENT_BUDGET_BYTES // per_row))
+
+    def paired(other: torch.Tensor) -> torch.Tensor:  # [D] -> [n]
+        (gradient,) = pullback(other.expand(steps, -1).to(points))  # [steps, n, width]
+        return (gradient.mean(dim=0) * delta).sum(dim=-1)
+
+    return torch.cat([torch.func.vmap(paired)(others[first:first + chunk])
+                      for first in range(0, len(others), chunk)])
+
+
+def _last_block_tangents(block: _Block, readout, pooled: int, points: torch.Tensor, delta: torch.Tensor,
+                         mask: torch.Tensor | None = None) -> torch.Tensor:
     """`[n, D]` in closed form for the last block, where only the pooled query matters.
 
     For a tangent u on token s: the block's queries, keys and values are computed token by token, so u changes
     only q_s, k_s and v_s (one JVP of `qkv` with every token's tangent at once gives each token's own change).
     With c_s = q . dk_s * scale the pooled row's softmax moves by a_s c_s (e_s - a), so the attention output
     moves by a_s (c_s (v_s - o) + dv_s). The pooled token itself also moves its query and the residual. The
-    rest of the block (MLP) and the readout act on the pooled token alone: one JVP each, batched."""
+    rest of the block (MLP) and the readout act on the pooled token alone: one JVP each, batched. `mask`: the
+    pooled row of the attention mask `[n]` (additive), if any."""
     steps, tokens, width = points.shape
     (q, k, v), (dq, dk, dv) = torch.func.jvp(block.qkv, (points,), (delta.expand_as(points),))  # [steps, H, n, hd]
     query = q[:, :, pooled]  # [steps, H, hd]
-    weights = torch.softmax(torch.einsum("nhd,nhtd->nht", query, k) * block.scale, dim=-1)  # [steps, H, n]
+    logits = torch.einsum("nhd,nhtd->nht", query, k) * block.scale
+    weights = torch.softmax(logits if mask is None else logits + mask, dim=-1)  # [steps, H, n]
     mixed = torch.einsum("nht,nhtd->nhd", weights, v)  # [steps, H, hd]
     key_change = torch.einsum("nhd,nhtd->nht", query, dk) * block.scale  # c_s
     d_mixed = weights[..., None] * (key_change[..., None] * (v - mixed[:, :, None]) + dv)  # [steps, H, n, hd]
@@ -340,8 +385,8 @@ def _text_parts(model: ClipModel):
     blocks = list(tower.transformer.resblocks) if tower is not None else []
     if tower is None or not all(type(block) is ResidualAttentionBlock for block in blocks):
         raise InterpretError(f"{model.label}: interaction maps need open_clip's text transformer read out at one "
-                             "token (CLIP's end token, SigLIP's last position); this model's text tower is "
-                             "another kind.")
+                             "token (CLIP's end token, SigLIP's last position, CoCa's class token); this model's "
+                             "text tower is another kind.")
     return tower, blocks
 
 
@@ -352,17 +397,19 @@ def _text_tower(model: ClipModel, ids: torch.Tensor, layer: int) -> _Tower:
     position, so both keep the whole context, and the reference is the empty caption."""
     tower, blocks = _text_parts(model)
     read = int(model.readout_positions(ids[None])[0])
-    if model.causal_text_tower() is not None:
-        length = read + 1
+    if model.causal_text_tower() is not None or model.text_class_token():
+        end = int(model.end_positions(ids[None])[0])
+        length = end + 1 if model.causal_text_tower() is not None else len(ids)  # CoCa's reads past the end
         reference = torch.zeros_like(ids[:length])
-        reference[0], reference[2] = ids[0], ids[read]  # start, '!' (id 0), end; padding with 0 as exclip does
+        reference[0], reference[2] = ids[0], ids[end]  # start, '!' (id 0), end; padding with 0 as exclip does
     else:
         length = len(ids)
         reference = model.tokenizer([""])[0].to(ids)
     tokens = torch.stack([ids[:length], reference])
     index = layer_index(layer, len(blocks), f"The text tower of {model.label}")
     with torch.no_grad():
-        hidden, mask = model.text_stream(tokens)
+        hidden, mask = model.text_stream(tokens)  # CoCa's: its class token appended, read there
+        read = hidden.shape[1] - 1 if model.text_class_token() else read
         for block in blocks[:index]:
             hidden = block(hidden, attn_mask=mask)
 
@@ -386,18 +433,25 @@ def interaction_work(model: ClipModel, caption: str, image_layer: int = -1, text
     tower, text_blocks = _text_parts(model)
     text_start = layer_index(text_layer, len(text_blocks), f"The text tower of {model.label}")
     causal = model.causal_text_tower() is not None
-    text_tokens = len(model.token_strings(caption)) if causal else geometry.context_length
-    one_token = model.tower.read_token is not None
-    return (_tower_work(geometry.tokens, geometry.width, geometry.layers - image_start, steps,
-                        fast if one_token else False)
-            + _tower_work(text_tokens, tower.transformer.width, len(text_blocks) - text_start, steps, fast))
+    text_tokens = len(model.token_strings(caption)) if causal else geometry.context_length + model.text_class_token()
+    image_blocks = geometry.layers - image_start
+    closed = (image_blocks == 1 if fast is None else fast) and model.tower.read_token is not None
+    reverse = not closed and text_tokens < geometry.tokens  # one pass per caption token (`_Tower.paired_with`)
+    return (_tower_work(geometry.tokens, geometry.width, image_blocks, steps, closed,
+                        text_tokens if reverse else 0)
+            + _tower_work(text_tokens, tower.transformer.width, len(text_blocks) - text_start, steps,
+                          len(text_blocks) - text_start == 1 if fast is None else fast))
 
 
-def _tower_work(tokens: int, width: int, blocks: int, steps: int, fast: bool | None) -> float:
-    """Multiply-adds of one tower's tangents (see `interaction_work`)."""
+def _tower_work(tokens: int, width: int, blocks: int, steps: int, closed: bool, reverse: int = 0) -> float:
+    """Multiply-adds of one tower's tangents (see `interaction_work`): the closed form; or forward mode, one
+    pass per token (a JVP: 3 forward passes' work); or `reverse` > 0 passes in reverse mode (one forward pass
+    kept, then a VJP, 2 forward passes' work, per pass), through the blocks at every step."""
     block = tokens * 12 * width ** 2 + 2 * tokens ** 2 * width  # projections, MLP (4x width) and attention
-    if (blocks == 1 if fast is None else fast):
+    if closed:
         return 3.0 * steps * block
+    if reverse:
+        return (1.0 + 2.0 * reverse) * steps * blocks * block
     return 3.0 * tokens * steps * blocks * block
 
 
@@ -432,7 +486,8 @@ def interaction_map(model: ClipModel, image: ImageSource | torch.Tensor, caption
     text_tower = _text_tower(model, encoded.tokens[0], text_layer)
     count = text_tower.inputs.shape[1]
     if len(token_names) < count and model.causal_text_tower() is None:  # a tower that reads the padding too
-        token_names = token_names + ["<pad>"] * (count - len(token_names))
+        cls = ["<cls>"] if model.text_class_token() else []
+        token_names = token_names + ["<pad>"] * (count - len(token_names) - len(cls)) + cls
     if len(token_names) != count:
         token_names = [f"token {i}" for i in range(count)]
 
@@ -440,10 +495,13 @@ def interaction_map(model: ClipModel, image: ImageSource | torch.Tensor, caption
         image_ends = image_tower.embed(image_tower.inputs)  # [2, D]: the image, the reference
         text_ends = text_tower.embed(text_tower.inputs)
         with FORWARD_AD_LOCK:
-            image_tangents = image_tower.tangents(steps, rule, fast)  # [1 + patches, D]
             text_tangents = text_tower.tangents(steps, rule, fast)  # [S, D]
+            if image_tower.reverse_pays(len(text_tangents), fast):
+                pairs = image_tower.paired_with(text_tangents, steps, rule)  # [S, prefix + patches]
+            else:
+                pairs = text_tangents @ image_tower.tangents(steps, rule, fast).T
     norms = image_ends[0].norm() * text_ends[0].norm()
-    pairs = (text_tangents @ image_tangents.T) / norms  # [S, 1 + patches]
+    pairs = pairs / norms
     explained = float((text_ends[0] - text_ends[1]) @ (image_ends[0] - image_ends[1]) / norms)
     if not (bool(torch.isfinite(pairs).all()) and math.isfinite(explained)):
         raise InterpretError("The interactions of this image and caption are not finite numbers (an embedding of "

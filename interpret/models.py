@@ -28,10 +28,12 @@ from PIL import Image
 from .errors import CaptionError, InterpretError, ModelLoadError
 from .images import ImageSource, load_image
 from .limits import MAX_TEXT_CHARS, MODELS_KEPT, check_unicode, visible
-from .paths import INDEXES, TOY_DIR
+from .paths import INDEXES, TOY_DIR, TOY_MODELS, is_toy
 from .towers import tower_of
+from .toy.trunk import register_toy_trunks
 
 TOY_NAME = "toy"
+register_toy_trunks()  # toy-pooled's image trunk, by name, for open_clip
 RANDOM_INIT_SEED = 0
 
 
@@ -44,15 +46,15 @@ class ModelSpec:
 
     @property
     def label(self) -> str:
-        if self.name == TOY_NAME:
-            return "toy (bundled)"
+        if is_toy(self.name):
+            return f"{self.name} (bundled)"
         return f"{self.name} / {self.pretrained or 'random init'}"
 
     @property
     def slug(self) -> str:
         """A folder name for this model's databases and labels: 'ViT-B-32__openai', 'ViT-B-32__random', 'toy'."""
-        if self.name == TOY_NAME:
-            return TOY_NAME
+        if is_toy(self.name):
+            return self.name
         weights = Path(self.pretrained).stem if self.pretrained and os.path.sep in self.pretrained else self.pretrained
         return re.sub(r"[^A-Za-z0-9._-]+", "-", f"{self.name}__{weights or 'random'}")
 
@@ -67,18 +69,20 @@ PRETRAINED_CATALOGUE = (
     ModelSpec("ViT-L-14", "openai"),
 )
 # Newer towers the seam reads (`towers`): DFN's class-token ViT, EVA-02 (timm Eva: RoPE, sub-LN, SwiGLU), SigLIP 2
-# and PE-Core (attention pooling; SigLIP's tokenizer needs the `transformers` package and the hub).
+# and PE-Core (attention pooling; SigLIP's tokenizer needs the `transformers` package and the hub), CoCa (open_clip's
+# attention pooler, read at its first query; a class token appended to its text).
 NEWER_CATALOGUE = (ModelSpec("ViT-B-16", "dfn2b"), ModelSpec("EVA02-B-16", "merged2b_s8b_b131k"),
-                   ModelSpec("ViT-B-16-SigLIP2", "webli"), ModelSpec("PE-Core-B-16", "meta"))
+                   ModelSpec("ViT-B-16-SigLIP2", "webli"), ModelSpec("PE-Core-B-16", "meta"),
+                   ModelSpec("coca_ViT-B-32", "laion2b_s13b_b90k"))
 # The same architectures with random weights: always loadable, for inspecting shapes offline.
 RANDOM_CATALOGUE = (ModelSpec("ViT-B-32", None), ModelSpec("ViT-B-16", None), ModelSpec("ViT-L-14", None),
                     ModelSpec("EVA02-B-16", None), ModelSpec("PE-Core-B-16", None))
 
 
 def catalogue() -> list[ModelSpec]:
-    """Every model the app offers: the bundled toy model (when present), the pretrained six, the newer towers,
+    """Every model the app offers: the bundled toy models (when present), the pretrained six, the newer towers,
     random-init ones."""
-    toy = [ModelSpec(TOY_NAME, None)] if (TOY_DIR / "open_clip_config.json").is_file() else []
+    toy = [ModelSpec(name, None) for name, folder in TOY_MODELS.items() if (folder / "open_clip_config.json").is_file()]
     return toy + list(PRETRAINED_CATALOGUE) + list(NEWER_CATALOGUE) + list(RANDOM_CATALOGUE)
 
 
@@ -281,7 +285,7 @@ class ClipModel:
                                    + ": type a few words describing the image.")
         tokens = self.tokenizer(texts).to(self.device)
         truncated, kept = [], []
-        inner = self.geometry.context_length - 2  # start and end tokens
+        inner = self.geometry.context_length - self._special_count()
         for text in texts:
             ids = self._encode_ids(text)
             cut = ids is not None and len(ids) > inner
@@ -289,20 +293,47 @@ class ClipModel:
             kept.append(self._decode_ids(ids[:inner]) if cut else text)
         return EncodedTexts(tokens=tokens, truncated=truncated, kept=kept)
 
+    def _hugging_face_tokenizer(self):
+        """The `transformers` tokenizer inside open_clip's `HFTokenizer` (SigLIP's, CLIPA's), or None."""
+        inner = getattr(self.tokenizer, "tokenizer", None)
+        return inner if callable(getattr(inner, "convert_ids_to_tokens", None)) else None
+
     def _encode_ids(self, text: str) -> list[int] | None:
+        """The caption's word ids, no special tokens, not cut (None: a tokenizer that cannot say)."""
         encode = getattr(self.tokenizer, "encode", None)
-        return list(encode(text)) if callable(encode) else None
+        if callable(encode):
+            return list(encode(text))
+        hugging_face = self._hugging_face_tokenizer()
+        if hugging_face is None:
+            return None
+        clean = getattr(self.tokenizer, "clean_fn", lambda words: words)  # as HFTokenizer cleans before it encodes
+        return list(hugging_face.encode(clean(text), add_special_tokens=False))
 
     def _decode_ids(self, ids: list[int]) -> str:
-        decode = getattr(self.tokenizer, "decode", None)
+        decode = getattr(self.tokenizer, "decode", None) or getattr(self._hugging_face_tokenizer(), "decode", None)
         return decode(ids) if callable(decode) else ""
 
+    def _special_count(self) -> int:
+        """How many special tokens the tokenizer adds to a caption (CLIP's: start and end)."""
+        hugging_face = self._hugging_face_tokenizer()
+        return 2 if hugging_face is None else int(hugging_face.num_special_tokens_to_add())
+
     def token_strings(self, text: str) -> list[str]:
-        """The caption's tokens as labels, start and end included, cut to the context as the model sees them. A
-        token that holds part of a character (byte-level tokenizers split emoji, CJK and other scripts) is
-        labelled with the whole character and which part it holds ('你 1/2', '你 2/2'); never half a character."""
-        ids = (self._encode_ids(text) or [])[: self.geometry.context_length - 2]
-        return ["<start>"] + token_labels(ids, self._decode_ids) + ["<end>"]
+        """The caption's tokens as labels, in the places the model sees them: CLIP's start and end tokens
+        ('<start>', '<end>'), a Hugging Face tokenizer's own special tokens where it puts them ('</s>', '<bos>'),
+        the words cut to the context. A token that holds part of a character (byte-level tokenizers split emoji,
+        CJK and other scripts) is labelled with the whole character and which part it holds ('你 1/2', '你 2/2');
+        never half a character."""
+        hugging_face = self._hugging_face_tokenizer()
+        if hugging_face is None:
+            ids = (self._encode_ids(text) or [])[: self.geometry.context_length - 2]
+            return ["<start>"] + token_labels(ids, self._decode_ids) + ["<end>"]
+        row = [int(i) for i in self.tokenizer([text])[0]]  # the ids the model reads, padding after them
+        while row and row[-1] == hugging_face.pad_token_id:
+            row.pop()
+        special = set(hugging_face.all_special_ids)
+        words = iter(token_labels([i for i in row if i not in special], self._decode_ids))
+        return [str(hugging_face.convert_ids_to_tokens(i)) if i in special else next(words) for i in row]
 
     def encode_texts(self, texts: Sequence[str] | str) -> torch.Tensor:
         """L2-normalised text embeddings `[M, D]`."""
@@ -332,27 +363,52 @@ class ClipModel:
         cast = tower.transformer.get_cast_dtype()
         states = tower.token_embedding(tokens).to(cast) + tower.positional_embedding[:length].to(cast)
         mask = getattr(tower, "attn_mask", None)
+        if self.text_class_token():
+            return self._with_class_token(tower, tokens, states, mask)
         return states, None if mask is None else mask[:length, :length]
+
+    @staticmethod
+    def _with_class_token(tower, tokens: torch.Tensor, states: torch.Tensor, causal: torch.Tensor):
+        """CoCa's text stream: its class token appended after the whole context (`[M, n + 1, width]`), and the
+        mask: causal, and no token attends to padding (`pad_id`; with `correct_cls_mask` off, as in the released
+        weights, open_clip's key mask is shifted by one place, which is kept). The mask is the first caption's
+        (interaction maps give a caption's reference its mask)."""
+        length = tokens.shape[1] + 1
+        cls = tower.cls_emb.to(states) + tower.positional_embedding[length - 1].to(states)
+        states = torch.cat([states, cls.expand(len(tokens), 1, -1)], dim=1)
+        valid = tokens[0] != tower.pad_id
+        always = valid.new_ones(1)
+        valid = torch.cat([valid, always] if tower.correct_cls_mask else [always, valid])
+        mask = causal[:length, :length].clone()
+        mask[:, ~valid] = float("-inf")
+        return states, mask
 
     def text_tower(self) -> torch.nn.Module | None:
         """The module holding open_clip's text transformer (the CLIP itself, or a CustomTextCLIP's `text`) when it
         is read out at one token: causal and at its end token (CLIP), or without a causal mask at its last or
-        first position (SigLIP's); None for any other text tower."""
+        first position (SigLIP's), or causal with a class token appended (CoCa's); None for any other."""
         clip = self.model
         tower = clip.text if hasattr(clip, "text") else clip
         pool = getattr(tower, "text_pool_type", getattr(tower, "pool_type", None))
         causal = getattr(tower, "attn_mask", None) is not None
-        if not ((pool in ("argmax", "eos") and causal) or (pool in ("last", "first") and not causal)) \
-                or getattr(tower, "cls_emb", None) is not None or getattr(tower, "use_pad_mask", False) \
-                or not hasattr(tower, "token_embedding"):
+        with_class_token = getattr(tower, "cls_emb", None) is not None and causal  # CoCa's
+        if not ((pool in ("argmax", "eos") and causal) or (pool in ("last", "first") and not causal)
+                or with_class_token) or getattr(tower, "use_pad_mask", False) or not hasattr(tower, "token_embedding"):
             return None
         return tower
+
+    def text_class_token(self) -> bool:
+        """Whether the text tower appends a class token after the context and reads it out (CoCa's)."""
+        tower = self.text_tower()
+        return tower is not None and getattr(tower, "cls_emb", None) is not None
 
     def causal_text_tower(self) -> torch.nn.Module | None:
         """`text_tower` when it is causal and read at the end token (the padding after it then changes nothing),
         else None."""
         tower = self.text_tower()
-        return tower if tower is not None and getattr(tower, "attn_mask", None) is not None else None
+        if tower is None or getattr(tower, "attn_mask", None) is None or self.text_class_token():
+            return None
+        return tower
 
     def readout_positions(self, tokens: torch.Tensor) -> torch.Tensor:
         """`[M]`: where the text tower reads each caption of `tokens` `[M, context]` out: its end token (causal
@@ -404,11 +460,12 @@ def _check_config(name: str) -> None:
                                  "towers, the families here read EVA's (class token, average), PE-Core's and "
                                  "ViT's (class token, attention pooling as SigLIP's) (see interpret/towers.py).")
         return
-    pool = vision.get("pool_type", "tok")
-    if vision.get("attentional_pool") or pool not in ("tok", "avg") or \
-            (pool == "avg" and not vision.get("final_ln_after_pool")):
-        raise ModelLoadError(f"'{name}' pools its image tokens with attention, or normalises each token before "
-                             "averaging; the families here read class-token and average-then-norm readouts.")
+    pool, attentional = vision.get("pool_type", "tok"), vision.get("attentional_pool", False)
+    if isinstance(attentional, str) or pool not in ("tok", "avg") or \
+            (pool == "avg" and not attentional and not vision.get("final_ln_after_pool")):
+        raise ModelLoadError(f"'{name}' pools its image tokens with a 'parallel' or 'cascade' attention pooler, "
+                             "or normalises each token before averaging; the families here read class-token, "
+                             "average-then-norm and CoCa's attention-pooled readouts.")
 
 
 _cache_lock = threading.Lock()
@@ -428,8 +485,8 @@ def load_model(name: str, pretrained: str | None = None, device: str = "cpu") ->
 
 @functools.lru_cache(maxsize=MODELS_KEPT)
 def _load_cached(name: str, pretrained: str | None, device: str) -> ClipModel:
-    if name == TOY_NAME:
-        return _load_toy(device)
+    if is_toy(name):
+        return _load_toy(name, device)
     _check_config(name)
     kwargs = {}
     if pretrained is not None:
@@ -510,11 +567,13 @@ def _quiet_open_clip_logging():
         logging.disable(logging.NOTSET)
 
 
-def _load_toy(device: str) -> ClipModel:
-    if not (TOY_DIR / "open_clip_config.json").is_file():
-        raise ModelLoadError(f"The bundled toy model is missing from {TOY_DIR}; train it with "
-                             "`python -m interpret train-toy`.")
-    return local_model(TOY_DIR, TOY_NAME, device)
+def _load_toy(name: str, device: str) -> ClipModel:
+    folder = TOY_MODELS[name]
+    if not (folder / "open_clip_config.json").is_file():
+        pooling = " --pooling attention" if folder != TOY_DIR else ""
+        raise ModelLoadError(f"The bundled toy model {name} is missing from {folder}; train it with "
+                             f"`python -m interpret train-toy{pooling}`.")
+    return local_model(folder, name, device)
 
 
 def local_model(folder: Path, name: str | None = None, device: str = "cpu") -> ClipModel:
@@ -531,9 +590,9 @@ def local_model(folder: Path, name: str | None = None, device: str = "cpu") -> C
 
 
 def model_from_config(config: dict, name: str = "custom", device: str = "cpu") -> ClipModel:
-    """A random-init CLIP from an open_clip config dict (`embed_dim`, `vision_cfg`, `text_cfg`): for tests
-    and for training the toy model."""
-    model = open_clip.CLIP(**config)
+    """A random-init CLIP from an open_clip config dict (`embed_dim`, `vision_cfg`, `text_cfg`; CoCa's with a
+    `multimodal_cfg`): for tests and for training the toy model."""
+    model = open_clip.CoCa(**config) if "multimodal_cfg" in config else open_clip.CLIP(**config)
     vision = config["vision_cfg"]
     preprocess = open_clip.image_transform(vision["image_size"], is_train=False)
     tokenizer = open_clip.get_tokenizer("", context_length=config["text_cfg"].get("context_length", 77))

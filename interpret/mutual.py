@@ -46,7 +46,7 @@ from .errors import InterpretError
 from .images import ImageSource, load_image
 from .limits import (MAX_CLASSES, MAX_DESCRIPTOR_BYTES, MAX_DESCRIPTOR_CHARS, MAX_DESCRIPTORS, MAX_PARTS, MAX_POOL,
                      MIN_PARTS, check_file_size, check_number, check_template)
-from .models import ClipModel
+from .models import ClipModel, is_toy
 from .segment import crop_box
 from .towers import side_by_side
 
@@ -576,7 +576,7 @@ def _mean_curve(curves: list[list[float]]) -> list[float]:
 def default_marker(model: ClipModel) -> tuple[int, int, int]:
     """The prompts' ellipse colour for `model`: red (the paper's; web-trained CLIP learned that a red circle marks
     what matters), white for the toy model, whose world has red objects and which never saw a drawn mark."""
-    return (255, 255, 255) if model.name == "toy" else MARKER
+    return (255, 255, 255) if is_toy(model.name) else MARKER
 
 
 @dataclass

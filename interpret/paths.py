@@ -7,7 +7,16 @@ from pathlib import Path
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 TOY_DIR = ASSETS / "toy"
+TOY_POOLED_DIR = ASSETS / "toy-pooled"
+# The bundled models trained on the toy world (`python -m interpret train-toy`): a class-token ViT, and one whose
+# image tower reads out with SigLIP's attention pooler (toy/trunk.py). Each knows the toy world (bank, scenes).
+TOY_MODELS = {"toy": TOY_DIR, "toy-pooled": TOY_POOLED_DIR}
 INDEXES = Path(os.environ.get("INTERPRET_INDEXES", ASSETS.parent / "indexes"))
+
+
+def is_toy(name: str) -> bool:
+    """Whether `name` is one of the bundled toy models (trained on the toy world, which checks them)."""
+    return name in TOY_MODELS
 
 
 def home() -> Path:

@@ -215,7 +215,7 @@ class VisionTower:
     def readout(self, pooled: torch.Tensor) -> torch.Tensor:
         """`[..., W]` pooled stream -> `[..., D]` embedding (not normalised)."""
         weight, bias, eps = self.readout_norm()
-        embedding = F.layer_norm(pooled, (self.width,), weight, bias, eps) @ self.projection()
+        embedding = F.layer_norm(pooled, pooled.shape[-1:], weight, bias, eps) @ self.projection()
         projection_bias = self.projection_bias()
         return embedding if projection_bias is None else embedding + projection_bias
 
@@ -295,14 +295,129 @@ def resblock_mlp(block: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return block.ls_2(block.mlp(block.ln_2(x)))
 
 
+class AttentionPooling:
+    """What the attention-pooled readouts share: one readout channel per pooling head, and the heads folded
+    through each channel's map (`_pool_maps`, `[P, W, D]`). A family mixes a subclass in and sets `pooler` (None:
+    its fixed-pool readout is used instead)."""
+
+    pooler: torch.nn.Module | None
+
+    @property
+    def readout_channels(self) -> int:
+        return 1 if self.pooler is None else self.pool_heads
+
+    @property
+    def pool_heads(self) -> int:
+        raise NotImplementedError
+
+    def _pool_maps(self) -> torch.Tensor:
+        """`[P, W, D]`: how a token's state reaches the embedding through each pooling head (attention and norm
+        statistics aside: those are `readout_linearised`'s coefficients)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def folded_heads(self):
+        if self.pooler is None:
+            return super().folded_heads()
+        maps = self._pool_maps()
+        folded = [torch.einsum("hkw,pwd->hpkd", self.out_maps(layer).float(), maps.float())
+                  for layer in range(self.layers)]
+        return torch.stack(folded).flatten(2, 3)  # [L, H, P * hd, D]: a head's values per pooling head
+
+
+def _centred_values(norm: torch.nn.LayerNorm, value_weight: torch.Tensor, heads: int) -> torch.Tensor:
+    """`[P, W, hd]`: a norm's centring and scale, then each pooling head's value map: `C diag(gamma) W_v,p^T`
+    (`value_weight` `[P * hd, W]`, as a Linear keeps it)."""
+    scaled = norm.weight[None, :, None] * value_weight.reshape(heads, -1, value_weight.shape[1]).transpose(1, 2)
+    return scaled - scaled.mean(dim=1, keepdim=True)
+
+
+class CocaPooling(AttentionPooling):
+    """open_clip's CoCa readout (`AttentionalPooler`, its original setup): learned queries attend over the final
+    stream after a norm (`ln_k`), then `ln_post`; the first query's output, projected, is the embedding (the
+    other queries feed the captioning decoder). Linearised at the input as the latent poolers are: the first
+    query's attention, `ln_k`'s statistics at each token and `ln_post`'s at the pooled output fixed, a part at token
+    t reaches the embedding through pooling head p with the coefficient a_p[t] / (std_t std_post) and the map
+    `C diag(gamma_k) W_v,p^T W_out,p^T C diag(gamma_post) proj`; the biases are in the rest (it has no MLP)."""
+
+    @staticmethod
+    def pooler_refuses(visual: torch.nn.Module) -> str | None:
+        if getattr(visual, "attn_pool_contrastive", None) is not None:
+            return "its attention poolers are the 'parallel' or 'cascade' kind (open_clip marks them untested)"
+        if visual.pool_type != "tok" or type(visual.attn_pool).__name__ != "AttentionalPooler":
+            return f"its attention pooler is read out with '{visual.pool_type}', not at its first query"
+        return None
+
+    @property
+    def pool_heads(self) -> int:
+        return int(self.pooler.attn.num_heads)
+
+    def _pool_projections(self) -> tuple[torch.Tensor, ...]:
+        """The pooler's query, key and value maps (`[d, d]`, `[d, W]`, `[d, W]`, as a Linear keeps them) and biases."""
+        attention = self.pooler.attn
+        joint = _parameter(attention, "in_proj_weight")
+        if joint is not None:
+            weights = joint.chunk(3)
+        else:
+            weights = tuple(_parameter(attention, f"{part}_proj_weight") for part in "qkv")
+        bias = _parameter(attention, "in_proj_bias")
+        biases = bias.chunk(3) if bias is not None else tuple(w.new_zeros(w.shape[0]) for w in weights)
+        return (*weights, *biases)
+
+    def _pool_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first query's attention `[B, P, T]` over the final stream `x` `[B, T, W]`, and the values
+        `[B, T, P, hd]`, in plain operations (forward AD)."""
+        pooler = self.pooler
+        query_weight, key_weight, value_weight, query_bias, key_bias, value_bias = self._pool_projections()
+        batch, tokens, _ = x.shape
+        channels = self.pool_heads
+        normed = pooler.ln_k(x)
+        query = (pooler.ln_q(pooler.query[:1]) @ query_weight.T + query_bias).reshape(channels, -1)  # [P, hd]
+        keys = (normed @ key_weight.T + key_bias).reshape(batch, tokens, channels, -1)
+        values = (normed @ value_weight.T + value_bias).reshape(batch, tokens, channels, -1)
+        logits = torch.einsum("pk,btpk->bpt", query, keys) * query.shape[-1] ** -0.5
+        return torch.softmax(logits, dim=-1), values
+
+    def _pool_output(self, attention: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """`[B, d]`: the first query's output, before `ln_post`."""
+        return self.pooler.attn.out_proj(torch.einsum("bpt,btpk->bpk", attention, values).flatten(1))
+
+    def embedding(self, x):
+        if self.pooler is None:
+            return super().embedding(x)
+        return self.readout(self._pool_output(*self._pool_attention(x)))
+
+    def readout_linearised(self, x):
+        if self.pooler is None:
+            return super().readout_linearised(x)
+        pooler = self.pooler
+        attention, values = self._pool_attention(x)
+        post_inv_std = self.readout_inv_std(self._pool_output(attention, values))  # [B]
+        inv_std = torch.rsqrt(x.var(dim=-1, unbiased=False) + pooler.ln_k.eps)  # [B, T]
+        coefficients = attention * inv_std[:, None, :] * post_inv_std[:, None, None]
+        _, _, value_weight, _, _, value_bias = self._pool_projections()
+        if pooler.ln_k.bias is not None:
+            value_bias = value_bias + pooler.ln_k.bias @ value_weight.T
+        constant = pooler.attn.out_proj(value_bias[None])[0]  # the biases' pooled value (sum_t a = 1)
+        rest = post_inv_std[:, None] * (constant @ self.folded_readout().to(x)) + self.readout_bias().to(x)
+        return coefficients, self._pool_maps(), rest
+
+    def _pool_maps(self) -> torch.Tensor:
+        attention = self.pooler.attn
+        out_weight = attention.out_proj.weight.T.reshape(self.pool_heads, -1, attention.embed_dim)  # [P, hd, d]
+        values = _centred_values(self.pooler.ln_k, self._pool_projections()[2], self.pool_heads)  # [P, W, hd]
+        return values @ (out_weight @ self.folded_readout().to(out_weight))
+
+
 @register
-class OpenClipViT(VisionTower):
+class OpenClipViT(CocaPooling, VisionTower):
     """open_clip's own VisionTransformer: class-token pooling (OpenAI, LAION, DataComp, DFN, MetaCLIP; QuickGELU
-    variants) and average pooling with the norm after the pool (CLIPA)."""
+    variants), average pooling with the norm after the pool (CLIPA), and CoCa's attention pooler
+    (`CocaPooling`)."""
 
     name = "open_clip ViT"
     description = ("open_clip VisionTransformer: class token (OpenAI, LAION, DataComp, DFN, MetaCLIP), average pool "
-                   "(CLIPA)")
+                   "(CLIPA), attention pooler (CoCa)")
     BLOCK_PARAMETERS = ("ln_1.weight", "attn.in_proj_weight", "attn.out_proj.weight", "ln_2.weight")
 
     @classmethod
@@ -311,10 +426,12 @@ class OpenClipViT(VisionTower):
 
         if not isinstance(visual, VisionTransformer):
             return f"not an open_clip VisionTransformer ({type(visual).__name__})"
-        if getattr(visual, "attn_pool", None) is not None:
-            return "its readout is an attention pooler (CoCa), which no family here reads yet"
         pool = getattr(visual, "pool_type", "tok")
-        if pool not in ("tok", "avg") or (pool == "avg" and not getattr(visual, "final_ln_after_pool", False)):
+        if getattr(visual, "attn_pool", None) is not None:
+            reason = CocaPooling.pooler_refuses(visual)
+            if reason:
+                return reason
+        elif pool not in ("tok", "avg") or (pool == "avg" and not getattr(visual, "final_ln_after_pool", False)):
             return f"its readout pools with '{pool}' and normalises each token before pooling"
         blocks = list(visual.transformer.resblocks)
         for block in blocks:
@@ -343,6 +460,8 @@ class OpenClipViT(VisionTower):
         self.image_size = tuple(visual.image_size)
         self.prefix = 1
         self.pool_type = visual.pool_type
+        self.pooler = getattr(visual, "attn_pool", None)
+        self.fixed_pool = self.pooler is None
 
     def embed(self, batch: torch.Tensor) -> torch.Tensor:
         visual = self.visual
@@ -388,7 +507,7 @@ class OpenClipViT(VisionTower):
         return gamma if gamma is not None else torch.ones(self.width, device=block.ln_1.weight.device)
 
 
-class LatentPooling:
+class LatentPooling(AttentionPooling):
     """The readout of a timm trunk with an attention pooler (`AttentionPoolLatent`, one latent query: SigLIP,
     SigLIP 2, PE-Core), after the trunk's final norm and before its head (a linear map, or none), linearised at the
     input: the pooler's attention over the tokens and the final norm's statistics fixed, a part at token t reaches
@@ -410,8 +529,8 @@ class LatentPooling:
         return None
 
     @property
-    def readout_channels(self) -> int:
-        return 1 if self.pooler is None else int(self.pooler.num_heads)
+    def pool_heads(self) -> int:
+        return int(self.pooler.num_heads)
 
     def _head(self, embedding: torch.Tensor) -> torch.Tensor:
         head = self.trunk.head
@@ -452,28 +571,16 @@ class LatentPooling:
     def _pool_maps(self) -> torch.Tensor:
         """`[P, W, D]`: the final norm's centring and scale, each pooling head's value map, its slice of the
         pooler's projection, and the trunk's head: `C diag(gamma) W_v,p^T W_proj,p^T W_head^T`."""
-        pooler, norm = self.pooler, self.trunk.norm
-        channels, head_dim, width = pooler.num_heads, pooler.head_dim, self.trunk.embed_dim
-        value_weight = pooler.kv.weight[width:].reshape(channels, head_dim, width)  # [P, hd, W]
-        out_weight = pooler.proj.weight.T.reshape(channels, head_dim, -1)  # [P, hd, W]
+        pooler, width = self.pooler, self.trunk.embed_dim
+        out_weight = pooler.proj.weight.T.reshape(pooler.num_heads, pooler.head_dim, -1)  # [P, hd, W]
         if isinstance(self.trunk.head, torch.nn.Linear):
             out_weight = out_weight @ self.trunk.head.weight.T  # [P, hd, D]
-        scaled = norm.weight[None, :, None] * value_weight.transpose(1, 2)  # [P, W, hd]: diag(gamma) W_v,p^T
-        return (scaled - scaled.mean(dim=1, keepdim=True)) @ out_weight
+        return _centred_values(self.trunk.norm, pooler.kv.weight[width:], pooler.num_heads) @ out_weight
 
     def readout_mlp(self, out: torch.Tensor) -> torch.Tensor:
         """`[B, W]`: the pooler's MLP branch at its output `out` (a part of its own, before the head)."""
         pooler = self.pooler
         return pooler.mlp(pooler.norm(out)) if pooler.mlp is not None else torch.zeros_like(out)
-
-    @torch.no_grad()
-    def folded_heads(self):
-        if self.pooler is None:
-            return super().folded_heads()
-        maps = self._pool_maps()
-        folded = [torch.einsum("hkw,pwd->hpkd", self.out_maps(layer).float(), maps.float())
-                  for layer in range(self.layers)]
-        return torch.stack(folded).flatten(2, 3)  # [L, H, P * hd, D]: a head's values per pooling head
 
 
 class TimmBlocks:
@@ -529,7 +636,6 @@ class TimmEva(LatentPooling, TimmBlocks, VisionTower):
     (`LatentPooling`)."""
 
     name = "timm Eva"
-    caveat = "interaction maps through PE-Core's attention pooler take the generic path (see timm ViT)"
     description = "timm Eva: EVA-01, EVA-02 (class token, RoPE, sub-LN, SwiGLU), PE-Core (attention pooling)"
 
     @classmethod
@@ -688,8 +794,8 @@ class TimmViT(LatentPooling, TimmBlocks, VisionTower):
 
     name = "timm ViT"
     description = "timm VisionTransformer: attention pooling (SigLIP, SigLIP 2), class token"
-    caveat = ("interaction maps through an attention pooler take the generic path over every token (the app's "
-              "work budget refuses them); SigLIP's tokenizer needs the `transformers` package and the hub")
+    caveat = ("SigLIP's tokenizer needs the `transformers` package and the hub; its text tower reads all 64 "
+              "positions, so its interaction maps cost 64 passes a step (the app's work budget allows 1 or 2 steps)")
 
     @classmethod
     def refuses(cls, visual: torch.nn.Module) -> str | None:
@@ -745,7 +851,8 @@ class TimmViT(LatentPooling, TimmBlocks, VisionTower):
 
 # Towers no family reads yet, with what loading one says (for the README's support table).
 NOT_YET = (
-    ("open_clip ViT with an attention pooler: CoCa", "refused with a message"),
+    ("open_clip ViT with CoCa's 'parallel' or 'cascade' poolers (marked untested by open_clip)", "refused with a message"),
+    ("timm ViT with dynamic image sizes (SigLIP 2 NaFlex)", "refused with a message"),
     ("ResNet, ConvNeXt (no attention heads)", "refused with a message"),
 )
 ANALYSES = "heads, head atlas and TextSpan labels, databases and their searches, topic and contrastive maps, " \

@@ -431,3 +431,33 @@ def test_a_build_that_fails_unexpectedly_says_so_in_its_status(tmp_path, monkeyp
     assert updates[0].startswith("**6 images**")
     assert updates[-1].startswith("⚠️") and "Something went wrong (RuntimeError: disk full)" in shown(updates[-1])
     assert list(database.run_build(TOY, str(tmp_path / "photos.zip"), ""))[-1].startswith("⚠️")  # lock released
+
+
+def test_every_tab_runs_on_the_attention_pooled_toy_model():
+    """`toy-pooled` reads out with SigLIP's attention pooler (a timm trunk, no class token): every tab's handler
+    answers on it, with its own labels, database and maps."""
+    from interpret.ui import models
+
+    pooled = ModelSpec("toy-pooled", None).label
+    path, caption = toy_examples()[0]
+    grid, rows, summary = heads.run_heads(pooled, path, caption, 5)
+    assert len(rows) == 5 and "Cosine score" in summary
+    summary, rows, picture = atlas.run_atlas(pooled, 3, 2)
+    assert "Head 3.2" in summary and all(row[2] in {"colour", "shape", "size", "position"} for row in rows)
+    items, summary = property_neighbours.run_property_neighbours(pooled, path, "colour", 4)
+    assert len(items) == 4 and "of 600 images" in summary
+    items, _ = image_neighbours.run_image_neighbours(pooled, path, -1, 3, 4)
+    assert len(items) == 4
+    items, _ = text_neighbours.run_text_neighbours(pooled, "something red", 3, 6, 4)
+    assert len(items) == 4
+    picture, summary = topic.run_topic(pooled, path, "something green", "all", 0.5)
+    assert isinstance(picture, Image.Image) and "8x8 grid" in summary
+    picture, summary = contrastive.run_contrastive(pooled, path, "a cross", "a circle", "3", 0.6)
+    assert isinstance(picture, Image.Image)
+    picture, coloured, summary = interactions.run_interaction(pooled, path, "a green cross", -1, -1, 5, "midpoint",
+                                                              "2", "", 0.6)
+    assert [token for token, _ in coloured] == ["<start>", "a", "green", "cross", "<end>"] and "residual" in summary
+    summary, *pictures = mutual.run_mutual(pooled, path, mutual.TOY_CLASSES, None, "{}", 3)
+    assert "Predicted" in summary and all(isinstance(picture, Image.Image) for picture in pictures)
+    summary, rows, grid, curves = models.run_scores(pooled)
+    assert "association" in summary and curves is not None

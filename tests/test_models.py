@@ -44,7 +44,7 @@ def test_preprocessed_batch_of_the_wrong_size_is_refused(tiny_model):
     ("ViT-B-33", None, "Unknown model 'ViT-B-33'. Did you mean ViT-B-32"),
     ("RN50", None, "ResNet"),
     ("convnext_base", None, "timm image tower"),
-    ("coca_ViT-B-32", None, "pools its image tokens with attention"),
+    ("ViTamin-S", None, "timm image tower \\(vitamin_small_224"),
     ("ViT-B-32", "no-such-tag", "neither a pretrained tag of ViT-B-32 nor a checkpoint file"),
 ])
 def test_bad_model_requests_are_named_in_the_error(name, pretrained, message):
@@ -76,7 +76,10 @@ def test_catalogue_has_the_six_clip_interpret_models_and_newer_towers():
                           ("ViT-B-32", "datacomp_m_s128m_b4k"), ("ViT-B-32", "openai"),
                           ("ViT-L-14", "laion2b_s32b_b82k"), ("ViT-L-14", "openai"),
                           ("ViT-B-16", "dfn2b"), ("EVA02-B-16", "merged2b_s8b_b131k"),
-                          ("ViT-B-16-SigLIP2", "webli"), ("PE-Core-B-16", "meta")}
+                          ("ViT-B-16-SigLIP2", "webli"), ("PE-Core-B-16", "meta"),
+                          ("coca_ViT-B-32", "laion2b_s13b_b90k")}
+    bundled = [spec.label for spec in catalogue() if spec.pretrained is None and "bundled" in spec.label]
+    assert bundled == ["toy (bundled)", "toy-pooled (bundled)"]
     for name, tag in pretrained:  # every tag is one open_clip knows
         assert tag in open_clip.list_pretrained_tags_by_model(name)
     for spec in catalogue():

@@ -33,6 +33,10 @@ CONFIGS = {
         "average pool, norm after it (CLIPA)": {"embed_dim": 24, "text_cfg": TEXT, "vision_cfg": {
             "image_size": 48, "patch_size": 8, "width": 48, "layers": 3, "head_width": 12, "no_ln_pre": True,
             "pool_type": "avg", "final_ln_after_pool": True}},
+        "attention pooler (CoCa)": {"embed_dim": 24, "text_cfg": {**TEXT, "embed_cls": True, "output_tokens": True},
+                                    "multimodal_cfg": {**TEXT, "layers": 1}, "vision_cfg": {
+            "image_size": 32, "patch_size": 8, "width": 48, "layers": 3, "head_width": 16, "attentional_pool": True,
+            "attn_pooler_heads": 4, "attn_pooler_queries": 5, "output_tokens": True}},
     },
 }
 
@@ -96,7 +100,7 @@ def test_parts_add_up_to_the_model_s_embedding(family, name):
     model = model_of(family, name)
     batch = random_batch(model, 2)
     with torch.no_grad():
-        reference = model.model.encode_image(batch)
+        reference = model.model.encode_image(batch, normalize=False)
     scale = float(reference.norm(dim=-1).min())
     for spatial in (True, False):
         parts = decompose_image(model, batch, spatial=spatial)
@@ -174,7 +178,7 @@ def test_removing_a_head_equals_zeroing_its_columns_of_the_output_projection(fam
     with torch.no_grad():
         for layer, head in removed:
             output_projection(surgery, layer).weight[:, head * g.head_dim:(head + 1) * g.head_dim] = 0
-        expected = surgery.model.encode_image(batch)
+        expected = surgery.model.encode_image(batch, normalize=False)
     assert torch.allclose(ablated_embeddings(model, batch, removed), expected,
                           atol=1e-5 * float(expected.norm(dim=-1).min()))
 
@@ -189,6 +193,22 @@ def test_interaction_maps_are_complete(family, name):
 
 
 @pytest.mark.parametrize("family, name", CASES)
+def test_reverse_mode_pairs_equal_the_forward_tangents(family, name):
+    """Where a caption has fewer tokens than the image, the image side is done in reverse mode (one pass per
+    caption token): the same numbers as forward mode's one pass per image token."""
+    from interpret.interact import _image_tower
+
+    model = model_of(family, name)
+    tower = _image_tower(model, random_batch(model, 1), -2)
+    others = torch.randn(3, model.geometry.embed_dim, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        forward = others @ tower.tangents(5, "midpoint", fast=False).T
+        reverse = tower.paired_with(others, 5, "midpoint")
+    assert tower.reverse_pays(3) and reverse.shape == (3, model.geometry.tokens)
+    assert torch.allclose(reverse, forward, atol=1e-5 * float(forward.abs().max()))
+
+
+@pytest.mark.parametrize("family, name", CASES)
 def test_mutual_knowledge_keys_are_the_patches(family, name):
     model = model_of(family, name)
     keys = last_layer_keys(model, random_batch(model, 2))
@@ -199,9 +219,12 @@ def test_mutual_knowledge_keys_are_the_patches(family, name):
 def test_a_tower_no_family_reads_is_refused_with_each_family_s_reason():
     from interpret.errors import ModelLoadError
 
-    coca = open_clip.create_model("coca_ViT-B-32", pretrained=None)
-    with pytest.raises(ModelLoadError, match="no model family here can read .*attention pooler"):
-        towers.tower_of(coca.visual, "coca")
+    from open_clip.model import _build_vision_tower
+
+    parallel = _build_vision_tower(24, {"image_size": 32, "patch_size": 8, "width": 48, "layers": 1, "head_width": 16,
+                                        "attentional_pool": "parallel", "attn_pooler_queries": 4})
+    with pytest.raises(ModelLoadError, match="no model family here can read .*'parallel' or 'cascade'"):
+        towers.tower_of(parallel, "CoCa, parallel poolers")
 
 
 def test_the_readme_has_the_support_table():
@@ -270,6 +293,62 @@ def test_interaction_maps_read_a_text_tower_without_a_causal_mask():
     assert fast.cosine == pytest.approx(cosine, abs=1e-5)
     assert torch.allclose(fast.scores, generic.scores, atol=1e-5 * float(generic.scores.abs().max()))
     deeper = interaction_map(model, picture, "a red circle", image_layer=-2, text_layer=0, steps=40)
+    assert abs(deeper.residual) <= 0.02 * abs(deeper.explained) + 1e-6
+
+
+@pytest.fixture(scope="module")
+def hugging_face_tokenizer(tmp_path_factory):
+    """A local stand-in for SigLIP's tokenizer (a Hugging Face tokenizer that ends a caption with '</s>' and has
+    no start token), loaded by open_clip's HFTokenizer from a folder as it loads SigLIP's from the hub."""
+    from open_clip.tokenizer import HFTokenizer
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["<pad>", "</s>", "<unk>", "a", "red", "blue", "circle", "square", "and", "photo", "of", "the"]
+    tokenizer = Tokenizer(models.WordLevel({word: i for i, word in enumerate(words)}, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    folder = tmp_path_factory.mktemp("siglip-like-tokenizer")
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="</s>",
+                            unk_token="<unk>").save_pretrained(folder)
+    return HFTokenizer(str(folder), context_length=TEXT["context_length"], clean="canonicalize")
+
+
+def test_a_hugging_face_tokenizer_s_tokens_are_labelled_where_the_model_sees_them(hugging_face_tokenizer):
+    torch.manual_seed(0)
+    clip = randomise_small_parameters(model_from_config(SIGLIP_TEXT, name="siglip-like text"))
+    model = ClipModel(clip.model, clip.preprocess, hugging_face_tokenizer, "siglip-like text", None)
+    assert model.token_strings("A red circle.") == ["a", "red", "circle", "</s>"]
+    ids = model.tokenize("A red circle.").tokens[0]
+    assert ids[:5].tolist() == [3, 4, 6, 1, 0]
+    long = model.tokenize(" ".join(["a blue square"] * 8))  # 24 words: 15 fit before '</s>'
+    assert long.truncated == [True] and len(long.kept[0].split()) == TEXT["context_length"] - 1
+    picture = random_batch(model, 1)
+    result = interaction_map(model, picture, "a red circle", image_layer=-1, text_layer=-1, steps=10)
+    assert result.tokens[:5] == ["a", "red", "circle", "</s>", "<pad>"] and len(result.tokens) == len(ids)
+    with torch.no_grad():
+        cosine = float(torch.nn.functional.cosine_similarity(
+            model.model.encode_image(picture), model.model.encode_text(model.tokenize("a red circle").tokens)))
+    assert result.cosine == pytest.approx(cosine, abs=1e-5)
+
+
+@pytest.mark.parametrize("legacy_mask", [True, False])
+def test_interaction_maps_read_coca_s_text_tower(legacy_mask):
+    """CoCa's text tower appends a class token after the whole context and reads it out; no token attends to
+    padding (with the released weights' key mask shifted by one place, `correct_cls_mask` off). The map's
+    cosine is the model's own, the closed form agrees with the generic path, and the map is complete."""
+    model = model_of("open_clip ViT", "attention pooler (CoCa)")
+    model.model.text.correct_cls_mask = not legacy_mask
+    picture, caption = random_batch(model, 1), "a red circle!"  # '!' is id 0: CoCa's padding id
+    with torch.no_grad():
+        cosine = float(torch.nn.functional.cosine_similarity(model.model.encode_image(picture),
+                                                             model.model.encode_text(model.tokenize(caption).tokens)))
+    fast = interaction_map(model, picture, caption, image_layer=-1, text_layer=-1, steps=20)
+    generic = interaction_map(model, picture, caption, image_layer=-1, text_layer=-1, steps=20, fast=False)
+    assert len(fast.tokens) == TEXT["context_length"] + 1 and fast.tokens[-1] == "<cls>"
+    assert fast.cosine == pytest.approx(cosine, abs=1e-5)
+    assert torch.allclose(fast.scores, generic.scores, atol=1e-5 * float(generic.scores.abs().max()))
+    deeper = interaction_map(model, picture, caption, image_layer=-2, text_layer=0, steps=40)
     assert abs(deeper.residual) <= 0.02 * abs(deeper.explained) + 1e-6
 
 

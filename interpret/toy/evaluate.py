@@ -100,23 +100,36 @@ def colour_and_shape_accuracy(model: ClipModel, embeddings: torch.Tensor, object
 
 
 def mean_ablation(model: ClipModel, atlas, properties=("colour", "shape"), count: int = 300,
-                  seed: int = 20_000) -> list[dict]:
-    """Replace the direct contributions of the heads labelled with each property by their mean over other
-    scenes, and measure colour and shape accuracy before and after (single-object evaluation scenes)."""
+                  seed: int = 20_000, forward: bool = False) -> list[dict]:
+    """Replace the heads labelled with each property by their mean over other scenes, and measure colour and
+    shape accuracy before and after (single-object evaluation scenes). Their direct contributions to the
+    embedding (default), or, with `forward`, their outputs in the forward pass (what later blocks and a
+    pooler's MLP read of them too: `quantify.ablated_embeddings`)."""
+    from ..quantify import ablated_embeddings, head_means
+
     scenes = [toy_scene(seed + i, count=1) for i in range(count)]
     reference = [toy_scene(seed + count + i) for i in range(count)]
     objects = [scene.objects[0] for scene in scenes]
     parts = decompose_image(model, _batch(model, scenes), spatial=False)
-    heads = parts.head_totals()  # [N, L, H, D]
-    means = decompose_image(model, _batch(model, reference), spatial=False).head_totals().mean(dim=0)
-    rows = [{"ablated": "nothing", "heads": [], **colour_and_shape_accuracy(model, parts.embedding, objects)}]
-    for prop in properties:
-        chosen = atlas.heads_with(prop)
+    if forward:
+        output_means = head_means(model, _batch(model, reference))
+    else:
+        heads = parts.head_totals()  # [N, L, H, D]
+        means = decompose_image(model, _batch(model, reference), spatial=False).head_totals().mean(dim=0)
+
+    def ablated(chosen: list) -> torch.Tensor:
+        if forward:
+            return ablated_embeddings(model, _batch(model, scenes), chosen, output_means)
         embedding = parts.embedding.clone()
         for layer, head in chosen:
             embedding += means[layer, head] - heads[:, layer, head]
+        return embedding
+
+    rows = [{"ablated": "nothing", "heads": [], **colour_and_shape_accuracy(model, parts.embedding, objects)}]
+    for prop in properties:
+        chosen = atlas.heads_with(prop)
         rows.append({"ablated": f"{prop} heads", "heads": chosen,
-                     **colour_and_shape_accuracy(model, embedding, objects)})
+                     **colour_and_shape_accuracy(model, ablated(chosen), objects)})
     return rows
 
 

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from ..models import ClipModel, model_from_config
 from .defaults import TRAINING_DEFAULTS as DEFAULTS
+from .trunk import TOY_POOLED_TRUNK
 from .world import (COLOURS, FULL_FORM, IMAGE_SIZE, POSITION_PHRASES, SHAPES, SIZES, Scene,
                     describe_with_negative, generate)
 
@@ -33,6 +34,15 @@ TOY_CONFIG = {
     "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 4, "layers": 3,
                  "mlp_ratio": 2.0},
 }
+# The second toy model (`toy-pooled`): the same text tower; the image tower is a timm trunk of the same size whose
+# readout is SigLIP's attention pooler (`trunk.py`), so its embedding is the trunk's width.
+TOY_POOLED_CONFIG = {
+    "embed_dim": 128,
+    "vision_cfg": {"image_size": IMAGE_SIZE, "timm_model_name": TOY_POOLED_TRUNK, "timm_pool": "map",
+                   "timm_proj": "none"},
+    "text_cfg": TOY_CONFIG["text_cfg"],
+}
+POOLINGS = {"class-token": TOY_CONFIG, "attention": TOY_POOLED_CONFIG}  # train-toy --pooling
 HELD_OUT = frozenset({("purple", "triangle"), ("orange", "cross"), ("yellow", "circle")})
 TRAINING_PAIRS = frozenset((c, s) for c in COLOURS for s in SHAPES) - HELD_OUT
 MEAN = np.array((0.48145466, 0.4578275, 0.40821073), dtype=np.float32)  # open_clip's (OpenAI) normalisation
@@ -70,8 +80,9 @@ def make_training_set(count: int, workers: int = 2) -> tuple[np.ndarray, list[li
 def train(out_dir: Path, steps: int = DEFAULTS["steps"], batch_size: int = DEFAULTS["batch_size"],
           scenes: int = DEFAULTS["scenes"], seed: int = DEFAULTS["seed"],
           learning_rate: float = DEFAULTS["learning_rate"], warm_start: float = DEFAULTS["warm_start"],
-          progress: bool = True) -> ClipModel:
-    """Train a fresh toy CLIP and save it to `out_dir`; returns it (eval mode).
+          pooling: str = "class-token", progress: bool = True) -> ClipModel:
+    """Train a fresh toy CLIP and save it to `out_dir`; returns it (eval mode). `pooling`: the image tower's
+    readout, "class-token" (the bundled `toy`) or "attention" (`toy-pooled`, SigLIP's pooler).
 
     For the first `warm_start` share of the steps, batches hold single objects only, each captioned in full
     ("a large red circle on the left"): every attribute, position included, is then needed to tell the captions of
@@ -81,7 +92,8 @@ def train(out_dir: Path, steps: int = DEFAULTS["steps"], batch_size: int = DEFAU
     rng = random.Random(seed)
     images, objects = make_training_set(scenes)
     singles = [i for i, scene_objects in enumerate(objects) if len(scene_objects) == 1]
-    clip = model_from_config(TOY_CONFIG, name="toy")
+    config = POOLINGS[pooling]
+    clip = model_from_config(config, name="toy")
     model = clip.model.train()
     with torch.no_grad():  # tokens the toy world never uses stay zero (weight decay keeps them there): the
         unused = torch.ones(model.token_embedding.num_embeddings, dtype=torch.bool)  # saved file compresses well
@@ -116,19 +128,20 @@ def train(out_dir: Path, steps: int = DEFAULTS["steps"], batch_size: int = DEFAU
             model.logit_scale.clamp_(0, math.log(100))
         if step % 20 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
-    save(clip, out_dir, minutes=(time.monotonic() - started) / 60, steps=steps, seed=seed, warm_start=warm_start)
+    save(clip, out_dir, config, minutes=(time.monotonic() - started) / 60, steps=steps, seed=seed,
+         warm_start=warm_start, pooling=pooling)
     model.eval()
     return clip
 
 
-def save(clip: ClipModel, out_dir: Path, **training) -> None:
+def save(clip: ClipModel, out_dir: Path, model_config: dict, **training) -> None:
     """Write open_clip's local-dir layout: config (with how it was trained) and float16 safetensors weights."""
     from safetensors.torch import save_file
 
     out_dir.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.detach().to(torch.float16).contiguous() for name, tensor in clip.model.state_dict().items()}
     config = {
-        "model_cfg": TOY_CONFIG,
+        "model_cfg": model_config,
         "preprocess_cfg": {"size": IMAGE_SIZE, "mean": MEAN.tolist(), "std": STD.tolist(),
                            "interpolation": "bicubic", "resize_mode": "shortest"},
         "training": {**training, "held_out": sorted(map(list, HELD_OUT)), "torch": torch.__version__},

@@ -10,7 +10,7 @@ from ..banks import toy_bank
 from ..bundles import HEAD_LABELS
 from ..errors import InterpretError
 from ..index import load_head_labels
-from ..models import ClipModel
+from ..models import ClipModel, is_toy
 from ..render import property_grid
 from ..textspan import HeadAtlas, describe_heads
 from ..toy.train import toy_images
@@ -38,7 +38,7 @@ def _labels_in(model: ClipModel, folder: Path) -> HeadAtlas:
     try:
         return load_head_labels(model, folder)
     except InterpretError:
-        if model.name != "toy" or folder != model.index_dir:
+        if not is_toy(model.name) or folder != model.index_dir:
             raise
         return describe_heads(model, toy_images(1000), toy_bank(), out_path=folder / HEAD_LABELS, progress=False)
 

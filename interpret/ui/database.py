@@ -15,6 +15,7 @@ from ..bundles import BUNDLE_MANIFEST, build_bundle, estimate_build
 from ..errors import InterpretError
 from ..images import list_images
 from ..limits import BUILT_LIFETIME_S, MAX_BUILD_IMAGES, check_text
+from ..models import is_toy
 from ..paths import home, inside, visitor_name
 from .common import Shared, error_text, escaped, message_for, model_for
 
@@ -81,7 +82,7 @@ def check_build(label: str, archive: str | None, folder: str = "") -> tuple:
 
 def _build(label: str, archive: str | None, folder: str, session: str | None):
     model, source, count, skipped = check_build(label, archive, folder)
-    bank = "toy" if model.name == "toy" else "general"
+    bank = "toy" if is_toy(model.name) else "general"
     seconds, per_image = estimate_build(model, count, bank)
     note = f" ({len(skipped)} files that are not images skipped: {escaped(', '.join(skipped[:5]))})" if skipped else ""
     yield (f"**{count:,} images**{note} for {model.label}: about **{_duration(seconds)}** on this machine "

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..bundles import stored_labels
 from ..errors import InterpretError
+from ..models import is_toy
 from ..quantify import ModelScores, PruningCurves, pruning_curves, score_heads
 from ..textspan import HeadAtlas
 from ..render import consistency_grid, pruning_plot
@@ -76,7 +77,7 @@ def run_scores(label: str, request: gr.Request = None):
                "1 or 0: *low*). *Association* is the mean consistency over 5. *Entanglement* says how much the "
                "high-consistency heads share properties (0: each has its own; near 1: all share one).")
     curves = None
-    if model.name == "toy":
+    if is_toy(model.name):
         curves = pruning_plot([(model.label, toy_curves(model, scores))])
         summary += (" The curves: zero-shot accuracy on 200 toy scenes as the most consistent (red), random "
                     "(grey) and least consistent (blue) heads are removed.")

@@ -13,7 +13,7 @@ from ..errors import ImageError, InterpretError
 from ..images import load_image
 from ..index import MANIFEST, ImageIndex, build_command
 from ..limits import MAX_NEIGHBOURS, check_number
-from ..models import ClipModel
+from ..models import ClipModel, is_toy
 from ..render import missing_image
 from ..toy.examples import build_toy_index
 from .common import LoadedFiles, escaped, public, status_box
@@ -35,7 +35,7 @@ def database_for(model: ClipModel, session: str | None = None) -> ImageIndex:
     """The database `database_folder` names, opened once and reopened after a rebuild. For the toy model a small
     toy-world database is built on first use (and rebuilt if it was made with other toy weights)."""
     with _database_lock:
-        if model.name == "toy" and model.slug not in _toy_checked:
+        if is_toy(model.name) and model.slug not in _toy_checked:
             build_toy_index(model)  # incremental: nothing to do when it is up to date
             _toy_checked.add(model.slug)
         folder = database_folder(model, session)
