@@ -82,13 +82,13 @@ def main() -> None:
             batch = torch.randn(batch_size, 3, *model.geometry.image_size, device=args.device,
                                 generator=torch.Generator(args.device).manual_seed(0))
             with torch.no_grad():
-                reference = model.model.encode_image(batch)
+                reference = model.model.encode_image(batch, normalize=False)  # CoCa normalises by default
                 decomposition = decompose_image(model, batch)
                 error = float((decomposition.total() - reference).abs().max() / reference.norm(dim=-1).min())
                 del decomposition
                 plain, decomposed = [], []
                 for _ in range(args.repeats):
-                    plain.append(timed(lambda: model.model.encode_image(batch), args.device))
+                    plain.append(timed(lambda: model.model.encode_image(batch, normalize=False), args.device))
                     decomposed.append(timed(lambda: decompose_image(model, batch), args.device))
             plain_s, decomposed_s = statistics.median(plain), statistics.median(decomposed)
             print(f"| {name} | {family} | {load_seconds:.1f} | {batch_size} | {plain_s:.3f} | {decomposed_s:.3f} | "
