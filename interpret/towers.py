@@ -24,6 +24,8 @@ with a message (`tower_of`); `support_table()` is the README's table.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from typing import ClassVar
 
 import torch
@@ -306,6 +308,20 @@ class AttentionPooling:
     def readout_channels(self) -> int:
         return 1 if self.pooler is None else self.pool_heads
 
+    def pool_parts(self, x: torch.Tensor) -> "PoolParts":
+        """The pooler at the final stream `x` `[B, T, W]`: its query, keys, values and attention, in plain
+        operations (forward AD; gradients with respect to the attention for the explanation methods)."""
+        raise NotImplementedError
+
+    def pooled_embedding(self, parts: "PoolParts") -> torch.Tensor:
+        """`[B, D]`: the embedding from the pooler's attention and values (the rest of the pooler and readout)."""
+        raise NotImplementedError
+
+    def embedding(self, x):
+        if self.pooler is None:
+            return super().embedding(x)
+        return self.pooled_embedding(self.pool_parts(x))
+
     @property
     def pool_heads(self) -> int:
         raise NotImplementedError
@@ -323,6 +339,28 @@ class AttentionPooling:
         folded = [torch.einsum("hkw,pwd->hpkd", self.out_maps(layer).float(), maps.float())
                   for layer in range(self.layers)]
         return torch.stack(folded).flatten(2, 3)  # [L, H, P * hd, D]: a head's values per pooling head
+
+
+@dataclass
+class PoolParts:
+    """An attention pooler's pieces at one input: `query` `[P, hd]` (its one query that the embedding reads),
+    `keys` and `values` `[B, T, P, hd]`, `attention` `[B, P, T]` (P pooling heads, T tokens)."""
+
+    query: torch.Tensor
+    keys: torch.Tensor
+    values: torch.Tensor
+    attention: torch.Tensor
+
+    @property
+    def mixed(self) -> torch.Tensor:
+        """`[B, P, hd]`: each pooling head's attention-weighted values."""
+        return torch.einsum("bpt,btpk->bpk", self.attention, self.values)
+
+
+def _attended(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: float) -> PoolParts:
+    """`PoolParts` with the softmax attention of `query` `[P, hd]` over `keys` `[B, T, P, hd]`."""
+    attention = torch.softmax(torch.einsum("pk,btpk->bpt", query, keys) * scale, dim=-1)
+    return PoolParts(query, keys, values, attention)
 
 
 def _centred_values(norm: torch.nn.LayerNorm, value_weight: torch.Tensor, heads: int) -> torch.Tensor:
@@ -364,9 +402,7 @@ class CocaPooling(AttentionPooling):
         biases = bias.chunk(3) if bias is not None else tuple(w.new_zeros(w.shape[0]) for w in weights)
         return (*weights, *biases)
 
-    def _pool_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The first query's attention `[B, P, T]` over the final stream `x` `[B, T, W]`, and the values
-        `[B, T, P, hd]`, in plain operations (forward AD)."""
+    def pool_parts(self, x):
         pooler = self.pooler
         query_weight, key_weight, value_weight, query_bias, key_bias, value_bias = self._pool_projections()
         batch, tokens, _ = x.shape
@@ -375,26 +411,23 @@ class CocaPooling(AttentionPooling):
         query = (pooler.ln_q(pooler.query[:1]) @ query_weight.T + query_bias).reshape(channels, -1)  # [P, hd]
         keys = (normed @ key_weight.T + key_bias).reshape(batch, tokens, channels, -1)
         values = (normed @ value_weight.T + value_bias).reshape(batch, tokens, channels, -1)
-        logits = torch.einsum("pk,btpk->bpt", query, keys) * query.shape[-1] ** -0.5
-        return torch.softmax(logits, dim=-1), values
+        return _attended(query, keys, values, query.shape[-1] ** -0.5)
 
-    def _pool_output(self, attention: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    def _pool_output(self, parts: PoolParts) -> torch.Tensor:
         """`[B, d]`: the first query's output, before `ln_post`."""
-        return self.pooler.attn.out_proj(torch.einsum("bpt,btpk->bpk", attention, values).flatten(1))
+        return self.pooler.attn.out_proj(parts.mixed.flatten(1))
 
-    def embedding(self, x):
-        if self.pooler is None:
-            return super().embedding(x)
-        return self.readout(self._pool_output(*self._pool_attention(x)))
+    def pooled_embedding(self, parts):
+        return self.readout(self._pool_output(parts))
 
     def readout_linearised(self, x):
         if self.pooler is None:
             return super().readout_linearised(x)
         pooler = self.pooler
-        attention, values = self._pool_attention(x)
-        post_inv_std = self.readout_inv_std(self._pool_output(attention, values))  # [B]
+        parts = self.pool_parts(x)
+        post_inv_std = self.readout_inv_std(self._pool_output(parts))  # [B]
         inv_std = torch.rsqrt(x.var(dim=-1, unbiased=False) + pooler.ln_k.eps)  # [B, T]
-        coefficients = attention * inv_std[:, None, :] * post_inv_std[:, None, None]
+        coefficients = parts.attention * inv_std[:, None, :] * post_inv_std[:, None, None]
         _, _, value_weight, _, _, value_bias = self._pool_projections()
         if pooler.ln_k.bias is not None:
             value_bias = value_bias + pooler.ln_k.bias @ value_weight.T
@@ -536,31 +569,27 @@ class LatentPooling(AttentionPooling):
         head = self.trunk.head
         return embedding if isinstance(head, torch.nn.Identity) else head(embedding)
 
-    def embedding(self, x):
-        if self.pooler is None:
-            return super().embedding(x)
-        attention, values = self._pool_attention(self.trunk.norm(x))
-        out = self.pooler.proj(torch.einsum("bpt,btpk->bpk", attention, values).flatten(1))
-        return self._head(out + self.readout_mlp(out))  # the pooler's forward, in plain operations (forward AD)
-
-    def _pool_attention(self, normed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The pooler's attention `[B, P, T]` over the normed stream `[B, T, W]`, and its values `[B, T, P, hd]`."""
+    def pool_parts(self, x):
         pooler = self.pooler
-        batch, tokens, _ = normed.shape
+        batch, tokens, _ = x.shape
         channels, head_dim = pooler.num_heads, pooler.head_dim
         query = pooler.q_norm(pooler.q(pooler.latent).reshape(1, channels, head_dim))[0]  # [P, hd]
-        keys, values = pooler.kv(normed).reshape(batch, tokens, 2, channels, head_dim).unbind(2)  # [B, T, P, hd]
-        keys = pooler.k_norm(keys.transpose(1, 2))  # [B, P, T, hd]
-        return torch.softmax(torch.einsum("pk,bptk->bpt", query, keys) * pooler.scale, dim=-1), values
+        keys, values = pooler.kv(self.trunk.norm(x)).reshape(batch, tokens, 2, channels, head_dim).unbind(2)
+        keys = pooler.k_norm(keys.transpose(1, 2)).transpose(1, 2)  # [B, T, P, hd]
+        return _attended(query, keys, values, pooler.scale)
+
+    def pooled_embedding(self, parts):
+        out = self.pooler.proj(parts.mixed.flatten(1))
+        return self._head(out + self.readout_mlp(out))  # the pooler's forward, in plain operations
 
     def readout_linearised(self, x):
         if self.pooler is None:
             return super().readout_linearised(x)
         pooler, norm, width = self.pooler, self.trunk.norm, self.trunk.embed_dim
         inv_std = torch.rsqrt(x.var(dim=-1, unbiased=False) + norm.eps)  # [B, T]
-        attention, values = self._pool_attention(norm(x))  # [B, P, T], [B, T, P, hd]
-        coefficients = attention * inv_std[:, None, :]
-        out = pooler.proj(torch.einsum("bpt,btpk->bpk", attention, values).flatten(1))  # the pooler's output
+        parts = self.pool_parts(x)
+        coefficients = parts.attention * inv_std[:, None, :]
+        out = pooler.proj(parts.mixed.flatten(1))  # the pooler's output
         value_weight = pooler.kv.weight[width:]
         value_bias = norm.bias @ value_weight.T if norm.bias is not None else value_weight.new_zeros(width)
         if pooler.kv.bias is not None:
