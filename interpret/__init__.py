@@ -11,6 +11,8 @@ import importlib
 _HOMES = {
     "decompose": ("HeadReport", "ImageDecomposition", "ScoreDecomposition", "decompose_image", "explain_caption"),
     "errors": ("CaptionError", "ImageError", "InterpretError", "ModelLoadError"),
+    "explanations": ("Explanation", "explain"),
+    "faithfulness": ("evaluate_maps",),
     "images": ("load_image",),
     "index": ("DatabaseError", "ImageIndex", "Neighbour", "build_index"),
     "interact": ("Interaction", "interaction_map"),

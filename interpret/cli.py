@@ -471,6 +471,51 @@ def _eval_seg(args: argparse.Namespace) -> None:
     print(f"pixel accuracy {metrics['pixel accuracy']:.3f}   mIoU {metrics['mIoU']:.3f}   mAP {metrics['mAP']:.3f}")
 
 
+def _faithfulness(args: argparse.Namespace) -> None:
+    import csv
+
+    from .explanations import METHODS
+    from .faithfulness import evaluate_maps, folder_samples, toy_samples
+    from .models import load_model
+
+    methods = list(METHODS) if args.methods == ["all"] else args.methods
+    rows = []
+    for spec in args.models:
+        name, _, tag = spec.partition(":")
+        model = load_model(name, tag or None, args.device)
+        if _random_weights(model):
+            print(f"{model.label}: random weights: these scores describe no trained model", file=sys.stderr)
+        if args.images:
+            if not args.masks:
+                raise InterpretError("--images needs --masks DIR (masks/<class>/<name>.png beside "
+                                     "images/<class>/<name>.*; a pixel that is not 0 is the object).")
+            samples = list(folder_samples(args.images, args.masks, args.template, args.limit))
+            source = f"{len(samples)} images of {args.images}"
+        elif is_toy(model.name):
+            samples = toy_samples(args.count, args.count)
+            source = f"{args.count} single-object and {args.count} multi-object toy scenes"
+        else:
+            raise InterpretError(f"--images DIR and --masks DIR are needed for {model.label} (toy models draw "
+                                 "their own scenes).")
+        table = evaluate_maps(model, samples, methods, steps=args.steps, progress=True)
+        print(f"\n{model.label}, {source}:")
+        scores = [key for key in next(iter(table.values())) if key != "images"]
+        print("| method | " + " | ".join(scores) + " |\n|---|" + "---|" * len(scores))
+        for method, row in table.items():
+            print(f"| {method} | " + " | ".join(f"{row[key]:.3f}" for key in scores) + " |")
+            rows.append({"model": model.label, "method": method, **row})
+    with open(args.out, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"wrote {args.out}")
+    if args.plot:
+        from .render import faithfulness_plot
+
+        faithfulness_plot(rows).save(args.plot)
+        print(f"saved the plot to {args.plot}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m interpret",
                                      description="Look inside CLIP models: which heads carry an image-caption score.")
@@ -555,6 +600,25 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument("--classes", help="text file, one class prompt a line")
     seg.add_argument("--limit", type=int, help="evaluate at most this many images")
     seg.set_defaults(run=_eval_seg)
+
+    faith = commands.add_parser("faithfulness", help="score explanation methods' maps against known truth",
+                                description="Every explanation method's map (interpret/explanations.py) scored: "
+                                            "pointing game, multi-object pointing, mIoU and pixel accuracy "
+                                            "against masks, deletion and insertion AUC (interpret/faithfulness.py).")
+    faith.add_argument("--models", nargs="+", required=True, metavar="NAME[:TAG]",
+                       help="e.g. toy toy-pooled ViT-B-16:openai (no tag: random weights)")
+    faith.add_argument("--methods", nargs="+", default=["all"], help="method names (default: all)")
+    faith.add_argument("--images", help="images/<class>/<name>.* (toy models draw their own scenes when omitted)")
+    faith.add_argument("--masks", help="masks/<class>/<name>.png, the same names (not 0: the object)")
+    faith.add_argument("--template", default="a photo of a {}", help="the text for a class (default: 'a photo "
+                                                                      "of a {}')")
+    faith.add_argument("--limit", type=int, help="at most this many images of --images")
+    faith.add_argument("--count", type=int, default=200, help="toy scenes of each kind (default: 200)")
+    faith.add_argument("--steps", type=int, default=16, help="deletion / insertion steps (default: 16)")
+    faith.add_argument("--out", default="faithfulness.csv", help="CSV table (default: faithfulness.csv)")
+    faith.add_argument("--plot", metavar="PNG", help="save a plot of the table")
+    faith.add_argument("--device", default="cpu")
+    faith.set_defaults(run=_faithfulness)
 
     interact = commands.add_parser("interact", help="second-order caption-token x image-patch interactions",
                                    description="Which caption tokens match which image patches (Moeller et al.): "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import math
 import textwrap
 
 import matplotlib
@@ -305,4 +306,45 @@ def consistency_grid(values: np.ndarray, properties: list[list[str]], title: str
     axis.set_ylabel("layer")
     axis.set_title(title, fontsize=11, wrap=True)
     figure.colorbar(picture, ax=axis, label="consistency (of 5)")
+    return figure_to_image(figure)
+
+
+def faithfulness_plot(rows: list[dict]) -> Image.Image:
+    """Bars of every method's pointing, multi-object pointing and mIoU, one panel per model (rows of the
+    `faithfulness` command's table)."""
+    models = list(dict.fromkeys(row["model"] for row in rows))
+    scores = ("pointing", "multi-object pointing", "mIoU")
+    figure, axes = plt.subplots(1, len(models), figsize=(1.2 + 5.2 * len(models), 3.8), squeeze=False)
+    for axis, model in zip(axes[0], models):
+        chosen = [row for row in rows if row["model"] == model]
+        positions = np.arange(len(chosen))
+        for i, score in enumerate(scores):
+            axis.bar(positions + (i - 1) * 0.27, [row[score] for row in chosen], 0.27, label=score)
+        axis.set_xticks(positions, [row["method"] for row in chosen], rotation=40, ha="right", fontsize=8)
+        axis.set_ylim(0, 1)
+        axis.set_title(model, fontsize=10)
+    axes[0][0].legend(fontsize=8, loc="upper right")
+    figure.tight_layout()
+    return figure_to_image(figure)
+
+
+def maps_side_by_side(image: Image.Image, maps: list[tuple[str, np.ndarray, str]], opacity: float = 0.6,
+                      columns: int = 4) -> Image.Image:
+    """Each (title, map `[H, W]` on the picture, note under it) min-max normalised to 0..1 and laid over the
+    picture, on one colour scale, `columns` a row."""
+    rows = max(1, math.ceil(len(maps) / columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(3.1 * columns, 3.3 * rows), squeeze=False)
+    grey = light_grey(image)
+    shown = None
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, (title, values, note) in zip(axes.flat, maps):
+        low, high = float(values.min()), float(values.max())
+        normalised = (values - low) / (high - low) if high > low else np.zeros_like(values)
+        axis.imshow(grey)
+        shown = axis.imshow(normalised, cmap="inferno", vmin=0, vmax=1, alpha=opacity)
+        axis.set_title("\n".join(textwrap.wrap(title, 28)), fontsize=10)
+        axis.text(0.5, -0.04, note, transform=axis.transAxes, ha="center", va="top", fontsize=8)
+    if shown is not None:
+        figure.colorbar(shown, ax=axes.ravel().tolist(), fraction=0.02, pad=0.01, label="relevance (each map 0..1)")
     return figure_to_image(figure)

@@ -314,7 +314,12 @@ class AttentionPooling:
         raise NotImplementedError
 
     def pooled_embedding(self, parts: "PoolParts") -> torch.Tensor:
-        """`[B, D]`: the embedding from the pooler's attention and values (the rest of the pooler and readout)."""
+        """`[B, D]`: the embedding from the pooler's attention and values."""
+        return self.embedding_from_mixed(parts.mixed)
+
+    def embedding_from_mixed(self, mixed: torch.Tensor) -> torch.Tensor:
+        """`[B, D]`: the embedding from each pooling head's attention-weighted values `[B, P, hd]` (the rest of
+        the pooler, then the readout)."""
         raise NotImplementedError
 
     def embedding(self, x):
@@ -417,8 +422,8 @@ class CocaPooling(AttentionPooling):
         """`[B, d]`: the first query's output, before `ln_post`."""
         return self.pooler.attn.out_proj(parts.mixed.flatten(1))
 
-    def pooled_embedding(self, parts):
-        return self.readout(self._pool_output(parts))
+    def embedding_from_mixed(self, mixed):
+        return self.readout(self.pooler.attn.out_proj(mixed.flatten(1)))
 
     def readout_linearised(self, x):
         if self.pooler is None:
@@ -578,8 +583,8 @@ class LatentPooling(AttentionPooling):
         keys = pooler.k_norm(keys.transpose(1, 2)).transpose(1, 2)  # [B, T, P, hd]
         return _attended(query, keys, values, pooler.scale)
 
-    def pooled_embedding(self, parts):
-        out = self.pooler.proj(parts.mixed.flatten(1))
+    def embedding_from_mixed(self, mixed):
+        out = self.pooler.proj(mixed.flatten(1))
         return self._head(out + self.readout_mlp(out))  # the pooler's forward, in plain operations
 
     def readout_linearised(self, x):

@@ -461,3 +461,30 @@ def test_every_tab_runs_on_the_attention_pooled_toy_model():
     assert "Predicted" in summary and all(isinstance(picture, Image.Image) for picture in pictures)
     summary, rows, grid, curves = models.run_scores(pooled)
     assert "association" in summary and curves is not None
+
+
+def test_compare_explanations_side_by_side_with_their_deletion_and_insertion():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from interpret.explanations import METHODS
+    from interpret.ui import compare
+
+    path, _ = toy_examples()[1]  # a blue circle and a yellow square
+    figure, rows, summary = compare.run_compare(TOY, path, "a blue circle", list(METHODS), "mean", 0.6)
+    assert isinstance(figure, Image.Image) and figure.size[0] > 800 and len(rows) == len(METHODS)
+    assert "*deletion*" in summary and "*insertion*" in summary and "cosine" in summary
+    assert all(isinstance(value, float) for row in rows for value in row[1:])
+    with pytest.raises(gr.Error, match="Tick at least one"):
+        compare.run_compare(TOY, path, "a blue circle", [], "blur", 0.6)
+    with pytest.raises(gr.Error, match="Unknown method"):
+        compare.run_compare(TOY, path, "a blue circle", ["<img src=x onerror=alert(1)>"], "blur", 0.6)
+    with pytest.raises(gr.Error, match="Unknown baseline"):
+        compare.run_compare(TOY, path, "a blue circle", ["rollout"], "noise", 0.6)
+    with pytest.raises(gr.Error, match="Upload an image"):
+        compare.run_compare(TOY, None, "a blue circle", ["rollout"], "blur", 0.6)
+    chosen = ["decomposition-relative", "rollout", "legrad", "interaction"]
+    alone = compare.run_compare(TOY, path, "a blue circle", chosen, "blur", 0.6)[1]
+    with ThreadPoolExecutor(4) as pool:  # several visitors at once get what one alone gets
+        together = list(pool.map(lambda _: compare.run_compare(TOY, path, "a blue circle", chosen, "blur", 0.6)[1],
+                                 range(4)))
+    assert all(rows == alone for rows in together)

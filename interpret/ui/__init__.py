@@ -13,7 +13,7 @@ import torch
 from ..errors import InterpretError
 from ..limits import ANALYSIS_SLOTS, MAX_UPLOAD_BYTES, UPLOAD_LIFETIME_S
 from ..toy.examples import toy_examples
-from . import (atlas, contrastive, database, heads, image_neighbours, interactions, models, mutual,
+from . import (atlas, compare, contrastive, database, heads, image_neighbours, interactions, models, mutual,
                property_neighbours, text_neighbours, topic)
 from . import common, neighbours
 from .admission import fair_admission
@@ -23,7 +23,7 @@ from .neighbours import database_for
 
 # (group title, its tabs): the groups are what the visitor holds; each group's tabs fit its bar at 1280 px.
 GROUPS = (
-    ("Image and caption", (heads, topic, contrastive, interactions)),
+    ("Image and caption", (heads, topic, contrastive, interactions, compare)),
     ("The model", (atlas, models)),
     ("A database", (property_neighbours, image_neighbours, text_neighbours, database)),
     ("Zero-shot classes", (mutual,)),
