@@ -25,6 +25,8 @@ def calls(model: str, image, caption: str) -> list[tuple[str, tuple]]:
         ("topic_segmentation", (model, image, caption, "all", 0.6, "")),
         ("contrastive_segmentation", (model, image, caption, "a photo", "all", 0.6)),
         ("interaction", (model, image, caption, -1, -1, 10, "midpoint", "", "", 0.6)),
+        ("compare_explanations", (model, image, caption, ["decomposition-relative", "rollout", "legrad"], "blur",
+                                  0.6)),
         ("mutual_knowledge", (model, image, toy_classes, None, "{}", 5)),
         ("property_neighbours", (model, image, "colour", 6)),
         ("image_neighbours", (model, image, -1, 0, 6)),

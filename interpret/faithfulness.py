@@ -17,8 +17,11 @@ naming one object in a phrasing drawn from several), or a folder of images with 
 documented layout below; ImageNet-S's validation set has it).
 
 Folder layout: `images/<class>/<name>.<jpg|png|...>` and `masks/<class>/<name>.png` (the same relative path, any
-image suffix); a mask pixel that is not 0 is the object (ImageNet-S's masks store the class id in the red and
-green channels: not 0 on the object). The text is `template.format(class)` with underscores as spaces.
+image suffix); a mask pixel that is not 0 is the object: a plain black-and-white PNG works, and so do ImageNet-S's
+masks (`validation/<wnid>/` and `validation-segmentation/<wnid>/`: the class id in red + 256 x green, 0 the
+background, 1000 the pixels ImageNet-S leaves out, which are not the object here). The text is
+`template.format(class)` with underscores as spaces, the class being the sub-folder's name or, with `names`
+(wnid -> class name), its name.
 """
 from __future__ import annotations
 
@@ -39,6 +42,7 @@ from .models import ClipModel
 from .segment import SpatialMap, mean_iou, overlap
 
 BASELINES = ("blur", "mean")
+IMAGENET_S_IGNORED = 1000  # ImageNet-S marks pixels it leaves out with class id 1000 (red 232, green 3)
 
 
 @dataclass
@@ -219,7 +223,7 @@ def _matches(phrase: str, other, chosen) -> bool:
 
 
 def folder_samples(images: str | Path, masks: str | Path, template: str = "a photo of a {}",
-                   limit: int | None = None) -> Iterator[Sample]:
+                   limit: int | None = None, names: dict[str, str] | None = None) -> Iterator[Sample]:
     """Samples from `images/<class>/<name>.*` and `masks/<class>/<name>.png` (the module's docstring); images
     without a mask are skipped, a mask of another size than its image is refused."""
     from .images import list_images, load_image
@@ -234,8 +238,10 @@ def folder_samples(images: str | Path, masks: str | Path, template: str = "a pho
         if not candidates or len(relative.parts) < 2:
             continue
         picture = load_image(path)
-        mask = np.asarray(Image.open(candidates[0]).convert("RGB")).any(axis=-1)
-        name = relative.parts[0].replace("_", " ")
+        channels = np.asarray(Image.open(candidates[0]).convert("RGB")).astype(np.int64)
+        ids = channels[..., 0] + 256 * channels[..., 1] + 65536 * channels[..., 2]
+        mask = (ids != 0) & (ids != IMAGENET_S_IGNORED)
+        name = (names or {}).get(relative.parts[0], relative.parts[0]).replace("_", " ")
         yield Sample(picture, template.format(name), mask, 1, str(relative))
         found += 1
         if limit and found >= limit:

@@ -35,6 +35,8 @@ MAX_STEPS = 200  # interaction path points
 # benchmarks/interaction_work.py), beyond which its steps are lowered, or it is refused when 1 step is too many (the
 # library and the CLI have no such limit)
 MAX_INTERACTION_WORK = float(os.environ.get("INTERPRET_MAX_INTERACTION_GMACS", 300)) * 1e9
+COMPARED_METHODS = 9  # explanation methods on the Compare tab (each once: a request's cost is bounded by design)
+COMPARE_CURVE_STEPS = 8  # deletion / insertion points a map there (9 images each way)
 MAX_NEIGHBOURS = 100  # k of one search
 MAX_TOP_HEADS = 100  # heads listed
 MIN_PARTS, MAX_PARTS = 1, 16  # mutual knowledge: visual concepts of an image
@@ -78,6 +80,8 @@ def limits_table() -> str:
         ("work of one interaction map in the app",
          f"{MAX_INTERACTION_WORK / 1e9:.0f} billion multiply-adds (INTERPRET_MAX_INTERACTION_GMACS): fewer steps "
          "beyond, or refused"),
+        ("compared explanation maps", f"the {COMPARED_METHODS} methods at most, {COMPARE_CURVE_STEPS} deletion and "
+                                      "insertion steps each, the interactions within the work above"),
         ("neighbours (k)", f"1 to {MAX_NEIGHBOURS}"),
         ("top heads listed", f"1 to {MAX_TOP_HEADS}"),
         ("mutual-knowledge visual concepts", f"{MIN_PARTS} to {MAX_PARTS}"),

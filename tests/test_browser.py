@@ -313,7 +313,7 @@ def test_the_space_smoke_script_calls_every_endpoint(server):
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "space_smoke.py"), server], capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("| /") == 10 and "FAILED" not in result.stdout
+    assert result.stdout.count("| /") == 11 and "FAILED" not in result.stdout
 
 
 def test_a_visitor_builds_a_database_from_a_zip_in_the_page(page, tmp_path):

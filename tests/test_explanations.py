@@ -42,6 +42,12 @@ def test_every_method_maps_every_family_or_says_why_not(family, name):
         assert result.map.image.shape == (PICTURE.height, PICTURE.width)
 
 
+def test_the_limits_table_counts_every_method():
+    from interpret.limits import COMPARED_METHODS
+
+    assert len(METHODS) == COMPARED_METHODS  # the Compare tab's cost bound, as the README's limits say
+
+
 def test_an_unknown_method_or_option_is_named(toy):
     with pytest.raises(InterpretError, match="Choose one of: decomposition"):
         explain(toy, PICTURE, "a red circle", method="saliency")
@@ -183,3 +189,22 @@ def test_scores_on_toy_scenes_and_on_a_folder_of_images_with_masks(toy, tmp_path
     assert "3 images of" in out and "| rollout |" in out and Image.open(tmp_path / "f.png").size[0] > 200
     with pytest.raises(InterpretError, match="mask of"):
         evaluate_maps(toy, [Sample(PICTURE, "a red circle", np.zeros((3, 3), bool))], ["rollout"])
+
+
+def test_the_imagenet_s_script_runs_end_to_end_on_its_demo_layout(tmp_path):
+    """ImageNet-S's layout and mask encoding (class id in red + 256 x green, 1000 left out), written from toy
+    scenes; the toy model stands in for real weights here (the note has a random-init run)."""
+    import csv
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    out = tmp_path / "s.csv"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "faithfulness_imagenet_s.py"), "--demo",
+                             "--models", "toy", "--methods", "rollout", "grad-eclip", "--limit", "4", "--steps", "4",
+                             "--out", str(out)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = list(csv.DictReader(out.open()))
+    assert [row["method"] for row in rows] == ["rollout", "grad-eclip"] and rows[0]["images"] == "4"
+    assert "| rollout |" in result.stdout

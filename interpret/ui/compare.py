@@ -8,13 +8,12 @@ from ..errors import InterpretError
 from ..explanations import METHODS, Subject, explain
 from ..faithfulness import BASELINES, area, perturbation_curves
 from ..interact import affordable_steps
-from ..limits import MAX_INTERACTION_WORK
+from ..limits import COMPARE_CURVE_STEPS as CURVE_STEPS, MAX_INTERACTION_WORK
 from ..render import maps_side_by_side
 from .common import Shared, connect, escaped, friendly_errors, model_for, picture_of, status_box, with_warnings
 from .maps import checked_opacity
 
 TITLE = "Compare explanations"
-CURVE_STEPS = 8  # deletion / insertion points a map (9 images each way): the tab's cost is bounded by design
 INTERACTION_STEPS = 10
 CHOICES = [(cls.title, name) for name, cls in METHODS.items()]
 
@@ -26,7 +25,7 @@ def checked_methods(methods) -> list[str]:
         raise InterpretError(f"Unknown method '{unknown[0]}': choose among {', '.join(METHODS)}.")
     if not chosen:
         raise InterpretError("Tick at least one method to compare.")
-    return list(dict.fromkeys(chosen))
+    return list(dict.fromkeys(chosen))  # each method once: at most `COMPARED_METHODS` maps a request
 
 
 @friendly_errors
