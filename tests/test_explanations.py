@@ -10,7 +10,7 @@ from PIL import Image
 
 from interpret import explain
 from interpret.errors import InterpretError
-from interpret.explanations import METHODS, Subject, _trace
+from interpret.explanations import METHODS, Subject
 from interpret.faithfulness import (Sample, area, evaluate_maps, folder_samples, perturbation_curves, pointing_hit,
                                     thresholded, toy_samples)
 from interpret.models import load_model
