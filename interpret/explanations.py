@@ -36,7 +36,7 @@ from .images import ImageSource, load_image
 from .limits import check_text
 from .models import ClipModel
 from .segment import ImageMaps, SpatialMap, crop_box, upsample
-from .towers import side_by_side
+from .towers import LatentPooling, side_by_side
 
 NEUTRAL_TEXTS = ("a photo", "an image", "something", "an object")  # what `decomposition-relative` takes away
 
@@ -329,8 +329,6 @@ class LeGrad(Method):
         pieces = _trace(model, subject.batch, start)
         outputs = pieces.inputs[start + 1:] + [pieces.final]
         relevance = self._relevance(model, pieces, outputs, start, subject.text_unit)
-        from .towers import LatentPooling
-
         if self.correction and isinstance(model.tower, LatentPooling) and model.tower.pooler is not None:
             empty = self._relevance(model, pieces, outputs, start, model.encode_texts([self.EMPTY_TEXT])[0])
             relevance = torch.where(_min_max(empty) > self.CORRECTION_THRESHOLD, 0.0, relevance)
