@@ -36,7 +36,8 @@ MAX_STEPS = 200  # interaction path points
 # library and the CLI have no such limit)
 MAX_INTERACTION_WORK = float(os.environ.get("INTERPRET_MAX_INTERACTION_GMACS", 300)) * 1e9
 COMPARED_METHODS = 9  # explanation methods on the Compare tab (each once: a request's cost is bounded by design)
-COMPARE_CURVE_STEPS = 8  # deletion / insertion points a map there (9 images each way)
+COMPARE_CURVE_STEPS = 8  # deletion / insertion points a map there (9 images each way), fewer to fit the work below
+MAX_COMPARE_WORK = float(os.environ.get("INTERPRET_MAX_COMPARE_GMACS", 1500)) * 1e9  # one comparison's multiply-adds
 MAX_NEIGHBOURS = 100  # k of one search
 MAX_TOP_HEADS = 100  # heads listed
 MIN_PARTS, MAX_PARTS = 1, 16  # mutual knowledge: visual concepts of an image
@@ -81,7 +82,8 @@ def limits_table() -> str:
          f"{MAX_INTERACTION_WORK / 1e9:.0f} billion multiply-adds (INTERPRET_MAX_INTERACTION_GMACS): fewer steps "
          "beyond, or refused"),
         ("compared explanation maps", f"the {COMPARED_METHODS} methods at most, {COMPARE_CURVE_STEPS} deletion and "
-                                      "insertion steps each, the interactions within the work above"),
+                                      f"insertion steps each, {MAX_COMPARE_WORK / 1e9:,.0f} billion multiply-adds in "
+                                      "all (INTERPRET_MAX_COMPARE_GMACS): fewer steps beyond, or no curves"),
         ("neighbours (k)", f"1 to {MAX_NEIGHBOURS}"),
         ("top heads listed", f"1 to {MAX_TOP_HEADS}"),
         ("mutual-knowledge visual concepts", f"{MIN_PARTS} to {MAX_PARTS}"),

@@ -482,9 +482,16 @@ def test_compare_explanations_side_by_side_with_their_deletion_and_insertion():
         compare.run_compare(TOY, path, "a blue circle", ["rollout"], "noise", 0.6)
     with pytest.raises(gr.Error, match="Upload an image"):
         compare.run_compare(TOY, None, "a blue circle", ["rollout"], "blur", 0.6)
+    assert "about **" in compare.estimate_compare(TOY, "a blue circle", list(METHODS))
+    with pytest.MonkeyPatch.context() as patch:  # a request that would cost too much keeps the maps, not the curves
+        patch.setattr(compare, "MAX_COMPARE_WORK", 1e6)
+        _, rows, summary = compare.run_compare(TOY, path, "a blue circle", ["rollout"], "blur", 0.6)
+        assert "Deletion and insertion left out" in summary and rows[0][1] != rows[0][1]  # NaN
     chosen = ["decomposition-relative", "rollout", "legrad", "interaction"]
     alone = compare.run_compare(TOY, path, "a blue circle", chosen, "blur", 0.6)[1]
     with ThreadPoolExecutor(4) as pool:  # several visitors at once get what one alone gets
         together = list(pool.map(lambda _: compare.run_compare(TOY, path, "a blue circle", chosen, "blur", 0.6)[1],
                                  range(4)))
     assert all(rows == alone for rows in together)
+    with pytest.raises(gr.Error, match="Tick at least one"):
+        compare.estimate_compare(TOY, "a blue circle", [])

@@ -7,10 +7,11 @@ import gradio as gr
 from ..errors import InterpretError
 from ..explanations import METHODS, Subject, explain
 from ..faithfulness import BASELINES, area, perturbation_curves
-from ..interact import affordable_steps
-from ..limits import COMPARE_CURVE_STEPS as CURVE_STEPS, MAX_INTERACTION_WORK
+from ..interact import affordable_steps, interaction_work
+from ..limits import COMPARE_CURVE_STEPS as CURVE_STEPS, MAX_COMPARE_WORK, MAX_INTERACTION_WORK
 from ..render import maps_side_by_side
-from .common import Shared, connect, escaped, friendly_errors, model_for, picture_of, status_box, with_warnings
+from .common import (LOOKUP, Shared, connect, escaped, friendly_errors, model_for, picture_of, status_box,
+                     with_warnings)
 from .maps import checked_opacity
 
 TITLE = "Compare explanations"
@@ -26,6 +27,35 @@ def checked_methods(methods) -> list[str]:
     if not chosen:
         raise InterpretError("Tick at least one method to compare.")
     return list(dict.fromkeys(chosen))  # each method once: at most `COMPARED_METHODS` maps a request
+
+
+CPU_RATE = 60e9  # multiply-adds a second on 2 CPU cores (benchmarks/interaction_work.py: 40 to 103)
+
+
+def compare_plan(model, caption: str, methods: list[str]) -> tuple[int, float, int]:
+    """(deletion / insertion steps, multiply-adds, perturbed images) of a comparison, from the shapes alone: a map
+    by gradients costs about three forward passes (interactions: `interact.interaction_work`), and each map's
+    curves 2 x (steps + 1) more; the most steps, at most CURVE_STEPS, that fit `MAX_COMPARE_WORK` (0: no curves)."""
+    g = model.geometry
+    forward = g.layers * g.tokens * (12 * g.width ** 2 + 2 * g.tokens * g.width)
+    maps = sum(min(interaction_work(model, caption, -1, -1, INTERACTION_STEPS), MAX_INTERACTION_WORK)
+               if name == "interaction" else 3 * forward for name in methods)
+    for steps in range(CURVE_STEPS, 0, -2):
+        images = 2 * (steps + 1) * len(methods)
+        if maps + images * forward <= MAX_COMPARE_WORK:
+            return steps, maps + images * forward, images
+    return 0, maps, 0
+
+
+@friendly_errors
+def estimate_compare(label: str, caption: str, methods=tuple(METHODS)):
+    """Before the work: how long the comparison will take here."""
+    methods = checked_methods(methods)
+    model = model_for(label)
+    model.tokenize(caption or "")
+    _, work, images = compare_plan(model, caption, methods)
+    return (f"Mapping with {len(methods)} methods and scoring {images} perturbed images: about "
+            f"**{max(work / CPU_RATE, 0.1):.1f} s** on 2 CPU cores ({work / 1e9:,.0f} billion multiply-adds)...")
 
 
 @friendly_errors
@@ -51,26 +81,36 @@ def run_compare(label: str, image_path: str | None, caption: str, methods=tuple(
         elif steps < INTERACTION_STEPS:
             warnings.append(f"Interaction steps lowered from {INTERACTION_STEPS} to {steps} to fit this request.")
         options["interaction"] = {"steps": max(steps, 1)}
+    if not methods:
+        raise InterpretError("No method left to compare here: tick others.")
+    curve_steps, _, _ = compare_plan(model, caption, methods)
+    if curve_steps < CURVE_STEPS:
+        warnings.append(f"Deletion and insertion with {curve_steps} steps, not {CURVE_STEPS}, to fit a request here"
+                        if curve_steps else "Deletion and insertion left out: too many forward passes for a request "
+                        "here (the faithfulness command computes them).")
     subject = Subject.of(model, picture_of(image_path), caption)
     panels, rows = [], []
     for name in methods:
         result = explain(model, subject, method=name, **options.get(name, {}))
-        deletion, insertion = (area(curve) for curve in
-                               perturbation_curves(model, subject, result.map.grid, CURVE_STEPS, baseline))
+        deletion = insertion = float("nan")
+        if curve_steps:
+            deletion, insertion = (area(curve) for curve in
+                                   perturbation_curves(model, subject, result.map.grid, curve_steps, baseline))
         title = METHODS[name].title
-        panels.append((title, result.map.image, f"deletion {deletion:.3f} · insertion {insertion:.3f}"))
+        panels.append((title, result.map.image, f"deletion {deletion:.3f} · insertion {insertion:.3f}"
+                       if curve_steps else ""))
         rows.append([title, round(deletion, 4), round(insertion, 4), round(insertion - deletion, 4)])
-        score = result.score
     figure = maps_side_by_side(subject.picture, panels, opacity)
-    best = max(rows, key=lambda row: row[3])
     replacement = "blurred copy" if baseline == "blur" else "mean colour"
-    summary = (f"**{escaped(subject.text)}** on this image, {model.label}: cosine **{score:+.4f}**. Each map is "
-               f"scaled to 0..1 on its own (brighter: more relevant by that method). Under each: the cosine score's "
-               f"area as its patches are replaced by the image's {replacement}, "
-               f"most relevant first (*deletion*: lower means the map found what the score needs) and as they are "
-               f"put back (*insertion*: higher is better), {CURVE_STEPS + 1} points each. Here **{best[0]}** "
-               f"separates them most (insertion − deletion {best[3]:+.3f}). Which method to trust in general: "
-               "the README's table on the toy world, where the truth is known.")
+    summary = (f"**{escaped(subject.text)}** on this image, {model.label}: cosine **{result.score:+.4f}**. Each map "
+               "is scaled to 0..1 on its own (brighter: more relevant by that method).")
+    if curve_steps:
+        best = max(rows, key=lambda row: row[3])
+        summary += (f" Under each: the cosine score's area as its patches are replaced by the image's {replacement}, "
+                    "most relevant first (*deletion*: lower means the map found what the score needs) and as they "
+                    f"are put back (*insertion*: higher is better), {curve_steps + 1} points each. Here "
+                    f"**{best[0]}** separates them most (insertion − deletion {best[3]:+.3f}).")
+    summary += " Which method to trust in general: the README's table on the toy world, where the truth is known."
     return figure, rows, with_warnings(summary, warnings)
 
 
@@ -94,4 +134,6 @@ def build(shared: Shared) -> None:
     table = gr.Dataframe(headers=["method", "deletion AUC", "insertion AUC", "insertion − deletion"],
                          label="On this image", elem_id="compare-table", interactive=False)
     inputs = [shared.model, shared.image, shared.caption, methods, baseline, opacity]
-    connect(button.click, run_compare, inputs, [picture, table, summary], status, api_name="compare_explanations")
+    estimated = connect(button.click, estimate_compare, [shared.model, shared.caption, methods], [summary], status,
+                        pool=LOOKUP)
+    connect(estimated.then, run_compare, inputs, [picture, table, summary], status, api_name="compare_explanations")
