@@ -1,6 +1,8 @@
 # A Hugging Face Docker Space (or any container host): serves the app on port 7860.
 FROM python:3.11-slim
 
+# Noto CJK: figures show captions in Chinese, Japanese and Korean (matplotlib falls back to it; see render.py).
+RUN apt-get update && apt-get install -y --no-install-recommends fonts-noto-cjk && rm -rf /var/lib/apt/lists/*
 RUN useradd --create-home --uid 1000 user
 USER user
 ENV HOME=/home/user \

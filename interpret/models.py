@@ -290,7 +290,7 @@ class ClipModel:
             ids = self._encode_ids(text)
             cut = ids is not None and len(ids) > inner
             truncated.append(cut)
-            kept.append(self._decode_ids(ids[:inner]) if cut else text)
+            kept.append(self._decode_ids(ids[:inner]).rstrip("\ufffd") if cut else text)  # never half a character
         return EncodedTexts(tokens=tokens, truncated=truncated, kept=kept)
 
     def _hugging_face_tokenizer(self):

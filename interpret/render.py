@@ -11,7 +11,28 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import TwoSlopeNorm  # noqa: E402
+from matplotlib import font_manager  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
+
+# A font for every script a caption may hold: DejaVu Sans, then Noto CJK where it is installed (the Dockerfile adds
+# fonts-noto-cjk); matplotlib (3.6+) falls back glyph by glyph along the list.
+
+
+def _cjk_fonts() -> list[str]:
+    """Noto Sans CJK's family names known to matplotlib; added from the system when it was installed after
+    matplotlib cached its font list."""
+    def known():
+        return sorted({font.name for font in font_manager.fontManager.ttflist if font.name.startswith("Noto Sans CJK")})
+
+    if not known():
+        for path in font_manager.findSystemFonts():
+            if "NotoSansCJK-Regular" in path:
+                font_manager.fontManager.addfont(path)
+    return known()[:1]
+
+
+CJK_FONTS = _cjk_fonts()
+plt.rcParams["font.family"] = ["DejaVu Sans", *CJK_FONTS]
 
 
 def figure_to_image(figure) -> Image.Image:

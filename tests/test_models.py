@@ -1,7 +1,9 @@
 import time
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import interpret
 from interpret import models
@@ -107,6 +109,32 @@ def test_long_captions_are_cut_and_reported(tiny_model):
     assert len(encoded.warnings()) == 1 and "cut" in encoded.warnings()[0]
     assert tiny_model.encode_texts(long).shape == (1, 24)
     assert tiny_model.token_strings(long) == ["<start>"] + ["red"] * 14 + ["<end>"]
+
+
+def test_a_cut_caption_never_ends_in_half_a_character(tiny_model):
+    """CLIP's byte-level tokens split a CJK character in two or three; the kept text drops a part at the cut."""
+    from hypothesis import given, settings, strategies as st
+
+    @settings(max_examples=25, deadline=None)
+    @given(st.text(alphabet="你好世界猫狗红圆🐈", min_size=20, max_size=40))
+    def check(caption):
+        encoded = tiny_model.tokenize(caption)
+        assert "\ufffd" not in encoded.kept[0] and caption.startswith(encoded.kept[0].replace(" ", "")[:1])
+
+    check()
+
+
+def test_figures_have_a_font_for_chinese_where_one_is_installed():
+    import warnings
+
+    from interpret import render
+
+    if not render.CJK_FONTS:
+        pytest.skip("no Noto CJK font here (apt-get install fonts-noto-cjk)")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        render.map_overlay(Image.new("RGB", (32, 32)), np.zeros((32, 32)), title="一只红色的猫 a red cat")
+    assert not [w for w in caught if "missing from" in str(w.message)]
 
 
 @pytest.mark.parametrize("fixture", ["tiny_model", "vit_b32"])
