@@ -73,6 +73,15 @@ def test_offline_default_is_the_toy_model_when_bundled(monkeypatch):
     assert label == ModelSpec("toy", None).label
 
 
+def test_the_remove_heads_example_fits_the_model_in_use():
+    """The label's example names heads the model has: '3.4, 2.*' on the toy model (4 x 8), not 11.4."""
+    assert heads.remove_label(ModelSpec("toy", None).label)["label"] == "Remove heads (optional: 3.4, 2.*)"
+    assert heads.remove_label(RANDOM_B32)["label"] == "Remove heads (optional: 11.6, 10.*)"
+    grid, rows, summary = heads.run_heads(ModelSpec("toy", None).label, str(ROOT_EXAMPLES / "toy-1001.png"),
+                                          "a blue circle", 5, "3.4, 2.*")
+    assert "Without heads 3.4, 2.* (9 heads)" in shown(summary)
+
+
 def test_toy_examples_run_on_the_toy_model():
     for path, caption in toy_examples()[:2]:
         grid, rows, summary = heads.run_heads(ModelSpec("toy", None).label, path, caption, 5)
@@ -92,7 +101,7 @@ def test_atlas_on_the_toy_model_builds_its_labels():
 
 
 def test_atlas_without_labels_says_how_to_build_them():
-    with pytest.raises(gr.Error, match="describe-heads --model ViT-B-32 --images"):
+    with pytest.raises(gr.Error, match="describe-heads --model ViT-B-32 --images.*the Build a database tab"):
         atlas.run_atlas(RANDOM_B32, 0, 0)
 
 

@@ -30,7 +30,11 @@ def atlas_for(model: ClipModel, session: str | None = None) -> HeadAtlas:
     once per folder and again when the file changes (a visitor's rebuild); for the toy model they are built on
     first use (seconds), and rebuilt when they were made with other toy weights."""
     folder = database_folder(model, session)
-    return _atlases.get(folder / HEAD_LABELS, lambda: _labels_in(model, folder))
+    try:
+        return _atlases.get(folder / HEAD_LABELS, lambda: _labels_in(model, folder))
+    except InterpretError as error:
+        raise InterpretError(f"{error} Or in this page: the Build a database tab (A database) describes the heads "
+                             "from a zip of your images, for your session.") from None
 
 
 def _labels_in(model: ClipModel, folder: Path) -> HeadAtlas:

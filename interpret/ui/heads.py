@@ -8,7 +8,8 @@ from ..decompose import explain_caption
 from ..limits import MAX_TOP_HEADS, check_number
 from ..quantify import ablated_embeddings, direct_embeddings, parse_head_list
 from ..render import head_grid
-from .common import Shared, connect, escaped, friendly_errors, model_for, picture_of, status_box, with_warnings
+from .common import (LOOKUP, Shared, connect, escaped, friendly_errors, model_for, picture_of, status_box,
+                     with_warnings)
 
 TITLE = "Heads"
 
@@ -45,10 +46,21 @@ def _without(model, picture, caption: str, removed: list, cosine: float, spec: s
             "forward pass, so that later layers see the change too.")
 
 
+def remove_label(label: str):
+    """The Remove heads box's label, with an example that fits the model in use ('3.4, 2.*' on the toy model)."""
+    try:
+        geometry = model_for(label).geometry
+    except Exception:  # noqa: BLE001  (a model that cannot be loaded: its message shows elsewhere)
+        return gr.update()
+    return gr.update(label=f"Remove heads (optional: {geometry.layers - 1}.{geometry.heads // 2}, "
+                           f"{geometry.layers - 2}.*)")
+
+
 def build(shared: Shared) -> None:
     with gr.Row():
         top = gr.Slider(1, 50, value=10, step=1, label="Top heads to list")
-        remove = gr.Textbox(value="", label="Remove heads (optional: 11.4, 10.*)", elem_id="heads-remove")
+        remove = gr.Textbox(value="", label="Remove heads (optional: a head 3.4, a layer 2.*)",
+                            elem_id="heads-remove")
     button = gr.Button("Explain the score", variant="primary", elem_id="heads-run")
     status = status_box("heads")
     summary = gr.Markdown(elem_id="heads-summary")
@@ -58,4 +70,6 @@ def build(shared: Shared) -> None:
                          label="Top heads (by size, either sign)", elem_id="heads-table", interactive=False)
     inputs, outputs = [shared.model, shared.image, shared.caption, top, remove], [grid, table, summary]
     connect(button.click, run_heads, inputs, outputs, status, api_name="heads")
+    for trigger in (shared.model.change, shared.page.load):
+        trigger(remove_label, shared.model, remove, api_visibility="private", **LOOKUP)
     connect(shared.caption.submit, run_heads, inputs, outputs, status)
