@@ -226,7 +226,8 @@ def with_warnings(summary: str, warnings: list[str]) -> str:
 
 CSS = """
 .panel-error, .panel-error * { color: #b42318 !important; }
-"""
+#image img { height: 220px; width: 100%; object-fit: contain; image-rendering: pixelated; }
+"""  # the image: a small upload (a 64 px toy scene) is shown enlarged, whole, with sharp pixels
 
 
 def status_box(prefix: str) -> gr.Markdown:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from ..explanations import NEUTRAL_TEXTS
 from ..limits import check_texts
 from ..render import map_overlay
 from ..segment import parse_heads
@@ -31,13 +32,14 @@ def run_topic(label: str, image_path: str | None, text: str, heads: str = "all",
 
 def build(shared: Shared) -> None:
     gr.Markdown("Where in the image do the chosen heads find the text? Each patch's contribution to the "
-                "image-text score. A map alone also holds what the image gives *every* text; to see only what is "
-                "particular to yours, list alternatives under *Relative to* (their mean map is taken away, as in "
-                "the TextSpan protocol).")
+                "image-text score. A map alone also holds what the image gives *every* text, so it starts relative "
+                "to a few neutral texts (their mean map is taken away, as in the TextSpan protocol; on the toy world "
+                "this finds the named colour in 11 of the examples' 12 objects, the raw map in 8). List your own "
+                "alternatives there, or clear the box for the raw map.")
     with gr.Row():
         text = gr.Textbox(label="Text", placeholder="something red", elem_id="topic-text")
-        others = gr.Textbox(label="Relative to (optional, one text a line)", lines=2,
-                            placeholder="something blue\nsomething green", elem_id="topic-relative")
+        others = gr.Textbox(value="\n".join(NEUTRAL_TEXTS), label="Relative to (one text a line; empty: the raw map)",
+                            lines=2, placeholder="something blue\nsomething green", elem_id="topic-relative")
     heads, opacity, button, status, summary, picture = map_controls("topic")
     inputs = [shared.model, shared.image, text, heads, opacity, others]
     connect(button.click, run_topic, inputs, [picture, summary], status, api_name="topic_segmentation")
