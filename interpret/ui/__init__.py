@@ -17,6 +17,7 @@ from . import (atlas, compare, contrastive, database, heads, image_neighbours, i
                property_neighbours, text_neighbours, topic)
 from . import common, neighbours
 from .admission import fair_admission
+from .tools import described
 from .common import (LOOKUP, ImageInput, Shared, choose_default_model, error_text, friendly_errors, log,
                      message_for, model_for, model_summary, offered_models)
 from .neighbours import database_for
@@ -81,8 +82,8 @@ def build_app(default_label: str | None = None, note: str = "", allow_folders: b
                                         tab.build(shared)
         picker.input(choose_model, [picker, in_use], [picker, model_info, in_use, model_status],
                      api_visibility="private", **LOOKUP)
-        gr.Button(visible=False, elem_classes=["api-only"]).click(describe_model, picker, model_info,
-                                                                  api_name="model_info", **LOOKUP)
+        gr.Button(visible=False, elem_classes=["api-only"]).click(described(describe_model, "model_info"), picker,
+                                                                  model_info, api_name="model_info", **LOOKUP)
     page.default_label = default_label
     return page
 
@@ -100,13 +101,26 @@ def warm_up(label: str) -> None:
         log.warning("warm-up of %s failed", label, exc_info=True)
 
 
-def serve(page: gr.Blocks, **launch_options) -> None:
+def mcp_wanted(flag: bool | None = None) -> bool:
+    """Whether to serve the analyses as MCP tools: the flag when given; else INTERPRET_MCP ('1' / '0'); else on a
+    Hugging Face Space (idle tools cost nothing: Gradio answers them from the same handlers)."""
+    if flag is not None:
+        return flag
+    setting = os.environ.get("INTERPRET_MCP", "").strip().lower()
+    if setting:
+        return setting in ("1", "true", "yes", "on")
+    return bool(os.environ.get("SPACE_ID"))
+
+
+def serve(page: gr.Blocks, mcp: bool | None = None, **launch_options) -> None:
     """Launch with the limits of `interpret.limits`: a queue bounded per visitor and per pool of slots (see
-    `admission`), analyses and look-ups in their pools of slots (set on each event), a cap on uploads."""
+    `admission`), analyses and look-ups in their pools of slots (set on each event), a cap on uploads; with
+    `mcp` (see `mcp_wanted`), every named analysis is also an MCP tool (its docstring is the tool's description)."""
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // ANALYSIS_SLOTS))  # the slots share the cores
     page.queue(max_size=None)  # bounded by `admission` instead: per visitor and per pool
     fair_admission(page)
-    page.launch(max_file_size=MAX_UPLOAD_BYTES, css=common.CSS + neighbours.CSS, **launch_options)
+    page.launch(max_file_size=MAX_UPLOAD_BYTES, css=common.CSS + neighbours.CSS, mcp_server=mcp_wanted(mcp),
+                **launch_options)
 
 
-__all__ = ["GROUPS", "build_app", "describe_model", "serve", "warm_up"]
+__all__ = ["GROUPS", "build_app", "describe_model", "mcp_wanted", "serve", "warm_up"]

@@ -244,8 +244,10 @@ def connect(trigger, handler: Callable, inputs: list, outputs: list, status: gr.
         handler = returning_memory(on_gpu(handler))
     event = trigger(in_panel(handler, len(outputs)), inputs, [*outputs, status], api_visibility="private", **pool)
     if api_name:
-        gr.Button(visible=False, elem_classes=["api-only"]).click(handler, inputs, outputs, api_name=api_name,
-                                                                  **pool)
+        from .tools import described  # the endpoint's description (API page, MCP tool)
+
+        gr.Button(visible=False, elem_classes=["api-only"]).click(described(handler, api_name), inputs, outputs,
+                                                                  api_name=api_name, **pool)
     return event
 
 

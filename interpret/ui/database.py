@@ -18,6 +18,7 @@ from ..limits import BUILT_LIFETIME_S, MAX_BUILD_IMAGES, check_text
 from ..models import is_toy
 from ..paths import home, inside, visitor_name
 from .common import Shared, error_text, escaped, message_for, model_for
+from .tools import described
 
 TITLE = "Build a database"
 BUILD = {"concurrency_id": "build", "concurrency_limit": 1}  # one build at a time on this machine
@@ -129,4 +130,5 @@ def build(shared: Shared) -> None:
                         visible=FOLDERS["allowed"], elem_id="build-folder")
     button = gr.Button("Build the database", variant="primary", elem_id="build-run")
     status = gr.Markdown(elem_id="build-status")  # progress, the estimate and the outcome (errors marked ⚠️)
-    button.click(run_build, [shared.model, archive, folder], status, api_name="build_database", **BUILD)
+    button.click(described(run_build, "build_database"), [shared.model, archive, folder], status,
+                 api_name="build_database", **BUILD)
