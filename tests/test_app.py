@@ -504,3 +504,32 @@ def test_compare_explanations_side_by_side_with_their_deletion_and_insertion():
     assert all(rows == alone for rows in together)
     with pytest.raises(gr.Error, match="Tick at least one"):
         compare.estimate_compare(TOY, "a blue circle", [])
+
+
+def test_a_link_s_values_are_checked_before_they_are_shown():
+    """Everything a link holds is hostile: only a model and tab of the page, a bundled example by name, texts
+    within their limit and finite numbers are kept."""
+    from hypothesis import given, settings, strategies as st
+
+    from interpret.ui import links
+
+    labels, titles = [TOY, RANDOM_B32], ["Heads", "Topic segmentation"]
+    linked = {"text": gr.Textbox(), "layer": gr.Number()}
+    example = sorted(links.examples())[0]
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.dictionaries(st.sampled_from(["model", "tab", "example", "caption", "text", "layer", "other"]),
+                           st.one_of(st.text(max_size=30), st.sampled_from(["../app.py", "/etc/passwd", "1e999",
+                                                                           "nan", "x" * 2000, example, TOY]))))
+    def check(query):
+        view = links.checked_view(query, labels, titles, linked)
+        assert view.get("model", TOY) in labels and view.get("tab", "Heads") in titles
+        assert view.get("example", example) in links.examples() and "other" not in view
+        assert all(len(str(value)) <= 1000 for value in view.values())
+        assert "layer" not in view or abs(view["layer"]) <= 10 ** 6
+
+    check()
+    query = links.link_query(TOY, "Topic segmentation", "a cat", links.examples()[example], "something red", 3,
+                             fields=("text", "layer"))
+    assert query.startswith("?model=toy+%28bundled%29") and f"example={example}" in query
+    assert links.link_query(TOY, "Heads", "", None) == "?model=toy+%28bundled%29&tab=Heads"  # no upload, no empty

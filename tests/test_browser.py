@@ -5,6 +5,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 
@@ -353,3 +354,29 @@ def test_the_models_tab_and_removing_heads_on_the_heads_tab(page):
     page.locator("#heads-run").click()
     page.wait_for_function("document.querySelector('#heads-summary').innerText.includes('Without heads 3.*')",
                            timeout=60_000)
+
+
+def test_a_link_opens_the_same_view_computed_again(server, page):
+    """'Link to this view' gives the model, tab, caption, texts and example picture in the URL; opening it shows
+    that view and computes it again. An upload is never in a link."""
+    from interpret.ui.links import examples
+
+    example = sorted(examples())[1]
+    page.goto(server + "?" + urlencode({"model": ModelSpec("toy", None).label, "tab": "Topic segmentation",
+                                        "example": example, "text": "something blue", "relative": "something red",
+                                        "caption": "a blue circle", "opacity": "0.4"}))
+    page.wait_for_selector("#topic-map img", timeout=120_000)  # computed again, without a click
+    assert page.locator("#topic-text textarea").input_value() == "something blue"
+    assert page.locator("#caption textarea").input_value() == "a blue circle"
+    assert "something blue − something red" in page.locator("#topic-summary").inner_text()
+    page.locator("#link-button").click()
+    page.wait_for_function("document.querySelector('#link textarea').value.includes('example=')", timeout=30_000)
+    link = page.locator("#link textarea").input_value()
+    assert link.startswith(server) and "tab=Topic+segmentation" in link and f"example={example}" in link
+    assert "text=something+blue" in link and "opacity=0.4" in link
+    page.screenshot(path=str(SCREENSHOTS / "link.png"))
+    page.goto(server + "?model=..%2F..%2Fetc&tab=%3Cscript%3E&example=..%2Fapp.py&layer=1e999")  # hostile: dropped
+    page.wait_for_selector("#caption textarea", timeout=60_000)
+    assert page.locator("#model input").input_value() == ModelSpec("toy", None).label
+    page.goto(server)
+    page.wait_for_selector("#caption textarea", timeout=60_000)

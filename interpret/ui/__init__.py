@@ -15,7 +15,7 @@ from ..limits import ANALYSIS_SLOTS, MAX_UPLOAD_BYTES, UPLOAD_LIFETIME_S
 from ..toy.examples import toy_examples
 from . import (atlas, compare, contrastive, database, heads, image_neighbours, interactions, models, mutual,
                property_neighbours, text_neighbours, topic)
-from . import common, neighbours
+from . import common, links, neighbours
 from .admission import fair_admission
 from .tools import described
 from .common import (LOOKUP, ImageInput, Shared, choose_default_model, error_text, friendly_errors, log,
@@ -67,19 +67,23 @@ def build_app(default_label: str | None = None, note: str = "", allow_folders: b
                 model_info = gr.Markdown(describe_model(default_label), elem_id="model-info")
                 image = ImageInput(type="filepath", label="Image", elem_id="image")
                 caption = gr.Textbox(label="Caption", placeholder="a photo of a dog", elem_id="caption")
+                link_button, link_box = links.link_controls()
                 examples = toy_examples()
                 if examples:
                     gr.Examples([list(example) for example in examples], [image, caption],
                                 label="Toy-world examples (for the toy model)", examples_per_page=len(examples))
             with gr.Column(scale=2):
                 shared = Shared(page, picker, image, caption)
-                with gr.Tabs(elem_id="groups"):
+                inner = {}
+                with gr.Tabs(elem_id="groups") as outer:
                     for group, tabs in GROUPS:
-                        with gr.Tab(group, elem_id=f"group-{group.split()[0].lower()}"):
-                            with gr.Tabs():
+                        with gr.Tab(group, id=group, elem_id=f"group-{group.split()[0].lower()}"):
+                            with gr.Tabs() as inner[group]:
                                 for tab in tabs:
-                                    with gr.Tab(tab.TITLE):
+                                    with gr.Tab(tab.TITLE, id=tab.TITLE) as shared.tab_of[tab.TITLE]:
                                         tab.build(shared)
+                links.attach(shared, GROUPS, outer, inner, choose_model, [model_info, in_use, model_status],
+                             link_button, link_box)
         picker.input(choose_model, [picker, in_use], [picker, model_info, in_use, model_status],
                      api_visibility="private", **LOOKUP)
         gr.Button(visible=False, elem_classes=["api-only"]).click(described(describe_model, "model_info"), picker,

@@ -411,3 +411,5 @@ class Shared:
     model: gr.Dropdown
     image: ImageInput
     caption: gr.Textbox
+    linked: dict = dataclasses.field(default_factory=dict)  # a tab's inputs that a link holds (`links`): name -> input
+    tab_of: dict = dataclasses.field(default_factory=dict)  # tab title -> its gr.Tab
