@@ -1,9 +1,11 @@
 """Pictures of results (matplotlib, Agg backend): PIL images the app shows and the CLI saves as PNG."""
 from __future__ import annotations
 
+import functools
 import io
 import math
 import textwrap
+from pathlib import Path
 
 import matplotlib
 
@@ -12,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 from matplotlib import font_manager  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
+from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
 # A font for every script a caption may hold: DejaVu Sans, then Noto CJK where it is installed (the Dockerfile adds
 # fonts-noto-cjk); matplotlib (3.6+) falls back glyph by glyph along the list.
@@ -50,6 +52,77 @@ def diverging_norm(values: np.ndarray) -> TwoSlopeNorm:
     return TwoSlopeNorm(vmin=-bound, vcenter=0.0, vmax=bound)
 
 
+# --- figures drawn with numpy and PIL (no matplotlib in the request: it holds the GIL for ~0.1 s a figure) -------
+
+def _colour_table(name: str) -> np.ndarray:
+    """`[256, 3]` uint8: a matplotlib colour map sampled once (the same colours as matplotlib draws)."""
+    return (plt.get_cmap(name)(np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)
+
+
+DIVERGING = _colour_table("RdBu_r")
+DEJAVU = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+
+
+@functools.lru_cache(maxsize=32)
+def _font(size: int, cjk: bool = False) -> ImageFont.FreeTypeFont:
+    if cjk:
+        for path in font_manager.findSystemFonts():
+            if "NotoSansCJK-Regular" in path:
+                return ImageFont.truetype(path, size, index=0)
+    return ImageFont.truetype(str(DEJAVU), size)
+
+
+def _font_for(text: str, size: int) -> ImageFont.FreeTypeFont:
+    """DejaVu Sans, or Noto Sans CJK where the text holds CJK characters and the font is installed."""
+    return _font(size, cjk=bool(CJK_FONTS) and any(0x2E80 <= ord(char) <= 0xFFEF for char in text))
+
+
+def diverging_colours(values: np.ndarray) -> np.ndarray:
+    """`[..., 3]` uint8: `values` on the diverging scale symmetric about zero (white: 0; red: +; blue: -)."""
+    values = np.asarray(values, dtype=np.float64)
+    bound = float(np.abs(values).max()) or 1e-12
+    index = np.clip(np.round((values / bound + 1) / 2 * 255), 0, 255).astype(np.int64)
+    return DIVERGING[index]
+
+
+def _text(draw: ImageDraw.ImageDraw, xy, text: str, size: int, anchor: str = "la", fill=(0, 0, 0),
+          width: int | None = None) -> None:
+    """`text` at `xy`, wrapped to `width` pixels when given (words kept whole, long ones cut)."""
+    font = _font_for(text, size)
+    lines = [text] if width is None else _wrapped(text, font, width)
+    x, y = xy
+    for index, line in enumerate(lines):
+        draw.text((x, y + index * int(size * 1.25)), line, font=font, fill=fill, anchor=anchor)
+
+
+def _wrapped(text: str, font: ImageFont.FreeTypeFont, width: int) -> list[str]:
+    lines, line = [], ""
+    for word in text.split(" "):
+        trial = f"{line} {word}".strip()
+        if font.getlength(trial) <= width or not line:
+            line = trial
+        else:
+            lines.append(line)
+            line = word
+    return [*lines, line] if line else lines or [""]
+
+
+def _colour_bar(canvas: Image.Image, left: int, top: int, height: int, bound: float, label: str,
+                size: int = 11) -> None:
+    """A vertical bar of the diverging scale from -bound (bottom) to +bound (top), three ticks and a label."""
+    bar = DIVERGING[::-1][np.linspace(0, 255, height).round().astype(int)]  # [height, 3], + at the top
+    canvas.paste(Image.fromarray(np.repeat(bar[:, None], 14, axis=1)), (left, top))
+    draw = ImageDraw.Draw(canvas)
+    draw.rectangle((left, top, left + 13, top + height - 1), outline=(0, 0, 0))
+    for fraction, value in ((0.0, bound), (0.5, 0.0), (1.0, -bound)):
+        y = top + round(fraction * (height - 1))
+        draw.line((left + 14, y, left + 18, y), fill=(0, 0, 0))
+        _text(draw, (left + 21, y), f"{value:+.3g}" if value else "0", size, anchor="lm")
+    label_image = Image.new("RGB", (height, size + 6), "white")
+    _text(ImageDraw.Draw(label_image), (height // 2, (size + 6) // 2), label, size, anchor="mm")
+    canvas.paste(label_image.rotate(90, expand=True), (left + 70, top))
+
+
 def head_grid(scores: np.ndarray, title: str = "", layers: list[int] | None = None,
               mlps: np.ndarray | None = None) -> Image.Image:
     """Layer x head heatmap of contributions `[L, H]` (rows: layers, first at the top), optionally with the
@@ -57,20 +130,32 @@ def head_grid(scores: np.ndarray, title: str = "", layers: list[int] | None = No
     scores = np.asarray(scores, dtype=np.float64)
     layers = list(range(scores.shape[0])) if layers is None else list(layers)
     table = scores if mlps is None else np.concatenate([scores, np.asarray(mlps, dtype=np.float64)[:, None]], 1)
-    height = 1.2 + 0.32 * len(layers)
-    width = 2.2 + 0.42 * table.shape[1]
-    figure, axis = plt.subplots(figsize=(max(width, 4.0), max(height, 2.5)))
-    picture = axis.imshow(table, cmap="RdBu_r", norm=diverging_norm(table), aspect="auto")
-    columns = [str(h) for h in range(scores.shape[1])] + ([] if mlps is None else ["MLP"])
-    axis.set_xticks(range(len(columns)), columns, fontsize=8)
-    axis.set_yticks(range(len(layers)), [str(layer) for layer in layers], fontsize=8)
-    axis.set_xlabel("head")
-    axis.set_ylabel("layer")
+    rows, columns = table.shape
+    cell_w, cell_h = max(22, min(46, 640 // columns)), max(14, min(36, 520 // rows))
+    margin_left, margin_top = 62, 44 + 18 * len(_wrapped(title, _font_for(title, 14), 560))
+    grid_w, grid_h = cell_w * columns, cell_h * rows
+    canvas = Image.new("RGB", (margin_left + grid_w + 120, margin_top + grid_h + 46), "white")
+    cells = diverging_colours(table).repeat(cell_h, axis=0).repeat(cell_w, axis=1)
+    canvas.paste(Image.fromarray(cells), (margin_left, margin_top))
+    draw = ImageDraw.Draw(canvas)
+    draw.rectangle((margin_left - 1, margin_top - 1, margin_left + grid_w, margin_top + grid_h), outline=(0, 0, 0))
     if mlps is not None:
-        axis.axvline(scores.shape[1] - 0.5, color="black", linewidth=1)
-    axis.set_title(title, fontsize=11, wrap=True)
-    figure.colorbar(picture, ax=axis, label="contribution to cosine score")
-    return figure_to_image(figure)
+        x = margin_left + cell_w * scores.shape[1]
+        draw.line((x, margin_top, x, margin_top + grid_h), fill=(0, 0, 0), width=2)
+    labels = [str(h) for h in range(scores.shape[1])] + ([] if mlps is None else ["MLP"])
+    step = max(1, rows // 24)  # at most ~24 layer numbers
+    for index, name in enumerate(labels):
+        _text(draw, (margin_left + index * cell_w + cell_w // 2, margin_top + grid_h + 4), name, 10, anchor="ma")
+    for index in range(0, rows, step):
+        _text(draw, (margin_left - 6, margin_top + index * cell_h + cell_h // 2), str(layers[index]), 10, anchor="rm")
+    _text(draw, (margin_left + grid_w // 2, margin_top + grid_h + 22), "head", 12, anchor="ma")
+    layer_label = Image.new("RGB", (60, 18), "white")
+    _text(ImageDraw.Draw(layer_label), (30, 9), "layer", 12, anchor="mm")
+    canvas.paste(layer_label.rotate(90, expand=True), (6, margin_top + grid_h // 2 - 30))
+    _text(draw, (canvas.width // 2, 10), title, 14, anchor="ma", width=canvas.width - 20)
+    _colour_bar(canvas, margin_left + grid_w + 14, margin_top, grid_h, float(np.abs(table).max()) or 1e-12,
+                "contribution to cosine score", size=10)
+    return canvas
 
 
 def map_overlay(image: Image.Image, values: np.ndarray, opacity: float = 0.6, title: str = "",
@@ -80,31 +165,46 @@ def map_overlay(image: Image.Image, values: np.ndarray, opacity: float = 0.6, ti
     (right), on a diverging scale centred at zero (red: adds to the score, blue: takes away), with a colour bar.
     The picture keeps its colours (a map laid over a colour picture changes them: a yellow object under red
     looks orange), and the map's colours are not mixed with the picture's. `opacity` in 0..1 is the map's;
-    `box` (left, top, right, bottom), if given, is outlined on both."""
+    `box` (left, top, right, bottom), if given, is outlined on both. Drawn with numpy and PIL."""
     values = np.asarray(values, dtype=np.float64)
+    image = image.convert("RGB")
     width, height = image.size
-    scale = 4.0 / max(width, height)
-    panel_width, panel_height = max(width * scale, 2.0), max(height * scale, 1.6)
-    figure, (plain, mapped) = plt.subplots(1, 2, figsize=(2 * panel_width + 1.6, panel_height + 0.9))
-    plain.imshow(image)
-    plain.set_title("the picture", fontsize=10)
-    mapped.imshow(light_grey(image))
-    picture = mapped.imshow(values, cmap="RdBu_r", norm=diverging_norm(values), alpha=float(np.clip(opacity, 0, 1)),
-                            interpolation="nearest")
-    mapped.set_title("the map", fontsize=10)
-    for axis in (plain, mapped):
-        if box is not None:
-            from matplotlib.patches import Rectangle
+    scale = 400 / max(width, height)
+    panel = (max(1, round(width * scale)), max(1, round(height * scale)))
+    alpha = float(np.clip(opacity, 0, 1))
+    mapped = (1 - alpha) * light_grey(image) + alpha * diverging_colours(values)
+    resample = Image.NEAREST if scale >= 1 else Image.BILINEAR
+    left_panel = image.resize(panel, resample)
+    right_panel = Image.fromarray(mapped.round().astype(np.uint8)).resize(panel, Image.NEAREST)
+    title_lines = len(_wrapped(title, _font_for(title, 15), 2 * panel[0] + 120))
+    top = 20 * title_lines + 34
+    canvas = Image.new("RGB", (2 * panel[0] + 150, top + panel[1] + 16), "white")
+    canvas.paste(left_panel, (10, top))
+    canvas.paste(right_panel, (panel[0] + 30, top))
+    draw = ImageDraw.Draw(canvas)
+    _text(draw, (canvas.width // 2, 8), title, 15, anchor="ma", width=canvas.width - 20)
+    _text(draw, (10 + panel[0] // 2, top - 6), "the picture", 12, anchor="md")
+    _text(draw, (panel[0] + 30 + panel[0] // 2, top - 6), "the map", 12, anchor="md")
+    if box is not None:
+        for origin in (10, panel[0] + 30):
+            x0, y0, x1, y1 = (origin + box[0] * scale, top + box[1] * scale, origin + box[2] * scale,
+                              top + box[3] * scale)
+            _dashed_rectangle(draw, (x0, y0, x1, y1))
+    _colour_bar(canvas, 2 * panel[0] + 40, top, panel[1], float(np.abs(values).max()) or 1e-12, label)
+    return canvas
 
-            left, top, right, bottom = box
-            axis.add_patch(Rectangle((left, top), right - left, bottom - top, fill=False, edgecolor="black",
-                                     linewidth=1.5, linestyle="--"))
-        axis.set_axis_off()
-    figure.suptitle(title, fontsize=11, wrap=True)
-    bar = figure.colorbar(picture, ax=mapped, fraction=0.046, pad=0.03)
-    bar.solids.set_alpha(1.0)
-    bar.set_label(label, fontsize=9)
-    return figure_to_image(figure)
+
+def _dashed_rectangle(draw: ImageDraw.ImageDraw, corners, dash: int = 6) -> None:
+    x0, y0, x1, y1 = corners
+    for a, b, horizontal in (((x0, y0), (x1, y0), True), ((x0, y1), (x1, y1), True), ((x0, y0), (x0, y1), False),
+                             ((x1, y0), (x1, y1), False)):
+        length = (b[0] - a[0]) if horizontal else (b[1] - a[1])
+        for start in np.arange(0, max(length, 0), 2 * dash):
+            end = min(start + dash, length)
+            if horizontal:
+                draw.line((a[0] + start, a[1], a[0] + end, a[1]), fill=(0, 0, 0), width=2)
+            else:
+                draw.line((a[0], a[1] + start, a[0], a[1] + end), fill=(0, 0, 0), width=2)
 
 
 def light_grey(image: Image.Image) -> np.ndarray:

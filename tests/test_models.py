@@ -131,9 +131,11 @@ def test_figures_have_a_font_for_chinese_where_one_is_installed():
 
     if not render.CJK_FONTS:
         pytest.skip("no Noto CJK font here (apt-get install fonts-noto-cjk)")
-    with warnings.catch_warnings(record=True) as caught:
+    assert "NotoSansCJK" in render._font_for("一只红色的猫 a red cat", 12).path  # the PIL-drawn figures
+    assert "DejaVu" in render._font_for("a red cat", 12).path
+    with warnings.catch_warnings(record=True) as caught:  # and the matplotlib ones
         warnings.simplefilter("always")
-        render.map_overlay(Image.new("RGB", (32, 32)), np.zeros((32, 32)), title="一只红色的猫 a red cat")
+        render.maps_side_by_side(Image.new("RGB", (32, 32)), [("一只红色的猫 a red cat", np.zeros((32, 32)), "")])
     assert not [w for w in caught if "missing from" in str(w.message)]
 
 
