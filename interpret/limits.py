@@ -61,7 +61,12 @@ MAX_UPLOAD_BYTES = 50 * MB  # any upload; Gradio refuses larger ones before they
 UPLOAD_LIFETIME_S = 3_600  # uploads and outputs older than this are deleted (checked as often)
 MAX_WAITING_PER_POOL = 64  # requests waiting for one pool of slots (analyses, look-ups, ...); beyond, "busy"
 MAX_WAITING_PER_VISITOR = 8  # requests of one visitor (session) waiting; beyond, "wait for your answers"
-ANALYSIS_SLOTS = int(os.environ.get("INTERPRET_ANALYSIS_SLOTS", 0)) or max(1, (os.cpu_count() or 1) // 2)
+# Slow analyses at once (mutual knowledge, comparisons, model scores): as many as the cores, since users who wait on
+# one of them would otherwise queue in a single slot while the quick pool runs beside it.
+ANALYSIS_SLOTS = int(os.environ.get("INTERPRET_ANALYSIS_SLOTS", 0)) or max(1, os.cpu_count() or 1)
+# Quick analyses at once (a figure of ~0.1-0.3 s: heads, maps, neighbours, interactions), beside the slow ones, as
+# many (benchmarks/load_test.py: with fewer, one kind queues behind the other under 8 users)
+QUICK_SLOTS = int(os.environ.get("INTERPRET_QUICK_SLOTS", 0)) or max(1, os.cpu_count() or 1)
 LOOKUP_SLOTS = 2  # look-ups at once (a stored head description, a text search, a model's shapes): milliseconds each
 RESULT_CACHE_BYTES = int(os.environ.get("INTERPRET_RESULT_CACHE_MB", 256)) * MB  # per cache of recent results
 MODELS_KEPT = 2  # models kept loaded at once (the least recently used goes)
@@ -96,7 +101,10 @@ def limits_table() -> str:
         ("upload (any file)", f"{MAX_UPLOAD_BYTES // MB} MB; uploads are deleted after {UPLOAD_LIFETIME_S // 60} min"),
         ("requests waiting", f"{MAX_WAITING_PER_VISITOR} a visitor, {MAX_WAITING_PER_POOL} a pool (analyses, look-ups, "
                              "builds: then busy, try again)"),
-        ("analyses at once", "half the CPU cores, at least 1 (shared by every analysis)"),
+        ("analyses at once", "as many as the CPU cores for the slow ones (mutual knowledge, comparisons, model "
+                             "scores), and as many beside them for the quick ones (heads, maps, neighbours, "
+                             "interactions), so that a quick one never waits behind a slow one; torch uses one "
+                             "thread each (INTERPRET_ANALYSIS_SLOTS, INTERPRET_QUICK_SLOTS)"),
         ("look-ups at once", f"{LOOKUP_SLOTS} (head descriptions, text searches, model shapes)"),
         ("recent results kept", f"{RESULT_CACHE_BYTES // MB} MB per cache"),
         ("models kept loaded", f"{MODELS_KEPT}"),

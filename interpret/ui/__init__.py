@@ -11,7 +11,7 @@ import gradio as gr
 import torch
 
 from ..errors import InterpretError
-from ..limits import ANALYSIS_SLOTS, MAX_UPLOAD_BYTES, UPLOAD_LIFETIME_S
+from ..limits import ANALYSIS_SLOTS, MAX_UPLOAD_BYTES, QUICK_SLOTS, UPLOAD_LIFETIME_S
 from ..toy.examples import toy_examples
 from . import (atlas, compare, contrastive, database, heads, image_neighbours, interactions, models, mutual,
                property_neighbours, text_neighbours, topic)
@@ -120,7 +120,7 @@ def serve(page: gr.Blocks, mcp: bool | None = None, **launch_options) -> None:
     """Launch with the limits of `interpret.limits`: a queue bounded per visitor and per pool of slots (see
     `admission`), analyses and look-ups in their pools of slots (set on each event), a cap on uploads; with
     `mcp` (see `mcp_wanted`), every named analysis is also an MCP tool (its docstring is the tool's description)."""
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // ANALYSIS_SLOTS))  # the slots share the cores
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // (ANALYSIS_SLOTS + QUICK_SLOTS)))  # the slots share the cores
     page.queue(max_size=None)  # bounded by `admission` instead: per visitor and per pool
     fair_admission(page)
     page.launch(max_file_size=MAX_UPLOAD_BYTES, css=common.CSS + neighbours.CSS, mcp_server=mcp_wanted(mcp),

@@ -22,7 +22,7 @@ from PIL import Image
 
 from ..errors import InterpretError, ModelLoadError
 from ..images import load_image
-from ..limits import ANALYSIS_SLOTS, LOOKUP_SLOTS, RESULT_CACHE_BYTES, WORKING_SIDE, check_number, check_text
+from ..limits import ANALYSIS_SLOTS, LOOKUP_SLOTS, QUICK_SLOTS, RESULT_CACHE_BYTES, WORKING_SIDE, check_number, check_text
 from ..models import ClipModel, ModelSpec, catalogue, head_index, layer_index, load_model, spec_from_label
 
 log = logging.getLogger("interpret.app")
@@ -40,6 +40,9 @@ LARGE_RANDOM = (ModelSpec("ViT-B-16", None), ModelSpec("ViT-L-14", None), ModelS
 # Look-ups (a head's stored description, a text search in a database, the model's shapes) take milliseconds and
 # have a pool of their own, so that they never wait behind a queue of analyses.
 ANALYSIS = {"concurrency_id": "analysis", "concurrency_limit": ANALYSIS_SLOTS}
+# Analyses that take a tenth of a second or so (a grid, a map, a search, interactions at the last blocks) have a
+# pool of their own: under load they never queue behind a slow one (mutual knowledge, a comparison of every map).
+QUICK = {"concurrency_id": "quick", "concurrency_limit": QUICK_SLOTS}
 LOOKUP = {"concurrency_id": "lookup", "concurrency_limit": LOOKUP_SLOTS}
 
 
@@ -240,7 +243,7 @@ def connect(trigger, handler: Callable, inputs: list, outputs: list, status: gr.
     """Run `handler` when `trigger` (an event listener such as `button.click`) fires: on the page with its
     errors in `status`; and, with `api_name`, as a named endpoint for API clients (who get errors raised).
     Returns the page's event (for `.then`). Analyses get a GPU under ZeroGPU."""
-    if pool is ANALYSIS:
+    if pool is not LOOKUP:
         handler = returning_memory(on_gpu(handler))
     event = trigger(in_panel(handler, len(outputs)), inputs, [*outputs, status], api_visibility="private", **pool)
     if api_name:

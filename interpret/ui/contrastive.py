@@ -5,7 +5,7 @@ import gradio as gr
 
 from ..render import map_overlay
 from ..segment import parse_heads
-from .common import Shared, connect, friendly_errors, model_for
+from .common import QUICK, Shared, connect, friendly_errors, model_for
 from .maps import checked_opacity, image_maps_for, map_controls, map_summary
 
 TITLE = "Contrastive segmentation"
@@ -34,5 +34,6 @@ def build(shared: Shared) -> None:
     heads, opacity, button, status, summary, picture = map_controls("contrast")
     shared.linked.update(text_a=text_a, text_b=text_b)
     inputs = [shared.model, shared.image, text_a, text_b, heads, opacity]
-    connect(button.click, run_contrastive, inputs, [picture, summary], status, api_name="contrastive_segmentation")
-    connect(opacity.release, run_contrastive, inputs, [picture, summary], status)
+    connect(button.click, run_contrastive, inputs, [picture, summary], status, api_name="contrastive_segmentation",
+            pool=QUICK)
+    connect(opacity.release, run_contrastive, inputs, [picture, summary], status, pool=QUICK)

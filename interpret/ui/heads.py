@@ -8,7 +8,7 @@ from ..decompose import explain_caption
 from ..limits import MAX_TOP_HEADS, check_number
 from ..quantify import ablated_embeddings, direct_embeddings, parse_head_list
 from ..render import head_grid
-from .common import (LOOKUP, Shared, connect, escaped, friendly_errors, model_for, picture_of, status_box,
+from .common import (LOOKUP, QUICK, Shared, connect, escaped, friendly_errors, model_for, picture_of, status_box,
                      with_warnings)
 
 TITLE = "Heads"
@@ -69,7 +69,7 @@ def build(shared: Shared) -> None:
     table = gr.Dataframe(headers=["rank", "layer", "head", "contribution", "the score"],
                          label="Top heads (by size, either sign)", elem_id="heads-table", interactive=False)
     inputs, outputs = [shared.model, shared.image, shared.caption, top, remove], [grid, table, summary]
-    connect(button.click, run_heads, inputs, outputs, status, api_name="heads")
+    connect(button.click, run_heads, inputs, outputs, status, api_name="heads", pool=QUICK)
     for trigger in (shared.model.change, shared.page.load):
         trigger(remove_label, shared.model, remove, api_visibility="private", **LOOKUP)
     connect(shared.caption.submit, run_heads, inputs, outputs, status)

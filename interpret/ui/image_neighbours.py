@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from .common import Shared, connect, friendly_errors, layer_and_head, model_for, picture_of
+from .common import QUICK, Shared, connect, friendly_errors, layer_and_head, model_for, picture_of
 from .database import session_of
 from .neighbours import checked_k, database_for, gallery, head_and_count, neighbour_outputs
 
@@ -28,4 +28,4 @@ def build(shared: Shared) -> None:
     layer, head, k = head_and_count("image-nn")
     button, status, summary, pictures = neighbour_outputs("image-nn")
     connect(button.click, run_image_neighbours, [shared.model, shared.image, layer, head, k], [pictures, summary],
-            status, api_name="image_neighbours")
+            status, api_name="image_neighbours", pool=QUICK)

@@ -12,7 +12,7 @@ from ..interact import Interaction, affordable_steps, interaction_map, parse_box
 from ..limits import MAX_INTERACTION_WORK, MAX_STEPS, check_number
 from ..models import ClipModel
 from ..render import map_overlay, outline_box
-from .common import (RecentResults, Shared, connect, escaped, file_key, friendly_errors, model_for, page_index,
+from .common import (QUICK, RecentResults, Shared, connect, escaped, file_key, friendly_errors, model_for, page_index,
                      picture_of, status_box, with_warnings)
 from .maps import checked_opacity
 
@@ -163,12 +163,12 @@ def build(shared: Shared) -> None:
 
     settings = [shared.model, shared.image, shared.caption, image_layer, text_layer, steps, rule]
     inputs, outputs = settings + [tokens, box, opacity], [picture, span, summary]
-    connect(button.click, run_interaction, inputs, outputs, status, api_name="interaction").then(
+    connect(button.click, run_interaction, inputs, outputs, status, api_name="interaction", pool=QUICK).then(
         interaction_controls, settings + [box], [checkboxes, picker], api_visibility="private")
     ticked = checkboxes.input(tokens_from_checkboxes, checkboxes, tokens, api_visibility="private")
-    connect(ticked.then, run_interaction, inputs, outputs, status)
+    connect(ticked.then, run_interaction, inputs, outputs, status, pool=QUICK)
     picked = connect(picker.select, pick_corner, [shared.image, box], [box, picker], status)
-    connect(picked.then, run_after_pick, inputs, outputs, status)
+    connect(picked.then, run_after_pick, inputs, outputs, status, pool=QUICK)
     for control in (tokens, box):
-        connect(control.submit, run_interaction, inputs, outputs, status)
-    connect(opacity.release, run_interaction, inputs, outputs, status)
+        connect(control.submit, run_interaction, inputs, outputs, status, pool=QUICK)
+    connect(opacity.release, run_interaction, inputs, outputs, status, pool=QUICK)

@@ -5,7 +5,7 @@ import gradio as gr
 
 from ..banks import PROPERTIES
 from .atlas import atlas_for
-from .common import LOOKUP, Shared, connect, escaped, friendly_errors, model_for, picture_of
+from .common import LOOKUP, QUICK, Shared, connect, escaped, friendly_errors, model_for, picture_of
 from .database import session_of
 from .neighbours import checked_k, count_slider, database_for, gallery, neighbour_outputs
 
@@ -51,6 +51,6 @@ def build(shared: Shared) -> None:
         k = count_slider()
     button, status, summary, pictures = neighbour_outputs("property")
     connect(button.click, run_property_neighbours, [shared.model, shared.image, choice, k], [pictures, summary],
-            status, api_name="property_neighbours")
+            status, api_name="property_neighbours", pool=QUICK)
     for trigger in (shared.model.change, shared.page.load):
         trigger(property_choices, shared.model, choice, api_visibility="private", **LOOKUP)

@@ -7,7 +7,7 @@ from ..explanations import NEUTRAL_TEXTS
 from ..limits import check_texts
 from ..render import map_overlay
 from ..segment import parse_heads
-from .common import Shared, connect, friendly_errors, model_for
+from .common import QUICK, Shared, connect, friendly_errors, model_for
 from .maps import checked_opacity, image_maps_for, map_controls, map_summary
 
 TITLE = "Topic segmentation"
@@ -43,5 +43,6 @@ def build(shared: Shared) -> None:
     heads, opacity, button, status, summary, picture = map_controls("topic")
     shared.linked.update(text=text, relative=others, heads=heads, opacity=opacity)
     inputs = [shared.model, shared.image, text, heads, opacity, others]
-    connect(button.click, run_topic, inputs, [picture, summary], status, api_name="topic_segmentation")
-    connect(opacity.release, run_topic, inputs, [picture, summary], status)
+    connect(button.click, run_topic, inputs, [picture, summary], status, api_name="topic_segmentation",
+            pool=QUICK)
+    connect(opacity.release, run_topic, inputs, [picture, summary], status, pool=QUICK)
