@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import threading
 
 from interpret.ui import build_app, serve, warm_up

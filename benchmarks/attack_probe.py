@@ -120,7 +120,7 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="interpret-probe-"))
     indexes = scratch / "indexes"
     indexes.mkdir()
-    process, url = start_app(indexes, INTERPRET_ANALYSIS_SLOTS="1")
+    process, url = start_app(indexes, INTERPRET_ANALYSIS_SLOTS="1", INTERPRET_QUICK_SLOTS="1")
     probe = Probe(url, process, indexes, scratch)
     try:
         run(probe, rng, args)

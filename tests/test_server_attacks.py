@@ -23,7 +23,7 @@ EXAMPLE = Path(toy_examples()[0][0])
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     indexes = tmp_path_factory.mktemp("indexes")
-    process, url = start_app(indexes, INTERPRET_ANALYSIS_SLOTS="1")
+    process, url = start_app(indexes, INTERPRET_ANALYSIS_SLOTS="1", INTERPRET_QUICK_SLOTS="1")
     try:
         yield process, url, indexes
     finally:
@@ -84,7 +84,8 @@ def test_one_visitor_s_flood_leaves_others_answered(server):
     statuses = [join(url, heads, [TOY, image, f"a red circle {n}", 5, ""], "flooder") for n in range(40)]
     accepted = sum(status == 200 for status, _ in statuses)
     refused = [answer for status, answer in statuses if status != 200]
-    assert 1 <= accepted <= 9 and len(refused) == 40 - accepted  # 8 waiting, and perhaps one being worked on
+    # 8 waiting and one being worked on; a heads figure takes ~0.1 s, so a few may finish while the 40 are sent
+    assert 1 <= accepted <= 12 and len(refused) == 40 - accepted >= 28
     assert all("requests waiting already" in answer for answer in refused), refused[:1]
     started = time.monotonic()
     answer = call(url, "model_info", [TOY], "bystander", timeout=60)
