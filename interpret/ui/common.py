@@ -416,3 +416,4 @@ class Shared:
     caption: gr.Textbox
     linked: dict = dataclasses.field(default_factory=dict)  # a tab's inputs that a link holds (`links`): name -> input
     tab_of: dict = dataclasses.field(default_factory=dict)  # tab title -> its gr.Tab
+    after_build: list = dataclasses.field(default_factory=list)  # (handler, inputs, outputs) run after a build

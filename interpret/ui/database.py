@@ -17,7 +17,7 @@ from ..images import list_images
 from ..limits import BUILT_LIFETIME_S, MAX_BUILD_IMAGES, check_text
 from ..models import is_toy
 from ..paths import home, inside, visitor_name
-from .common import Shared, error_text, escaped, message_for, model_for
+from .common import LOOKUP, Shared, error_text, escaped, message_for, model_for
 from .tools import described
 
 TITLE = "Build a database"
@@ -130,5 +130,7 @@ def build(shared: Shared) -> None:
                         visible=FOLDERS["allowed"], elem_id="build-folder")
     button = gr.Button("Build the database", variant="primary", elem_id="build-run")
     status = gr.Markdown(elem_id="build-status")  # progress, the estimate and the outcome (errors marked ⚠️)
-    button.click(described(run_build, "build_database"), [shared.model, archive, folder], status,
-                 api_name="build_database", **BUILD)
+    built = button.click(described(run_build, "build_database"), [shared.model, archive, folder], status,
+                         api_name="build_database", **BUILD)
+    for handler, inputs, outputs in shared.after_build:  # choice lists that follow the database in use
+        built = built.then(handler, inputs, outputs, api_visibility="private", **LOOKUP)

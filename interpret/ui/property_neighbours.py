@@ -54,3 +54,4 @@ def build(shared: Shared) -> None:
             status, api_name="property_neighbours", pool=QUICK)
     for trigger in (shared.model.change, shared.page.load):
         trigger(property_choices, shared.model, choice, api_visibility="private", **LOOKUP)
+    shared.after_build.append((property_choices, shared.model, choice))  # a visitor's own database and labels
