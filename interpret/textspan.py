@@ -211,7 +211,9 @@ def describe_heads(model: ClipModel, images: Sequence, bank: TextBank, k: int = 
     todo = [layer for layer in wanted if any((layer, h) not in atlas.labels for h in range(model.geometry.heads))]
     if not todo:
         return atlas
-    texts = torch.cat([model.encode_texts(list(bank.texts[i:i + 256])) for i in range(0, len(bank), 256)])
+    texts = torch.cat([model.encode_texts(list(bank.texts[i:i + 256]))
+                       for i in tqdm(range(0, len(bank), 256), desc=f"the {bank.name} bank's texts", unit="batch",
+                                     disable=not progress)])  # a progress bar from the start (seconds on a ViT)
     if engine is None:
         outputs = collect_head_outputs(model, images, layers=todo, progress=progress)  # [N, L', H, D]
     else:
