@@ -15,7 +15,6 @@ weights describe no trained model.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import tempfile
 from pathlib import Path
@@ -24,10 +23,8 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from interpret.explanations import METHODS  # noqa: E402
-from interpret.faithfulness import IMAGENET_S_IGNORED, evaluate_maps, folder_samples  # noqa: E402
-from interpret.models import load_model  # noqa: E402
-from interpret.paths import is_toy  # noqa: E402
+from interpret.cli import main as cli_main  # noqa: E402
+from interpret.faithfulness import IMAGENET_S_IGNORED  # noqa: E402
 
 DEMO_CLASSES = {"n09999001": "circle", "n09999002": "square", "n09999003": "triangle"}
 
@@ -55,14 +52,7 @@ def write_demo(root: Path, per_class: int = 4) -> dict[str, str]:
     return dict(DEMO_CLASSES)
 
 
-def read_names(path: str | None) -> dict[str, str]:
-    if not path:
-        return {}
-    pairs = (line.strip().split(None, 1) for line in Path(path).read_text().splitlines() if line.strip())
-    return {pair[0]: pair[1].split(",")[0].strip() for pair in pairs if len(pair) == 2}
-
-
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", help="ImageNet-S folder (validation/ and validation-segmentation/)")
     parser.add_argument("--names", help="lines 'wnid class name'")
@@ -73,35 +63,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=16, help="deletion / insertion steps")
     parser.add_argument("--out", default="imagenet_s.csv")
     args = parser.parse_args()
-    methods = list(METHODS) if args.methods == ["all"] else args.methods
     with tempfile.TemporaryDirectory() as scratch:
         if args.demo:
-            root, names = Path(scratch), write_demo(Path(scratch))
+            root, names = Path(scratch), Path(scratch) / "names.txt"
+            names.write_text("".join(f"{wnid} {name}\n" for wnid, name in write_demo(root).items()))
         elif args.root:
-            root, names = Path(args.root), read_names(args.names)
+            root, names = Path(args.root), args.names
         else:
             parser.error("give --root (ImageNet-S) or --demo")
-        samples = list(folder_samples(root / "validation", root / "validation-segmentation", "a photo of a {}",
-                                      args.limit, names))
-        rows = []
-        for spec in args.models:
-            name, _, tag = spec.partition(":")
-            model = load_model(name, tag or None)
-            table = evaluate_maps(model, samples, methods, steps=args.steps, progress=True)
-            untrained = not tag and not is_toy(name)
-            print(f"\n{model.label}, {len(samples)} images of {root}" +
-                  (" (random weights: these scores describe no trained model)" if untrained else ""))
-            scores = [key for key in next(iter(table.values())) if key not in ("images", "multi-object pointing")]
-            print("| method | " + " | ".join(scores) + " |\n|---|" + "---|" * len(scores))
-            for method, row in table.items():
-                print(f"| {method} | " + " | ".join(f"{row[key]:.3f}" for key in scores) + " |")
-                rows.append({"model": model.label, "method": method, **row})
-    with open(args.out, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"wrote {args.out}")
+        # the faithfulness command, on ImageNet-S's layout: its table, the CSV
+        return cli_main(["faithfulness", "--models", *args.models, "--methods", *args.methods, "--images",
+                         str(root / "validation"), "--masks", str(root / "validation-segmentation"),
+                         "--template", "a photo of a {}", "--limit", str(args.limit), "--steps", str(args.steps),
+                         "--out", args.out, *(["--names", str(names)] if names else [])])
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

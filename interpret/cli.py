@@ -472,24 +472,24 @@ def _eval_seg(args: argparse.Namespace) -> None:
 
 
 def _faithfulness(args: argparse.Namespace) -> None:
-    import csv
+    import math
 
     from .explanations import METHODS
-    from .faithfulness import evaluate_maps, folder_samples, toy_samples
+    from .faithfulness import evaluate_maps, folder_samples, read_class_names, toy_samples
     from .models import load_model
 
     methods = list(METHODS) if args.methods == ["all"] else args.methods
     rows = []
     for spec in args.models:
-        name, _, tag = spec.partition(":")
-        model = load_model(name, tag or None, args.device)
+        model = load_model(*_model_spec(spec), args.device)
         if _random_weights(model):
             print(f"{model.label}: random weights: these scores describe no trained model", file=sys.stderr)
         if args.images:
             if not args.masks:
                 raise InterpretError("--images needs --masks DIR (masks/<class>/<name>.png beside "
                                      "images/<class>/<name>.*; a pixel that is not 0 is the object).")
-            samples = list(folder_samples(args.images, args.masks, args.template, args.limit))
+            samples = list(folder_samples(args.images, args.masks, args.template, args.limit,
+                                          read_class_names(args.names)))
             source = f"{len(samples)} images of {args.images}"
         elif is_toy(model.name):
             samples = toy_samples(args.count, args.count)
@@ -499,16 +499,13 @@ def _faithfulness(args: argparse.Namespace) -> None:
                                  "their own scenes).")
         table = evaluate_maps(model, samples, methods, steps=args.steps, progress=True)
         print(f"\n{model.label}, {source}:")
-        scores = [key for key in next(iter(table.values())) if key != "images"]
+        scores = [key for key in next(iter(table.values())) if key != "images"  # a score no sample could have
+                  and not all(math.isnan(row[key]) for row in table.values())]  # (multi-object, on a folder)
         print("| method | " + " | ".join(scores) + " |\n|---|" + "---|" * len(scores))
         for method, row in table.items():
             print(f"| {method} | " + " | ".join(f"{row[key]:.3f}" for key in scores) + " |")
             rows.append({"model": model.label, "method": method, **row})
-    with open(args.out, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    print(f"wrote {args.out}")
+    _write_csv(args.out, rows)
     if args.plot:
         from .render import faithfulness_plot
 
@@ -612,6 +609,8 @@ def build_parser() -> argparse.ArgumentParser:
     faith.add_argument("--masks", help="masks/<class>/<name>.png, the same names (not 0: the object)")
     faith.add_argument("--template", default="a photo of a {}", help="the text for a class (default: 'a photo "
                                                                       "of a {}')")
+    faith.add_argument("--names", help="lines 'folder class name' (ImageNet-S: wnid and name; default: the "
+                                       "sub-folders' names are the classes)")
     faith.add_argument("--limit", type=int, help="at most this many images of --images")
     faith.add_argument("--count", type=int, default=200, help="toy scenes of each kind (default: 200)")
     faith.add_argument("--steps", type=int, default=16, help="deletion / insertion steps (default: 16)")

@@ -222,6 +222,15 @@ def _matches(phrase: str, other, chosen) -> bool:
     return all(getattr(other, key) == getattr(chosen, key) for key in keys)
 
 
+def read_class_names(path: str | Path | None) -> dict[str, str]:
+    """Folder -> class name from lines 'folder class name' (ImageNet's 'n01440764 tench, Tinca tinca': the
+    first name); {} without a file."""
+    if not path:
+        return {}
+    pairs = (line.strip().split(None, 1) for line in Path(path).read_text().splitlines() if line.strip())
+    return {pair[0]: pair[1].split(",")[0].strip() for pair in pairs if len(pair) == 2}
+
+
 def folder_samples(images: str | Path, masks: str | Path, template: str = "a photo of a {}",
                    limit: int | None = None, names: dict[str, str] | None = None) -> Iterator[Sample]:
     """Samples from `images/<class>/<name>.*` and `masks/<class>/<name>.png` (the module's docstring); images
