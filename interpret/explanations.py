@@ -34,7 +34,7 @@ from PIL import Image
 from .errors import InterpretError
 from .images import ImageSource, load_image
 from .limits import check_text
-from .models import ClipModel
+from .models import ClipModel, layer_index
 from .segment import ImageMaps, SpatialMap, crop_box, upsample
 from .towers import LatentPooling, side_by_side
 
@@ -140,11 +140,8 @@ def _gradient(output: torch.Tensor, inputs: list) -> list:
 
 
 def _first_layer(model: ClipModel, layer: int, what: str) -> int:
-    layers = model.geometry.layers
-    index = layer + layers if layer < 0 else layer
-    if not 0 <= index < layers:
-        raise InterpretError(f"{what}: {model.label} has layers 0..{layers - 1} (or -{layers}..-1), not {layer}.")
-    return index
+    """`layer` (negative from the end) checked against the image tower's blocks, named `what` in the message."""
+    return layer_index(layer, model.geometry.layers, f"{what} (the image tower of {model.label})")
 
 
 def _readout_row(model: ClipModel, final: torch.Tensor) -> torch.Tensor:

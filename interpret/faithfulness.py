@@ -39,7 +39,7 @@ from PIL import Image
 from .errors import InterpretError
 from .explanations import METHODS, Subject, explain
 from .models import ClipModel
-from .segment import SpatialMap, mean_iou, overlap
+from .segment import SpatialMap, mean_iou, overlap, thresholded as segment_threshold
 
 BASELINES = ("blur", "mean")
 IMAGENET_S_IGNORED = 1000  # ImageNet-S marks pixels it leaves out with class id 1000 (red 232, green 3)
@@ -67,14 +67,8 @@ def pointing_hit(spatial: SpatialMap, mask: np.ndarray) -> bool:
 
 
 def thresholded(spatial: SpatialMap) -> np.ndarray:
-    """`[H, W]` bool: the map min-max normalised inside the picture the model saw and kept above its mean there
-    (the TextSpan protocol's threshold); nothing outside."""
-    left, top, right, bottom = spatial.box
-    seen = spatial.image[top:bottom, left:right]
-    normalised = (seen - seen.min()) / max(float(seen.max() - seen.min()), 1e-12)
-    out = np.zeros(spatial.image.shape, bool)
-    out[top:bottom, left:right] = normalised > normalised.mean()
-    return out
+    """`[H, W]` bool: the map's foreground by the TextSpan protocol's threshold (`segment.thresholded`)."""
+    return segment_threshold(spatial)[1]
 
 
 def perturbation_curves(model: ClipModel, subject: Subject, grid: torch.Tensor, steps: int = 16,

@@ -443,11 +443,16 @@ def interaction_work(model: ClipModel, caption: str, image_layer: int = -1, text
                           len(text_blocks) - text_start == 1 if fast is None else fast))
 
 
+def block_work(tokens: int, width: int) -> float:
+    """Multiply-adds of one transformer block's forward pass: projections, MLP (4x width) and attention."""
+    return tokens * 12 * width ** 2 + 2 * tokens ** 2 * width
+
+
 def _tower_work(tokens: int, width: int, blocks: int, steps: int, closed: bool, reverse: int = 0) -> float:
     """Multiply-adds of one tower's tangents (see `interaction_work`): the closed form; or forward mode, one
     pass per token (a JVP: 3 forward passes' work); or `reverse` > 0 passes in reverse mode (one forward pass
     kept, then a VJP, 2 forward passes' work, per pass), through the blocks at every step."""
-    block = tokens * 12 * width ** 2 + 2 * tokens ** 2 * width  # projections, MLP (4x width) and attention
+    block = block_work(tokens, width)
     if closed:
         return 3.0 * steps * block
     if reverse:

@@ -222,12 +222,20 @@ def zero_shot_segmentation(model: ClipModel, image: ImageSource, class_texts: to
     per_class = scores.sum(dim=(0, 1))  # [T, C]
     predicted = int((maps.decomposition.embedding[0] @ class_texts.T).argmax())  # the model's own zero-shot pick
     relative = per_class[:, predicted] - per_class.mean(dim=1)
-    picture = maps._spatial(relative, "", "all heads").image
-    left, top, right, bottom = maps.box
-    seen = picture[top:bottom, left:right]
-    normalised = np.zeros_like(picture)
+    normalised, mask = thresholded(maps._spatial(relative, "", "all heads"))
+    return Segmentation(predicted, normalised, mask)
+
+
+def thresholded(spatial: SpatialMap) -> tuple[np.ndarray, np.ndarray]:
+    """The segmentation protocol's threshold of a map: (the map min-max normalised to 0..1 inside the picture the
+    model saw, 0 outside; the foreground: above its mean there)."""
+    left, top, right, bottom = spatial.box
+    seen = spatial.image[top:bottom, left:right]
+    normalised = np.zeros_like(spatial.image)
     normalised[top:bottom, left:right] = (seen - seen.min()) / max(float(seen.max() - seen.min()), 1e-12)
-    return Segmentation(predicted, normalised, normalised > normalised[top:bottom, left:right].mean())
+    mask = np.zeros(spatial.image.shape, bool)
+    mask[top:bottom, left:right] = normalised[top:bottom, left:right] > normalised[top:bottom, left:right].mean()
+    return normalised, mask
 
 
 def average_precision(scores: np.ndarray, truth: np.ndarray) -> float:

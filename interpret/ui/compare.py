@@ -7,7 +7,7 @@ import gradio as gr
 from ..errors import InterpretError
 from ..explanations import METHODS, Subject, explain
 from ..faithfulness import BASELINES, area, perturbation_curves
-from ..interact import affordable_steps, interaction_work
+from ..interact import affordable_steps, block_work, interaction_work
 from ..limits import COMPARE_CURVE_STEPS as CURVE_STEPS, MAX_COMPARE_WORK, MAX_INTERACTION_WORK
 from ..render import maps_side_by_side
 from .common import (LOOKUP, Shared, connect, escaped, friendly_errors, model_for, picture_of, status_box,
@@ -37,7 +37,7 @@ def compare_plan(model, caption: str, methods: list[str]) -> tuple[int, float, i
     by gradients costs about three forward passes (interactions: `interact.interaction_work`), and each map's
     curves 2 x (steps + 1) more; the most steps, at most CURVE_STEPS, that fit `MAX_COMPARE_WORK` (0: no curves)."""
     g = model.geometry
-    forward = g.layers * g.tokens * (12 * g.width ** 2 + 2 * g.tokens * g.width)
+    forward = g.layers * block_work(g.tokens, g.width)
     maps = sum(min(interaction_work(model, caption, -1, -1, INTERACTION_STEPS), MAX_INTERACTION_WORK)
                if name == "interaction" else 3 * forward for name in methods)
     for steps in range(CURVE_STEPS, 0, -2):
