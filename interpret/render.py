@@ -20,20 +20,22 @@ from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 # fonts-noto-cjk); matplotlib (3.6+) falls back glyph by glyph along the list.
 
 
-def _cjk_fonts() -> list[str]:
-    """Noto Sans CJK's family names known to matplotlib; added from the system when it was installed after
-    matplotlib cached its font list."""
+def _cjk_font() -> tuple[str, str] | None:
+    """(family, file) of Noto Sans CJK's regular face as matplotlib knows it (added from the system when it was
+    installed after matplotlib cached its font list), or None."""
     def known():
-        return sorted({font.name for font in font_manager.fontManager.ttflist if font.name.startswith("Noto Sans CJK")})
+        return sorted((font.name, font.fname) for font in font_manager.fontManager.ttflist
+                      if font.name.startswith("Noto Sans CJK") and "NotoSansCJK-Regular" in font.fname)
 
     if not known():
         for path in font_manager.findSystemFonts():
             if "NotoSansCJK-Regular" in path:
                 font_manager.fontManager.addfont(path)
-    return known()[:1]
+    return next(iter(known()), None)
 
 
-CJK_FONTS = _cjk_fonts()
+CJK_FONT = _cjk_font()
+CJK_FONTS = [CJK_FONT[0]] if CJK_FONT else []  # matplotlib's fallback after DejaVu Sans
 plt.rcParams["font.family"] = ["DejaVu Sans", *CJK_FONTS]
 
 
@@ -65,11 +67,7 @@ DEJAVU = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
 
 @functools.lru_cache(maxsize=32)
 def _font(size: int, cjk: bool = False) -> ImageFont.FreeTypeFont:
-    if cjk:
-        for path in font_manager.findSystemFonts():
-            if "NotoSansCJK-Regular" in path:
-                return ImageFont.truetype(path, size, index=0)
-    return ImageFont.truetype(str(DEJAVU), size)
+    return ImageFont.truetype(CJK_FONT[1] if cjk else str(DEJAVU), size, index=0)
 
 
 def _font_for(text: str, size: int) -> ImageFont.FreeTypeFont:
