@@ -24,6 +24,7 @@ the average) say so or say what they use. Gradients are of the cosine score.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -73,6 +74,12 @@ class Subject:
     def score(self, embedding: torch.Tensor) -> torch.Tensor:
         """The cosine score of image embeddings `[B, D]` with the text (differentiable): `[B]`."""
         return F.normalize(embedding.float(), dim=-1) @ self.text_unit.to(embedding.device)
+
+    @functools.cached_property
+    def cosine(self) -> float:
+        """The model's cosine score of the picture and the text (once per subject, whatever maps it)."""
+        with torch.no_grad():
+            return float(self.score(self.model.model.encode_image(self.batch))[0])
 
 
 METHODS: dict[str, type["Method"]] = {}
@@ -420,9 +427,7 @@ def explain(model: ClipModel, image: ImageSource | Subject, text: str | None = N
     geometry = model.geometry
     if relevance.dim() == 1:
         relevance = relevance[geometry.prefix:].reshape(*geometry.grid)  # prefix tokens are not places
-    with torch.no_grad():
-        score = float(subject.score(model.model.encode_image(subject.batch))[0])
     box = crop_box(model, subject.picture.size)
     spatial = SpatialMap(relevance, upsample(relevance, subject.picture.size, box), box, subject.text,
                          METHODS[method].title)
-    return Explanation(method, spatial, score)
+    return Explanation(method, spatial, subject.cosine)
