@@ -380,3 +380,24 @@ def test_a_link_opens_the_same_view_computed_again(server, page):
     assert page.locator("#model input").input_value() == ModelSpec("toy", None).label
     page.goto(server)
     page.wait_for_selector("#caption textarea", timeout=60_000)
+
+
+def test_compare_explanations_shows_the_maps_and_its_errors_in_its_panel(page):
+    path, _ = toy_examples()[1]
+    page.locator("#image input[type=file]").set_input_files(path)
+    page.locator("#caption textarea").fill("a blue circle")
+    open_tab(page, "Compare explanations")
+    for title in ("Attention rollout", "Grad-CAM", "LeGrad"):  # three maps, not nine: a quick check
+        page.locator("#compare-methods").get_by_label(title).uncheck()
+    page.locator("#compare-run").click()
+    page.wait_for_selector("#compare-maps img", timeout=60_000)
+    assert "Which method to trust" in page.locator("#compare-summary").inner_text()
+    for box in page.locator("#compare-methods input[type=checkbox]").all():
+        box.uncheck()
+    page.locator("#compare-run").click()
+    page.wait_for_function("document.querySelector('#compare-error').innerText.includes('Tick at least one')",
+                           timeout=30_000)
+    page.screenshot(path=str(SCREENSHOTS / "compare-error.png"))
+    assert "Error" not in page.locator(".toast-body").all_inner_texts()
+    for box in page.locator("#compare-methods input[type=checkbox]").all():
+        box.check()
