@@ -31,12 +31,12 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from .decompose import decompose_image
+from .decompose import ImageDecomposition, decompose_image
 from .errors import InterpretError
 from .models import ClipModel
 from .textspan import HeadAtlas, HeadLabel
@@ -106,9 +106,11 @@ def _sizes_of_bank(name: str) -> dict[str, int]:
 # --- removing heads -----------------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def direct_embeddings(model: ClipModel, images, heads: Sequence[Head]) -> torch.Tensor:
-    """`[B, D]` image embeddings (not normalised) without the heads' direct contributions."""
-    parts = decompose_image(model, images, spatial=False)
+def direct_embeddings(model: ClipModel, images, heads: Sequence[Head],
+                      parts: ImageDecomposition | None = None) -> torch.Tensor:
+    """`[B, D]` image embeddings (not normalised) without the heads' direct contributions (`parts`: the images'
+    decomposition, when it is at hand)."""
+    parts = decompose_image(model, images, spatial=False) if parts is None else parts
     embedding = parts.embedding.clone()
     if heads:
         totals = parts.head_totals()  # [B, L, H, D]
@@ -204,24 +206,32 @@ def layer_matched_random(heads: Sequence[Head], exclude: set[Head], heads_per_la
 
 def pruning_curves(model: ClipModel, images, labels: Sequence[int], class_texts: torch.Tensor, scores: ModelScores,
                    counts: Sequence[int], reference=None, seeds: int = 3,
-                   effects: Sequence[str] = ("direct", "zero", "mean")) -> PruningCurves:
+                   effects: Sequence[str] = ("direct", "zero", "mean"),
+                   progress: Callable[[int], None] | None = None) -> PruningCurves:
     """Zero-shot accuracy on `images` (true class indices `labels`, unit `class_texts` `[C, D]`) as the n most
     consistent heads, as many layer-matched random heads (`seeds` draws) and the n least consistent heads are
     removed, for each n of `counts` (at most half the heads, so the sets never overlap). The sets rank every
     head by consistency (ties: label confidence), because a model may have few heads of the 'high' class (all 5
-    descriptions tagged with the label). `reference`: images for the means of mean-ablation (default: `images`)."""
+    descriptions tagged with the label). `reference`: images for the means of mean-ablation (default: `images`).
+    `progress(fraction done)` is called after each count of each effect."""
     high, low = scores.ranked, list(reversed(scores.ranked))
     counts = sorted({min(int(n), len(high) // 2) for n in counts})
+    images = model.preprocess_images(images)  # once for every measure
     means = head_means(model, reference if reference is not None else images) if "mean" in effects else None
+    parts = decompose_image(model, images, spatial=False) if "direct" in effects else None
     removed = high[:max(counts)]  # the random heads are matched to these, and never among them
     randoms = [layer_matched_random(removed, set(removed), model.geometry.heads, seed) for seed in range(seeds)]
+    measured: dict[tuple[str, frozenset], float] = {}  # removing no heads is one measure, not one per set
 
     def measure(effect: str, heads: list[Head]) -> float:
-        if effect == "direct":
-            embeddings = direct_embeddings(model, images, heads)
-        else:
-            embeddings = ablated_embeddings(model, images, heads, means if effect == "mean" else None)
-        return accuracy(embeddings, class_texts, labels)
+        key = (effect, frozenset(heads))
+        if key not in measured:
+            if effect == "direct":
+                embeddings = direct_embeddings(model, images, heads, parts)
+            else:
+                embeddings = ablated_embeddings(model, images, heads, means if effect == "mean" else None)
+            measured[key] = accuracy(embeddings, class_texts, labels)
+        return measured[key]
 
     curves = {effect: {"high": [], "random": [], "low": []} for effect in effects}
     for effect in effects:
@@ -229,4 +239,6 @@ def pruning_curves(model: ClipModel, images, labels: Sequence[int], class_texts:
             curves[effect]["high"].append(measure(effect, high[:n]))
             curves[effect]["low"].append(measure(effect, low[:n]))
             curves[effect]["random"].append(sum(measure(effect, chosen[:n]) for chosen in randoms) / seeds)
+            if progress is not None:
+                progress(sum(len(curve["high"]) for curve in curves.values()) / (len(effects) * len(counts)))
     return PruningCurves(counts, curves, high, low, seeds)

@@ -1,11 +1,12 @@
-"""Pictures of results (matplotlib, Agg backend): PIL images the app shows and the CLI saves as PNG."""
+"""Pictures of results: PIL images the app shows and the CLI saves as PNG. Everything the page shows is drawn with
+numpy and PIL (`drawing`: milliseconds, no GIL held for long); matplotlib draws only the command line's summary
+plots (`faithfulness_plot`, and figures the CLI makes with `figure_to_image`).
+
+The top right corner of a figure is kept clear where it can be: the page puts its image buttons there."""
 from __future__ import annotations
 
-import functools
 import io
 import math
-import textwrap
-from pathlib import Path
 
 import matplotlib
 
@@ -13,30 +14,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import TwoSlopeNorm  # noqa: E402
-from matplotlib import font_manager  # noqa: E402
-from PIL import Image, ImageDraw, ImageFont  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
 
-# A font for every script a caption may hold: DejaVu Sans, then Noto CJK where it is installed (the Dockerfile adds
-# fonts-noto-cjk); matplotlib (3.6+) falls back glyph by glyph along the list.
+from .drawing import (BLACK, CONSISTENCY, CJK_FONTS, DIVERGING, SEQUENTIAL, WHITE, Series, colour_bar,  # noqa: E402
+                      dashed_rectangle, diverging_colours, fitted, inner_band, inside_point, key, line_chart, mix,
+                      rgb, rotated_text, side_by_side, signed_ticks, table_colours, text, text_width, draw_title,
+                      title_height, wrapped)
 
-
-def _cjk_font() -> tuple[str, str] | None:
-    """(family, file) of Noto Sans CJK's regular face as matplotlib knows it (added from the system when it was
-    installed after matplotlib cached its font list), or None."""
-    def known():
-        return sorted((font.name, font.fname) for font in font_manager.fontManager.ttflist
-                      if font.name.startswith("Noto Sans CJK") and "NotoSansCJK-Regular" in font.fname)
-
-    if not known():
-        for path in font_manager.findSystemFonts():
-            if "NotoSansCJK-Regular" in path:
-                font_manager.fontManager.addfont(path)
-    return next(iter(known()), None)
-
-
-CJK_FONT = _cjk_font()
-CJK_FONTS = [CJK_FONT[0]] if CJK_FONT else []  # matplotlib's fallback after DejaVu Sans
-plt.rcParams["font.family"] = ["DejaVu Sans", *CJK_FONTS]
+plt.rcParams["font.family"] = ["DejaVu Sans", *CJK_FONTS]  # matplotlib falls back glyph by glyph along the list
 
 
 def figure_to_image(figure) -> Image.Image:
@@ -49,76 +34,27 @@ def figure_to_image(figure) -> Image.Image:
 
 
 def diverging_norm(values: np.ndarray) -> TwoSlopeNorm:
-    """A colour scale symmetric about zero, so that white always means 'no contribution'."""
+    """A matplotlib colour scale symmetric about zero, so that white always means 'no contribution'."""
     bound = float(np.abs(values).max()) or 1e-12
     return TwoSlopeNorm(vmin=-bound, vcenter=0.0, vmax=bound)
 
 
-# --- figures drawn with numpy and PIL (no matplotlib in the request: it holds the GIL for ~0.1 s a figure) -------
-
-def _colour_table(name: str) -> np.ndarray:
-    """`[256, 3]` uint8: a matplotlib colour map sampled once (the same colours as matplotlib draws)."""
-    return (plt.get_cmap(name)(np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)
+def _bound(values: np.ndarray) -> float:
+    return float(np.abs(values).max()) or 1e-12
 
 
-DIVERGING = _colour_table("RdBu_r")
-DEJAVU = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
-
-
-@functools.lru_cache(maxsize=32)
-def _font(size: int, cjk: bool = False) -> ImageFont.FreeTypeFont:
-    return ImageFont.truetype(CJK_FONT[1] if cjk else str(DEJAVU), size, index=0)
-
-
-def _font_for(text: str, size: int) -> ImageFont.FreeTypeFont:
-    """DejaVu Sans, or Noto Sans CJK where the text holds CJK characters and the font is installed."""
-    return _font(size, cjk=bool(CJK_FONTS) and any(0x2E80 <= ord(char) <= 0xFFEF for char in text))
-
-
-def diverging_colours(values: np.ndarray) -> np.ndarray:
-    """`[..., 3]` uint8: `values` on the diverging scale symmetric about zero (white: 0; red: +; blue: -)."""
-    values = np.asarray(values, dtype=np.float64)
-    bound = float(np.abs(values).max()) or 1e-12
-    index = np.clip(np.round((values / bound + 1) / 2 * 255), 0, 255).astype(np.int64)
-    return DIVERGING[index]
-
-
-def _text(draw: ImageDraw.ImageDraw, xy, text: str, size: int, anchor: str = "la", fill=(0, 0, 0),
-          width: int | None = None) -> None:
-    """`text` at `xy`, wrapped to `width` pixels when given (words kept whole, long ones cut)."""
-    font = _font_for(text, size)
-    lines = [text] if width is None else _wrapped(text, font, width)
-    x, y = xy
-    for index, line in enumerate(lines):
-        draw.text((x, y + index * int(size * 1.25)), line, font=font, fill=fill, anchor=anchor)
-
-
-def _wrapped(text: str, font: ImageFont.FreeTypeFont, width: int) -> list[str]:
-    lines, line = [], ""
-    for word in text.split(" "):
-        trial = f"{line} {word}".strip()
-        if font.getlength(trial) <= width or not line:
-            line = trial
-        else:
-            lines.append(line)
-            line = word
-    return [*lines, line] if line else lines or [""]
-
-
-def _colour_bar(canvas: Image.Image, left: int, top: int, height: int, bound: float, label: str,
-                size: int = 11) -> None:
-    """A vertical bar of the diverging scale from -bound (bottom) to +bound (top), three ticks and a label."""
-    bar = DIVERGING[::-1][np.linspace(0, 255, height).round().astype(int)]  # [height, 3], + at the top
-    canvas.paste(Image.fromarray(np.repeat(bar[:, None], 14, axis=1)), (left, top))
+def _layer_head_axes(canvas: Image.Image, left: int, top: int, cell: tuple[int, int], layers: list,
+                     columns: list[str]) -> None:
+    """Head numbers under a grid, layer numbers on its left (at most ~24), and the two axis titles."""
     draw = ImageDraw.Draw(canvas)
-    draw.rectangle((left, top, left + 13, top + height - 1), outline=(0, 0, 0))
-    for fraction, value in ((0.0, bound), (0.5, 0.0), (1.0, -bound)):
-        y = top + round(fraction * (height - 1))
-        draw.line((left + 14, y, left + 18, y), fill=(0, 0, 0))
-        _text(draw, (left + 21, y), f"{value:+.3g}" if value else "0", size, anchor="lm")
-    label_image = Image.new("RGB", (height, size + 6), "white")
-    _text(ImageDraw.Draw(label_image), (height // 2, (size + 6) // 2), label, size, anchor="mm")
-    canvas.paste(label_image.rotate(90, expand=True), (left + 70, top))
+    cell_w, cell_h = cell
+    grid_w, grid_h = cell_w * len(columns), cell_h * len(layers)
+    for index, name in enumerate(columns):
+        text(draw, (left + index * cell_w + cell_w // 2, top + grid_h + 4), name, 10, anchor="ma")
+    for index in range(0, len(layers), max(1, len(layers) // 24)):
+        text(draw, (left - 6, top + index * cell_h + cell_h // 2), str(layers[index]), 10, anchor="rm")
+    text(draw, (left + grid_w // 2, top + grid_h + 20), "head", 12, anchor="ma")
+    rotated_text(canvas, (6, top + grid_h // 2 - 30), "layer", 12, 60)
 
 
 def head_grid(scores: np.ndarray, title: str = "", layers: list[int] | None = None,
@@ -130,30 +66,28 @@ def head_grid(scores: np.ndarray, title: str = "", layers: list[int] | None = No
     table = scores if mlps is None else np.concatenate([scores, np.asarray(mlps, dtype=np.float64)[:, None]], 1)
     rows, columns = table.shape
     cell_w, cell_h = max(22, min(46, 640 // columns)), max(14, min(36, 520 // rows))
-    margin_left, margin_top = 62, 44 + 18 * len(_wrapped(title, _font_for(title, 14), 560))
+    left, top = 62, 34 + title_height(title, 560)
     grid_w, grid_h = cell_w * columns, cell_h * rows
-    canvas = Image.new("RGB", (margin_left + grid_w + 120, margin_top + grid_h + 46), "white")
-    cells = diverging_colours(table).repeat(cell_h, axis=0).repeat(cell_w, axis=1)
-    canvas.paste(Image.fromarray(cells), (margin_left, margin_top))
+    canvas = Image.new("RGB", (left + grid_w + 120, top + grid_h + 46), WHITE)
+    canvas.paste(Image.fromarray(diverging_colours(table).repeat(cell_h, axis=0).repeat(cell_w, axis=1)),
+                 (left, top))
     draw = ImageDraw.Draw(canvas)
-    draw.rectangle((margin_left - 1, margin_top - 1, margin_left + grid_w, margin_top + grid_h), outline=(0, 0, 0))
+    draw.rectangle((left - 1, top - 1, left + grid_w, top + grid_h), outline=BLACK)
     if mlps is not None:
-        x = margin_left + cell_w * scores.shape[1]
-        draw.line((x, margin_top, x, margin_top + grid_h), fill=(0, 0, 0), width=2)
-    labels = [str(h) for h in range(scores.shape[1])] + ([] if mlps is None else ["MLP"])
-    step = max(1, rows // 24)  # at most ~24 layer numbers
-    for index, name in enumerate(labels):
-        _text(draw, (margin_left + index * cell_w + cell_w // 2, margin_top + grid_h + 4), name, 10, anchor="ma")
-    for index in range(0, rows, step):
-        _text(draw, (margin_left - 6, margin_top + index * cell_h + cell_h // 2), str(layers[index]), 10, anchor="rm")
-    _text(draw, (margin_left + grid_w // 2, margin_top + grid_h + 22), "head", 12, anchor="ma")
-    layer_label = Image.new("RGB", (60, 18), "white")
-    _text(ImageDraw.Draw(layer_label), (30, 9), "layer", 12, anchor="mm")
-    canvas.paste(layer_label.rotate(90, expand=True), (6, margin_top + grid_h // 2 - 30))
-    _text(draw, (canvas.width // 2, 10), title, 14, anchor="ma", width=canvas.width - 20)
-    _colour_bar(canvas, margin_left + grid_w + 14, margin_top, grid_h, float(np.abs(table).max()) or 1e-12,
-                "contribution to cosine score", size=10)
+        x = left + cell_w * scores.shape[1]
+        draw.line((x, top, x, top + grid_h), fill=BLACK, width=2)
+    _layer_head_axes(canvas, left, top, (cell_w, cell_h), layers,
+                     [str(h) for h in range(scores.shape[1])] + ([] if mlps is None else ["MLP"]))
+    draw_title(canvas, title)
+    colour_bar(canvas, left + grid_w + 14, top, grid_h, DIVERGING, signed_ticks(_bound(table)),
+               "contribution to cosine score", size=10)
     return canvas
+
+
+def light_grey(image: Image.Image) -> np.ndarray:
+    """`[H, W, 3]` uint8: the picture in grey, lightened halfway to white (a background for a coloured map)."""
+    grey = np.asarray(image.convert("L"), dtype=np.float64)
+    return np.repeat((127.5 + grey / 2)[..., None], 3, axis=2).astype(np.uint8)
 
 
 def map_overlay(image: Image.Image, values: np.ndarray, opacity: float = 0.6, title: str = "",
@@ -163,7 +97,7 @@ def map_overlay(image: Image.Image, values: np.ndarray, opacity: float = 0.6, ti
     (right), on a diverging scale centred at zero (red: adds to the score, blue: takes away), with a colour bar.
     The picture keeps its colours (a map laid over a colour picture changes them: a yellow object under red
     looks orange), and the map's colours are not mixed with the picture's. `opacity` in 0..1 is the map's;
-    `box` (left, top, right, bottom), if given, is outlined on both. Drawn with numpy and PIL."""
+    `box` (left, top, right, bottom), if given, is outlined on both."""
     values = np.asarray(values, dtype=np.float64)
     image = image.convert("RGB")
     width, height = image.size
@@ -171,71 +105,56 @@ def map_overlay(image: Image.Image, values: np.ndarray, opacity: float = 0.6, ti
     panel = (max(1, round(width * scale)), max(1, round(height * scale)))
     alpha = float(np.clip(opacity, 0, 1))
     mapped = (1 - alpha) * light_grey(image) + alpha * diverging_colours(values)
-    resample = Image.NEAREST if scale >= 1 else Image.BILINEAR
-    left_panel = image.resize(panel, resample)
+    left_panel = image.resize(panel, Image.NEAREST if scale >= 1 else Image.BILINEAR)
     right_panel = Image.fromarray(mapped.round().astype(np.uint8)).resize(panel, Image.NEAREST)
-    title_lines = len(_wrapped(title, _font_for(title, 15), 2 * panel[0] + 120))
-    top = 20 * title_lines + 34
-    canvas = Image.new("RGB", (2 * panel[0] + 150, top + panel[1] + 16), "white")
+    canvas_width = 2 * panel[0] + 150
+    top = title_height(title, canvas_width - 20, 15) + 30
+    canvas = Image.new("RGB", (canvas_width, top + panel[1] + 16), WHITE)
     canvas.paste(left_panel, (10, top))
     canvas.paste(right_panel, (panel[0] + 30, top))
     draw = ImageDraw.Draw(canvas)
-    _text(draw, (canvas.width // 2, 8), title, 15, anchor="ma", width=canvas.width - 20)
-    _text(draw, (10 + panel[0] // 2, top - 6), "the picture", 12, anchor="md")
-    _text(draw, (panel[0] + 30 + panel[0] // 2, top - 6), "the map", 12, anchor="md")
+    draw_title(canvas, title, 15)
+    text(draw, (10 + panel[0] // 2, top - 6), "the picture", 12, anchor="md")
+    text(draw, (panel[0] + 30 + panel[0] // 2, top - 6), "the map", 12, anchor="md")
     if box is not None:
         for origin in (10, panel[0] + 30):
-            x0, y0, x1, y1 = (origin + box[0] * scale, top + box[1] * scale, origin + box[2] * scale,
-                              top + box[3] * scale)
-            _dashed_rectangle(draw, (x0, y0, x1, y1))
-    _colour_bar(canvas, 2 * panel[0] + 40, top, panel[1], float(np.abs(values).max()) or 1e-12, label)
+            dashed_rectangle(draw, (origin + box[0] * scale, top + box[1] * scale, origin + box[2] * scale,
+                                    top + box[3] * scale))
+    colour_bar(canvas, 2 * panel[0] + 40, top, panel[1], DIVERGING, signed_ticks(_bound(values)), label)
     return canvas
 
 
-def _dashed_rectangle(draw: ImageDraw.ImageDraw, corners, dash: int = 6) -> None:
-    x0, y0, x1, y1 = corners
-    for a, b, horizontal in (((x0, y0), (x1, y0), True), ((x0, y1), (x1, y1), True), ((x0, y0), (x0, y1), False),
-                             ((x1, y0), (x1, y1), False)):
-        length = (b[0] - a[0]) if horizontal else (b[1] - a[1])
-        for start in np.arange(0, max(length, 0), 2 * dash):
-            end = min(start + dash, length)
-            if horizontal:
-                draw.line((a[0] + start, a[1], a[0] + end, a[1]), fill=(0, 0, 0), width=2)
-            else:
-                draw.line((a[0], a[1] + start, a[0], a[1] + end), fill=(0, 0, 0), width=2)
-
-
-def light_grey(image: Image.Image) -> np.ndarray:
-    """`[H, W, 3]` uint8: the picture in grey, lightened halfway to white (a background for a coloured map)."""
-    grey = np.asarray(image.convert("L"), dtype=np.float64)
-    return np.repeat((127.5 + grey / 2)[..., None], 3, axis=2).astype(np.uint8)
+TOKENS_WIDE = 1100  # a strip of tokens wraps to rows this wide
 
 
 def token_strip(tokens: list[str], values, title: str = "", chosen: list[int] | None = None) -> Image.Image:
     """Tokens as coloured boxes on a diverging scale centred at zero (red: adds to the score), each with its
-    value below; `chosen` tokens are underlined."""
-    from matplotlib.patches import Rectangle
-
+    value below, in rows; `chosen` tokens are underlined."""
     values = np.asarray(values, dtype=np.float64)
-    norm = diverging_norm(values)
-    colours = plt.get_cmap("RdBu_r")(norm(values))
-    widths = [0.35 + 0.11 * max(len(token), 4) for token in tokens]
-    figure, axis = plt.subplots(figsize=(min(max(sum(widths) + 0.4, 3.0), 40.0), 1.3))
-    x = 0.0
-    for index, (token, value, colour, width) in enumerate(zip(tokens, values, colours, widths)):
-        axis.add_patch(Rectangle((x, 0.35), width - 0.06, 0.55, facecolor=colour, edgecolor="#555555", linewidth=0.5))
-        dark = abs(norm(value) - 0.5) > 0.35
-        axis.text(x + (width - 0.06) / 2, 0.62, token, ha="center", va="center", fontsize=9,
-                  color="white" if dark else "black")
-        axis.text(x + (width - 0.06) / 2, 0.15, f"{value:+.3g}", ha="center", va="center", fontsize=7)
+    colours, bound = diverging_colours(values), _bound(values)
+    widths = [round(max(text_width(token, 13), text_width(f"{value:+.3g}", 10), 34)) + 14
+              for token, value in zip(tokens, values)]
+    places, x, row = [], 10, 0  # (x, row) of each box
+    for width in widths:
+        if x + width > TOKENS_WIDE and x > 10:
+            x, row = 10, row + 1
+        places.append((x, row))
+        x += width + 4
+    top = title_height(title, TOKENS_WIDE - 20) + 18
+    row_height = 58
+    canvas = Image.new("RGB", (min(TOKENS_WIDE, max(x for x, _ in places) + max(widths) + 10) if tokens else 300,
+                               top + row_height * (row + 1) + 6), WHITE)
+    draw = ImageDraw.Draw(canvas)
+    draw_title(canvas, title, 13)
+    for index, (token, value, colour, width, (x, row)) in enumerate(zip(tokens, values, colours, widths, places)):
+        y = top + row * row_height
+        draw.rectangle((x, y, x + width, y + 28), fill=tuple(int(c) for c in colour), outline=(85, 85, 85))
+        dark = abs(value) / bound > 0.7
+        text(draw, (x + width // 2, y + 14), token, 13, anchor="mm", fill=WHITE if dark else BLACK)
+        text(draw, (x + width // 2, y + 34), f"{value:+.3g}", 10, anchor="ma")
         if chosen and index in chosen:
-            axis.plot([x, x + width - 0.06], [0.3, 0.3], color="black", linewidth=2)
-        x += width
-    axis.set_xlim(-0.05, x + 0.05)
-    axis.set_ylim(0, 1)
-    axis.set_axis_off()
-    axis.set_title(title, fontsize=11, wrap=True)
-    return figure_to_image(figure)
+            draw.line((x, y + 50, x + width, y + 50), fill=BLACK, width=3)
+    return canvas
 
 
 def outline_box(image: Image.Image, box: tuple[float, float, float, float] | None,
@@ -246,14 +165,14 @@ def outline_box(image: Image.Image, box: tuple[float, float, float, float] | Non
     line = max(1, round(max(picture.size) / 160))
     if box is not None:
         left, top, right, bottom = box
-        draw.rectangle([min(left, right), min(top, bottom), max(left, right), max(top, bottom)], outline=(0, 0, 0),
+        draw.rectangle([min(left, right), min(top, bottom), max(left, right), max(top, bottom)], outline=BLACK,
                        width=line + 1)
         draw.rectangle([min(left, right) + line + 1, min(top, bottom) + line + 1, max(left, right) - line - 1,
                         max(top, bottom) - line - 1], outline=(255, 255, 0), width=line)
     if corner is not None:
         x, y = corner
         radius = 3 * line
-        draw.ellipse([x - radius, y - radius, x + radius, y + radius], outline=(0, 0, 0), fill=(255, 255, 0))
+        draw.ellipse([x - radius, y - radius, x + radius, y + radius], outline=BLACK, fill=(255, 255, 0))
     return picture
 
 
@@ -262,32 +181,36 @@ PROPERTY_COLOURS = {  # one colour per property, stable across models
     "object": "#42d4f4", "person": "#f032e6", "count": "#bfef45", "text": "#000075", "style": "#fabed4",
     "light": "#ffe119", "material": "#9a6324", "size": "#469990", "position": "#808000", "untagged": "#a9a9a9",
 }
+OTHER_PROPERTY = "#a9a9a9"
 
 
-def property_grid(grid: list[list[str]], title: str = "", highlight: tuple[int, int] | None = None) -> Image.Image:
-    """Layer x head map of property labels (`grid[layer][head]`, '' for heads not described), with a legend."""
-    from matplotlib.colors import to_rgb
-    from matplotlib.patches import Patch, Rectangle
-
+def property_grid(grid: list[list[str]], title: str = "", highlight: tuple[int, int] | None = None
+                  ) -> Image.Image:
+    """Layer x head map of property labels (`grid[layer][head]`, '' for heads not described), with a key."""
     layers, heads = len(grid), len(grid[0]) if grid else 0
-    pixels = np.ones((layers, heads, 3))
-    for l, row in enumerate(grid):
-        for h, prop in enumerate(row):
-            if prop:
-                pixels[l, h] = to_rgb(PROPERTY_COLOURS.get(prop, "#a9a9a9"))
-    figure, axis = plt.subplots(figsize=(max(4.0, 2.8 + 0.42 * heads), max(2.5, 1.2 + 0.32 * layers)))
-    axis.imshow(pixels, aspect="auto")
-    axis.set_xticks(range(heads), [str(h) for h in range(heads)], fontsize=8)
-    axis.set_yticks(range(layers), [str(l) for l in range(layers)], fontsize=8)
-    axis.set_xlabel("head")
-    axis.set_ylabel("layer")
-    axis.set_title(title, fontsize=11, wrap=True)
-    if highlight is not None:
-        axis.add_patch(Rectangle((highlight[1] - 0.5, highlight[0] - 0.5), 1, 1, fill=False, linewidth=2.5))
+    cell_w, cell_h = max(24, min(46, 600 // max(heads, 1))), max(16, min(34, 520 // max(layers, 1)))
     present = sorted({prop for row in grid for prop in row if prop})
-    axis.legend(handles=[Patch(color=PROPERTY_COLOURS.get(p, "#a9a9a9"), label=p) for p in present],
-                bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=8, title="property")
-    return figure_to_image(figure)
+    key_width = 30 + max((text_width(fitted(p, 11, 160), 11) for p in present), default=60)
+    left, top = 56, 34 + title_height(title, 560)
+    grid_w, grid_h = cell_w * heads, cell_h * layers
+    canvas = Image.new("RGB", (round(left + grid_w + 24 + key_width + 10),
+                               max(top + grid_h + 44, top + 26 + 20 * len(present))), WHITE)
+    draw = ImageDraw.Draw(canvas)
+    for layer, row in enumerate(grid):
+        for head, prop in enumerate(row):
+            x, y = left + head * cell_w, top + layer * cell_h
+            colour = rgb(PROPERTY_COLOURS.get(prop, OTHER_PROPERTY)) if prop else WHITE
+            draw.rectangle((x, y, x + cell_w - 1, y + cell_h - 1), fill=colour)
+    draw.rectangle((left - 1, top - 1, left + grid_w, top + grid_h), outline=BLACK)
+    if highlight is not None:
+        x, y = left + highlight[1] * cell_w, top + highlight[0] * cell_h
+        draw.rectangle((x - 2, y - 2, x + cell_w + 1, y + cell_h + 1), outline=BLACK, width=3)
+    _layer_head_axes(canvas, left, top, (cell_w, cell_h), list(range(layers)), [str(h) for h in range(heads)])
+    draw_title(canvas, title)
+    text(draw, (left + grid_w + 24, top), "property", 11, bold=True)
+    key(draw, (left + grid_w + 24, top + 20),
+        [(rgb(PROPERTY_COLOURS.get(p, OTHER_PROPERTY)), fitted(p, 11, 160)) for p in present])
+    return canvas
 
 
 def missing_image(size: int = 160) -> Image.Image:
@@ -296,68 +219,96 @@ def missing_image(size: int = 160) -> Image.Image:
     draw = ImageDraw.Draw(tile)
     draw.line([(0, 0), (size, size)], fill=(170, 170, 170), width=3)
     draw.line([(0, size), (size, 0)], fill=(170, 170, 170), width=3)
-    draw.text((size // 2, size // 2), "missing", fill=(80, 80, 80), anchor="mm")
+    text(draw, (size // 2, size // 2), "missing", 12, anchor="mm", fill=(80, 80, 80))
     return tile
 
 
 PART_COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
                 "#fabed4", "#469990", "#dcbeff", "#9a6324", "#800000", "#aaffc3", "#808000", "#000075")
+PARTS_SIDE = 420  # the picture's longest side in the parts figure
+
+
+def part_ids(parts: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int]) -> np.ndarray:
+    """`[height, width]` part id of every pixel of a picture of `size` (width, height): the patch grid's ids
+    (`parts`, `[grid_h, grid_w]`; -1 none) stretched over `box` (left, top, right, bottom; cut to the picture),
+    -1 outside it."""
+    width, height = size
+    ids = np.full((height, width), -1)
+    left, top, right, bottom = (int(round(v)) for v in box)
+    inside = (max(left, 0), max(top, 0), min(right, width), min(bottom, height))
+    if inside[2] <= inside[0] or inside[3] <= inside[1]:
+        return ids
+    stretched = np.asarray(Image.fromarray(np.asarray(parts).astype(np.int16) + 1).resize(
+        (right - left, bottom - top), Image.NEAREST)).astype(np.int64) - 1
+    ids[inside[1]:inside[3], inside[0]:inside[2]] = stretched[inside[1] - top:inside[3] - top,
+                                                              inside[0] - left:inside[2] - left]
+    return ids
 
 
 def parts_overlay(image: Image.Image, parts: np.ndarray, box: tuple[int, int, int, int], labels: list[str],
                   title: str = "") -> Image.Image:
     """The image with its parts (`[grid_h, grid_w]` ids on the patch grid covering `box`; -1: none) outlined one
-    colour each and numbered (the picture's own colours stay as they are), and a legend of each one's label."""
-    from matplotlib.patches import Patch
-
-    parts = np.asarray(parts)
-    left, top, right, bottom = box
-    width, height = image.size
-    ids = np.full((height, width), -1)
-    ids[top:bottom, left:right] = np.asarray(Image.fromarray(parts.astype(np.uint8)).resize(
-        (right - left, bottom - top), Image.NEAREST))
-    scale = 4.0 / max(width, height)
-    legend_height = 0.28 * sum(textwrap.fill(label, 60).count("\n") + 1 for label in labels)
-    figure, axis = plt.subplots(figsize=(6.4, max(height * scale, 2.0) + legend_height + 0.8))
-    axis.imshow(image)
+    colour each (a band inside each part, so that no outline leaves the picture) and numbered, the picture's own
+    colours as they are, and under it a key of each part's label."""
+    image = image.convert("RGB")
+    scale = PARTS_SIDE / max(image.size)
+    shown = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    picture = image.resize(shown, Image.NEAREST if scale >= 1 else Image.BILINEAR)
+    ids = part_ids(parts, tuple(v * scale for v in box), shown)
+    line = max(2, round(PARTS_SIDE / 140))
+    numbers = []
     for k in range(len(labels)):
-        inside = (ids == k).astype(float)
+        inside = ids == k
         if inside.any():
-            colour = PART_COLOURS[k % len(PART_COLOURS)]
-            axis.contour(inside, levels=[0.5], colors=["white"], linewidths=4.0)
-            axis.contour(inside, levels=[0.5], colors=[colour], linewidths=2.2)
-            rows, columns = np.nonzero(inside)
-            middle = np.argmin((rows - rows.mean()) ** 2 + (columns - columns.mean()) ** 2)  # a point inside
-            axis.text(columns[middle], rows[middle], str(k), color="white", fontsize=11, fontweight="bold",
-                      ha="center", va="center", bbox={"boxstyle": "circle", "facecolor": colour, "edgecolor": "white"})
-    axis.set_axis_off()
-    axis.set_title(title, fontsize=11, wrap=True)
-    axis.legend(handles=[Patch(facecolor="white", edgecolor=PART_COLOURS[k % len(PART_COLOURS)], linewidth=2.2,
-                               label=textwrap.fill(f"concept {k}: {label}", 60)) for k, label in enumerate(labels)],
-                bbox_to_anchor=(0.5, -0.02), loc="upper center", fontsize=11, frameon=False)
-    return figure_to_image(figure)
+            mix(picture, inner_band(inside, 1), WHITE, 1.0)
+            mix(picture, inner_band(inside, line, skip=1), rgb(PART_COLOURS[k % len(PART_COLOURS)]), 1.0)
+            numbers.append((k, inside_point(inside)))
+    draw = ImageDraw.Draw(picture)
+    for k, (x, y) in numbers:
+        draw.ellipse((x - 11, y - 11, x + 11, y + 11), fill=rgb(PART_COLOURS[k % len(PART_COLOURS)]), outline=WHITE,
+                     width=2)
+        text(draw, (x, y), str(k), 13, anchor="mm", fill=WHITE, bold=True)
+    width = max(shown[0] + 20, 460)
+    entries = [(rgb(PART_COLOURS[k % len(PART_COLOURS)]), f"concept {k}: {label}") for k, label in enumerate(labels)]
+    key_height = sum(max(round(13 * 1.25) * len(wrapped(words, 13, width - 50)), 19) + 3 for _, words in entries)
+    top = title_height(title, width - 20) + 16
+    canvas = Image.new("RGB", (width, top + shown[1] + 14 + key_height + 8), WHITE)
+    canvas.paste(picture, ((width - shown[0]) // 2, top))
+    draw_title(canvas, title)
+    key(ImageDraw.Draw(canvas), (16, top + shown[1] + 14), entries, size=13, width=width - 50, outline_only=True)
+    return canvas
 
 
-def concept_venn(visual_only: list[str], shared: list[str], textual_only: list[str], title: str = "") -> Image.Image:
+VISION_BLUE, TEXT_RED = rgb("#4363d8"), rgb("#e6194b")
+
+
+def concept_venn(visual_only: list[str], shared: list[str], textual_only: list[str], title: str = ""
+                 ) -> Image.Image:
     """Two overlapping circles: the concepts only the vision side picks, those both pick, those only the text
-    side picks (each wrapped to 12 characters a line, so that the three columns never run into each other)."""
-    from matplotlib.patches import Circle
-
-    figure, axis = plt.subplots(figsize=(6.4, 3.6))
-    axis.add_patch(Circle((0.36, 0.5), 0.33, color="#4363d8", alpha=0.25))
-    axis.add_patch(Circle((0.64, 0.5), 0.33, color="#e6194b", alpha=0.25))
-    for x, heading, words in ((0.2, "vision only", visual_only), (0.5, "shared", shared),
-                              (0.8, "text only", textual_only)):
-        axis.text(x, 0.88, heading, ha="center", va="center", fontsize=11, fontweight="bold")
-        lines = [textwrap.fill(word, 12) for word in words[:8]] + ([f"... {len(words) - 8} more"]
-                                                                  if len(words) > 8 else [])
-        axis.text(x, 0.5, "\n".join(lines) or "(none)", ha="center", va="center", fontsize=9.5)
-    axis.set_xlim(0, 1)
-    axis.set_ylim(0.1, 0.95)
-    axis.set_aspect("equal")
-    axis.set_axis_off()
-    axis.set_title(title, fontsize=11, wrap=True)
-    return figure_to_image(figure)
+    side picks (each wrapped to the width of its part of the circles, at most 8 listed)."""
+    width, radius, apart = 560, 150, 90  # apart: each centre from the middle; the page shows it ~360 px wide
+    top = title_height(title, width - 20, 16) + 18
+    height = top + 2 * radius + 16
+    centre_y = top + radius
+    left_x, right_x = width // 2 - apart, width // 2 + apart
+    canvas = Image.new("RGB", (width, height), WHITE)
+    rows, columns = np.mgrid[0:height, 0:width]
+    for x, colour in ((left_x, VISION_BLUE), (right_x, TEXT_RED)):
+        mix(canvas, (columns - x) ** 2 + (rows - centre_y) ** 2 <= radius ** 2, colour, 0.25)
+    draw = ImageDraw.Draw(canvas)
+    draw_title(canvas, title, 16)
+    lens = 2 * (radius - apart) + 10  # the shared part's width, and each side's
+    for x, heading, words in ((left_x - 75, "vision only", visual_only), (width // 2, "shared", shared),
+                              (right_x + 75, "text only", textual_only)):
+        text(draw, (x, top + 30), heading, 16, anchor="ma", bold=True)
+        lines = [line for word in words[:8] for line in wrapped(word, 15, lens + (0 if x == width // 2 else 20))]
+        lines += [f"... {len(words) - 8} more"] if len(words) > 8 else []
+        lines = (lines or ["(none)"])[:12]
+        y = centre_y - len(lines) * 19 // 2 + 12
+        for line in lines:
+            text(draw, (x, y), line, 15, anchor="ma")
+            y += 19
+    return canvas
 
 
 def mutual_curves(mi_curve: list[float], deletion: list[float], insertion: list[float], order: list[int]
@@ -365,72 +316,97 @@ def mutual_curves(mi_curve: list[float], deletion: list[float], insertion: list[
     """Two panels over the concepts taken in order of importance (`order`): the mutual information (bits) as
     they leave the vision side, and the predicted class's probability as they are blurred (deletion) or
     un-blurred on a blurred image (insertion)."""
-    figure, (left, right) = plt.subplots(1, 2, figsize=(9.6, 3.3))
-    steps = np.arange(len(mi_curve))
-    names = ["none"] + [f"{k}" for k in order]
-    left.plot(steps, mi_curve, marker="o", color="#4363d8")
-    left.fill_between(steps, mi_curve, alpha=0.15, color="#4363d8")
-    left.set_ylabel("mutual information (bits)", fontsize=10)
-    left.set_xlabel("concepts removed (cumulative)", fontsize=10)
-    left.set_ylim(0, max(1.0, max(mi_curve) * 1.1))
-    left.set_title(f"MI dynamics: AUC {sum(mi_curve) / len(mi_curve):.2f} bits", fontsize=11, loc="left")
-    right.plot(steps, deletion, marker="o", color="#e6194b", label="deletion (blurred)")
-    right.plot(steps, insertion, marker="s", color="#3cb44b", label="insertion (un-blurred)")
-    right.set_ylim(0, 1.02)
-    right.set_ylabel("probability of the prediction", fontsize=10)
-    right.set_xlabel("concepts blurred / un-blurred (cumulative)", fontsize=10)
-    right.legend(fontsize=9, loc="center right")
-    right.set_title("deletion and insertion", fontsize=11, loc="left")  # left: clear of the page's buttons
-    for axis in (left, right):
-        axis.set_xticks(steps, names, fontsize=9)
-        axis.grid(alpha=0.3)
-    figure.tight_layout()
-    return figure_to_image(figure)
+    names = ["none"] + [str(k) for k in order]
+    information = line_chart(
+        [Series("mutual information", list(mi_curve), VISION_BLUE, fill=True)], names,
+        "concepts removed (cumulative)", "mutual information (bits)", max(1.0, max(mi_curve) * 1.1),
+        f"MI dynamics: AUC {sum(mi_curve) / len(mi_curve):.2f} bits")
+    probability = line_chart(
+        [Series("deletion (blurred)", list(deletion), TEXT_RED), Series("insertion (un-blurred)", list(insertion),
+                                                                         rgb("#3cb44b"), marker="s")],
+        names, "concepts blurred / un-blurred (cumulative)", "probability of the prediction", 1.02,
+        "deletion (red) and insertion (green)")
+    return side_by_side([information, probability])
+
+
+PRUNING_COLOURS = {"high": rgb("#d62728"), "random": rgb("#7f7f7f"), "low": rgb("#1f77b4")}
 
 
 def pruning_plot(models: list) -> Image.Image:
     """Zero-shot accuracy against the number of heads removed, one panel per model: the most consistent (red),
     layer-matched random (grey) and least consistent heads (blue); solid: zero-ablation in the forward pass,
-    dashed: direct effect only. `models`: (label, `quantify.PruningCurves`) pairs."""
-    figure, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.4), squeeze=False)
-    colours = {"high": "#d62728", "random": "#7f7f7f", "low": "#1f77b4"}
-    for axis, (label, curves) in zip(axes[0], models):
-        for name, colour in colours.items():
-            for effect, style in (("zero", "-"), ("direct", "--")):
-                if effect in curves.curves:
-                    axis.plot(curves.counts, curves.curves[effect][name], style, color=colour, marker="o",
-                              label=f"{name} ({effect})")
-        axis.set_title(label, fontsize=11)
-        axis.set_xlabel("heads removed", fontsize=10)
-        axis.set_ylabel("zero-shot accuracy", fontsize=10)
-        axis.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
-    return figure_to_image(figure)
+    dashed: direct effect only. `models`: (label, `quantify.PruningCurves`) pairs. A key under the panels."""
+    panels, shown = [], []
+    for label, curves in models:
+        series = [Series(f"{name} ({effect})", list(curves.curves[effect][name]), colour, dashed=effect == "direct")
+                  for name, colour in PRUNING_COLOURS.items() for effect in ("zero", "direct")
+                  if effect in curves.curves]
+        shown += [s for s in series if s.label not in {t.label for t in shown}]
+        panels.append(line_chart(series, [str(c) for c in curves.counts], "heads removed", "zero-shot accuracy",
+                                 1.0, label, size=(420, 320), xs=list(curves.counts)))
+    row = side_by_side(panels)
+    places, x, line_number = [], 66, 0  # the key's entries flow in lines under the panels
+    for series in shown:
+        width = 40 + round(text_width(series.label, 10))
+        if x + width > row.width and x > 66:
+            x, line_number = 66, line_number + 1
+        places.append((x, row.height + 12 + 20 * line_number))
+        x += width
+    canvas = Image.new("RGB", (row.width, row.height + 30 + 20 * line_number), WHITE)
+    canvas.paste(row, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    for series, (x, y) in zip(shown, places):
+        for start, end in ((0, 6), (10, 16), (20, 24)) if series.dashed else ((0, 24),):
+            draw.line((x + start, y, x + end, y), fill=series.colour, width=2)
+        text(draw, (x + 30, y), series.label, 10, anchor="lm")
+    return canvas
+
+
+CONSISTENCY_FONT = 11
 
 
 def consistency_grid(values: np.ndarray, properties: list[list[str]], title: str = "") -> Image.Image:
     """Layer x head grid of consistency (`values` `[L, H]`, 0..5: how many of a head's first five descriptions
-    carry its label's tag), each cell marked with its label (`properties` `[L][H]`)."""
+    carry its label's tag), each cell with its value and its whole label (cells as wide as the longest label),
+    the scale as a key under the grid (the top right is left to the page's image buttons)."""
     values = np.asarray(values, dtype=np.float64)
     layers, heads = values.shape
-    figure, axis = plt.subplots(figsize=(max(4.0, 1.6 + 0.62 * heads), max(2.4, 1.0 + 0.42 * layers)))
-    picture = axis.imshow(values, cmap="YlGn", vmin=0, vmax=5, aspect="auto")
+    longest = max((text_width(p, CONSISTENCY_FONT) for row in properties for p in row), default=30)
+    cell_w, cell_h = round(min(max(longest, 30), 110)) + 8, 36
+    left, top = 56, 34 + title_height(title, max(cell_w * heads, 400))
+    grid_w, grid_h = cell_w * heads, cell_h * layers
+    canvas = Image.new("RGB", (max(left + grid_w + 20, 420), top + grid_h + 86), WHITE)
+    colours = table_colours(CONSISTENCY, values / 5)
+    canvas.paste(Image.fromarray(colours.repeat(cell_h, axis=0).repeat(cell_w, axis=1)), (left, top))
+    draw = ImageDraw.Draw(canvas)
     for layer in range(layers):
         for head in range(heads):
-            axis.text(head, layer, f"{values[layer, head]:.0f}\n{properties[layer][head][:5]}", ha="center",
-                      va="center", fontsize=7, color="black" if values[layer, head] < 4 else "white")
-    axis.set_xticks(range(heads), [str(h) for h in range(heads)], fontsize=8)
-    axis.set_yticks(range(layers), [str(layer) for layer in range(layers)], fontsize=8)
-    axis.set_xlabel("head")
-    axis.set_ylabel("layer")
-    axis.set_title(title, fontsize=11, wrap=True)
-    figure.colorbar(picture, ax=axis, label="consistency (of 5)")
-    return figure_to_image(figure)
+            x, y = left + head * cell_w + cell_w // 2, top + layer * cell_h
+            ink = WHITE if values[layer, head] >= 4 else BLACK
+            text(draw, (x, y + 10), f"{values[layer, head]:.0f}", CONSISTENCY_FONT, anchor="mm", fill=ink, bold=True)
+            text(draw, (x, y + 25), fitted(properties[layer][head], CONSISTENCY_FONT, cell_w - 6), CONSISTENCY_FONT,
+                 anchor="mm", fill=ink)
+    for k in range(1, layers):
+        draw.line((left, top + k * cell_h, left + grid_w - 1, top + k * cell_h), fill=WHITE)
+    for k in range(1, heads):
+        draw.line((left + k * cell_w, top, left + k * cell_w, top + grid_h - 1), fill=WHITE)
+    draw.rectangle((left - 1, top - 1, left + grid_w, top + grid_h), outline=BLACK)
+    _layer_head_axes(canvas, left, top, (cell_w, cell_h), list(range(layers)), [str(h) for h in range(heads)])
+    draw_title(canvas, title)
+    y = top + grid_h + 46
+    text(draw, (left, y + 9), "consistency (of 5):", 11, anchor="lm")
+    x = left + 130
+    for value in range(6):
+        draw.rectangle((x, y, x + 28, y + 18), fill=tuple(int(c) for c in table_colours(CONSISTENCY, value / 5)),
+                       outline=(90, 90, 90))
+        text(draw, (x + 14, y + 9), str(value), 11, anchor="mm", fill=WHITE if value >= 4 else BLACK)
+        x += 32
+    return canvas
 
 
 def faithfulness_plot(rows: list[dict]) -> Image.Image:
     """Bars of every method's pointing, multi-object pointing and mIoU, one panel per model (rows of the
-    `faithfulness` command's table)."""
+    `faithfulness` command's table; the command line's, drawn with matplotlib)."""
     models = list(dict.fromkeys(row["model"] for row in rows))
     scores = ("pointing", "multi-object pointing", "mIoU")
     figure, axes = plt.subplots(1, len(models), figsize=(1.2 + 5.2 * len(models), 3.8), squeeze=False)
@@ -447,23 +423,35 @@ def faithfulness_plot(rows: list[dict]) -> Image.Image:
     return figure_to_image(figure)
 
 
+COMPARE_SIDE = 240  # each map's picture's longest side
+
+
 def maps_side_by_side(image: Image.Image, maps: list[tuple[str, np.ndarray, str]], opacity: float = 0.6,
                       columns: int = 4) -> Image.Image:
-    """Each (title, map `[H, W]` on the picture, note under it) min-max normalised to 0..1 and laid over the
-    picture, on one colour scale, `columns` a row."""
+    """Each (title, map `[H, W]` on the picture, note under it) min-max normalised to 0..1 and laid over a
+    light grey copy of the picture, on one colour scale, `columns` a row."""
+    image = image.convert("RGB")
+    scale = COMPARE_SIDE / max(image.size)
+    shown = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    grey = light_grey(image).astype(np.float64)
+    alpha = float(np.clip(opacity, 0, 1))
+    columns = max(1, min(columns, len(maps)))
     rows = max(1, math.ceil(len(maps) / columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(3.1 * columns, 3.3 * rows), squeeze=False)
-    grey = light_grey(image)
-    shown = None
-    for axis in axes.flat:
-        axis.axis("off")
-    for axis, (title, values, note) in zip(axes.flat, maps):
+    cell_w = shown[0] + 20
+    heading = max((title_height(name, cell_w - 8, 12) for name, _, _ in maps), default=0) + 8
+    cell_h = heading + shown[1] + 30
+    canvas = Image.new("RGB", (columns * cell_w + 110, rows * cell_h + 10), WHITE)
+    draw = ImageDraw.Draw(canvas)
+    for index, (name, values, note) in enumerate(maps):
+        values = np.asarray(values, dtype=np.float64)
         low, high = float(values.min()), float(values.max())
         normalised = (values - low) / (high - low) if high > low else np.zeros_like(values)
-        axis.imshow(grey)
-        shown = axis.imshow(normalised, cmap="inferno", vmin=0, vmax=1, alpha=opacity)
-        axis.set_title("\n".join(textwrap.wrap(title, 28)), fontsize=10)
-        axis.text(0.5, -0.04, note, transform=axis.transAxes, ha="center", va="top", fontsize=8)
-    if shown is not None:
-        figure.colorbar(shown, ax=axes.ravel().tolist(), fraction=0.02, pad=0.01, label="relevance (each map 0..1)")
-    return figure_to_image(figure)
+        mapped = (1 - alpha) * grey + alpha * table_colours(SEQUENTIAL, normalised)
+        x, y = (index % columns) * cell_w + 10, (index // columns) * cell_h + 6
+        text(draw, (x + shown[0] // 2, y), name, 12, anchor="ma", width=cell_w - 8)
+        canvas.paste(Image.fromarray(mapped.round().astype(np.uint8)).resize(shown, Image.NEAREST), (x, y + heading))
+        text(draw, (x + shown[0] // 2, y + heading + shown[1] + 5), fitted(note, 10, cell_w - 4), 10, anchor="ma")
+    if maps:
+        colour_bar(canvas, columns * cell_w + 12, 6 + 40, max(rows * cell_h - 60, 120), SEQUENTIAL,
+                   [(1.0, "1"), (0.5, "0.5"), (0.0, "0")], "relevance (each map 0..1)", size=10)
+    return canvas

@@ -16,6 +16,19 @@ RANDOM_B32 = ModelSpec("ViT-B-32", None).label
 ROOT_EXAMPLES = Path(__file__).resolve().parent.parent / "assets" / "examples"
 
 
+@pytest.fixture(autouse=True)
+def no_matplotlib_in_requests(monkeypatch):
+    """Every figure a handler returns is drawn with numpy and PIL: matplotlib holds the GIL for a tenth of a
+    second a figure, which made every request wait on every other under load."""
+    import matplotlib.figure
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a handler drew a figure with matplotlib")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", refuse)
+    monkeypatch.setattr(matplotlib.figure.Figure, "draw", refuse)
+
+
 def test_heads_handler_returns_grid_table_and_summary(photo):
     grid, rows, summary = heads.run_heads(RANDOM_B32, str(photo), "a dog and a cat", 7)
     assert isinstance(grid, Image.Image) and grid.size[0] > 200

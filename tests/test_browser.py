@@ -338,6 +338,21 @@ def test_a_visitor_builds_a_database_from_a_zip_in_the_page(page, tmp_path):
                            timeout=60_000)
 
 
+def test_bold_text_is_drawn_in_one_typeface(page):
+    """Gradio's semi-bold Source Sans file holds a few glyphs only: bold text fell back to another typeface for
+    the rest. The theme (common.THEME) uses the complete bold file for every heavier weight."""
+    client = page.context.new_cdp_session(page)
+    client.send("DOM.enable")
+    client.send("CSS.enable")
+    root = client.send("DOM.getDocument", {"depth": -1})["root"]["nodeId"]
+    bold = client.send("DOM.querySelectorAll", {"nodeId": root, "selector": "strong, button"})["nodeIds"]
+    assert bold
+    for node in bold[:20]:
+        fonts = client.send("CSS.getPlatformFontsForNode", {"nodeId": node})["fonts"]
+        assert len({font["familyName"] for font in fonts}) <= 1, fonts
+    client.detach()
+
+
 def test_the_models_tab_and_removing_heads_on_the_heads_tab(page):
     open_tab(page, "Models")
     page.locator("#models-run").click()

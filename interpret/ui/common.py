@@ -233,6 +233,12 @@ CSS = """
 """  # the image: a small upload (a 64 px toy scene) is shown enlarged, whole, with sharp pixels
 
 
+# Gradio's default typeface, with its complete bold face for every heavier weight: the semi-bold file it ships
+# holds a few glyphs only, so bold text came out in two typefaces (Source Sans and the system's DejaVu Sans Bold).
+THEME = gr.themes.Default(font=[gr.themes.LocalFont("Source Sans Pro", weights=(400, 700)), "ui-sans-serif",
+                                "system-ui", "sans-serif"])
+
+
 def status_box(prefix: str) -> gr.Markdown:
     """Where a panel's errors are shown (`<prefix>-error`)."""
     return gr.Markdown(elem_id=f"{prefix}-error", elem_classes=["panel-error"])

@@ -20,24 +20,29 @@ from .database import session_of
 
 TITLE = "Models"
 HEADERS = ["model", "heads", "consistency 5..0 (heads)", "high", "moderate", "low", "association", "entanglement"]
+COLUMN_WIDTHS = ["18%", "8%", "17%", "7%", "12%", "6%", "15%", "17%"]  # every column in view at 1400 px
 _scored: dict[str, ModelScores] = {}  # model label -> its scores, for the table (the ones scored here)
 _curves: dict[str, PruningCurves] = {}
 _lock = threading.Lock()
 
 
-def toy_curves(model, scores: ModelScores) -> PruningCurves:
-    """Pruning curves of the toy model on 200 single-object toy scenes (24 colour x shape classes), once."""
+TOY_SCENES = 200  # single-object toy scenes the toy's pruning curves are measured on
+
+
+def toy_curves(model, scores: ModelScores, progress=None) -> PruningCurves:
+    """Pruning curves of the toy model on 200 single-object toy scenes (24 colour x shape classes), measured
+    once (a few seconds; `progress(fraction)` as they go) for the two effects the plot draws."""
     from ..toy.evaluate import COLOUR_SHAPE_PAIRS, COLOUR_SHAPE_PROMPTS
     from ..toy.train import toy_scene
 
     with _lock:
         if model.label not in _curves:
-            scenes = [toy_scene(30_000 + i, count=1) for i in range(200)]
+            scenes = [toy_scene(30_000 + i, count=1) for i in range(TOY_SCENES)]
             labels = [COLOUR_SHAPE_PAIRS.index((s.objects[0].colour, s.objects[0].shape)) for s in scenes]
-            reference = [toy_scene(31_000 + i).image for i in range(100)]
             _curves[model.label] = pruning_curves(model, [s.image for s in scenes], labels,
                                                   model.encode_texts(list(COLOUR_SHAPE_PROMPTS)), scores,
-                                                  counts=[0, 4, 8, 12], reference=reference)
+                                                  counts=[0, 4, 8, 12], effects=("direct", "zero"),
+                                                  progress=progress)
         return _curves[model.label]
 
 
@@ -56,9 +61,10 @@ def stored_scores() -> dict[str, ModelScores]:
 
 
 @friendly_errors
-def run_scores(label: str, request: gr.Request = None):
+def run_scores(label: str, request: gr.Request = None, progress=gr.Progress()):
     """The model's scores (summary), the table of every model scored here, its consistency grid, and its
-    pruning curves (the toy model; other models: the command line, with a labelled image folder)."""
+    pruning curves (the toy models, measured on first use with a progress bar; other models: None, and the
+    summary gives the command that draws them from a labelled image folder)."""
     model = model_for(label)
     atlas = atlas_for(model, session_of(request))
     scores = score_heads(atlas)
@@ -78,7 +84,9 @@ def run_scores(label: str, request: gr.Request = None):
                "high-consistency heads share properties (0: each has its own; near 1: all share one).")
     curves = None
     if is_toy(model.name):
-        curves = pruning_plot([(model.label, toy_curves(model, scores))])
+        measured = toy_curves(model, scores, lambda done: progress(
+            done, desc=f"Measuring the pruning curves on {TOY_SCENES} toy scenes (once)"))
+        curves = pruning_plot([(model.label, measured)])
         summary += (" The curves: zero-shot accuracy on 200 toy scenes as the most consistent (red), random "
                     "(grey) and least consistent (blue) heads are removed.")
     else:
@@ -94,11 +102,12 @@ def build(shared: Shared) -> None:
     status = status_box("models")
     summary = gr.Markdown(elem_id="models-summary")
     table = gr.Dataframe(headers=HEADERS, label="Every model with head labels here", elem_id="models-table",
-                         interactive=False)
+                         interactive=False, wrap=True, column_widths=COLUMN_WIDTHS)
     with gr.Row():
         grid = gr.Image(label="Consistency of every head", type="pil", interactive=False, elem_id="models-grid",
                         show_label=False)
         curves = gr.Image(label="Pruning curves", type="pil", interactive=False, elem_id="models-curves",
-                          show_label=False)
+                          show_label=False, visible=False)  # shown where there are curves (the toy models)
     connect(button.click, run_scores, [shared.model], [summary, table, grid, curves], status,
-            api_name="model_scores")
+            api_name="model_scores").then(lambda picture: gr.update(visible=picture is not None), curves, curves,
+                                          api_visibility="private")
