@@ -195,6 +195,20 @@ def test_topic_segmentation_tab_draws_a_map_with_a_download_button(page):
     page.screenshot(path=str(SCREENSHOTS / "topic.png"), full_page=True)
 
 
+def test_an_opacity_typed_and_entered_redraws_the_map(page):
+    open_tab(page, "Topic segmentation")
+    if not page.locator("#topic-map img").count():
+        page.locator("#image input[type=file]").set_input_files(toy_examples()[0][0])
+        page.locator("#topic-text textarea").fill("something red")
+        page.locator("#topic-run").click()
+        page.wait_for_selector("#topic-map img", timeout=60_000)
+    before = page.locator("#topic-map img").get_attribute("src")
+    box = page.locator("#topic-opacity input[type=number]")
+    box.fill("0.15")
+    box.press("Enter")
+    page.wait_for_function(f"document.querySelector('#topic-map img').src !== {before!r}", timeout=30_000)
+
+
 def test_topic_and_contrastive_endpoints_answer_gradio_client(server):
     from gradio_client import Client, handle_file
 

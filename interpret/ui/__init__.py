@@ -123,9 +123,8 @@ def serve(page: gr.Blocks, mcp: bool | None = None, **launch_options) -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // (ANALYSIS_SLOTS + QUICK_SLOTS)))  # the slots share the cores
     page.queue(max_size=None)  # bounded by `admission` instead: per visitor and per pool
     fair_admission(page)
-    page.launch(max_file_size=MAX_UPLOAD_BYTES, theme=common.THEME, css=common.CSS + neighbours.CSS,
-                mcp_server=mcp_wanted(mcp),
-                **launch_options)
+    page.launch(max_file_size=MAX_UPLOAD_BYTES, theme=common.THEME, css=common.CSS + neighbours.CSS, js=common.JS,
+                mcp_server=mcp_wanted(mcp), **launch_options)
 
 
 __all__ = ["GROUPS", "build_app", "describe_model", "mcp_wanted", "serve", "warm_up"]

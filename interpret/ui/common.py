@@ -239,6 +239,15 @@ THEME = gr.themes.Default(font=[gr.themes.LocalFont("Source Sans Pro", weights=(
                                 "system-ui", "sans-serif"])
 
 
+# Enter in a slider's number box commits what was typed: the box sends its value when it loses focus (its
+# 'release'), so a typed opacity followed by Enter redrew nothing. Run by the page once it has loaded.
+JS = """() => document.addEventListener("keydown", (event) => {
+    const box = event.target;
+    if (event.key === "Enter" && box instanceof HTMLInputElement && box.type === "number"
+        && (box.getAttribute("aria-label") || "").startsWith("number input for")) box.blur();
+})"""
+
+
 def status_box(prefix: str) -> gr.Markdown:
     """Where a panel's errors are shown (`<prefix>-error`)."""
     return gr.Markdown(elem_id=f"{prefix}-error", elem_classes=["panel-error"])
