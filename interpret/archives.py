@@ -95,6 +95,26 @@ def extract_images(path: str | Path, target: str | Path, root: str | Path) -> tu
     return len(images), skipped
 
 
+def sample_images(path: str | Path, images: list[zipfile.ZipInfo], count: int) -> list[bytes]:
+    """The contents of `count` of the archive's image members (checked by `plan_archive`), spread over it: to
+    measure what its images cost before any is extracted. Each is read to at most its declared size."""
+    chosen = images[::max(1, len(images) // count)][:count]
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return [_read(archive, member) for member in chosen]
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, RuntimeError,
+            NotImplementedError) as error:
+        raise InterpretError(f"The zip file is damaged ({_reason(error)}); nothing from it was kept.") from None
+
+
+def _read(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> bytes:
+    with archive.open(member) as source:
+        data = source.read(member.file_size + 1)
+    if len(data) != member.file_size:
+        raise zipfile.BadZipFile(f"{member.filename!r} does not hold its declared size")
+    return data
+
+
 def extracted_name(number: int, member_name: str) -> str:
     """The name an extracted image gets: its number, the letters and digits of its file name (cut), its suffix."""
     pure = PurePosixPath(member_name)

@@ -80,30 +80,76 @@ def build_bundle(model: ClipModel, images: str | Path, out: str | Path, bank: st
     return folder
 
 
-_costs: dict[str, tuple[float, float]] = {}  # model slug -> (seconds an image, seconds a bank text)
+ESTIMATE_BATCH = 8  # images decomposed to measure a model's cost an image
+ESTIMATE_SAMPLES = 4  # of a visitor's own images, decoded, preprocessed and thumbnailed to measure what they cost
+_model_costs: dict[tuple[str, str], tuple[float, float]] = {}  # (model slug, bank) -> (s an image, s in all)
 
 
-def estimate_build(model: ClipModel, images: int, bank: str = "general") -> tuple[float, float]:
-    """(seconds to build a bundle of `images` images on this machine, seconds an image), from costs measured once
-    per model: decomposing a small batch (twice an image: head labels and database) and embedding some of the
-    bank's texts."""
+def estimate_build(model: ClipModel, images: int, bank: str = "general", samples: Sequence = ()
+                   ) -> tuple[float, float]:
+    """(seconds to build a bundle of `images` images on this machine, seconds an image), counting what the build
+    does. Measured once per model and bank: decomposing a batch over every layer (the head labels) and over the
+    database's layers, the bank's texts (a sample of them) and TextSpan (one head, on as many outputs as the
+    build will have, up to its rank's worth). Measured on `samples` (a few of the images themselves: paths or
+    bytes) at each call: reading each image three times (head labels, database, thumbnail), preprocessing it
+    twice and writing its thumbnail: a large photo costs far more than a small one."""
+    per_image, fixed = _model_cost(model, bank)
+    handling = _handling_cost(model, samples[:ESTIMATE_SAMPLES]) if samples else 0.0
+    return images * (per_image + handling) + fixed, per_image + handling
+
+
+def _model_cost(model: ClipModel, bank: str) -> tuple[float, float]:
+    """(seconds an image for the two decompositions, seconds for the bank's texts and TextSpan over every head)."""
     import torch
 
     from .banks import bank_named
     from .decompose import decompose_image
+    from .index import default_layers
+    from .textspan import textspan
 
-    texts = bank_named(bank)
-    if model.slug not in _costs:
-        batch = torch.rand(4, 3, *model.geometry.image_size, generator=torch.Generator().manual_seed(0))
+    key = (model.slug, bank)
+    if key not in _model_costs:
+        texts = bank_named(bank)
+        batch = torch.rand(ESTIMATE_BATCH, 3, *model.geometry.image_size, generator=torch.Generator().manual_seed(0))
         decompose_image(model, batch[:1], spatial=False)  # warm-up
         started = time.perf_counter()
         decompose_image(model, batch, spatial=False)
-        per_image = 2 * (time.perf_counter() - started) / len(batch) + 0.01  # + decoding and a thumbnail
+        decompose_image(model, batch, layers=default_layers(model), spatial=False)
+        per_image = (time.perf_counter() - started) / len(batch)
+        sample = list(texts.texts[:64])
         started = time.perf_counter()
-        model.encode_texts(list(texts.texts[:32]))
-        _costs[model.slug] = (per_image, (time.perf_counter() - started) / min(32, len(texts)))
-    per_image, per_text = _costs[model.slug]
-    return images * per_image + len(texts) * per_text, per_image
+        embedded = model.encode_texts(sample)
+        encoding = (time.perf_counter() - started) / len(sample) * len(texts)
+        outputs = torch.randn(TEXTSPAN_OUTPUTS, embedded.shape[1], generator=torch.Generator().manual_seed(0))
+        started = time.perf_counter()
+        textspan(outputs, embedded.repeat(max(1, len(texts) // len(sample)), 1))
+        per_head = time.perf_counter() - started
+        _model_costs[key] = (per_image, encoding + per_head * model.geometry.layers * model.geometry.heads)
+    return _model_costs[key]
+
+
+TEXTSPAN_OUTPUTS = 256  # outputs of one head TextSpan is timed on (its cost grows with them up to its rank)
+
+
+def _handling_cost(model: ClipModel, samples: Sequence) -> float:
+    """Seconds an image for reading (three times), preprocessing (twice) and thumbnailing, on `samples` (one that
+    cannot be read is left out: the build skips it too)."""
+    import io
+
+    from .images import load_image
+
+    spent, measured = 0.0, 0
+    for sample in samples:
+        started = time.perf_counter()
+        try:
+            for _ in range(2):
+                model.preprocess(load_image(io.BytesIO(sample) if isinstance(sample, bytes) else sample))
+            picture = load_image(io.BytesIO(sample) if isinstance(sample, bytes) else sample, max_side=THUMBNAIL_SIDE)
+            picture.save(io.BytesIO(), format="WEBP", quality=82)
+        except InterpretError:
+            continue
+        spent, measured = spent + time.perf_counter() - started, measured + 1
+    return spent / measured if measured else 0.0
 
 
 def write_thumbnails(database: ImageIndex, out: Path, progress: bool = True) -> None:

@@ -368,7 +368,8 @@ def test_a_visitor_builds_a_database_from_a_zip_and_searches_it_in_their_session
     archive = zip_of(ROOT_EXAMPLES, tmp_path / "photos.zip")
     visitor = SimpleNamespace(session_hash="visitor-1")
     updates = list(database.run_build(TOY, str(archive), "", visitor))
-    assert "**6 images**" in updates[0] and "readme.txt" in shown(updates[0]) and "about" in updates[0]
+    assert "**6 images**" in updates[0] and "readme.txt" in shown(updates[0]) and "measuring" in updates[0]
+    assert "readme.txt" in shown(updates[1]) and "about" in updates[1]  # the estimate, before any work
     assert updates[-1].startswith("Done in") and "now search them" in updates[-1]
     assert (database.built_folder("visitor-1", "toy") / "bundle.json").is_file()
     items, summary = image_neighbours.run_image_neighbours(TOY, str(ROOT_EXAMPLES / "toy-1001.png"), -1, 0, 3,

@@ -194,3 +194,35 @@ def test_a_fresh_app_serves_a_random_init_model_from_a_bundle(tmp_path):
         assert len(gallery) == 3 and "'a dog'" in summary
     finally:
         stop_app(process)
+
+
+def test_the_build_estimate_counts_what_the_images_cost(toy, tmp_path):
+    """Large photos cost more to read, preprocess and thumbnail than small scenes: the estimate measures a few
+    of the images themselves (a phone's 3000 px photos were estimated as 64 px ones). An image that cannot be
+    read is left out of the measure, as the build leaves it out."""
+    from interpret.toy.train import toy_scene
+
+    small, large = tmp_path / "small.png", tmp_path / "large.jpg"
+    toy_scene(1).image.save(small)
+    toy_scene(1).image.resize((3000, 3000)).save(large, quality=95)
+    _, with_small = bundles.estimate_build(toy, 100, "toy", [small] * 2)
+    _, with_large = bundles.estimate_build(toy, 100, "toy", [large] * 2)
+    _, with_broken = bundles.estimate_build(toy, 100, "toy", [b"not an image", small.read_bytes()])
+    _, model_only = bundles.estimate_build(toy, 100, "toy")
+    assert with_large > 3 * with_small and model_only <= with_broken
+    seconds, per_image = bundles.estimate_build(toy, 1000, "toy", [small])
+    assert seconds > 1000 * per_image  # and the bank's texts and TextSpan over every head, once
+
+
+def test_a_zips_images_are_sampled_within_their_declared_sizes(tmp_path):
+    import zipfile
+
+    from interpret.archives import plan_archive, sample_images
+
+    archive = tmp_path / "images.zip"
+    with zipfile.ZipFile(archive, "w") as writing:
+        for number in range(10):
+            writing.writestr(f"folder/{number}.png", bytes([number]) * (number + 1))
+    members, _ = plan_archive(archive)
+    samples = sample_images(archive, members, 4)
+    assert len(samples) == 4 and samples[0] == b"\x00" and all(len(set(sample)) == 1 for sample in samples)

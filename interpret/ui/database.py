@@ -10,8 +10,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..archives import extract_images, plan_archive
-from ..bundles import BUNDLE_MANIFEST, build_bundle, estimate_build
+from ..archives import extract_images, plan_archive, sample_images
+from ..bundles import BUNDLE_MANIFEST, ESTIMATE_SAMPLES, build_bundle, estimate_build
 from ..errors import InterpretError
 from ..images import list_images
 from ..limits import BUILT_LIFETIME_S, MAX_BUILD_IMAGES, check_text
@@ -64,7 +64,8 @@ def run_build(label: str, archive: str | None, folder: str = "", request: gr.Req
 
 
 def check_build(label: str, archive: str | None, folder: str = "") -> tuple:
-    """(the model, the image source: a zip file or a folder, the image count, the skipped names), checked."""
+    """(the model, the image source: a zip file or a folder, the image count, the skipped names, a few of the
+    images to measure what they cost: bytes or paths), checked."""
     model = model_for(label)
     folder = check_text(folder, "The folder", 1_000).strip()
     if folder and not FOLDERS["allowed"]:
@@ -72,22 +73,23 @@ def check_build(label: str, archive: str | None, folder: str = "") -> tuple:
                              "your own machine); upload a zip file of images instead.")
     if archive:
         images, skipped = plan_archive(archive)
-        return model, Path(archive), len(images), skipped
+        return model, Path(archive), len(images), skipped, sample_images(archive, images, ESTIMATE_SAMPLES)
     if folder:
-        count = len(list_images(folder))
-        if count > MAX_BUILD_IMAGES:
-            raise InterpretError(f"{folder} holds {count:,} images; the limit is {MAX_BUILD_IMAGES:,}.")
-        return model, Path(folder), count, []
+        paths = list_images(folder)
+        if len(paths) > MAX_BUILD_IMAGES:
+            raise InterpretError(f"{folder} holds {len(paths):,} images; the limit is {MAX_BUILD_IMAGES:,}.")
+        return model, Path(folder), len(paths), [], paths[::max(1, len(paths) // ESTIMATE_SAMPLES)]
     raise InterpretError("Upload a zip file of images first.")
 
 
 def _build(label: str, archive: str | None, folder: str, session: str | None):
-    model, source, count, skipped = check_build(label, archive, folder)
+    model, source, count, skipped, samples = check_build(label, archive, folder)
     bank = "toy" if is_toy(model.name) else "general"
-    seconds, per_image = estimate_build(model, count, bank)
     note = f" ({len(skipped)} files that are not images skipped: {escaped(', '.join(skipped[:5]))})" if skipped else ""
-    yield (f"**{count:,} images**{note} for {model.label}: about **{_duration(seconds)}** on this machine "
-           f"({per_image:.2f} s an image, measured). Building...")
+    heading = f"**{count:,} image{'s' if count != 1 else ''}**{note} for {model.label}"
+    yield f"{heading}: measuring what they cost..."  # at once: measuring takes a second or two on a ViT
+    seconds, per_image = estimate_build(model, count, bank, samples)
+    yield f"{heading}: about **{_duration(seconds)}** on this machine ({per_image:.2f} s an image, measured). Building..."
     with _registry_lock:
         lock = _building.setdefault(model.slug, threading.Lock())
     if not lock.acquire(blocking=False):

@@ -1,0 +1,81 @@
+"""How close the Build a database tab's estimate comes to the build it announces: the estimate (as the tab makes
+it: a few of the images measured, the model's costs measured once) beside the build's own time, for sets of
+small and large images.
+
+    python benchmarks/build_estimate.py [--cases toy-2000 ViT-B-32-photos ViT-B-32-large]
+
+Cases: `toy-2000`: 2,000 toy scenes (64 px) on the toy model, its toy bank; `ViT-B-32-photos`: the 15 photos of
+../shared/data/images/examples on random-init ViT-B-32, the general bank; `ViT-B-32-large`: 24 photos of
+../shared/data/images/imagenet-sample enlarged to 3000 px JPEGs (a phone's photos). Each build starts from
+nothing, in a temporary folder; the ratio is estimate / build (1.0: exact).
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from interpret.bundles import ESTIMATE_SAMPLES, build_bundle, estimate_build  # noqa: E402
+from interpret.images import list_images  # noqa: E402
+from interpret.models import load_model  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data" / "images"
+
+
+def toy_scenes(folder: Path, count: int = 2000) -> Path:
+    from interpret.toy.train import toy_scene
+
+    for number in range(count):
+        toy_scene(50_000 + number).image.save(folder / f"{number:04d}.png")
+    return folder
+
+
+def large_photos(folder: Path, count: int = 24, side: int = 3000) -> Path:
+    from PIL import Image
+
+    for path in sorted((SHARED / "imagenet-sample").iterdir())[:count]:
+        picture = Image.open(path).convert("RGB")
+        scale = side / max(picture.size)
+        picture.resize((round(picture.width * scale), round(picture.height * scale))).save(
+            folder / f"{path.stem}.jpg", quality=90)
+    return folder
+
+
+CASES = {
+    "toy-2000": ("toy", "toy", toy_scenes),
+    "ViT-B-32-photos": ("ViT-B-32", "general", lambda folder: SHARED / "examples"),
+    "ViT-B-32-large": ("ViT-B-32", "general", large_photos),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    args = parser.parse_args()
+    print("| case | images | estimate | build | estimate / build |\n|---|---|---|---|---|")
+    for case in args.cases:
+        name, bank, make = CASES[case]
+        scratch = Path(tempfile.mkdtemp())
+        try:
+            images = make(scratch / "images" if (scratch / "images").mkdir() is None else None)
+            model = load_model(name, None, "cpu")
+            paths = list_images(images)
+            started = time.perf_counter()
+            seconds, _ = estimate_build(model, len(paths), bank, paths[::max(1, len(paths) // ESTIMATE_SAMPLES)])
+            estimating = time.perf_counter() - started
+            started = time.perf_counter()
+            build_bundle(model, images, scratch / "out", bank=bank, progress=False)
+            built = time.perf_counter() - started
+            print(f"| {case} | {len(paths):,} | {seconds:.1f} s (measured in {estimating:.1f} s) | {built:.1f} s | "
+                  f"{seconds / built:.2f} |", flush=True)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
