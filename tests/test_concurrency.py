@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from interpret import InterpretError, load_model
 from interpret.interact import interaction_map
@@ -38,7 +40,7 @@ def test_interactions_from_several_threads_equal_the_one_at_a_time_answers(toy):
 
 
 def test_app_handlers_from_several_threads_equal_the_one_at_a_time_answers():
-    from interpret.ui import atlas, common, heads, image_neighbours, interactions, text_neighbours, topic
+    from interpret.ui import atlas, common, heads, image_neighbours, interactions, models, mutual, text_neighbours, topic
 
     label = common.ModelSpec("toy", None).label
     examples = toy_examples()
@@ -52,9 +54,12 @@ def test_app_handlers_from_several_threads_equal_the_one_at_a_time_answers():
             (text_neighbours.run_text_neighbours, (label, "something red", -1, number, 4)),
             (atlas.run_atlas, (label, 3, number)),
         ]
+    calls += [(models.run_scores, (label,)),
+              (mutual.run_mutual, (label, examples[0][0], mutual.TOY_CLASSES, None, "{}", 3))]
 
-    def text_of(outputs):  # the parts of an answer that are numbers and words (tables, summaries, token scores)
-        return [item for item in outputs if isinstance(item, (str, list))]
+    def text_of(outputs):  # an answer's numbers and words (tables, summaries, token scores) and its figures' pixels
+        return [item if isinstance(item, (str, list)) else np.asarray(item).tobytes() for item in outputs
+                if isinstance(item, (str, list, Image.Image))]
 
     alone = [text_of(handler(*inputs)) for handler, inputs in calls]
     with ThreadPoolExecutor(max_workers=8) as pool:
