@@ -82,6 +82,7 @@ def build_bundle(model: ClipModel, images: str | Path, out: str | Path, bank: st
 
 ESTIMATE_BATCH = 8  # images decomposed to measure a model's cost an image
 ESTIMATE_SAMPLES = 4  # of a visitor's own images, decoded, preprocessed and thumbnailed to measure what they cost
+TEXTSPAN_OUTPUTS = 256  # outputs of one head TextSpan is timed on
 _model_costs: dict[tuple[str, str], tuple[float, float]] = {}  # (model slug, bank) -> (s an image, s in all)
 
 
@@ -89,8 +90,8 @@ def estimate_build(model: ClipModel, images: int, bank: str = "general", samples
                    ) -> tuple[float, float]:
     """(seconds to build a bundle of `images` images on this machine, seconds an image), counting what the build
     does. Measured once per model and bank: decomposing a batch over every layer (the head labels) and over the
-    database's layers, the bank's texts (a sample of them) and TextSpan (one head, on as many outputs as the
-    build will have, up to its rank's worth). Measured on `samples` (a few of the images themselves: paths or
+    database's layers, the bank's texts (a sample of them) and TextSpan (one head, on `TEXTSPAN_OUTPUTS`
+    outputs, for every head). Measured on `samples` (a few of the images themselves: paths or
     bytes) at each call: reading each image three times (head labels, database, thumbnail), preprocessing it
     twice and writing its thumbnail: a large photo costs far more than a small one."""
     per_image, fixed = _model_cost(model, bank)
@@ -128,9 +129,6 @@ def _model_cost(model: ClipModel, bank: str) -> tuple[float, float]:
     return _model_costs[key]
 
 
-TEXTSPAN_OUTPUTS = 256  # outputs of one head TextSpan is timed on (its cost grows with them up to its rank)
-
-
 def _handling_cost(model: ClipModel, samples: Sequence) -> float:
     """Seconds an image for reading (three times), preprocessing (twice) and thumbnailing, on `samples` (one that
     cannot be read is left out: the build skips it too)."""
@@ -138,14 +136,16 @@ def _handling_cost(model: ClipModel, samples: Sequence) -> float:
 
     from .images import load_image
 
+    def read(sample, max_side=None):
+        return load_image(io.BytesIO(sample) if isinstance(sample, bytes) else sample, max_side=max_side)
+
     spent, measured = 0.0, 0
     for sample in samples:
         started = time.perf_counter()
         try:
             for _ in range(2):
-                model.preprocess(load_image(io.BytesIO(sample) if isinstance(sample, bytes) else sample))
-            picture = load_image(io.BytesIO(sample) if isinstance(sample, bytes) else sample, max_side=THUMBNAIL_SIDE)
-            picture.save(io.BytesIO(), format="WEBP", quality=82)
+                model.preprocess(read(sample))
+            read(sample, THUMBNAIL_SIDE).save(io.BytesIO(), format="WEBP", quality=82)
         except InterpretError:
             continue
         spent, measured = spent + time.perf_counter() - started, measured + 1

@@ -207,7 +207,7 @@ def layer_matched_random(heads: Sequence[Head], exclude: set[Head], heads_per_la
 def pruning_curves(model: ClipModel, images, labels: Sequence[int], class_texts: torch.Tensor, scores: ModelScores,
                    counts: Sequence[int], reference=None, seeds: int = 3,
                    effects: Sequence[str] = ("direct", "zero", "mean"),
-                   progress: Callable[[int], None] | None = None) -> PruningCurves:
+                   progress: Callable[[float], None] | None = None) -> PruningCurves:
     """Zero-shot accuracy on `images` (true class indices `labels`, unit `class_texts` `[C, D]`) as the n most
     consistent heads, as many layer-matched random heads (`seeds` draws) and the n least consistent heads are
     removed, for each n of `counts` (at most half the heads, so the sets never overlap). The sets rank every

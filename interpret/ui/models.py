@@ -24,13 +24,11 @@ COLUMN_WIDTHS = ["18%", "8%", "17%", "7%", "12%", "6%", "15%", "17%"]  # every c
 _scored: dict[str, ModelScores] = {}  # model label -> its scores, for the table (the ones scored here)
 _curves: dict[str, PruningCurves] = {}
 _lock = threading.Lock()
-
-
 TOY_SCENES = 200  # single-object toy scenes the toy's pruning curves are measured on
 
 
 def toy_curves(model, scores: ModelScores, progress=None) -> PruningCurves:
-    """Pruning curves of the toy model on 200 single-object toy scenes (24 colour x shape classes), measured
+    """Pruning curves of a toy model on `TOY_SCENES` single-object toy scenes (24 colour x shape classes), measured
     once (a few seconds; `progress(fraction)` as they go) for the two effects the plot draws."""
     from ..toy.evaluate import COLOUR_SHAPE_PAIRS, COLOUR_SHAPE_PROMPTS
     from ..toy.train import toy_scene
@@ -87,7 +85,7 @@ def run_scores(label: str, request: gr.Request = None, progress=gr.Progress()):
         measured = toy_curves(model, scores, lambda done: progress(
             done, desc=f"Measuring the pruning curves on {TOY_SCENES} toy scenes (once)"))
         curves = pruning_plot([(model.label, measured)])
-        summary += (" The curves: zero-shot accuracy on 200 toy scenes as the most consistent (red), random "
+        summary += (f" The curves: zero-shot accuracy on {TOY_SCENES} toy scenes as the most consistent (red), random "
                     "(grey) and least consistent (blue) heads are removed.")
     else:
         summary += (" Pruning curves need a labelled image set: `python -m interpret score-models --models ... "
