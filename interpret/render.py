@@ -254,15 +254,22 @@ def parts_overlay(image: Image.Image, parts: np.ndarray, box: tuple[int, int, in
     scale = PARTS_SIDE / max(image.size)
     shown = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     picture = image.resize(shown, Image.NEAREST if scale >= 1 else Image.BILINEAR)
-    ids = part_ids(parts, tuple(v * scale for v in box), shown)
+    scaled = tuple(v * scale for v in box)
+    ids = part_ids(parts, scaled, shown)
+    parts = np.asarray(parts)
+    patch = ((scaled[2] - scaled[0]) / parts.shape[1], (scaled[3] - scaled[1]) / parts.shape[0])
     line = max(2, round(PARTS_SIDE / 140))
-    numbers = []
+    pixels = np.asarray(picture).copy()
+    numbers = []  # (part, where its number goes: the middle of its deepest patch, within the picture)
     for k in range(len(labels)):
         inside = ids == k
         if inside.any():
-            mix(picture, inner_band(inside, 1), WHITE, 1.0)
-            mix(picture, inner_band(inside, line, skip=1), rgb(PART_COLOURS[k % len(PART_COLOURS)]), 1.0)
-            numbers.append((k, inside_point(inside)))
+            pixels[inner_band(inside, 1)] = WHITE
+            pixels[inner_band(inside, line, skip=1)] = rgb(PART_COLOURS[k % len(PART_COLOURS)])
+            column, row = inside_point(parts == k)
+            numbers.append((k, (min(max(scaled[0] + (column + 0.5) * patch[0], 12), shown[0] - 12),
+                                min(max(scaled[1] + (row + 0.5) * patch[1], 12), shown[1] - 12))))
+    picture = Image.fromarray(pixels)
     draw = ImageDraw.Draw(picture)
     for k, (x, y) in numbers:
         draw.ellipse((x - 11, y - 11, x + 11, y + 11), fill=rgb(PART_COLOURS[k % len(PART_COLOURS)]), outline=WHITE,
