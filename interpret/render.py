@@ -430,7 +430,7 @@ def faithfulness_plot(rows: list[dict]) -> Image.Image:
     return figure_to_image(figure)
 
 
-COMPARE_SIDE = 240  # each map's picture's longest side
+COMPARE_SIDE = 200  # each map's picture's longest side (the page shows the grid ~750 px wide: text stays legible)
 
 
 def maps_side_by_side(image: Image.Image, maps: list[tuple[str, np.ndarray, str]], opacity: float = 0.6,
@@ -445,9 +445,9 @@ def maps_side_by_side(image: Image.Image, maps: list[tuple[str, np.ndarray, str]
     columns = max(1, min(columns, len(maps)))
     rows = max(1, math.ceil(len(maps) / columns))
     cell_w = shown[0] + 20
-    heading = max((title_height(name, cell_w - 8, 12) for name, _, _ in maps), default=0) + 8
-    cell_h = heading + shown[1] + 30
-    canvas = Image.new("RGB", (columns * cell_w + 110, rows * cell_h + 10), WHITE)
+    heading = max((title_height(name, cell_w - 8, 16) for name, _, _ in maps), default=0) + 6
+    cell_h = heading + shown[1] + 34
+    canvas = Image.new("RGB", (columns * cell_w + 110, max(rows * cell_h, 160 + 60) + 10), WHITE)
     draw = ImageDraw.Draw(canvas)
     for index, (name, values, note) in enumerate(maps):
         values = np.asarray(values, dtype=np.float64)
@@ -455,10 +455,10 @@ def maps_side_by_side(image: Image.Image, maps: list[tuple[str, np.ndarray, str]
         normalised = (values - low) / (high - low) if high > low else np.zeros_like(values)
         mapped = (1 - alpha) * grey + alpha * table_colours(SEQUENTIAL, normalised)
         x, y = (index % columns) * cell_w + 10, (index // columns) * cell_h + 6
-        text(draw, (x + shown[0] // 2, y), name, 12, anchor="ma", width=cell_w - 8)
+        text(draw, (x + shown[0] // 2, y), name, 16, anchor="ma", width=cell_w - 8)
         canvas.paste(Image.fromarray(mapped.round().astype(np.uint8)).resize(shown, Image.NEAREST), (x, y + heading))
-        text(draw, (x + shown[0] // 2, y + heading + shown[1] + 5), fitted(note, 10, cell_w - 4), 10, anchor="ma")
+        text(draw, (x + shown[0] // 2, y + heading + shown[1] + 6), fitted(note, 13, cell_w - 4), 13, anchor="ma")
     if maps:
-        colour_bar(canvas, columns * cell_w + 12, 6 + 40, max(rows * cell_h - 60, 120), SEQUENTIAL,
-                   [(1.0, "1"), (0.5, "0.5"), (0.0, "0")], "relevance (each map 0..1)", size=10)
+        colour_bar(canvas, columns * cell_w + 12, 6 + 40, max(rows * cell_h - 60, 160), SEQUENTIAL,
+                   [(1.0, "1"), (0.5, "0.5"), (0.0, "0")], "relevance (each map 0..1)", size=13)
     return canvas
