@@ -101,10 +101,9 @@ def rotated_text(canvas: Image.Image, xy, words: str, size: int, length: int) ->
     canvas.paste(strip.rotate(90, expand=True), (round(xy[0]), round(xy[1])))
 
 
-def draw_title(canvas: Image.Image, words: str, size: int = 14, top: int = 8, right_margin: int = 0) -> None:
-    """A centred title at the top, wrapped within the canvas (less `right_margin`, kept free)."""
-    width = canvas.width - 20 - 2 * right_margin
-    text(ImageDraw.Draw(canvas), (canvas.width // 2, top), words, size, anchor="ma", width=width)
+def draw_title(canvas: Image.Image, words: str, size: int = 14, top: int = 8) -> None:
+    """A centred title at the top, wrapped within the canvas."""
+    text(ImageDraw.Draw(canvas), (canvas.width // 2, top), words, size, anchor="ma", width=canvas.width - 20)
 
 
 def title_height(words: str, width: float, size: int = 14) -> int:
