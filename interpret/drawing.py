@@ -55,19 +55,19 @@ def text_width(text: str, size: int, bold: bool = False) -> float:
 
 def wrapped(text: str, size: int, width: float, bold: bool = False) -> list[str]:
     """`text` in lines of at most `width` pixels at `size` (words kept whole where they fit; a longer word, or
-    a text without spaces such as Chinese, is broken between characters)."""
-    font = font_for(text, size, bold)
+    a text without spaces such as Chinese, is broken between characters). Each line is measured in the font it
+    is drawn in (`font_for` the line: a line of Latin letters cut from a Chinese text is drawn in DejaVu Sans)."""
     lines, line = [], ""
     for word in text.split(" "):
         trial = f"{line} {word}" if line else word
-        if font.getlength(trial) <= width:
+        if text_width(trial, size, bold) <= width:
             line = trial
             continue
         if line:
             lines.append(line)
         line = ""
         for char in word:  # the word alone, broken where it is too long
-            if line and font.getlength(line + char) > width:
+            if line and text_width(line + char, size, bold) > width:
                 lines.append(line)
                 line = ""
             line += char
