@@ -152,7 +152,8 @@ def colour_bar(canvas: Image.Image, left: int, top: int, height: int, table: np.
         y = top + round((1 - fraction) * (height - 1))
         draw.line((left + 14, y, left + 18, y), fill=BLACK)
         text(draw, (left + 21, y), words, size, anchor="lm")
-    rotated_text(canvas, (left + 70, top), label, size, height)
+    widest = max((text_width(words, size) for _, words in ticks), default=0)
+    rotated_text(canvas, (left + 27 + widest, top), label, size, height)
 
 
 def signed_ticks(bound: float) -> list[tuple[float, str]]:

@@ -107,20 +107,20 @@ def map_overlay(image: Image.Image, values: np.ndarray, opacity: float = 0.6, ti
     mapped = (1 - alpha) * light_grey(image) + alpha * diverging_colours(values)
     left_panel = image.resize(panel, Image.NEAREST if scale >= 1 else Image.BILINEAR)
     right_panel = Image.fromarray(mapped.round().astype(np.uint8)).resize(panel, Image.NEAREST)
-    canvas_width = 2 * panel[0] + 150
-    top = title_height(title, canvas_width - 20, 15) + 30
+    canvas_width = 2 * panel[0] + 170
+    top = title_height(title, canvas_width - 20, 18) + 34
     canvas = Image.new("RGB", (canvas_width, top + panel[1] + 16), WHITE)
     canvas.paste(left_panel, (10, top))
     canvas.paste(right_panel, (panel[0] + 30, top))
     draw = ImageDraw.Draw(canvas)
-    draw_title(canvas, title, 15)
-    text(draw, (10 + panel[0] // 2, top - 6), "the picture", 12, anchor="md")
-    text(draw, (panel[0] + 30 + panel[0] // 2, top - 6), "the map", 12, anchor="md")
+    draw_title(canvas, title, 18)
+    text(draw, (10 + panel[0] // 2, top - 6), "the picture", 15, anchor="md")
+    text(draw, (panel[0] + 30 + panel[0] // 2, top - 6), "the map", 15, anchor="md")
     if box is not None:
         for origin in (10, panel[0] + 30):
             dashed_rectangle(draw, (origin + box[0] * scale, top + box[1] * scale, origin + box[2] * scale,
                                     top + box[3] * scale))
-    colour_bar(canvas, 2 * panel[0] + 40, top, panel[1], DIVERGING, signed_ticks(_bound(values)), label)
+    colour_bar(canvas, 2 * panel[0] + 40, top, panel[1], DIVERGING, signed_ticks(_bound(values)), label, size=14)
     return canvas
 
 
