@@ -319,7 +319,7 @@ def readable_images(paths: list) -> list[str]:
 
 
 def _describe_heads(args: argparse.Namespace) -> None:
-    from .banks import bank_named
+    from .banks import bank_named, default_bank
     from .images import list_images
     from .textspan import describe_heads
 
@@ -332,7 +332,7 @@ def _describe_heads(args: argparse.Namespace) -> None:
         images = toy_images(args.limit or 2000)
     else:
         raise InterpretError("--images DIR is needed (a folder of images to describe the heads with).")
-    bank_name = args.bank or ("toy" if is_toy(model.name) else "general")
+    bank_name = args.bank or default_bank(model.name)
     bank = bank_named(bank_name)
     out = Path(args.out) if args.out else model.index_dir / "head_labels.json"
     atlas = describe_heads(model, images, bank, k=args.k, rank=args.rank, layers=args.layers, out_path=out,
@@ -366,6 +366,7 @@ def _build_index(args: argparse.Namespace) -> None:
 
 
 def _bundle(args: argparse.Namespace) -> None:
+    from .banks import default_bank
     from .bundles import build_bundle, publish
 
     if args.publish:
@@ -377,7 +378,7 @@ def _bundle(args: argparse.Namespace) -> None:
     if not args.images or not args.out:
         raise InterpretError("bundle needs --images DIR and --out DIR (or --publish hf://datasets/ORG/REPO --from DIR).")
     model = _load(args)
-    folder = build_bundle(model, args.images, args.out, bank=args.bank or ("toy" if is_toy(model.name) else "general"),
+    folder = build_bundle(model, args.images, args.out, bank=args.bank or default_bank(model.name),
                           layers=args.layers, batch_size=args.batch_size, engine=_engine(args))
     print(f"{model.label}: bundle in {folder}")
 

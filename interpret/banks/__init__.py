@@ -54,6 +54,14 @@ def bank_named(name: str) -> TextBank:
     return {"general": general_bank, "toy": toy_bank}.get(name, lambda: load_bank(name))()
 
 
+def default_bank(model_name: str) -> str:
+    """The bank a model's heads are described with unless told otherwise: the toy world's for the toy models,
+    the general one for every other model."""
+    from ..paths import is_toy
+
+    return "toy" if is_toy(model_name) else "general"
+
+
 def general_bank() -> TextBank:
     from .general import descriptions
 

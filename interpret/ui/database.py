@@ -15,7 +15,7 @@ from ..bundles import BUNDLE_MANIFEST, ESTIMATE_SAMPLES, build_bundle, estimate_
 from ..errors import InterpretError
 from ..images import list_images
 from ..limits import BUILT_LIFETIME_S, MAX_BUILD_IMAGES, check_text
-from ..models import is_toy
+from ..banks import default_bank
 from ..paths import home, inside, visitor_name
 from .common import LOOKUP, Shared, error_text, escaped, message_for, model_for
 from .tools import described
@@ -84,7 +84,7 @@ def check_build(label: str, archive: str | None, folder: str = "") -> tuple:
 
 def _build(label: str, archive: str | None, folder: str, session: str | None):
     model, source, count, skipped, samples = check_build(label, archive, folder)
-    bank = "toy" if is_toy(model.name) else "general"
+    bank = default_bank(model.name)
     note = f" ({len(skipped)} files that are not images skipped: {escaped(', '.join(skipped[:5]))})" if skipped else ""
     heading = f"**{count:,} image{'s' if count != 1 else ''}**{note} for {model.label}"
     yield f"{heading}: measuring what they cost..."  # at once: measuring takes a second or two on a ViT
