@@ -244,6 +244,9 @@ def test_score_models_runs_on_the_toy_and_a_random_init_model(tmp_path, capsys, 
         for path in sorted(samples.glob(pattern))[:1]:
             for copy in range(3):
                 Image.open(path).rotate(copy * 10).save(tmp_path / "classes" / name / f"{copy}.png")
+    from interpret import models
+
+    monkeypatch.setattr(models, "INDEXES", tmp_path / "indexes")  # its labels, written where no later test looks
     assert main(["score-models", "--models", "ViT-B-32", "--images", str(tmp_path / "classes"), "--remove", "4",
                  "--seeds", "1", "--out", str(tmp_path / "b32.csv")]) == 0
     out = capsys.readouterr().out
