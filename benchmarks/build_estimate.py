@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from interpret.bundles import ESTIMATE_SAMPLES, build_bundle, estimate_build  # noqa: E402
-from interpret.images import list_images  # noqa: E402
+from interpret.images import list_images, spread_over  # noqa: E402
 from interpret.models import load_model  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "images"
@@ -66,7 +66,7 @@ def main() -> None:
             model = load_model(name, None, "cpu")
             paths = list_images(images)
             started = time.perf_counter()
-            seconds, _ = estimate_build(model, len(paths), bank, paths[::max(1, len(paths) // ESTIMATE_SAMPLES)])
+            seconds, _ = estimate_build(model, len(paths), bank, spread_over(paths, ESTIMATE_SAMPLES))
             estimating = time.perf_counter() - started
             started = time.perf_counter()
             build_bundle(model, images, scratch / "out", bank=bank, progress=False)

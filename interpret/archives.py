@@ -23,7 +23,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from .errors import InterpretError
-from .images import IMAGE_SUFFIXES
+from .images import IMAGE_SUFFIXES, spread_over
 from .limits import MAX_ARCHIVE_BYTES, MAX_BUILD_IMAGES, MAX_COMPRESSION_RATIO, MAX_IMAGE_BYTES, MB
 from .paths import inside
 
@@ -98,7 +98,7 @@ def extract_images(path: str | Path, target: str | Path, root: str | Path) -> tu
 def sample_images(path: str | Path, images: list[zipfile.ZipInfo], count: int) -> list[bytes]:
     """The contents of `count` of the archive's image members (checked by `plan_archive`), spread over it: to
     measure what its images cost before any is extracted. Each is read to at most its declared size."""
-    chosen = images[::max(1, len(images) // count)][:count]
+    chosen = spread_over(images, count)
     try:
         with zipfile.ZipFile(path) as archive:
             return [_read(archive, member) for member in chosen]

@@ -204,6 +204,11 @@ def _to_rgb(image: Image.Image, top: float | None = None) -> Image.Image:
     return image.convert("RGB")
 
 
+def spread_over(items: list, count: int) -> list:
+    """At most `count` of `items`, evenly spread over them (the first among them): a sample of a set of images."""
+    return items[::max(1, len(items) // max(count, 1))][:count]
+
+
 def list_images(folder: str | Path) -> list[Path]:
     """Image files below `folder` (recursively, by suffix), sorted; ImageError if there is none."""
     folder = Path(folder)

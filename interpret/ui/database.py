@@ -13,7 +13,7 @@ import gradio as gr
 from ..archives import extract_images, plan_archive, sample_images
 from ..bundles import BUNDLE_MANIFEST, ESTIMATE_SAMPLES, build_bundle, estimate_build
 from ..errors import InterpretError
-from ..images import list_images
+from ..images import list_images, spread_over
 from ..limits import BUILT_LIFETIME_S, MAX_BUILD_IMAGES, check_text
 from ..banks import default_bank
 from ..paths import home, inside, visitor_name
@@ -78,7 +78,7 @@ def check_build(label: str, archive: str | None, folder: str = "") -> tuple:
         paths = list_images(folder)
         if len(paths) > MAX_BUILD_IMAGES:
             raise InterpretError(f"{folder} holds {len(paths):,} images; the limit is {MAX_BUILD_IMAGES:,}.")
-        return model, Path(folder), len(paths), [], paths[::max(1, len(paths) // ESTIMATE_SAMPLES)]
+        return model, Path(folder), len(paths), [], spread_over(paths, ESTIMATE_SAMPLES)
     raise InterpretError("Upload a zip file of images first.")
 
 
