@@ -544,3 +544,20 @@ def test_a_link_s_values_are_checked_before_they_are_shown():
                              fields=("text", "layer"))
     assert query.startswith("?model=toy+%28bundled%29") and f"example={example}" in query
     assert links.link_query(TOY, "Heads", "", None) == "?model=toy+%28bundled%29&tab=Heads"  # no upload, no empty
+
+
+def test_an_example_is_linked_by_its_content_and_an_upload_never(tmp_path):
+    import shutil
+
+    from interpret.ui import links
+
+    name, path = sorted(links.examples().items())[0]
+    copy = tmp_path / "upload.png"  # Gradio hands over a copy of a clicked example
+    shutil.copy(path, copy)
+    assert links.example_of(str(copy)) == name
+    same_size = bytearray(copy.read_bytes())
+    same_size[-1] ^= 1  # as long as the example, another content
+    copy.write_bytes(bytes(same_size))
+    assert links.example_of(str(copy)) is None
+    Image.new("RGB", (40, 40)).save(copy)
+    assert links.example_of(str(copy)) is None and links.example_of(None) is None

@@ -8,6 +8,7 @@ value of a link is hostile until checked: a model or tab not on the page, an exa
 bundled files, a text over its limit, or a number out of range is dropped (the page's default stays)."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from pathlib import Path
@@ -34,12 +35,21 @@ def _digest(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+@functools.cache
+def _example_contents() -> dict[tuple[int, str], str]:
+    """(size, SHA-256) of each bundled example -> its file name (the bundled files are read once)."""
+    return {(Path(path).stat().st_size, _digest(path)): name for name, path in examples().items()}
+
+
 def example_of(image_path: str | None) -> str | None:
-    """The bundled example's file name when the picture is one (by content: Gradio hands over a copy), else None."""
+    """The bundled example's file name when the picture is one (by content: Gradio hands over a copy), else None.
+    A picture of another size than every example is not read."""
     if not image_path or not Path(image_path).is_file():
         return None
-    digest = _digest(image_path)
-    return next((name for name, path in examples().items() if _digest(path) == digest), None)
+    size = Path(image_path).stat().st_size
+    if all(size != known for known, _ in _example_contents()):
+        return None
+    return _example_contents().get((size, _digest(image_path)))
 
 
 def _text(value) -> str | None:
@@ -102,9 +112,8 @@ def attach(shared: Shared, groups, outer: gr.Tabs, inner: dict, choose_model, mo
     titles = {tab.TITLE: group for group, tabs in groups for tab in tabs}
     fields = tuple(shared.linked)
     current = gr.State("Heads")
-    for group, tabs in groups:
-        for tab in tabs:
-            shared.tab_of[tab.TITLE].select(lambda title=tab.TITLE: title, None, current, api_visibility="private")
+    for title in titles:
+        shared.tab_of[title].select(lambda title=title: title, None, current, api_visibility="private")
     inputs = [shared.model, current, shared.caption, shared.image, *shared.linked.values()]
     button.click(lambda *values: link_query(*values, fields=fields), inputs, box, api_visibility="private").then(
         None, box, box, js="(query) => query ? location.origin + location.pathname + query : query")
