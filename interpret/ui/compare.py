@@ -17,6 +17,7 @@ from .maps import checked_opacity
 TITLE = "Compare explanations"
 INTERACTION_STEPS = 10
 CHOICES = [(cls.title, name) for name, cls in METHODS.items()]
+REPLACEMENTS = {"blur": "blurred copy", "mean": "mean colour"}  # what each of BASELINES puts in a patch's place
 
 
 def checked_methods(methods) -> list[str]:
@@ -101,13 +102,12 @@ def run_compare(label: str, image_path: str | None, caption: str, methods=tuple(
                        if curve_steps else ""))
         rows.append([title, round(deletion, 4), round(insertion, 4), round(insertion - deletion, 4)])
     figure = maps_side_by_side(subject.picture, panels, opacity)
-    replacement = "blurred copy" if baseline == "blur" else "mean colour"
     summary = (f"**{escaped(subject.text)}** on this image, {model.label}: cosine **{result.score:+.4f}**. Each map "
                "is scaled to 0..1 on its own (brighter: more relevant by that method).")
     if curve_steps:
         best = max(rows, key=lambda row: row[3])
-        summary += (f" Under each: the cosine score's area as its patches are replaced by the image's {replacement}, "
-                    "most relevant first (*deletion*: lower means the map found what the score needs) and as they "
+        summary += (" Under each: the cosine score's area as its patches are replaced by the image's "
+                    f"{REPLACEMENTS[baseline]}, most relevant first (*deletion*: lower means the map found what the score needs) and as they "
                     f"are put back (*insertion*: higher is better), {curve_steps + 1} points each. Here "
                     f"**{best[0]}** separates them most (insertion − deletion {best[3]:+.3f}).")
     summary += " Which method to trust in general: the README's table on the toy world, where the truth is known."
@@ -123,7 +123,7 @@ def build(shared: Shared) -> None:
         methods = gr.CheckboxGroup(CHOICES, value=list(METHODS), label="Methods", elem_id="compare-methods",
                                    scale=3)
         with gr.Column(scale=1):
-            baseline = gr.Radio([("blurred copy", "blur"), ("mean colour", "mean")], value="blur",
+            baseline = gr.Radio([(words, name) for name, words in REPLACEMENTS.items()], value="blur",
                                 label="Deletion and insertion replace patches with", elem_id="compare-baseline")
             opacity = gr.Slider(0, 1, value=0.6, step=0.05, label="Map opacity", elem_id="compare-opacity")
     button = gr.Button("Compare the maps", variant="primary", elem_id="compare-run")
