@@ -150,7 +150,7 @@ def run(probe: Probe, rng: random.Random, args) -> None:
             answer = probe.call("build_database", [TOY, upload(url, planted), ""], session)
             untouched = tree_digest(probe.indexes) == shared_before
             built = answer["success"] and "Done in" in json.dumps(answer["output"])
-            refused = not session and "no session id" in error_of(answer)
+            refused = not session and "session id is empty" in error_of(answer)
             return (built or refused) and untouched, f"shared index untouched: {untouched}; {error_of(answer)}"
         probe.case("session", f"build as session {session[:30]!r}", build)
 

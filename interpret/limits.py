@@ -61,6 +61,8 @@ MAX_UPLOAD_BYTES = 50 * MB  # any upload; Gradio refuses larger ones before they
 UPLOAD_LIFETIME_S = 3_600  # uploads and outputs older than this are deleted (checked as often)
 MAX_WAITING_PER_POOL = 64  # requests waiting for one pool of slots (analyses, look-ups, ...); beyond, "busy"
 MAX_WAITING_PER_VISITOR = 8  # requests of one visitor (session) waiting; beyond, "wait for your answers"
+MAX_MCP_SESSIONS = 256  # MCP clients connected at once (each a visitor of its own); beyond, HTTP 503 until one ends
+MCP_SESSION_IDLE_S = 1_800  # an MCP session with no request for this long is closed (the client then starts anew)
 # Slow analyses at once (mutual knowledge, comparisons, model scores): as many as the cores, since users who wait on
 # one of them would otherwise queue in a single slot while the quick pool runs beside it.
 ANALYSIS_SLOTS = int(os.environ.get("INTERPRET_ANALYSIS_SLOTS", 0)) or max(1, os.cpu_count() or 1)
@@ -105,6 +107,8 @@ def limits_table() -> str:
                              "scores), and as many beside them for the quick ones (heads, maps, neighbours, "
                              "interactions), so that a quick one never waits behind a slow one; torch uses one "
                              "thread each (INTERPRET_ANALYSIS_SLOTS, INTERPRET_QUICK_SLOTS)"),
+        ("MCP sessions", f"{MAX_MCP_SESSIONS} at once, each a visitor of its own; closed after "
+                         f"{MCP_SESSION_IDLE_S // 60} min idle"),
         ("look-ups at once", f"{LOOKUP_SLOTS} (head descriptions, text searches, model shapes)"),
         ("recent results kept", f"{RESULT_CACHE_BYTES // MB} MB per cache"),
         ("models kept loaded", f"{MODELS_KEPT}"),

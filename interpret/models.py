@@ -15,6 +15,7 @@ import os
 import re
 import socket
 import threading
+from collections import OrderedDict
 from urllib.parse import urlparse
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,6 +177,36 @@ def token_labels(ids: Sequence[int], decode: Callable[[list[int]], str]) -> list
     return labels + ["…"] * waiting  # parts of a character the context cut off
 
 
+TOKENIZER_WORDS_KEPT = 20_000  # words a BPE tokenizer keeps encoded (open_clip's kept every word it ever saw)
+
+
+class BoundedCache(OrderedDict):
+    """A dict that keeps its `size` most recently written keys (thread-safe writes), besides the `pinned` ones it was
+    made with (a tokenizer's special tokens), which it always keeps."""
+
+    def __init__(self, pinned: dict, size: int = TOKENIZER_WORDS_KEPT):
+        self._lock = threading.Lock()
+        self.pinned = set(pinned)
+        self.size = size
+        super().__init__(pinned)
+
+    def __setitem__(self, key, value) -> None:
+        with self._lock:
+            super().__setitem__(key, value)
+            while len(self) > self.size + len(self.pinned):
+                oldest = next(key for key in self if key not in self.pinned)
+                del self[oldest]
+
+
+def bounded_word_cache(tokenizer):
+    """`tokenizer` with its cache of encoded words bounded: open_clip's `SimpleTokenizer.cache` is a dict that keeps
+    every word it has seen (about 21 MiB more, for good, for each descriptor file of new words a visitor sent)."""
+    cache = getattr(tokenizer, "cache", None)
+    if isinstance(cache, dict) and not isinstance(cache, BoundedCache):
+        tokenizer.cache = BoundedCache(cache)
+    return tokenizer
+
+
 class ClipModel:
     """An open_clip CLIP whose image tower a registered family reads (`towers.FAMILIES`), in eval mode, with its
     preprocess and tokenizer. `tower` is that family's view of the image tower: every analysis reads the tower
@@ -186,7 +217,7 @@ class ClipModel:
         self.tower = tower_of(model.visual, name)
         self.model = model.eval().to(device)
         self.preprocess = preprocess
-        self.tokenizer = tokenizer
+        self.tokenizer = bounded_word_cache(tokenizer)
         self.name = name
         self.pretrained = pretrained
         self.device = torch.device(device)

@@ -282,10 +282,12 @@ def test_a_visitor_with_many_requests_waiting_is_refused_and_others_are_not():
     assert admission.refusal(queue, "someone", "lookup") is None
 
 
-def test_a_request_without_a_session_id_is_refused_with_a_message():
+def test_an_empty_session_id_is_refused_with_a_message_and_none_is_a_visitor_of_its_own():
     queue = fake_queue({"lookup": []})
-    for session in ("", None):
-        assert "no session id" in admission.refusal(queue, session, "lookup")
+    assert "session id is empty" in admission.refusal(queue, "", "lookup")
+    assert admission.refusal(queue, None, "lookup") is None  # Gradio's API page's cURL call: the event's id is its own
+    crowded = fake_queue({"lookup": ["someone"] * MAX_WAITING_PER_VISITOR})
+    assert admission.refusal(crowded, None, "lookup") is None
 
 
 def test_a_flood_from_many_session_ids_leaves_look_ups_answerable():

@@ -15,8 +15,8 @@ from ..limits import ANALYSIS_SLOTS, MAX_UPLOAD_BYTES, QUICK_SLOTS, UPLOAD_LIFET
 from ..toy.examples import toy_examples
 from . import (atlas, compare, contrastive, database, heads, image_neighbours, interactions, models, mutual,
                property_neighbours, text_neighbours, topic)
-from . import common, links, neighbours
-from .admission import fair_admission
+from . import common, links, neighbours, upstream
+from .admission import fair_admission, http_errors
 from .tools import described
 from .common import (LOOKUP, ImageInput, Shared, choose_default_model, error_text, friendly_errors, log,
                      message_for, model_for, model_summary, offered_models)
@@ -106,25 +106,29 @@ def warm_up(label: str) -> None:
 
 
 def mcp_wanted(flag: bool | None = None) -> bool:
-    """Whether to serve the analyses as MCP tools: the flag when given; else INTERPRET_MCP ('1' / '0'); else on a
-    Hugging Face Space (idle tools cost nothing: Gradio answers them from the same handlers)."""
+    """Whether to serve the analyses as MCP tools: the flag when given; else INTERPRET_MCP ('1' / '0'), or else
+    Gradio's own switch GRADIO_MCP_SERVER ('True' / 'False'); else on a Hugging Face Space (idle tools cost nothing:
+    Gradio answers them from the same handlers)."""
     if flag is not None:
         return flag
-    setting = os.environ.get("INTERPRET_MCP", "").strip().lower()
-    if setting:
-        return setting in ("1", "true", "yes", "on")
+    for variable in ("INTERPRET_MCP", "GRADIO_MCP_SERVER"):
+        setting = os.environ.get(variable, "").strip().lower()
+        if setting:
+            return setting in ("1", "true", "yes", "on")
     return bool(os.environ.get("SPACE_ID"))
 
 
 def serve(page: gr.Blocks, mcp: bool | None = None, **launch_options) -> None:
     """Launch with the limits of `interpret.limits`: a queue bounded per visitor and per pool of slots (see
     `admission`), analyses and look-ups in their pools of slots (set on each event), a cap on uploads; with
-    `mcp` (see `mcp_wanted`), every named analysis is also an MCP tool (its docstring is the tool's description)."""
+    `mcp` (see `mcp_wanted`), every named analysis is also an MCP tool (its docstring is the tool's description),
+    each MCP session a visitor of its own (`upstream`)."""
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // (ANALYSIS_SLOTS + QUICK_SLOTS)))  # the slots share the cores
+    upstream.install()  # whole outputs, a visitor per MCP session
     page.queue(max_size=None)  # bounded by `admission` instead: per visitor and per pool
     fair_admission(page)
     page.launch(max_file_size=MAX_UPLOAD_BYTES, theme=common.THEME, css=common.CSS + neighbours.CSS, js=common.JS,
-                mcp_server=mcp_wanted(mcp), **launch_options)
+                mcp_server=mcp_wanted(mcp), app_kwargs={"exception_handlers": http_errors(page)}, **launch_options)
 
 
 __all__ = ["GROUPS", "build_app", "describe_model", "mcp_wanted", "serve", "warm_up"]

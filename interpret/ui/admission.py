@@ -5,7 +5,10 @@ Gradio's queue has one `max_size` for every event of every visitor: a client tha
 it, and another visitor's `/model_info` look-up got "Queue is full". `fair_admission(page)` wraps the queue's
 `push` (the one door every event goes through, the page's and API clients' alike) and refuses, before anything
 is queued or computed:
-- a request without a session id (Gradio answers an empty one with an internal error);
+- a request whose session id is empty (a client could never read its answer); one with no session id at all (the
+  cURL call of Gradio's API page, `POST /gradio_api/call/<name>`) is a visitor of its own: Gradio gives it its
+  event's id as its session;
+- a request whose arguments are not what its event takes (`arguments`: kinds, ranges, choices, count);
 - a request of a visitor (a session: the page, or one API client) who already has `MAX_WAITING_PER_VISITOR`
   requests waiting: a visitor's requests queue behind each other, not in front of everyone;
 - a request for a pool (`concurrency_id`: analyses, look-ups, builds, ...) that already has `MAX_WAITING_PER_POOL`
@@ -22,6 +25,7 @@ import functools
 import gradio as gr
 
 from ..limits import MAX_WAITING_PER_POOL, MAX_WAITING_PER_VISITOR
+from .arguments import refused_arguments
 
 
 def waiting(queue) -> tuple[dict[str, int], dict[str, int]]:
@@ -37,10 +41,12 @@ def waiting(queue) -> tuple[dict[str, int], dict[str, int]]:
 
 def refusal(queue, session: str | None, pool: str | None) -> str | None:
     """Why a request of `session` for `pool` may not join `queue` now, or None when it may."""
-    if not session:  # Gradio's page and clients always send one; Gradio itself fails on an empty one (HTTP 500)
-        return "The request has no session id; send the one your client made (session_hash)."
+    if session is not None and not session:  # Gradio itself fails on an empty one (HTTP 500)
+        return ("The request's session id is empty; send the one your client made (session_hash), or none at all "
+                "(then the answer comes by the event's id).")
     per_visitor, per_pool = waiting(queue)
-    if per_visitor.get(session, 0) >= MAX_WAITING_PER_VISITOR:
+    # no session id: a visitor of its own, whose session Gradio names after the event (nothing of theirs waits yet)
+    if session is not None and per_visitor.get(session, 0) >= MAX_WAITING_PER_VISITOR:
         return (f"You have {MAX_WAITING_PER_VISITOR} requests waiting already; this one was not queued. Wait for "
                 "their answers, then send it again.")
     if pool is not None and per_pool.get(pool, 0) >= MAX_WAITING_PER_POOL:
@@ -57,12 +63,40 @@ def fair_admission(page: gr.Blocks) -> None:
     @functools.wraps(push)
     async def admitted_push(body, request, username):
         try:
-            pool = page.fns[body.fn_index].concurrency_id if body.fn_index is not None else None
-        except (KeyError, TypeError, AttributeError):  # not an event of this page: Gradio's push says so
-            pool = None
-        reason = refusal(queue, body.session_hash, pool)
+            block_fn = page.fns[body.fn_index] if body.fn_index is not None else None
+        except (KeyError, TypeError):  # not an event of this page: Gradio's push says so
+            block_fn = None
+        refused = refused_arguments(block_fn, body.data) if block_fn is not None else None
+        if refused is not None:
+            return False, refused.detail(len(block_fn.inputs)), "validator_error"  # HTTP 422, with the message
+        reason = refusal(queue, body.session_hash, getattr(block_fn, "concurrency_id", None))
         if reason is not None:
             return False, reason, "queue_full"
         return await push(body, request, username)
 
     queue.push = admitted_push
+
+
+def http_errors(page: gr.Blocks) -> dict:
+    """FastAPI exception handlers (for `launch(app_kwargs={"exception_handlers": ...})`) that answer a client's
+    mistakes before the queue with a status and a message, where Gradio answered HTTP 500 with no message (and a
+    traceback in the log): an endpoint that does not exist, a body that is not what the route takes (`NaN` as the
+    data, a missing field)."""
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from gradio.route_utils import FnIndexInferError
+
+    def unknown_endpoint(request, error) -> JSONResponse:
+        names = sorted(f"/{fn.api_name}" for fn in page.fns.values()
+                       if fn.api_name and getattr(fn, "api_visibility", "public") != "private")
+        asked = request.path_params.get("api_name", "")
+        return JSONResponse({"detail": f"No endpoint is named {str(asked)[:80]!r}. The endpoints: "
+                                       f"{', '.join(names)} (see /?view=api)."}, status_code=404)
+
+    def malformed(request, error) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(map(str, problem.get('loc', ())))}: {problem.get('msg', '')}"
+                             for problem in error.errors()[:5])
+        return JSONResponse({"detail": f"The request's body is not what this route takes ({problems[:500]}). Send "
+                                       "JSON: {\"data\": [one value per argument]}."}, status_code=422)
+
+    return {FnIndexInferError: unknown_endpoint, RequestValidationError: malformed}

@@ -58,7 +58,7 @@ def remove_label(label: str):
 
 def build(shared: Shared) -> None:
     with gr.Row():
-        top = gr.Slider(1, 50, value=10, step=1, label="Top heads to list")
+        top = gr.Slider(1, MAX_TOP_HEADS, value=10, step=1, label="Top heads to list")
         remove = gr.Textbox(value="", label="Remove heads (optional: a head 3.4, a layer 2.*)",
                             elem_id="heads-remove")
     button = gr.Button("Explain the score", variant="primary", elem_id="heads-run")

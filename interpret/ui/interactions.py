@@ -141,7 +141,7 @@ def build(shared: Shared) -> None:
         image_layer = gr.Number(value=-1, precision=0, label="Image layer (-1: last block)",
                                 elem_id="inter-image-layer")
         text_layer = gr.Number(value=-1, precision=0, label="Text layer (-1: last block)", elem_id="inter-text-layer")
-        steps = gr.Slider(1, 50, value=10, step=1, label="Steps", elem_id="inter-steps")
+        steps = gr.Slider(1, MAX_STEPS, value=10, step=1, label="Steps", elem_id="inter-steps")
         rule = gr.Radio(["midpoint", "right"], value="midpoint", elem_id="inter-rule",
                         label="Path points (midpoint: more exact; right: the paper's)")
     button = gr.Button("Compute interactions", variant="primary", elem_id="inter-run")

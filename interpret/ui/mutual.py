@@ -64,7 +64,7 @@ def build(shared: Shared) -> None:
                                   type="filepath", elem_id="mutual-file")
     with gr.Row():
         template = gr.Textbox(value="{}", label="Class prompt ({} is the class)", elem_id="mutual-template")
-        concepts = gr.Slider(MIN_PARTS, 8, value=CONCEPTS, step=1, label="Visual concepts", elem_id="mutual-parts")
+        concepts = gr.Slider(MIN_PARTS, MAX_PARTS, value=CONCEPTS, step=1, label="Visual concepts", elem_id="mutual-parts")
     button = gr.Button("Explain the prediction", variant="primary", elem_id="mutual-run")
     status = status_box("mutual")
     summary = gr.Markdown(elem_id="mutual-summary")

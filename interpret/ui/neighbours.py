@@ -79,7 +79,7 @@ def _readable(path: Path):
 
 
 def count_slider() -> gr.Slider:
-    return gr.Slider(1, 48, value=12, step=1, label="Neighbours")
+    return gr.Slider(1, MAX_NEIGHBOURS, value=12, step=1, label="Neighbours")
 
 
 def head_and_count(prefix: str):

@@ -1,0 +1,95 @@
+"""The door's checks of every event's arguments (`interpret.ui.arguments`), on the page's own events: a value of
+every JSON kind in every position of every named endpoint is refused, with a message that names the argument,
+exactly when its component cannot take it."""
+from __future__ import annotations
+
+import math
+
+import gradio as gr
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from interpret.models import ModelSpec
+from interpret.ui import build_app
+from interpret.ui.arguments import MAX_FIELD_CHARS, Refusal, refused_arguments
+from interpret.ui.common import ANY_INDEX
+
+TOY = ModelSpec("toy", None).label
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-10 ** 30, 10 ** 30) | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=20) | st.sampled_from(["all", "blur", "midpoint", "decomposition", "http://x/a.png"])
+    | st.fixed_dictionaries({"path": st.sampled_from(["/tmp/x.png", "https://x/y.png", ""])}),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6)
+
+
+@pytest.fixture(scope="module")
+def endpoints():
+    page = build_app(TOY)
+    return {fn.api_name: fn for fn in page.fns.values()
+            if fn.api_name and fn.api_name != "load_example" and getattr(fn, "api_visibility", "") != "private"}
+
+
+def takes(component, value) -> bool:
+    """Whether `component` may be sent `value` (the rule the door must keep, written out plainly)."""
+    if value is None:
+        return True
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(component, (gr.Image, gr.File)):
+        path = value.get("path") if isinstance(value, dict) else None
+        return isinstance(path, str) and bool(path) and "://" not in path
+    if isinstance(component, gr.Slider):
+        return is_number and math.isfinite(value) and component.minimum <= value <= component.maximum
+    if isinstance(component, gr.Number):
+        return is_number and math.isfinite(value) and abs(value) <= ANY_INDEX
+    choices = [choice[1] if isinstance(choice, tuple) else choice for choice in (component.choices or [])] \
+        if hasattr(component, "choices") else []
+    if isinstance(component, gr.CheckboxGroup):
+        return isinstance(value, list) and all(isinstance(item, str) and item in choices for item in value)
+    if isinstance(component, gr.Radio):
+        return isinstance(value, str) and value in choices
+    if isinstance(component, (gr.Dropdown, gr.Textbox)):
+        return isinstance(value, str) and len(value) <= MAX_FIELD_CHARS
+    return True
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_value_of_any_kind_in_any_position_is_refused_exactly_when_it_cannot_be_taken(endpoints, data):
+    name = data.draw(st.sampled_from(sorted(endpoints)))
+    block_fn = endpoints[name]
+    position = data.draw(st.integers(0, len(block_fn.inputs) - 1))
+    value = data.draw(JSON_VALUES)
+    arguments = [None] * len(block_fn.inputs)
+    arguments[position] = value
+    refused = refused_arguments(block_fn, arguments)
+    component = block_fn.inputs[position]
+    assert (refused is None) == takes(component, value), (name, position, value, refused)
+    if refused is not None:
+        assert refused.position == position and f"/{name}" in refused.message
+        assert f"`{refused.parameter}`" in refused.message and component.label in refused.message
+        detail = refused.detail(len(arguments))
+        assert [entry["is_valid"] for entry in detail].count(False) == 1 and not detail[position]["is_valid"]
+
+
+@given(count=st.integers(0, 12), whole=st.sampled_from([None, 3, "x", {"data": 1}]))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_a_missing_or_extra_argument_or_a_body_that_is_no_list_is_refused(endpoints, count, whole):
+    block_fn = endpoints["heads"]
+    refused = refused_arguments(block_fn, [None] * count if whole is None else whole)
+    if whole is None and count == len(block_fn.inputs):
+        assert refused is None
+    else:
+        assert isinstance(refused, Refusal) and refused.position is None and "/heads takes" in refused.message
+
+
+def test_every_slider_reaches_its_documented_limit(endpoints):
+    from interpret.limits import MAX_NEIGHBOURS, MAX_PARTS, MAX_STEPS, MAX_TOP_HEADS
+
+    maxima = {(name, component.label): component.maximum for name, fn in endpoints.items()
+              for component in fn.inputs if isinstance(component, gr.Slider)}
+    assert maxima[("heads", "Top heads to list")] == MAX_TOP_HEADS
+    assert maxima[("interaction", "Steps")] == MAX_STEPS
+    assert maxima[("mutual_knowledge", "Visual concepts")] == MAX_PARTS
+    assert maxima[("text_neighbours", "Neighbours")] == MAX_NEIGHBOURS
