@@ -24,7 +24,8 @@ from pathlib import Path, PurePosixPath
 
 from .errors import InterpretError
 from .images import IMAGE_SUFFIXES, spread_over
-from .limits import MAX_ARCHIVE_BYTES, MAX_BUILD_IMAGES, MAX_COMPRESSION_RATIO, MAX_IMAGE_BYTES, MB
+from .limits import (MAX_ARCHIVE_BYTES, MAX_BUILD_IMAGES, MAX_COMPRESSION_RATIO, MAX_IMAGE_BYTES, MAX_MEMBER_DEPTH,
+                     MAX_MEMBER_NAME_CHARS, MB)
 from .paths import inside
 
 STEM_CHARS = 40  # of an original file name kept in the name an extracted image gets
@@ -152,6 +153,10 @@ def _check_names(members: list[zipfile.ZipInfo]) -> None:
         name = member.filename
         if not name.strip("/"):
             raise InterpretError("The zip file holds a member without a name; nothing was extracted.")
+        if len(name) > MAX_MEMBER_NAME_CHARS or name.count("/") > MAX_MEMBER_DEPTH:
+            raise InterpretError(f"The zip file names a member {len(name):,} characters long, {name.count('/'):,} "
+                                 f"folders deep; a name may be {MAX_MEMBER_NAME_CHARS:,} characters and "
+                                 f"{MAX_MEMBER_DEPTH} folders deep. Nothing was extracted.")
         if _escapes(name):
             raise InterpretError(f"The zip file names {name!r}, which would land outside its folder; nothing "
                                  "was extracted.")

@@ -553,6 +553,9 @@ def parse_tokens(spec: str | Sequence | None, count: int) -> list[int] | None:
             for end in ends:
                 if not -count <= end < count:
                     raise InterpretError(f"The caption has tokens 0..{count - 1}; there is no token {end}.")
+            if ends[-1] < ends[0]:
+                raise InterpretError(f"Tokens '{part.strip()}' run backwards: write the first token first "
+                                     f"({ends[-1]}-{ends[0]}).")
             chosen.extend(range(ends[0], ends[-1] + 1))
     return chosen or None
 

@@ -54,6 +54,7 @@ MAX_TEMPLATE_CHARS = 200
 MAX_BUILD_IMAGES = int(os.environ.get("INTERPRET_MAX_BUILD_IMAGES", 2_000))
 MAX_ARCHIVE_BYTES = int(os.environ.get("INTERPRET_MAX_ARCHIVE_MB", 500)) * MB  # all images, uncompressed
 MAX_COMPRESSION_RATIO = 100  # uncompressed / compressed, per file (images barely compress: a bomb does)
+MAX_MEMBER_NAME_CHARS, MAX_MEMBER_DEPTH = 1_024, 32  # one zip member's name: characters, and folders deep
 BUILT_LIFETIME_S = 24 * 3_600  # visitors' databases older than this are deleted
 
 # --- the server (app.py)
@@ -98,7 +99,8 @@ def limits_table() -> str:
                             f"descriptors a class, {MAX_POOL:,} distinct, {MAX_DESCRIPTOR_CHARS} characters each"),
         ("prompt template", f"{MAX_TEMPLATE_CHARS} characters, exactly one {{}} and no other braces"),
         ("database built in the app", f"{MAX_BUILD_IMAGES:,} images, {MAX_ARCHIVE_BYTES // MB} MB uncompressed, "
-                                      f"compression {MAX_COMPRESSION_RATIO}:1 a file (INTERPRET_MAX_BUILD_IMAGES, "
+                                      f"compression {MAX_COMPRESSION_RATIO}:1 a file, names of {MAX_MEMBER_NAME_CHARS:,} "
+                                      f"characters and {MAX_MEMBER_DEPTH} folders deep (INTERPRET_MAX_BUILD_IMAGES, "
                                       "INTERPRET_MAX_ARCHIVE_MB); kept a day"),
         ("upload (any file)", f"{MAX_UPLOAD_BYTES // MB} MB; uploads are deleted after {UPLOAD_LIFETIME_S // 60} min"),
         ("requests waiting", f"{MAX_WAITING_PER_VISITOR} a visitor, {MAX_WAITING_PER_POOL} a pool (analyses, look-ups, "

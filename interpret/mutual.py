@@ -130,13 +130,24 @@ def load_descriptors(path: str | Path, classes: list[str] | None = None, templat
     check_template(template)
     check_file_size(path, MAX_DESCRIPTOR_BYTES, "descriptor file")
     try:
-        data = json.loads(_read_text(path, "descriptor file"))
+        data = json.loads(_read_text(path, "descriptor file"), object_pairs_hook=_without_repeats)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InterpretError(f"The descriptor file is not a JSON file of class -> descriptions ({error}).") from None
     except RecursionError:
         raise InterpretError("The descriptor file is nested too deeply: it must be one object of class -> list of "
                              "descriptions.") from None
     return descriptor_set(data, classes, template)
+
+
+def _without_repeats(pairs: list[tuple[str, object]]) -> dict:
+    """A JSON object whose keys are all different (json keeps the last of a repeated class without a word)."""
+    seen = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise InterpretError(f"The descriptor file names the class {key[:MAX_DESCRIPTOR_CHARS]!r} twice: give "
+                                 "each class once, with all its descriptors in one list.")
+        seen.add(key)
+    return dict(pairs)
 
 
 def load_classes(path: str | Path) -> list[str]:

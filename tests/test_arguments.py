@@ -93,3 +93,43 @@ def test_every_slider_reaches_its_documented_limit(endpoints):
     assert maxima[("interaction", "Steps")] == MAX_STEPS
     assert maxima[("mutual_knowledge", "Visual concepts")] == MAX_PARTS
     assert maxima[("text_neighbours", "Neighbours")] == MAX_NEIGHBOURS
+
+
+def test_an_inverted_token_span_is_refused_not_read_as_every_word():
+    from interpret.errors import InterpretError
+    from interpret.interact import parse_tokens
+
+    assert parse_tokens("1-3", 6) == [1, 2, 3]
+    with pytest.raises(InterpretError, match="run backwards"):
+        parse_tokens("3-1", 6)
+
+
+def test_a_descriptor_file_that_names_a_class_twice_is_refused(tmp_path):
+    from interpret.errors import InterpretError
+    from interpret.mutual import load_descriptors
+
+    path = tmp_path / "classes.json"
+    path.write_text('{"dog": ["a tail"], "cat": ["whiskers"], "dog": ["four legs"]}')
+    with pytest.raises(InterpretError, match="names the class 'dog' twice"):
+        load_descriptors(path)
+
+
+def test_a_zip_member_named_thousands_of_folders_deep_is_refused_before_its_folders_are_listed(tmp_path):
+    import zipfile
+
+    from interpret.archives import plan_archive
+    from interpret.errors import InterpretError
+
+    archive = tmp_path / "deep.zip"
+    with zipfile.ZipFile(archive, "w") as writer:
+        writer.writestr("a/" * 30_000 + "x.png", b"not read")
+    with pytest.raises(InterpretError, match="folders deep"):
+        plan_archive(archive)
+
+
+def test_a_link_s_slider_value_out_of_range_is_dropped():
+    from interpret.ui.links import checked_view
+
+    opacity = gr.Slider(0, 1, value=0.6)
+    assert checked_view({"opacity": "1e6"}, [], [], {"opacity": opacity}) == {}
+    assert checked_view({"opacity": "0.3"}, [], [], {"opacity": opacity}) == {"opacity": 0.3}

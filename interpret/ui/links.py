@@ -57,11 +57,14 @@ def _text(value) -> str | None:
     return text if len(text) <= MAX_TEXT_CHARS else None
 
 
-def _number(value) -> float | None:
+def _number(value, component) -> float | None:
+    """A link's number for `component`: finite, and within a slider's range (else dropped)."""
     try:
         number = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
+    if isinstance(component, gr.Slider):
+        return number if component.minimum <= number <= component.maximum else None
     return number if math.isfinite(number) and abs(number) <= ANY_INDEX else None
 
 
@@ -78,7 +81,7 @@ def checked_view(query: dict, labels: list[str], titles: list[str], linked: dict
         if field not in query:
             continue
         component = linked.get(field)
-        value = _number(query[field]) if isinstance(component, (gr.Number, gr.Slider)) else _text(query[field])
+        value = _number(query[field], component) if isinstance(component, (gr.Number, gr.Slider)) else _text(query[field])
         if value is not None:
             view[field] = value
     return view
