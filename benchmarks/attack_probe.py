@@ -8,7 +8,10 @@ from paths, `..` chains, Unicode, NUL and long strings, each building a database
 HTML and Markdown texts drawn at random to every endpoint that shows text; lone surrogates; invisible captions;
 captions in scripts that byte-level tokenizers split; a 39.6-megapixel palette PNG; a JPEG taken "rotated 90";
 an EPS file; damaged zips (bad CRC, a local header that names another file, a name that is a file and a folder);
-a rebuild from another zip; the most expensive interaction the tab offers; one visitor's flood of 40 analyses.
+a rebuild from another zip; the most expensive interaction the tab offers; one visitor's flood of 40 analyses;
+and the other doors (`doors`): Gradio's documented REST call without a session id, an unknown endpoint, a body of
+`NaN`, a value of each wrong JSON kind in each position of six endpoints, two MCP clients side by side (one's
+database, one's flood), 40 concurrent MCP calls, and 8 visitors x 25 identical topic maps (none cut).
 
 Each case passes or fails on what a visitor (or another visitor) would see, and is timed; the server's resident
 memory is sampled every 50 ms (its growth during the case, and after it). The table ends with the counts, the
@@ -18,6 +21,7 @@ stopped at the end.
 from __future__ import annotations
 
 import argparse
+import base64
 import io
 import json
 import random
@@ -120,7 +124,7 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="interpret-probe-"))
     indexes = scratch / "indexes"
     indexes.mkdir()
-    process, url = start_app(indexes, INTERPRET_ANALYSIS_SLOTS="1", INTERPRET_QUICK_SLOTS="1")
+    process, url = start_app(indexes, INTERPRET_ANALYSIS_SLOTS="1", INTERPRET_QUICK_SLOTS="1", INTERPRET_MCP="1")
     probe = Probe(url, process, indexes, scratch)
     try:
         run(probe, rng, args)
@@ -281,6 +285,8 @@ def run(probe: Probe, rng: random.Random, args) -> None:
         return "over 3 images" in summaries[0] and "over 5 images" in summaries[1], "atlas after builds of 3, 5"
     probe.case("input", "a rebuild from another zip", rebuild)
 
+    doors(probe, image)
+
     client = Client(url, verbose=False)
     for hostile in hostile_requests(probe.scratch / "hostile", TOY, EXAMPLE):
         def listed(hostile=hostile):
@@ -288,6 +294,111 @@ def run(probe: Probe, rng: random.Random, args) -> None:
             return bool(error and re.search(f"{hostile.message}|{GRADIO_REFUSALS}", error)), \
                 (error or "answered")[:80]
         probe.case("listed", hostile.name, listed)
+
+
+def rest(url: str, path: str, body: bytes) -> tuple[int, str]:
+    request = urllib.request.Request(url + path, body, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def doors(probe: Probe, image: dict) -> None:
+    """The doors besides the page: Gradio's documented REST call, wrong JSON kinds in every position, MCP
+    sessions side by side, many visitors asking the same thing at once."""
+    url = probe.url
+    from tests.test_visitors import McpVisitor, planted_zip, rest_call, text_of
+
+    def documented_call():
+        status, answer = rest_call(url, "model_info", [TOY])
+        return status == 200 and "4 layers" in answer, f"HTTP {status}: {answer[:60]}"
+    probe.case("door", "POST /gradio_api/call/model_info, no session id", documented_call)
+
+    for name, body, expected in (("unknown endpoint", b'{"data": []}', 404), ('{"data": NaN}', b'{"data": NaN}', 422)):
+        def route_case(name=name, body=body, expected=expected):
+            status, answer = rest(url, "gradio_api/call/" + ("nothere" if "unknown" in name else "model_info"), body)
+            return status == expected and "detail" in answer, f"HTTP {status}: {answer[:70]}"
+        probe.case("door", name, route_case)
+
+    wrong = {"a list": ["a"], "an object": {"a": 1}, "a boolean": True, "a text": "3", "a huge number": 10 ** 400}
+    for api_name, data in (("heads", [TOY, image, "a circle", 5, ""]), ("text_neighbours", [TOY, "red", -1, 0, 3]),
+                           ("interaction", [TOY, image, "a red circle", -1, -1, 2, "midpoint", "", "", 0.6]),
+                           ("mutual_knowledge", [TOY, image, None, None, "a {}", 4]),
+                           ("compare_explanations", [TOY, image, "a circle", ["rollout"], "blur", 0.6]),
+                           ("head_atlas", [TOY, 0, 0])):
+        for position in range(1, len(data)):
+            for kind, value in wrong.items():
+                if isinstance(data[position], str) and kind == "a text" or isinstance(data[position], list) \
+                        and kind == "a list":
+                    continue
+                def wrong_kind(api_name=api_name, data=data, position=position, value=value):
+                    sent = list(data)
+                    sent[position] = value
+                    status, answer = rest(url, f"gradio_api/call/{api_name}", json.dumps({"data": sent}).encode())
+                    named = "must be" in answer or "is not one of" in answer
+                    return status == 422 and named, f"HTTP {status}: {answer[-80:]}"
+                probe.case("type", f"{api_name}[{position}] = {kind}", wrong_kind)
+
+    def two_mcp_clients():
+        builder, bystander = McpVisitor(url), McpVisitor(url)
+        try:
+            archive = "data:application/zip;base64," + base64.b64encode(planted_zip(3)).decode()
+            text_of(builder.call("build_database", {"label": TOY, "archive": archive, "folder": ""}))
+            own = text_of(builder.call("head_atlas", {"label": TOY, "layer": 0, "head": 0}))
+            other = text_of(bystander.call("head_atlas", {"label": TOY, "layer": 0, "head": 0}))
+            return "over 3 images" in own and "over 3 images" not in other, "the builder's atlas, the bystander's"
+        finally:
+            builder.close()
+            bystander.close()
+    probe.case("mcp", "one MCP client's database, another's search", two_mcp_clients)
+
+    def mcp_flood():
+        flooder, bystander = McpVisitor(url), McpVisitor(url)
+        try:
+            picture = "data:image/png;base64," + base64.b64encode(EXAMPLE.read_bytes()).decode()
+            flood = [flooder.submit("heads", {"label": TOY, "image_path": picture, "caption": f"a circle {n}",
+                                              "top": 5, "remove": ""}) for n in range(10)]
+            started = time.perf_counter()
+            answer = text_of(bystander.call("model_info", {"label": TOY}))
+            waited = time.perf_counter() - started
+            for future in flood:
+                future.result(300)
+            return "4 layers" in answer and waited < 1, f"the bystander answered in {waited:.2f} s"
+        finally:
+            flooder.close()
+            bystander.close()
+    probe.case("mcp", "one MCP client queues 10 analyses", mcp_flood)
+
+    def forty_mcp_calls():
+        visitors = [McpVisitor(url) for _ in range(5)]
+        try:
+            futures = [visitor.submit("model_info", {"label": TOY}) for visitor in visitors for _ in range(8)]
+            answered = sum("4 layers" in text_of(future.result(120)) for future in futures)
+            return answered == 40, f"{answered} of 40 answered"
+        finally:
+            for visitor in visitors:
+                visitor.close()
+    probe.case("mcp", "40 concurrent MCP calls", forty_mcp_calls)
+
+    def identical_answers():
+        topic = endpoint_index(url, "topic_segmentation")
+
+        def visitor(number: int) -> int:
+            cut = 0
+            for _ in range(25):
+                join(url, topic, [TOY, image, "something red", "all", 0.5, ""], f"same-{number}")
+                done = outcomes(url, f"same-{number}", 1)[0]
+                with urllib.request.urlopen(done["output"]["data"][0]["url"], timeout=60) as response:
+                    cut += len(response.read()) != int(response.headers["Content-Length"])
+            return cut
+
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(8) as pool:
+            cut = sum(pool.map(visitor, range(8)))
+        return cut == 0, f"{cut} of 200 pictures cut"
+    probe.case("whole", "8 visitors x 25 identical topic maps", identical_answers)
 
 
 if __name__ == "__main__":

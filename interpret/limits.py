@@ -35,6 +35,9 @@ MAX_STEPS = 200  # interaction path points
 # benchmarks/interaction_work.py), beyond which its steps are lowered, or it is refused when 1 step is too many (the
 # library and the CLI have no such limit)
 MAX_INTERACTION_WORK = float(os.environ.get("INTERPRET_MAX_INTERACTION_GMACS", 300)) * 1e9
+# multiply-adds of the text tower one request may take in the app (a descriptor file's prompts and descriptors;
+# `ClipModel.text_work`), beyond which it is refused with what it would take (the library and the CLI have no limit)
+MAX_TEXT_WORK = float(os.environ.get("INTERPRET_MAX_TEXT_GMACS", 150)) * 1e9
 COMPARED_METHODS = 9  # explanation methods on the Compare tab (each once: a request's cost is bounded by design)
 COMPARE_CURVE_STEPS = 8  # deletion / insertion points a map there (9 images each way), fewer to fit the work below
 MAX_COMPARE_WORK = float(os.environ.get("INTERPRET_MAX_COMPARE_GMACS", 1500)) * 1e9  # one comparison's multiply-adds
@@ -92,6 +95,9 @@ def limits_table() -> str:
         ("compared explanation maps", f"the {COMPARED_METHODS} methods at most, {COMPARE_CURVE_STEPS} deletion and "
                                       f"insertion steps each, {MAX_COMPARE_WORK / 1e9:,.0f} billion multiply-adds in "
                                       "all (INTERPRET_MAX_COMPARE_GMACS): fewer steps beyond, or no curves"),
+        ("text tower work of one request in the app", f"{MAX_TEXT_WORK / 1e9:.0f} billion multiply-adds "
+                                                      "(INTERPRET_MAX_TEXT_GMACS): a descriptor file's prompts and "
+                                                      "descriptors beyond it are refused, with what they would take"),
         ("neighbours (k)", f"1 to {MAX_NEIGHBOURS}"),
         ("top heads listed", f"1 to {MAX_TOP_HEADS}"),
         ("mutual-knowledge visual concepts", f"{MIN_PARTS} to {MAX_PARTS}"),

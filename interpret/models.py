@@ -177,6 +177,7 @@ def token_labels(ids: Sequence[int], decode: Callable[[list[int]], str]) -> list
     return labels + ["…"] * waiting  # parts of a character the context cut off
 
 
+TEXT_BATCH = 256  # captions through the text tower at once
 TOKENIZER_WORDS_KEPT = 20_000  # words a BPE tokenizer keeps encoded (open_clip's kept every word it ever saw)
 
 
@@ -372,18 +373,47 @@ class ClipModel:
 
     @torch.no_grad()
     def embed_tokens(self, encoded: EncodedTexts) -> torch.Tensor:
-        """L2-normalised text embeddings `[M, D]` of already tokenised captions. A causal text tower read out
-        at the end token runs on the tokens up to the last end token only (the padding after it cannot change
-        the embedding): the same numbers, several times faster for short captions."""
+        """L2-normalised text embeddings `[M, D]` of already tokenised captions, `TEXT_BATCH` at a time (memory
+        stays that of one batch however many captions: 6,000 at once took gigabytes), shortest first. A causal
+        text tower read out at the end token runs on the tokens up to each batch's last end token only (the
+        padding after it cannot change the embedding): the same numbers, several times faster for short
+        captions."""
+        tokens = encoded.tokens
+        if len(tokens) <= TEXT_BATCH:
+            return self._embed_batch(tokens)
+        tower = self.causal_text_tower()
+        order = torch.argsort(self.end_positions(tokens)) if tower is not None else torch.arange(len(tokens))
+        embeddings = torch.empty(len(tokens), self.geometry.embed_dim)
+        for start in range(0, len(tokens), TEXT_BATCH):
+            chosen = order[start:start + TEXT_BATCH]
+            embeddings[chosen] = self._embed_batch(tokens[chosen.to(tokens.device)]).cpu()
+        return embeddings.to(self.device)
+
+    def _embed_batch(self, tokens: torch.Tensor) -> torch.Tensor:
         tower = self.causal_text_tower()
         if tower is None:
-            return F.normalize(self.model.encode_text(encoded.tokens).float(), dim=-1)
-        tokens = encoded.tokens
+            return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
         ends = self.end_positions(tokens)
         states, mask = self.text_stream(tokens[:, :int(ends.max()) + 1])
         states = tower.ln_final(tower.transformer(states, attn_mask=mask))
         pooled = states[torch.arange(len(tokens), device=tokens.device), ends]
         return F.normalize(project(pooled, tower.text_projection).float(), dim=-1)
+
+    def text_work(self, encoded: EncodedTexts) -> float:
+        """The multiply-adds `embed_tokens` takes for `encoded`: per caption, each token it runs on (up to its end
+        token for a causal tower read there, else the whole context) x the text tower's layers x (12 width^2 for
+        the projections and the MLP + 2 x tokens x width for the attention)."""
+        clip = self.model
+        tower = clip.text if hasattr(clip, "text") else clip
+        transformer = getattr(tower, "transformer", None)
+        width = getattr(transformer, "width", None) or self.geometry.embed_dim
+        layers = getattr(transformer, "layers", None) or len(getattr(transformer, "resblocks", ())) or 12
+        tokens = encoded.tokens
+        if self.causal_text_tower() is not None:
+            lengths = (self.end_positions(tokens) + 1).double()
+        else:
+            lengths = torch.full((len(tokens),), float(tokens.shape[1]), dtype=torch.float64)
+        return float((lengths * layers * (12 * width ** 2 + 2 * lengths * width)).sum())
 
     def text_stream(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Token ids `[M, n]` (for a causal tower, cut after their end tokens) -> the residual stream entering

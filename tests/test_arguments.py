@@ -27,8 +27,9 @@ JSON_VALUES = st.recursive(
 @pytest.fixture(scope="module")
 def endpoints():
     page = build_app(TOY)
-    return {fn.api_name: fn for fn in page.fns.values()
-            if fn.api_name and fn.api_name != "load_example" and getattr(fn, "api_visibility", "") != "private"}
+    named = {fn.api_name: fn for fn in page.fns.values()
+             if fn.api_name and fn.api_name != "load_example" and getattr(fn, "api_visibility", "") != "private"}
+    return named
 
 
 def takes(component, value) -> bool:
@@ -71,6 +72,17 @@ def test_a_value_of_any_kind_in_any_position_is_refused_exactly_when_it_cannot_b
         assert f"`{refused.parameter}`" in refused.message and component.label in refused.message
         detail = refused.detail(len(arguments))
         assert [entry["is_valid"] for entry in detail].count(False) == 1 and not detail[position]["is_valid"]
+
+
+def test_choices_are_checked_against_the_visitor_s_own(endpoints):
+    """A caption's tokens to tick are the visitor's choices (Gradio's session state holds them), not the page's."""
+    compare = endpoints["compare_explanations"]
+    arguments = [None] * len(compare.inputs)
+    arguments[4] = "sepia"  # the baseline: blur or mean
+    refused = refused_arguments(compare, arguments)
+    assert refused is not None and "'sepia' is not one of" in refused.message and "`baseline`" in refused.message
+    own = gr.Radio(["blur", "mean", "sepia"])
+    assert refused_arguments(compare, arguments, {compare.inputs[4]._id: own}) is None
 
 
 @given(count=st.integers(0, 12), whole=st.sampled_from([None, 3, "x", {"data": 1}]))

@@ -55,6 +55,14 @@ def refusal(queue, session: str | None, pool: str | None) -> str | None:
     return None
 
 
+def own_components(page: gr.Blocks, session: str | None) -> dict:
+    """The components as `session` has them (the choices its events gave them), by id; {} for a new visitor. Read
+    only: no session state is made for a request that may be refused."""
+    holder = getattr(page, "state_holder", None)
+    state = holder.session_data.get(session) if holder is not None and session else None
+    return state.blocks_config.blocks if state is not None else {}
+
+
 def fair_admission(page: gr.Blocks) -> None:
     """Put the admission rules above in front of `page`'s queue (call after `page.queue(...)`)."""
     queue = page._queue
@@ -66,7 +74,7 @@ def fair_admission(page: gr.Blocks) -> None:
             block_fn = page.fns[body.fn_index] if body.fn_index is not None else None
         except (KeyError, TypeError):  # not an event of this page: Gradio's push says so
             block_fn = None
-        refused = refused_arguments(block_fn, body.data) if block_fn is not None else None
+        refused = refused_arguments(block_fn, body.data, own_components(page, body.session_hash)) if block_fn is not None else None
         if refused is not None:
             return False, refused.detail(len(block_fn.inputs)), "validator_error"  # HTTP 422, with the message
         reason = refusal(queue, body.session_hash, getattr(block_fn, "concurrency_id", None))

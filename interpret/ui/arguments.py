@@ -150,8 +150,11 @@ class Refusal:
                  "message": self.message if position == self.position else ""} for position in range(count)]
 
 
-def refused_arguments(block_fn, data) -> Refusal | None:
-    """Why an event of `block_fn` cannot run on `data` (the client's values, one per input), or None when it can."""
+def refused_arguments(block_fn, data, own: dict | None = None) -> Refusal | None:
+    """Why an event of `block_fn` cannot run on `data` (the client's values, one per input), or None when it can.
+    `own`: the visitor's own copies of components, by id (Gradio's session state: a caption's tokens to tick, a
+    model's properties are choices of that visitor's); the page's components otherwise."""
+    own = own or {}
     inputs = list(block_fn.inputs)
     names = parameter_names(block_fn.fn) if block_fn.fn is not None else []
     endpoint = f"/{block_fn.api_name}" if block_fn.api_name else "this event"
@@ -163,6 +166,7 @@ def refused_arguments(block_fn, data) -> Refusal | None:
         return Refusal(None, "data", f"{endpoint} takes {len(inputs)} arguments ({expected}); it was sent "
                                      f"{len(data)}.")
     for position, (component, value) in enumerate(zip(inputs, data)):
+        component = own.get(component._id, component)
         problem = value_problem(value, argument_name(position, names, component), component)
         if problem:
             name = names[position] if position < len(names) else f"parameter_{position}"
