@@ -61,6 +61,20 @@ def test_escaped_text_shows_exactly_itself_and_makes_no_element(text):
     assert shown(markdown) == normalised(f"Head 3.2, '{text}': 12 nearest.")
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(MARKUP), max_size=60) | st.text(max_size=60))
+def test_escaped_text_shows_exactly_itself_at_the_start_of_a_line_too(text):
+    markdown = common.escaped(text)
+    assert set(elements(markdown)) <= {"p", "/p"} and shown(markdown) == normalised(text), markdown
+
+
+@given(st.text(alphabet=st.sampled_from("abcXYZ0189 ,;:.?'\"()%/-+=#éß😀"), max_size=60))
+def test_escaping_leaves_what_markdown_would_not_read_as_markup_alone(text):
+    """API and MCP clients read these texts too: "2,000 images; the limit is 2,000." comes back as it is."""
+    markdown = common.escaped(text)
+    assert markdown.replace("\\", "") == re.sub(r"^\s+", " ", text) and markdown.count("\\") <= 1  # a first mark
+
+
 @pytest.mark.parametrize("attack", ATTACKS)
 def test_every_markdown_output_shows_hostile_text_as_text(attack):
     """Every handler whose Markdown repeats what the visitor typed, with that text hostile: no element comes out

@@ -189,19 +189,31 @@ def error_text(message: str) -> str:
     return f"⚠️ **{escaped(message, limit=2_000)}**"
 
 
-_MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")  # every ASCII punctuation character
+# What Markdown (CommonMark with GitHub's extensions and Gradio's $$ maths, as the page renders it) can read as
+# markup in a line of text: these characters anywhere; a line's first character when it opens a block (a heading,
+# a list, a quote, a rule); a web address (GitHub's autolinks).
+_MARKUP_ANYWHERE = re.compile(r"([\\`*_\[\]<>!&~|$])")
+_BLOCK_START = re.compile(r"( ?)(?:([#+\-=>])|(\d+)([.)]))")
+_AUTOLINK = re.compile(r"(?i)(?<=www)\.|:(?=//)")
 _LINE_BREAKS = {"Cc", "Zl", "Zp"}  # Unicode categories of control characters and line or paragraph separators
 
 
 def escaped(text, limit: int = 300) -> str:
     """`text` (anything a visitor sent, or a name made from it) as Markdown that shows exactly that text: line
-    breaks and control characters become spaces, every ASCII punctuation character is backslash-escaped
-    (CommonMark then shows it literally: no HTML, link, emphasis, heading or table can come out of it), and a
-    longer text is cut at `limit` characters (between characters) with an ellipsis."""
+    breaks and control characters become spaces, leading spaces one space, and each character Markdown could read as markup (no HTML, link,
+    emphasis, maths, heading, list or table can come out of it) is backslash-escaped, and nothing else (API and MCP
+    clients read these texts too: "2,000 images; the limit is 2,000." stays as it is); a longer text is cut at
+    `limit` characters (between characters) with an ellipsis."""
     text = "".join(" " if unicodedata.category(char) in _LINE_BREAKS else char for char in str(text))
     if len(text) > limit:
         text = text[:limit] + "…"
-    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", text)
+    text = _AUTOLINK.sub(lambda match: "\\" + match.group(0), _MARKUP_ANYWHERE.sub(r"\\\1", text))
+    text = re.sub(r"^\s+", " ", text)  # one space for leading ones (Markdown shows one; four open a code block)
+    start = _BLOCK_START.match(text)
+    if start is None:
+        return text
+    space, mark, number, stop = start.groups()
+    return space + (f"\\{mark}" if mark else f"{number}\\{stop}") + text[start.end():]
 
 
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[^\s'\"(),;:]+/)*[^\s'\"(),;:]*")
