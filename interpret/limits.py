@@ -37,10 +37,10 @@ MAX_STEPS = 200  # interaction path points
 MAX_INTERACTION_WORK = float(os.environ.get("INTERPRET_MAX_INTERACTION_GMACS", 300)) * 1e9
 # multiply-adds of the text tower one request may take in the app (a descriptor file's prompts and descriptors;
 # `ClipModel.text_work`), beyond which it is refused with what it would take (the library and the CLI have no limit)
-MAX_TEXT_WORK = float(os.environ.get("INTERPRET_MAX_TEXT_GMACS", 150)) * 1e9
+MAX_TEXT_WORK = float(os.environ.get("INTERPRET_MAX_TEXT_GMACS", 100)) * 1e9
 COMPARED_METHODS = 9  # explanation methods on the Compare tab (each once: a request's cost is bounded by design)
 COMPARE_CURVE_STEPS = 8  # deletion / insertion points a map there (9 images each way), fewer to fit the work below
-MAX_COMPARE_WORK = float(os.environ.get("INTERPRET_MAX_COMPARE_GMACS", 1500)) * 1e9  # one comparison's multiply-adds
+MAX_COMPARE_WORK = float(os.environ.get("INTERPRET_MAX_COMPARE_GMACS", 300)) * 1e9  # one comparison's multiply-adds
 MAX_NEIGHBOURS = 100  # k of one search
 MAX_TOP_HEADS = 100  # heads listed
 MIN_PARTS, MAX_PARTS = 1, 16  # mutual knowledge: visual concepts of an image
