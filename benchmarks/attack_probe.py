@@ -291,7 +291,9 @@ def run(probe: Probe, rng: random.Random, args) -> None:
     for hostile in hostile_requests(probe.scratch / "hostile", TOY, EXAMPLE):
         def listed(hostile=hostile):
             _, _, error = call(client, hostile.api_name, hostile.arguments)
-            return bool(error and re.search(f"{hostile.message}|{GRADIO_REFUSALS}", error)), \
+            # the door's refusal (before any work) names the argument: "failed validation: - steps: ..."
+            door = f"failed validation:\n- \\w+: /{hostile.api_name}: `\\w+`"
+            return bool(error and re.search(f"{hostile.message}|{GRADIO_REFUSALS}|{door}", error)), \
                 (error or "answered")[:80]
         probe.case("listed", hostile.name, listed)
 
@@ -358,6 +360,9 @@ def doors(probe: Probe, image: dict) -> None:
         flooder, bystander = McpVisitor(url), McpVisitor(url)
         try:
             picture = "data:image/png;base64," + base64.b64encode(EXAMPLE.read_bytes()).decode()
+            first = time.perf_counter()
+            text_of(bystander.call("model_info", {"label": TOY}))  # its session's first call, before the flood
+            first = time.perf_counter() - first
             flood = [flooder.submit("heads", {"label": TOY, "image_path": picture, "caption": f"a circle {n}",
                                               "top": 5, "remove": ""}) for n in range(10)]
             started = time.perf_counter()
@@ -365,7 +370,8 @@ def doors(probe: Probe, image: dict) -> None:
             waited = time.perf_counter() - started
             for future in flood:
                 future.result(300)
-            return "4 layers" in answer and waited < 1, f"the bystander answered in {waited:.2f} s"
+            return "4 layers" in answer and waited < 1, (f"the bystander answered in {waited:.2f} s (its first call, "
+                                                         f"before: {first:.2f} s)")
         finally:
             flooder.close()
             bystander.close()

@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2, help="runs of each request; the worst is shown")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="interpret-cost-"))
-    print(f"| model | request | seconds | peak growth (MiB) | held after (MiB) | outcome |\n|---|---|---|---|---|---|")
+    print("| model | request | seconds | peak growth (MiB) | held after (MiB) | outcome |\n|---|---|---|---|---|---|")
     for label in args.models:
         model_for(label)  # loaded before anything is measured
         for name, run in requests(label, folder).items():

@@ -7,6 +7,7 @@ import asyncio
 import base64
 import io
 import json
+import tempfile
 import threading
 import urllib.request
 import zipfile
@@ -117,7 +118,7 @@ def test_mcp_sessions_and_rest_callers_see_only_their_own_database(server):
 
         # a REST caller with its own session id builds; another, with none, and the MCP clients do not see it
         session = "rest-builder"
-        stored = upload(server, _written(server, planted_zip(5)))
+        stored = upload(server, _written(planted_zip(5)))
         join(server, endpoint_index(server, "build_database"), [TOY, stored, ""], session)
         assert outcomes(server, session, 1)[0]["success"]
         join(server, endpoint_index(server, "head_atlas"), [TOY, 0, 0], session)
@@ -132,9 +133,7 @@ def test_mcp_sessions_and_rest_callers_see_only_their_own_database(server):
         bystander.close()
 
 
-def _written(url: str, data: bytes) -> Path:
-    import tempfile
-
+def _written(data: bytes) -> Path:
     path = Path(tempfile.mkdtemp()) / "images.zip"
     path.write_bytes(data)
     return path

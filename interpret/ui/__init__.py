@@ -6,6 +6,7 @@ are in `common`. A new tab is one new module with `TITLE` and `build(shared)`, n
 from __future__ import annotations
 
 import os
+import threading
 
 import gradio as gr
 import torch
@@ -127,6 +128,7 @@ def serve(page: gr.Blocks, mcp: bool | None = None, **launch_options) -> None:
     upstream.install()  # whole outputs, a visitor per MCP session
     page.queue(max_size=None)  # bounded by `admission` instead: per visitor and per pool
     fair_admission(page)
+    threading.Thread(target=upstream.warm_mcp, args=(page,), daemon=True).start()
     page.launch(max_file_size=MAX_UPLOAD_BYTES, theme=common.THEME, css=common.CSS + neighbours.CSS, js=common.JS,
                 mcp_server=mcp_wanted(mcp), app_kwargs={"exception_handlers": http_errors(page)}, **launch_options)
 

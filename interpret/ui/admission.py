@@ -74,7 +74,8 @@ def fair_admission(page: gr.Blocks) -> None:
             block_fn = page.fns[body.fn_index] if body.fn_index is not None else None
         except (KeyError, TypeError):  # not an event of this page: Gradio's push says so
             block_fn = None
-        refused = refused_arguments(block_fn, body.data, own_components(page, body.session_hash)) if block_fn is not None else None
+        own = own_components(page, body.session_hash)
+        refused = refused_arguments(block_fn, body.data, own) if block_fn is not None else None
         if refused is not None:
             return False, refused.detail(len(block_fn.inputs)), "validator_error"  # HTTP 422, with the message
         reason = refusal(queue, body.session_hash, getattr(block_fn, "concurrency_id", None))

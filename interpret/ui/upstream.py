@@ -1,9 +1,8 @@
 """Faults of Gradio and of the libraries under it, mended here around them (one home; each names the fault):
 
 - **Outputs cut under load** (Gradio 6.31, `processing_utils.save_pil_to_cache`, `save_bytes_to_cache`, and
-  `save_base64_to_cache` for an MCP client's files): an
-  output is saved under a name made from its content and written in place (`Path.write_bytes` truncates, then
-  writes), so when two visitors get the same picture at once, one's write empties the file while the other's
+  `save_base64_to_cache` for an MCP client's files): an output is saved under a name made from its content and
+  written in place (`Path.write_bytes` truncates, then writes), so when two visitors get the same picture at once, one's write empties the file while the other's
   download reads it ("received 0 bytes, expected 36898"). `whole_outputs()` makes them write to a temporary name
   and rename it into place (a rename is atomic: a reader sees the old whole file or the new whole file), and not
   write at all when a whole file of that content is already there.
@@ -13,7 +12,8 @@
   `VisitorMCPServer` serves MCP sessions (each client gets its own `Mcp-Session-Id`) and gives each MCP session a
   loopback client, so a Gradio session, of its own. It also waits for a tool's answer without holding one of
   anyio's 40 worker threads (Gradio's `run_sync(job.result)` did: the 41st concurrent call of any client timed
-  out).
+  out), makes one client per session however many of its calls arrive at once, and lets the loopback wait past
+  httpx's 5 s default.
 
 (open_clip's tokenizer, whose cache of words only grew, is bounded where a model is loaded: `models.ClipModel`.)
 
@@ -22,14 +22,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import tempfile
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from pathlib import Path
 
 from ..limits import MAX_MCP_SESSIONS, MCP_SESSION_IDLE_S
+
+LOOPBACK_TIMEOUT_S = 120  # an MCP call's loopback request to this app: joining its queue, reading its answer
+
 
 # --- outputs written whole ---------------------------------------------------------------------------------------
 
@@ -100,14 +105,29 @@ def visitor_mcp_server():
     from gradio.mcp import GradioMCPServer
     from gradio_client import Client
 
+    class LoopbackClient(Client):
+        """A loopback client with a session of its own that copies `template`'s config and API instead of fetching
+        them (no request to this app while it is made)."""
+
+        def __init__(self, template: Client, **options):
+            self._template = template
+            super().__init__(template.src, **options)
+
+        def _get_config(self) -> dict:
+            return self._template.config
+
+        def _get_api_info(self):
+            return self._template._info
+
     class VisitorMCPServer(GradioMCPServer):
         def __init__(self, blocks):
             super().__init__(blocks)
             self.manager.stateless = False  # MCP sessions: each client is told its own Mcp-Session-Id
             self.manager.max_sessions = MAX_MCP_SESSIONS
             self.manager.session_idle_timeout = MCP_SESSION_IDLE_S
-            self._clients: OrderedDict[str, Client] = OrderedDict()
+            self._clients: OrderedDict[str, list] = OrderedDict()  # MCP session -> [its lock, its client or None]
             self._clients_lock = threading.Lock()
+            self._template_lock = threading.Lock()
 
         def mcp_session(self) -> str:
             """This call's MCP session id; a client that sent none is a visitor for this call only."""
@@ -117,25 +137,56 @@ def visitor_mcp_server():
 
         def _get_or_create_client(self) -> Client:
             session = self.mcp_session()
-            with self._clients_lock:
-                if session in self._clients:
-                    self._clients.move_to_end(session)
-                    return self._clients[session]
-            template = super()._get_or_create_client()  # Gradio's own loopback client: its address and settings
-            client = Client(template.src, download_files=False, verbose=False, analytics_enabled=False,
-                            ssl_verify=False, _skip_components=False, headers={"x-gradio-user": "mcp"},
-                            max_workers=8)
-            with self._clients_lock:
-                self._clients[session] = client
-                while len(self._clients) > MAX_MCP_SESSIONS:
-                    self._clients.popitem(last=False)[1].close()
-            return client
+            with self._clients_lock:  # one entry, and so one client, per session however many calls come at once
+                if session not in self._clients:
+                    self._clients[session] = [threading.Lock(), None]
+                    while len(self._clients) > MAX_MCP_SESSIONS:
+                        evicted = self._clients.popitem(last=False)[1][1]
+                        if evicted is not None:
+                            evicted.close()
+                self._clients.move_to_end(session)
+                entry = self._clients[session]
+            with entry[0]:
+                if entry[1] is None:
+                    entry[1] = self._new_client()
+                return entry[1]
+
+        def _new_client(self) -> Client:
+            return LoopbackClient(self.template(), download_files=False, verbose=False, analytics_enabled=False,
+                                  ssl_verify=False, _skip_components=False, headers={"x-gradio-user": "mcp"},
+                                  max_workers=8, httpx_kwargs={"timeout": LOOPBACK_TIMEOUT_S})
+
+        def template(self) -> Client:
+            """Gradio's own loopback client (its address, the page's config and API), made once: every session's
+            client copies its config instead of fetching it. Made by `warm_mcp` at start-up: made during a call,
+            its fetches could wait for a worker thread that every waiting call held (anyio has 40)."""
+            with self._template_lock:
+                if self._client_instance is None and self.local_url:
+                    self._client_instance = Client(self.local_url, download_files=False, verbose=False,
+                                                   analytics_enabled=False, ssl_verify=False, _skip_components=False,
+                                                   headers={"x-gradio-user": "mcp"})
+            return super()._get_or_create_client()
 
         async def _execute_tool_without_progress(self, job) -> list:
             await asyncio.wrap_future(job.future)  # no worker thread held while the analysis runs
             return [job.result()]
 
     return VisitorMCPServer
+
+
+def warm_mcp(page, timeout_s: float = 300) -> None:
+    """Once `page` serves MCP and knows its address, make its loopback template (see `VisitorMCPServer.template`).
+    Run in a thread of its own beside `launch`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        server = getattr(page, "mcp_server_obj", None)
+        if server is not None and server.local_url and hasattr(server, "template"):
+            try:
+                server.template()
+            except Exception:  # noqa: BLE001 (the first call makes it instead)
+                logging.getLogger("interpret.app").warning("MCP loopback client not made at start", exc_info=True)
+            return
+        time.sleep(0.5)
 
 
 def install() -> None:
