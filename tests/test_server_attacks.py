@@ -84,8 +84,9 @@ def test_one_visitor_s_flood_leaves_others_answered(server):
     statuses = [join(url, heads, [TOY, image, f"a red circle {n}", 5, ""], "flooder") for n in range(40)]
     accepted = sum(status == 200 for status, _ in statuses)
     refused = [answer for status, answer in statuses if status != 200]
-    # 8 waiting and one being worked on; a heads figure takes ~0.1 s, so a few may finish while the 40 are sent
-    assert 1 <= accepted <= 12 and len(refused) == 40 - accepted >= 28
+    # 8 waiting and one being worked on; a heads figure takes ~0.1 s, so a few finish while the 40 are sent (each
+    # join's arguments are checked too: 13 were accepted once on a slow machine)
+    assert 1 <= accepted <= 16 and len(refused) == 40 - accepted >= 24
     assert all("requests waiting already" in answer for answer in refused), refused[:1]
     started = time.monotonic()
     answer = call(url, "model_info", [TOY], "bystander", timeout=60)

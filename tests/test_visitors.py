@@ -190,3 +190,27 @@ def test_identical_answers_to_many_visitors_arrive_whole(server):
     with ThreadPoolExecutor(8) as pool:
         sizes = [size for sizes in pool.map(visitor, range(8)) for size in sizes]
     assert len(sizes) == 200 and len(set(sizes)) == 1
+
+
+def test_an_sse_mcp_client_keeps_its_own_database_across_calls(server):
+    """The SSE transport's clients (`/gradio_api/mcp/sse`) are visitors of their own too, by their session."""
+    from mcp import ClientSession
+    from mcp.client.sse import sse_client
+
+    async def build_then_look() -> str:
+        async with sse_client(server + "gradio_api/mcp/sse") as (read, write):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                archive = "data:application/zip;base64," + base64.b64encode(planted_zip(4)).decode()
+                built = text_of(await session.call_tool("build_database", {"label": TOY, "archive": archive,
+                                                                           "folder": ""}))
+                assert "Done in" in built, built
+                return text_of(await session.call_tool("head_atlas", {"label": TOY, "layer": 0, "head": 0}))
+
+    own = asyncio.run(asyncio.wait_for(build_then_look(), timeout=300))
+    bystander = McpVisitor(server)
+    try:
+        other = text_of(bystander.call("head_atlas", {"label": TOY, "layer": 0, "head": 0}))
+    finally:
+        bystander.close()
+    assert "over 4 images" in own and "over 4 images" not in other, (own, other)

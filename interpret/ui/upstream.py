@@ -130,10 +130,13 @@ def visitor_mcp_server():
             self._template_lock = threading.Lock()
 
         def mcp_session(self) -> str:
-            """This call's MCP session id; a client that sent none is a visitor for this call only."""
+            """This call's MCP session: its `Mcp-Session-Id` (Streamable HTTP) or its `session_id` (the SSE transport's
+            message address); a client that sent neither is a visitor for this call only."""
             request = self.mcp_server.request_context.request
-            session = request.headers.get("mcp-session-id") if request is not None else None
-            return session or f"once-{uuid.uuid4().hex}"
+            if request is None:
+                return f"once-{uuid.uuid4().hex}"
+            session = request.headers.get("mcp-session-id") or request.query_params.get("session_id")
+            return f"mcp-{session}" if session else f"once-{uuid.uuid4().hex}"
 
         def _get_or_create_client(self) -> Client:
             session = self.mcp_session()
