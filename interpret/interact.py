@@ -49,6 +49,7 @@ from .towers import resblock_mlp, resblock_output, resblock_qkv
 from .limits import MAX_SPEC_CHARS, MAX_STEPS, check_text
 
 TANGENT_BUDGET_BYTES = 96 * 2 ** 20  # memory for one chunk of the batched tangents of the generic path
+PATH_BUDGET_BYTES = 12 * 2 ** 20  # autodiff state of one chunk of the path's steps in a block (`_step_chunks`)
 # PyTorch keeps forward-mode AD levels in one table for the whole process, and `torch.func.jvp` enters and leaves
 # a level on every call: two threads inside it at once break each other's levels (errors, or tangents that are
 # silently zero). Every forward-mode computation of this module runs under this lock; the rest of an
@@ -294,8 +295,21 @@ def block_forward(block: _Block, x: torch.Tensor, mask: torch.Tensor | None,
     return x + block.mlp(x)
 
 
+def _step_chunks(points: torch.Tensor) -> list[tuple[torch.Tensor, float]]:
+    """The path's points `[steps, n, width]` in chunks of at most `PATH_BUDGET_BYTES` of autodiff state, each
+    with its share of the steps: a mean over the steps is the shares' sum of the chunks' means, exactly, and the
+    memory is one chunk's (200 steps at once took +573 MiB on the toy)."""
+    steps, tokens, width = points.shape
+    size = max(1, min(steps, PATH_BUDGET_BYTES // (tokens * width * 4 * 24)))
+    return [(points[first:first + size], len(points[first:first + size]) / steps) for first in range(0, steps, size)]
+
+
 def _generic_tangents(embed, points: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     """`[n, D]` by forward-mode autodiff through `embed`, one tangent per token, batched over tokens."""
+    return sum(share * _chunk_tangents(embed, chunk, delta) for chunk, share in _step_chunks(points))
+
+
+def _chunk_tangents(embed, points: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
     steps, tokens, width = points.shape
     per_token = steps * tokens * width * 4 * 24  # bytes of tangents one token needs in a block (MLP included)
     chunk = max(1, min(tokens, TANGENT_BUDGET_BYTES // per_token))
@@ -315,6 +329,10 @@ def _generic_tangents(embed, points: torch.Tensor, delta: torch.Tensor) -> torch
 def _reverse_pairs(embed, points: torch.Tensor, delta: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
     """`[M, n]`: the integrated tangents of every token dotted with each row of `others` `[M, D]`, by one
     vector-Jacobian product per row (batched), through `embed` `[steps, n, width] -> [steps, D]`."""
+    return sum(share * _chunk_pairs(embed, chunk, delta, others) for chunk, share in _step_chunks(points))
+
+
+def _chunk_pairs(embed, points: torch.Tensor, delta: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
     steps, tokens, width = points.shape
     _, pullback = torch.func.vjp(embed, points)
     per_row = steps * tokens * width * 4 * 24  # bytes of gradients one row needs in a block (as the tangents)
