@@ -14,6 +14,7 @@ choice): the handler then says what is missing ("Upload an image first.").
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import math
 
@@ -43,18 +44,19 @@ def kind_of(value) -> str:
     return type(value).__name__
 
 
-def parameter_names(fn) -> list[str]:
+@functools.lru_cache(maxsize=None)  # a page's handlers are few and fixed; every request asked again
+def parameter_names(fn) -> tuple[str, ...]:
     """The names of the handler's parameters that events fill from their inputs, in order."""
     try:
         parameters = inspect.signature(fn).parameters
     except (TypeError, ValueError):
-        return []
-    return [name for name, parameter in parameters.items()
-            if name not in SPECIAL_PARAMETERS and parameter.kind not in (parameter.VAR_POSITIONAL,
-                                                                         parameter.VAR_KEYWORD)]
+        return ()
+    return tuple(name for name, parameter in parameters.items()
+                 if name not in SPECIAL_PARAMETERS and parameter.kind not in (parameter.VAR_POSITIONAL,
+                                                                              parameter.VAR_KEYWORD))
 
 
-def argument_name(position: int, names: list[str], component) -> str:
+def argument_name(position: int, names: tuple[str, ...], component) -> str:
     name = names[position] if position < len(names) else f"argument {position + 1}"
     label = getattr(component, "label", None)
     return f"`{name}` ({label})" if label and label != name else f"`{name}`"
@@ -156,7 +158,7 @@ def refused_arguments(block_fn, data, own: dict | None = None) -> Refusal | None
     model's properties are choices of that visitor's); the page's components otherwise."""
     own = own or {}
     inputs = list(block_fn.inputs)
-    names = parameter_names(block_fn.fn) if block_fn.fn is not None else []
+    names = parameter_names(block_fn.fn) if block_fn.fn is not None else ()
     endpoint = f"/{block_fn.api_name}" if block_fn.api_name else "this event"
     if not isinstance(data, list):
         return Refusal(None, "data", f"{endpoint} takes a list of {len(inputs)} arguments, not {kind_of(data)}.")
