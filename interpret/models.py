@@ -179,6 +179,8 @@ def token_labels(ids: Sequence[int], decode: Callable[[list[int]], str]) -> list
 
 TEXT_BATCH = 256  # captions through the text tower at once
 TOKENIZER_WORDS_KEPT = 20_000  # words a BPE tokenizer keeps encoded (open_clip's kept every word it ever saw)
+TEXT_EMBEDDINGS_KEPT_BYTES = 48 * 2**20  # a model's text embeddings kept for the next request (about 20,000 at D 512)
+TOKENISED_TEXTS_KEPT_BYTES = 16 * 2**20  # a model's tokenised captions kept (about 20,000 short ones)
 
 
 class BoundedCache(OrderedDict):
@@ -197,6 +199,73 @@ class BoundedCache(OrderedDict):
             while len(self) > self.size + len(self.pinned):
                 oldest = next(key for key in self if key not in self.pinned)
                 del self[oldest]
+
+
+def _size_in_bytes(value) -> int:
+    """Roughly the memory `value` holds: a tensor's elements, a string's or bytes' length, a tuple's items."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, (str, bytes)):
+        return len(value)
+    if isinstance(value, tuple):
+        return sum(_size_in_bytes(item) for item in value)
+    return 8
+
+
+class KeptByBytes:
+    """A model's recent results (tokenised captions, text embeddings) under their keys, up to `size` bytes of keys
+    and values, least recently used first out (thread-safe). Entries belong to one `version` of what computed them
+    (the model's weights): a lookup or a keep under another version forgets them all first, so an entry is always
+    what the model gives now."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._entries: OrderedDict = OrderedDict()
+        self._bytes = 0
+        self._version = None
+        self._lock = threading.Lock()
+
+    def _adopt(self, version) -> None:
+        """Forget every entry kept for another version (called under the lock)."""
+        if version != self._version:
+            self._entries.clear()
+            self._bytes = 0
+            self._version = version
+
+    def lookup(self, keys: list, version=None) -> list:
+        """Each key's kept value, or None."""
+        with self._lock:
+            self._adopt(version)
+            found = []
+            for key in keys:
+                value = self._entries.get(key)
+                if value is not None:
+                    self._entries.move_to_end(key)
+                found.append(value)
+            return found
+
+    def keep(self, keys: list, values: list, version=None) -> None:
+        """Keep `values` under `keys` (tensors detached, on the CPU, as copies: not views that keep a whole batch
+        alive), dropping the least recently used beyond `size` bytes."""
+        with self._lock:
+            self._adopt(version)
+            for key, value in zip(keys, values):
+                if key in self._entries:
+                    continue
+                if isinstance(value, torch.Tensor):
+                    value = value.detach().cpu().clone()
+                self._entries[key] = value
+                self._bytes += _size_in_bytes(key) + _size_in_bytes(value)
+            while self._bytes > self.size and self._entries:
+                key, value = self._entries.popitem(last=False)
+                self._bytes -= _size_in_bytes(key) + _size_in_bytes(value)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
 
 
 def bounded_word_cache(tokenizer):
@@ -219,6 +288,9 @@ class ClipModel:
         self.model = model.eval().to(device)
         self.preprocess = preprocess
         self.tokenizer = bounded_word_cache(tokenizer)
+        # A visitor who sends the same descriptor file or texts again waits for neither the tokenizer nor the tower:
+        self.token_cache = KeptByBytes(TOKENISED_TEXTS_KEPT_BYTES)  # caption -> (token row, cut?, text kept)
+        self.text_cache = KeptByBytes(TEXT_EMBEDDINGS_KEPT_BYTES)  # token row's bytes -> unit embedding [D]
         self.name = name
         self.pretrained = pretrained
         self.device = torch.device(device)
@@ -297,7 +369,8 @@ class ClipModel:
     # --- texts --------------------------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str] | str) -> EncodedTexts:
         """Token ids `[M, context_length]`; captions longer than the context are cut (and reported); empty ones,
-        and ones over `limits.MAX_TEXT_CHARS` characters (their tokenisation alone would take seconds), refused."""
+        and ones over `limits.MAX_TEXT_CHARS` characters (their tokenisation alone would take seconds), refused.
+        Captions tokenised before (`token_cache`, bounded) are not tokenised again."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         if not texts:
             raise CaptionError("No caption given.")
@@ -315,15 +388,22 @@ class ClipModel:
             if not visible(text):
                 raise CaptionError("The caption is empty" + (" (it holds only invisible characters)" if text else "")
                                    + ": type a few words describing the image.")
-        tokens = self.tokenizer(texts).to(self.device)
-        truncated, kept = [], []
-        inner = self.geometry.context_length - self._special_count()
-        for text in texts:
-            ids = self._encode_ids(text)
-            cut = ids is not None and len(ids) > inner
-            truncated.append(cut)
-            kept.append(self._decode_ids(ids[:inner]).rstrip("\ufffd") if cut else text)  # never half a character
-        return EncodedTexts(tokens=tokens, truncated=truncated, kept=kept)
+        found = self.token_cache.lookup(texts)
+        new = list(dict.fromkeys(text for text, entry in zip(texts, found) if entry is None))
+        if new:
+            rows = self.tokenizer(new).cpu()
+            inner = self.geometry.context_length - self._special_count()
+            entries = []
+            for text, row in zip(new, rows):
+                ids = self._encode_ids(text)
+                cut = ids is not None and len(ids) > inner
+                kept = self._decode_ids(ids[:inner]).rstrip("\ufffd") if cut else text  # never half a character
+                entries.append((row, cut, kept))
+            self.token_cache.keep(new, entries)
+            fresh = dict(zip(new, entries))
+            found = [entry if entry is not None else fresh[text] for text, entry in zip(texts, found)]
+        rows, truncated, kept = zip(*found)
+        return EncodedTexts(tokens=torch.stack(rows).to(self.device), truncated=list(truncated), kept=list(kept))
 
     def _hugging_face_tokenizer(self):
         """The `transformers` tokenizer inside open_clip's `HFTokenizer` (SigLIP's, CLIPA's), or None."""
@@ -377,8 +457,31 @@ class ClipModel:
         stays that of one batch however many captions: 6,000 at once took gigabytes), shortest first. A causal
         text tower read out at the end token runs on the tokens up to each batch's last end token only (the
         padding after it cannot change the embedding): the same numbers, several times faster for short
-        captions."""
+        captions. Captions embedded before (`text_cache`, bounded) are not embedded again."""
         tokens = encoded.tokens
+        if len(tokens) == 0:
+            return self._embed_uncached(tokens)
+        keys = [row.numpy().tobytes() for row in tokens.cpu()]
+        version = self._weights_version()
+        found = self.text_cache.lookup(keys, version)
+        missing = [i for i, embedding in enumerate(found) if embedding is None]
+        if missing:
+            first_row: dict[bytes, int] = {}  # a caption given twice goes through the tower once
+            for i in missing:
+                first_row.setdefault(keys[i], i)
+            rows = torch.tensor(list(first_row.values()), device=tokens.device)
+            computed = self._embed_uncached(tokens[rows]).cpu()
+            self.text_cache.keep(list(first_row), list(computed), version)
+            fresh = dict(zip(first_row, computed))
+            found = [embedding if embedding is not None else fresh[key] for key, embedding in zip(keys, found)]
+        return torch.stack(found).to(self.device)
+
+    def _weights_version(self) -> int:
+        """A number that moves whenever a weight of the model changes (in place: its version counter; or replaced:
+        its identity), for `text_cache`."""
+        return hash(tuple((id(parameter), parameter._version) for parameter in self.model.parameters()))
+
+    def _embed_uncached(self, tokens: torch.Tensor) -> torch.Tensor:
         if len(tokens) <= TEXT_BATCH:
             return self._embed_batch(tokens)
         tower = self.causal_text_tower()

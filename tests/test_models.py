@@ -6,7 +6,8 @@ import torch
 import interpret
 from interpret import models
 from interpret.errors import CaptionError, ModelLoadError
-from interpret.models import catalogue, load_model, spec_from_label
+from interpret.models import catalogue, load_model, model_from_config, spec_from_label
+from tests.conftest import TINY_LAYERSCALE_CONFIG
 
 
 def test_load_model_is_cached_and_has_geometry():
@@ -158,3 +159,55 @@ def test_other_text_towers_use_open_clips_own_encoder():
 def test_public_api():
     for name in interpret.__all__:
         assert hasattr(interpret, name)
+
+
+def test_text_embeddings_are_kept_bounded_and_forgotten_when_the_weights_change(monkeypatch):
+    from interpret.models import KeptByBytes
+
+    model = model_from_config(TINY_LAYERSCALE_CONFIG, name="cache-test")
+    texts = [f"a {colour} {shape}" for colour in ("red", "green", "blue") for shape in ("disc", "box")]
+    first = model.encode_texts(texts)
+    runs = []
+    embed_batch = model._embed_batch
+    monkeypatch.setattr(model, "_embed_batch", lambda tokens: runs.append(len(tokens)) or embed_batch(tokens))
+    again = model.encode_texts([*reversed(texts), "a red disc", "a new one"])
+    assert runs == [1]  # only the caption not seen before went through the tower
+    assert torch.equal(again[:len(texts)], first.flip(0)) and torch.equal(again[len(texts)], first[0])
+
+    with torch.no_grad():
+        model.model.text_projection.mul_(2.0)  # the tower changes: every kept embedding is stale
+    runs.clear()
+    model.encode_texts(texts)
+    assert runs == [len(texts)]
+
+    cache = KeptByBytes(size=3_000)
+    embeddings = torch.randn(10, 128)  # 512 bytes each, and a key of 8
+    cache.keep([bytes([i]) * 8 for i in range(10)], list(embeddings), version=1)
+    assert cache.bytes <= 3_000 and len(cache) == 5
+    found = cache.lookup([bytes([i]) * 8 for i in range(10)], version=1)
+    assert [f is None for f in found] == [True] * 5 + [False] * 5  # the least recently kept went first
+    assert torch.equal(found[9], embeddings[9])
+    assert cache.lookup([bytes([9]) * 8], version=2) == [None]  # another version: nothing kept
+
+
+def test_kept_text_embeddings_are_the_towers(tiny_model):
+    texts = ["a dog", "a photo of a big red car parked by the sea at night"]
+    tiny_model.encode_texts(texts[:1])  # kept from a batch of its own
+    encoded = tiny_model.tokenize(texts)
+    with torch.no_grad():
+        expected = torch.nn.functional.normalize(tiny_model.model.encode_text(encoded.tokens).float(), dim=-1)
+    assert torch.allclose(tiny_model.embed_tokens(encoded), expected, atol=1e-6)
+
+
+def test_tokenised_captions_are_kept_with_their_cuts(monkeypatch):
+    model = model_from_config(TINY_LAYERSCALE_CONFIG, name="token-cache-test")
+    long = "a photo of " + "a very big red car " * 10
+    first = model.tokenize(["a dog", long])
+    calls = []
+    tokenizer = model.tokenizer
+    monkeypatch.setattr(model, "tokenizer", lambda texts: calls.append(list(texts)) or tokenizer(texts))
+    again = model.tokenize([long, "a cat", "a dog", "a cat"])
+    assert calls == [["a cat"]]  # once, however many times it is asked for
+    assert torch.equal(again.tokens[0], first.tokens[1]) and torch.equal(again.tokens[2], first.tokens[0])
+    assert torch.equal(again.tokens[1], tokenizer(["a cat"])[0])
+    assert again.truncated == [True, False, False, False] and again.kept[0] == first.kept[1] != long

@@ -61,3 +61,24 @@ def test_the_tokenizer_keeps_a_bounded_number_of_words_and_its_special_tokens():
     assert len(tokenizer.cache) == TOKENIZER_WORDS_KEPT + 2
     assert "<start_of_text>" in tokenizer.cache and "word0" not in tokenizer.cache
     assert f"word{TOKENIZER_WORDS_KEPT + 499}" in tokenizer.cache
+
+
+def test_only_the_end_of_an_mcp_session_is_kept_out_of_the_log():
+    import logging
+    import sys
+
+    import anyio
+
+    from interpret.ui.upstream import QuietSessionEnds
+
+    def record(error: BaseException, message: str = "Error in standalone SSE writer") -> logging.LogRecord:
+        try:
+            raise error
+        except BaseException:  # noqa: BLE001
+            return logging.LogRecord("mcp.server.streamable_http", logging.ERROR, __file__, 1, message, None,
+                                     sys.exc_info())
+
+    quiet = QuietSessionEnds()
+    assert not quiet.filter(record(anyio.ClosedResourceError()))
+    assert quiet.filter(record(RuntimeError("a real fault")))
+    assert quiet.filter(record(anyio.ClosedResourceError(), "Error in message router"))

@@ -214,3 +214,37 @@ def test_an_sse_mcp_client_keeps_its_own_database_across_calls(server):
     finally:
         bystander.close()
     assert "over 4 images" in own and "over 4 images" not in other, (own, other)
+
+
+def test_an_mcp_prompt_that_does_not_exist_is_refused_by_name(server):
+    visitor = McpVisitor(server)
+    try:
+        from mcp.shared.exceptions import McpError
+
+        with pytest.raises(McpError, match="Prompt not found: 'no_such_prompt'"):
+            asyncio.run_coroutine_threadsafe(visitor.session.get_prompt("no_such_prompt", {}),
+                                             visitor.loop).result(60)  # Gradio ran its last endpoint instead
+    finally:
+        visitor.close()
+
+
+@pytest.mark.parametrize("address, status, message", [
+    ("?tab=Topic+segmentation&caption=" + "a" * 100_000, 414, "too long"),  # Gradio: HTTP 500, httpx.InvalidURL
+    ("?caption=" + "a" * 7_000, 200, ""),
+])
+def test_a_link_too_long_to_read_is_refused_with_a_message(server, address, status, message):
+    try:
+        with urllib.request.urlopen(server + address, timeout=60) as response:
+            answer = (response.status, "")
+    except urllib.error.HTTPError as error:
+        answer = (error.code, error.read().decode())
+    assert answer[0] == status and message in answer[1], answer
+
+
+def test_a_number_json_cannot_hold_is_refused_before_the_queue(server):
+    body = json.dumps({"data": [0], "fn_index": 0, "session_hash": "number-digits"}).replace("0]", "9" * 5_001 + "]")
+    request = urllib.request.Request(server + "gradio_api/queue/join", body.encode(),
+                                     {"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=60)
+    assert refused.value.code == 400 and "parsing the body" in refused.value.read().decode()

@@ -25,6 +25,7 @@ import functools
 import gradio as gr
 
 from ..limits import MAX_WAITING_PER_POOL, MAX_WAITING_PER_VISITOR
+from . import upstream
 from .arguments import refused_arguments
 
 
@@ -90,7 +91,8 @@ def http_errors(page: gr.Blocks) -> dict:
     """FastAPI exception handlers (for `launch(app_kwargs={"exception_handlers": ...})`) that answer a client's
     mistakes before the queue with a status and a message, where Gradio answered HTTP 500 with no message (and a
     traceback in the log): an endpoint that does not exist, a body that is not what the route takes (`NaN` as the
-    data, a missing field)."""
+    data, a missing field), an address too long for Gradio to read (`upstream.unreadable_address`)."""
+    import httpx
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from gradio.route_utils import FnIndexInferError
@@ -108,4 +110,5 @@ def http_errors(page: gr.Blocks) -> dict:
         return JSONResponse({"detail": f"The request's body is not what this route takes ({problems[:500]}). Send "
                                        "JSON: {\"data\": [one value per argument]}."}, status_code=422)
 
-    return {FnIndexInferError: unknown_endpoint, RequestValidationError: malformed}
+    return {FnIndexInferError: unknown_endpoint, RequestValidationError: malformed,
+            httpx.InvalidURL: upstream.unreadable_address}

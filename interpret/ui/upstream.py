@@ -13,7 +13,15 @@
   loopback client, so a Gradio session, of its own. It also waits for a tool's answer without holding one of
   anyio's 40 worker threads (Gradio's `run_sync(job.result)` did: the 41st concurrent call of any client timed
   out), makes one client per session however many of its calls arrive at once, and lets the loopback wait past
-  httpx's 5 s default.
+  httpx's 5 s default. And a prompt that does not exist is refused by name: Gradio's `prompts/get` handler left
+  its search loop's variable at the last endpoint it looked at and ran that endpoint (`model_info`) instead.
+- **A link too long for Gradio** (Gradio 6.31, `route_utils.get_request_origin`): an address over httpx's 65,536
+  characters raised `httpx.InvalidURL` while the page was made: HTTP 500 and a traceback in the log.
+  `unreadable_address` answers HTTP 414 with a message instead (`admission.http_errors` installs it).
+
+- **A traceback for every MCP client that leaves** (mcp 1.30, `streamable_http.standalone_sse_writer`): when a
+  session closes, its server-to-client stream's reader is closed under the writer, which logs the
+  `anyio.ClosedResourceError` as an error. `QuietSessionEnds` drops exactly that record from the log.
 
 (open_clip's tokenizer, whose cache of words only grew, is bounded where a model is loaded: `models.ClipModel`.)
 
@@ -122,12 +130,38 @@ def visitor_mcp_server():
     class VisitorMCPServer(GradioMCPServer):
         def __init__(self, blocks):
             super().__init__(blocks)
+            self._refuse_unknown_prompts()
             self.manager.stateless = False  # MCP sessions: each client is told its own Mcp-Session-Id
             self.manager.max_sessions = MAX_MCP_SESSIONS
             self.manager.session_idle_timeout = MCP_SESSION_IDLE_S
             self._clients: OrderedDict[str, list] = OrderedDict()  # MCP session -> [its lock, its client or None]
             self._clients_lock = threading.Lock()
             self._template_lock = threading.Lock()
+
+        def prompt_names(self) -> set[str]:
+            """The MCP prompts this page offers (its endpoints marked as prompts)."""
+            names = set()
+            for endpoint_name in self.tool_to_endpoint.values():
+                block_fn = self.get_block_fn_from_endpoint_name(endpoint_name)
+                function = block_fn.fn if block_fn else None
+                if getattr(function, "_mcp_type", None) == "prompt":
+                    names.add(function._mcp_name)
+            return names
+
+        def _refuse_unknown_prompts(self) -> None:
+            from mcp import types
+
+            answer = self.mcp_server.request_handlers.get(types.GetPromptRequest)
+            if answer is None:
+                return
+
+            async def known_prompt_only(request: types.GetPromptRequest):
+                if request.params.name not in self.prompt_names():
+                    offered = ", ".join(sorted(self.prompt_names())) or "none"
+                    raise ValueError(f"Prompt not found: {request.params.name[:100]!r} (this app offers: {offered}).")
+                return await answer(request)
+
+            self.mcp_server.request_handlers[types.GetPromptRequest] = known_prompt_only
 
         def mcp_session(self) -> str:
             """This call's MCP session: its `Mcp-Session-Id` (Streamable HTTP) or its `session_id` (the SSE transport's
@@ -192,11 +226,37 @@ def warm_mcp(page, timeout_s: float = 300) -> None:
         time.sleep(0.5)
 
 
+def unreadable_address(request, error):
+    """HTTP 414 (too long) or 400 for an address Gradio cannot parse (see the module's text), with what to do."""
+    from fastapi.responses import PlainTextResponse
+
+    if "too long" in str(error).lower():
+        return PlainTextResponse("This address is too long (a link holds at most 65,536 characters). Open the page "
+                                 "without it, or make the link again from a shorter view.", status_code=414)
+    return PlainTextResponse("This address cannot be read (it holds characters an address may not). Open the page "
+                             "without it.", status_code=400)
+
+
+class QuietSessionEnds(logging.Filter):
+    """Drops the MCP library's "Error in standalone SSE writer" record when its error is only the stream's end (a
+    client closed its session); any other error of that writer is still logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        import anyio
+
+        error = record.exc_info[1] if record.exc_info else None
+        ended = isinstance(error, (anyio.ClosedResourceError, anyio.BrokenResourceError))
+        return not (ended and record.getMessage() == "Error in standalone SSE writer")
+
+
 def install() -> None:
     """Every mend above."""
     import gradio.mcp
 
     whole_outputs()
+    stream_log = logging.getLogger("mcp.server.streamable_http")
+    if not any(isinstance(existing, QuietSessionEnds) for existing in stream_log.filters):
+        stream_log.addFilter(QuietSessionEnds())
     if not getattr(gradio.mcp.GradioMCPServer, "visitor_per_session", False):
         server = visitor_mcp_server()
         server.visitor_per_session = True
