@@ -64,7 +64,8 @@ def _topic(args: argparse.Namespace) -> None:
     print(f"{model.label}, {spatial.heads}: '{spatial.text}'")
     print(spatial.summary())
     if args.save:
-        map_overlay(maps.picture, spatial.image, args.opacity, f"'{spatial.text}' ({spatial.heads})").save(args.save)
+        map_overlay(maps.picture, spatial.image, args.opacity, f"'{spatial.text}' ({spatial.heads})",
+                    bound=spatial.bound).save(args.save)
         print(f"saved the map to {args.save}")
 
 
@@ -94,7 +95,7 @@ def _interact(args: argparse.Namespace) -> None:
           f"({float(region.grid.max()):+.5f}; the span's interactions sum to {float(region.grid.sum()):+.5f})")
     if args.save:
         map_overlay(result.picture, region.image, 0.6, f"'{region.text}' ({result.layers_name})",
-                    label="interaction with the span", box=box).save(args.save)
+                    label="interaction with the span", box=box, bound=region.bound).save(args.save)
         print(f"saved the span's map to {args.save}")
     if args.save_tokens:
         token_strip(result.tokens, per_token.numpy(), f"tokens x {where}", result.token_indices(tokens)) \

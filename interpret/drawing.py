@@ -128,10 +128,11 @@ def rgb(hex_colour: str) -> tuple[int, int, int]:
     return int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16)
 
 
-def diverging_colours(values: np.ndarray) -> np.ndarray:
-    """`[..., 3]` uint8: `values` on the diverging scale symmetric about zero (white: 0; red: +; blue: -)."""
+def diverging_colours(values: np.ndarray, bound: float | None = None) -> np.ndarray:
+    """`[..., 3]` uint8: `values` on the diverging scale symmetric about zero (white: 0; red: +; blue: -), from
+    -`bound` to +`bound` (default: the largest magnitude of `values`)."""
     values = np.asarray(values, dtype=np.float64)
-    bound = float(np.abs(values).max()) or 1e-12
+    bound = bound or float(np.abs(values).max()) or 1e-12
     return DIVERGING[np.clip(np.round((values / bound + 1) / 2 * 255), 0, 255).astype(np.int64)]
 
 
@@ -156,9 +157,31 @@ def colour_bar(canvas: Image.Image, left: int, top: int, height: int, table: np.
     rotated_text(canvas, (left + 27 + widest, top), label, size, height)
 
 
+def horizontal_bar(canvas: Image.Image, left: int, top: int, width: int, table: np.ndarray, bound: float,
+                   label: str, size: int = 12) -> int:
+    """A horizontal key of a diverging `table` from -`bound` (left) to +`bound`, its ends and 0 marked, and `label`
+    on its right; returns the height it took."""
+    bar = table[np.linspace(0, 255, width).round().astype(int)]  # [width, 3]
+    canvas.paste(Image.fromarray(np.repeat(bar[None], 12, axis=0)), (left, top))
+    draw = ImageDraw.Draw(canvas)
+    draw.rectangle((left, top, left + width - 1, top + 11), outline=BLACK)
+    for fraction, words in ((0.0, signed_number(-bound)), (0.5, "0"), (1.0, signed_number(bound))):
+        x = left + round(fraction * (width - 1))
+        draw.line((x, top + 12, x, top + 15), fill=BLACK)
+        text(draw, (x, top + 16), words, size - 2, anchor="ma")
+    text(draw, (left + width + 12, top + 6), label, size, anchor="lm")
+    return 16 + size + 4
+
+
+def signed_number(value: float) -> str:
+    """A value as figures label it (3 significant digits, with its sign); summaries that state a figure's numbers
+    use it too, so that the two read the same."""
+    return f"{value:+.3g}"
+
+
 def signed_ticks(bound: float) -> list[tuple[float, str]]:
     """The ticks of a diverging bar from -bound to +bound."""
-    return [(1.0, f"{bound:+.3g}"), (0.5, "0"), (0.0, f"{-bound:+.3g}")]
+    return [(1.0, signed_number(bound)), (0.5, "0"), (0.0, signed_number(-bound))]
 
 
 def key(draw: ImageDraw.ImageDraw, xy, entries: list[tuple[tuple[int, int, int], str]], size: int = 11,

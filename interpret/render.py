@@ -17,9 +17,9 @@ from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from .drawing import (BLACK, CONSISTENCY, CJK_FONTS, DIVERGING, SEQUENTIAL, WHITE, Series, colour_bar,  # noqa: E402
-                      dashed_rectangle, diverging_colours, fitted, inner_band, inside_point, key, line_chart, mix,
-                      rgb, rotated_text, side_by_side, signed_ticks, table_colours, text, text_width, draw_title,
-                      title_height, wrapped)
+                      dashed_rectangle, diverging_colours, fitted, horizontal_bar, inner_band, inside_point, key,
+                      line_chart, mix, rgb, rotated_text, side_by_side, signed_ticks, table_colours, text, text_width,
+                      draw_title, title_height, wrapped)
 
 plt.rcParams["font.family"] = ["DejaVu Sans", *CJK_FONTS]  # matplotlib falls back glyph by glyph along the list
 
@@ -92,19 +92,21 @@ def light_grey(image: Image.Image) -> np.ndarray:
 
 def map_overlay(image: Image.Image, values: np.ndarray, opacity: float = 0.6, title: str = "",
                 label: str = "contribution to cosine score",
-                box: tuple[float, float, float, float] | None = None) -> Image.Image:
+                box: tuple[float, float, float, float] | None = None, bound: float | None = None) -> Image.Image:
     """The picture as it is (left) and a spatial map `[H, W]` (the picture's size) over a light grey copy of it
     (right), on a diverging scale centred at zero (red: adds to the score, blue: takes away), with a colour bar.
     The picture keeps its colours (a map laid over a colour picture changes them: a yellow object under red
     looks orange), and the map's colours are not mixed with the picture's. `opacity` in 0..1 is the map's;
-    `box` (left, top, right, bottom), if given, is outlined on both."""
+    `box` (left, top, right, bottom), if given, is outlined on both; `bound`: the colour scale's end (default: the
+    largest magnitude of `values`; a `SpatialMap` gives its `bound`, the one its summary states)."""
     values = np.asarray(values, dtype=np.float64)
     image = image.convert("RGB")
     width, height = image.size
     scale = 400 / max(width, height)
     panel = (max(1, round(width * scale)), max(1, round(height * scale)))
     alpha = float(np.clip(opacity, 0, 1))
-    mapped = (1 - alpha) * light_grey(image) + alpha * diverging_colours(values)
+    bound = bound or _bound(values)
+    mapped = (1 - alpha) * light_grey(image) + alpha * diverging_colours(values, bound)
     left_panel = image.resize(panel, Image.NEAREST if scale >= 1 else Image.BILINEAR)
     right_panel = Image.fromarray(mapped.round().astype(np.uint8)).resize(panel, Image.NEAREST)
     canvas_width = 2 * panel[0] + 170
@@ -120,16 +122,21 @@ def map_overlay(image: Image.Image, values: np.ndarray, opacity: float = 0.6, ti
         for origin in (10, panel[0] + 30):
             dashed_rectangle(draw, (origin + box[0] * scale, top + box[1] * scale, origin + box[2] * scale,
                                     top + box[3] * scale))
-    colour_bar(canvas, 2 * panel[0] + 40, top, panel[1], DIVERGING, signed_ticks(_bound(values)), label, size=14)
+    colour_bar(canvas, 2 * panel[0] + 40, top, panel[1], DIVERGING, signed_ticks(bound), label, size=14)
     return canvas
 
 
 TOKENS_WIDE = 1100  # a strip of tokens wraps to rows this wide
 
 
-def token_strip(tokens: list[str], values, title: str = "", chosen: list[int] | None = None) -> Image.Image:
-    """Tokens as coloured boxes on a diverging scale centred at zero (red: adds to the score), each with its
-    value below, in rows; `chosen` tokens are underlined."""
+KEY_HEIGHT = 34  # a token strip's colour key, when it has one
+
+
+def token_strip(tokens: list[str], values, title: str = "", chosen: list[int] | None = None,
+                label: str = "") -> Image.Image:
+    """Tokens as coloured boxes on a diverging scale centred at zero (red: adds to the score, blue: takes away;
+    the maps' colours), each with its value below, in rows; `chosen` tokens are underlined; with `label`, a key of
+    the scale under the title."""
     values = np.asarray(values, dtype=np.float64)
     colours, bound = diverging_colours(values), _bound(values)
     widths = [round(max(text_width(token, 13), text_width(f"{value:+.3g}", 10), 34)) + 14
@@ -140,12 +147,16 @@ def token_strip(tokens: list[str], values, title: str = "", chosen: list[int] | 
             x, row = 10, row + 1
         places.append((x, row))
         x += width + 4
-    top = title_height(title, TOKENS_WIDE - 20) + 18
+    key_top = title_height(title, TOKENS_WIDE - 20) + 10
+    top = key_top + 8 + (KEY_HEIGHT if label else 0)
     row_height = 58
-    canvas = Image.new("RGB", (min(TOKENS_WIDE, max(x for x, _ in places) + max(widths) + 10) if tokens else 300,
-                               top + row_height * (row + 1) + 6), WHITE)
+    wide = max(x for x, _ in places) + max(widths) + 10 if tokens else 300
+    canvas = Image.new("RGB", (min(TOKENS_WIDE, max(wide, 640 if label else 0)), top + row_height * (row + 1) + 6),
+                       WHITE)
     draw = ImageDraw.Draw(canvas)
     draw_title(canvas, title, 13)
+    if label:
+        horizontal_bar(canvas, 30, key_top, 200, DIVERGING, bound, label)
     for index, (token, value, colour, width, (x, row)) in enumerate(zip(tokens, values, colours, widths, places)):
         y = top + row * row_height
         draw.rectangle((x, y, x + width, y + 28), fill=tuple(int(c) for c in colour), outline=(85, 85, 85))

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .decompose import decompose_image
+from .drawing import signed_number
 from .errors import InterpretError
 from .images import ImageSource, load_image
 from .limits import MAX_SPEC_CHARS, check_text, check_texts
@@ -50,17 +51,31 @@ class SpatialMap:
 
     @property
     def peak(self) -> tuple[int, int]:
-        """(row, column) of the largest value on the grid."""
+        """(row, column) of the largest value on the grid (counted from 0, at the top left)."""
         row, column = divmod(int(self.grid.argmax()), self.grid.shape[1])
         return row, column
 
+    @property
+    def bound(self) -> float:
+        """The end of the map's colour scale, -bound..+bound: the largest magnitude on the grid (the upsampled
+        `image` never exceeds it, and its summary states it)."""
+        return float(self.grid.abs().max()) or 1e-12
+
     def summary(self) -> str:
-        """One line: the range and sum of the patch contributions and where the largest is."""
+        """One line: the range and sum of the patch contributions, the colour scale, and where the largest (or,
+        when no patch adds to the score, the most negative) is, in the numbers the figure shows."""
         grid = self.grid
-        row, column = self.peak
-        return (f"patch contributions from {float(grid.min()):+.4f} to {float(grid.max()):+.4f} (sum "
-                f"{float(grid.sum()):+.4f}) on the {grid.shape[0]}x{grid.shape[1]} grid; the largest at row {row}, "
-                f"column {column}")
+        low, high = float(grid.min()), float(grid.max())
+        line = (f"patch contributions from {signed_number(low)} to {signed_number(high)} (sum "
+                f"{signed_number(float(grid.sum()))}) on the {grid.shape[0]}x{grid.shape[1]} grid, coloured from "
+                f"{signed_number(-self.bound)} to {signed_number(self.bound)}; ")
+        if high > 0:
+            row, column = self.peak
+            line += f"the largest at row {row}, column {column}"
+        else:
+            row, column = divmod(int(grid.argmin()), grid.shape[1])
+            line += f"no patch adds to the score; the most negative at row {row}, column {column}"
+        return line + " (rows and columns count from 0 at the top left)"
 
 
 class ImageMaps:

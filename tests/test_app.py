@@ -245,13 +245,14 @@ def test_interactions_map_a_span_and_score_a_box(monkeypatch):
     monkeypatch.setattr(interactions, "interaction_map", lambda *args, **kwargs: made.append(args) or real(*args, **kwargs))
     path, _ = toy_examples()[0]
     caption = "a red circle and a blue square"
-    picture, coloured, summary = interactions.run_interaction(TOY, path, caption, 2, 0, 5, "right", "2", "", 0.6)
-    assert isinstance(picture, Image.Image)
-    assert [token for token, _ in coloured] == ["<start>", "a", "red", "circle", "and", "a", "blue", "square",
-                                                "<end>"]
-    assert max(abs(score) for _, score in coloured) == pytest.approx(1.0)
+    picture, strip, summary, scores = interactions.run_interaction(TOY, path, caption, 2, 0, 5, "right", "2", "", 0.6)
+    assert isinstance(picture, Image.Image) and isinstance(strip, Image.Image)
+    assert [token for token, _ in scores] == ["<start>", "a", "red", "circle", "and", "a", "blue", "square", "<end>"]
+    best = max(scores[1:-1], key=lambda pair: pair[1])
+    assert f"'{best[0]}' matches most ({best[1]:+.3g})" in summary  # the number under that token on the strip
     assert "'red'" in summary and "whole image" in summary and "residual" in summary
-    picture, coloured, summary = interactions.run_interaction(TOY, path, caption, 2, 0, 5, "right", "2-3", "0, 0, 30, 30")
+    picture, strip, summary, scores = interactions.run_interaction(TOY, path, caption, 2, 0, 5, "right", "2-3",
+                                                                   "0, 0, 30, 30")
     assert "'red circle'" in summary and "the box (0, 0, 30, 30)" in summary
     choices, picker = interactions.interaction_controls(TOY, path, caption, 2, 0, 5, "right", "0, 0, 30, 30")
     assert choices["choices"][2] == "2: red" and isinstance(picker, Image.Image)
@@ -267,7 +268,7 @@ def test_picking_a_box_by_two_clicks():
     assert box == "10, 2" and picture.size == (384, 384)
     box, picture = interactions.pick_corner(path, box, gr.SelectData(None, {"index": [30, 48], "value": None}))
     assert box == "5, 2, 10, 8"
-    assert interactions.run_after_pick(TOY, path, "a cat", -1, -1, 2, "right", "", "10, 2", 0.6) == (gr.skip(),) * 3
+    assert interactions.run_after_pick(TOY, path, "a cat", -1, -1, 2, "right", "", "10, 2", 0.6) == (gr.skip(),) * 4
 
 
 @pytest.mark.parametrize("tokens, box, caption, message", [
@@ -475,9 +476,9 @@ def test_every_tab_runs_on_the_attention_pooled_toy_model():
     assert isinstance(picture, Image.Image) and "8x8 grid" in summary
     picture, summary = contrastive.run_contrastive(pooled, path, "a cross", "a circle", "3", 0.6)
     assert isinstance(picture, Image.Image)
-    picture, coloured, summary = interactions.run_interaction(pooled, path, "a green cross", -1, -1, 5, "midpoint",
-                                                              "2", "", 0.6)
-    assert [token for token, _ in coloured] == ["<start>", "a", "green", "cross", "<end>"] and "residual" in summary
+    picture, strip, summary, scores = interactions.run_interaction(pooled, path, "a green cross", -1, -1, 5,
+                                                                   "midpoint", "2", "", 0.6)
+    assert [token for token, _ in scores] == ["<start>", "a", "green", "cross", "<end>"] and "residual" in summary
     summary, *pictures = mutual.run_mutual(pooled, path, mutual.TOY_CLASSES, None, "{}", 3)
     assert "Predicted" in summary and all(isinstance(picture, Image.Image) for picture in pictures)
     # the Models tab reads the same labels and removes heads through the same seam (tested on toy below)

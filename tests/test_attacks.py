@@ -260,7 +260,7 @@ def test_interactions_beyond_the_budget_get_fewer_steps_and_say_so(monkeypatch):
     model = common.model_for(TOY)
     per_step = interact.interaction_work(model, "a red circle", 0, 0, 1)
     monkeypatch.setattr(interactions, "MAX_INTERACTION_WORK", 7.5 * per_step)
-    _, _, summary = interactions.run_interaction(TOY, EXAMPLE, "a red circle", 0, 0, 50)
+    _, _, summary, _ = interactions.run_interaction(TOY, EXAMPLE, "a red circle", 0, 0, 50)
     assert steps_run == [7] and "Steps lowered from 50 to 7" in shown(summary)
     monkeypatch.setattr(interactions, "MAX_INTERACTION_WORK", 0.5 * per_step)
     with pytest.raises(gr.Error, match="even with 1 step.*Choose later layers"):

@@ -237,7 +237,7 @@ def test_interactions_tab_maps_a_ticked_token_and_a_clicked_box(page):
     picker.click(position={"x": size["width"] * 0.6, "y": size["height"] * 0.6})
     page.wait_for_function("document.querySelector('#inter-summary').innerText.includes('the box (')",
                            timeout=30_000)
-    assert page.locator("#inter-span").inner_text().count("red") >= 1
+    page.wait_for_selector("#inter-span img", timeout=30_000)  # the tokens, on the map's colours, with a key
     page.screenshot(path=str(SCREENSHOTS / "interactions.png"), full_page=True)
 
 
@@ -246,10 +246,12 @@ def test_interaction_endpoint_answers_gradio_client(server):
 
     client = Client(server, verbose=False)
     path, _ = toy_examples()[0]
-    picture, coloured, summary = client.predict(ModelSpec("toy", None).label, handle_file(path),
-                                                "a red circle", -1, -1, 4, "midpoint", "2", "0, 0, 32, 32", 0.6,
-                                                api_name="/interaction")
-    assert os.path.isfile(picture) and "'red'" in summary and "the box (0, 0, 32, 32)" in summary
+    picture, strip, summary, scores = client.predict(ModelSpec("toy", None).label, handle_file(path),
+                                                     "a red circle", -1, -1, 4, "midpoint", "2", "0, 0, 32, 32", 0.6,
+                                                     api_name="/interaction")
+    assert os.path.isfile(picture) and os.path.isfile(strip)
+    assert "'red'" in summary and "the box (0, 0, 32, 32)" in summary
+    assert [token for token, _ in scores] == ["<start>", "a", "red", "circle", "<end>"]
 
 
 def test_mutual_knowledge_tab_shows_parts_concepts_and_curve(page):

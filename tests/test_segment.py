@@ -144,3 +144,32 @@ def test_zero_shot_segmentation_of_toy_objects():
     metrics = evaluate_segmentation(toy, [(scene.image, scene.masks[0]) for scene in scenes], classes)
     assert metrics["images"] == 12
     assert metrics["pixel accuracy"] > 0.8 and metrics["mIoU"] > 0.5 and metrics["mAP"] > 0.5
+
+
+@pytest.mark.parametrize("grid", [
+    [[0.010, -0.020], [0.0483, -0.0234]],  # the largest magnitude is positive
+    [[-0.5, -0.1], [-0.25, -0.07]],  # no patch adds to the score
+    [[0.0, 0.3], [-0.9, 0.2]],  # the largest magnitude is negative
+])
+def test_a_maps_summary_states_the_numbers_its_figure_shows(grid, picture):
+    from interpret.drawing import DIVERGING, signed_number
+    from interpret.segment import SpatialMap, upsample
+
+    grid = torch.tensor(grid)
+    box = (0, 0, 64, 64)
+    spatial = SpatialMap(grid, upsample(grid, (64, 64), box), box, "something", "all heads")
+    bound = float(grid.abs().max())
+    assert spatial.bound == pytest.approx(bound) and float(np.abs(spatial.image).max()) <= bound + 1e-6
+    summary = spatial.summary()
+    assert f"coloured from {signed_number(-bound)} to {signed_number(bound)}" in summary
+    assert f"from {signed_number(float(grid.min()))} to {signed_number(float(grid.max()))}" in summary
+    assert "count from 0" in summary
+    row, column = divmod(int(grid.argmax() if grid.max() > 0 else grid.argmin()), 2)
+    assert f"at row {row}, column {column}" in summary
+    assert ("no patch adds to the score" in summary) == bool(grid.max() <= 0)
+
+    # the figure's scale is the summary's: a patch at -bound is the colour bar's end
+    figure = np.asarray(map_overlay(Image.new("RGB", (64, 64)), spatial.image, 1.0, bound=spatial.bound))
+    panels = figure[:, :2 * 400 + 30]  # the picture and the map (400 px each), not the colour bar after them
+    darkest = np.abs(panels.astype(int) - DIVERGING[0]).sum(axis=-1).min()
+    assert (darkest < 30) == (float(grid.min()) == -bound)

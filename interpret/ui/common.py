@@ -116,9 +116,13 @@ def choose_default_model() -> tuple[str, str]:
 
 def model_summary(model: ClipModel) -> str:
     g = model.geometry
+    tower = model.text_tower()
+    blocks = getattr(getattr(tower, "transformer", None), "resblocks", None)
+    text_layers = (f"; the text tower {len(blocks)} layers (a layer -1 is either tower's last block, -2 the one "
+                   "before it)") if blocks is not None else ""
     return (f"**{model.label}**: {g.layers} layers x {g.heads} heads, width {g.width}, joint space {g.embed_dim}, "
             f"{g.image_size[0]}x{g.image_size[1]} px input, {g.grid[0]}x{g.grid[1]} patches, "
-            f"{g.context_length} text tokens.")
+            f"{g.context_length} text tokens{text_layers}.")
 
 
 ANY_INDEX = 10 ** 6  # a layer or head number beyond this is not a number the page can mean

@@ -22,7 +22,7 @@ def run_contrastive(label: str, image_path: str | None, text_a: str, text_b: str
     maps = image_maps_for(model, image_path)
     spatial = maps.contrastive(text_a, text_b, **choice)
     picture = map_overlay(maps.picture, spatial.image, opacity, f"'{spatial.text}' ({spatial.heads})",
-                          label="contribution to score(A) − score(B)")
+                          label="contribution to score(A) − score(B)", bound=spatial.bound)
     return picture, map_summary(spatial, model, encoded.warnings())
 
 

@@ -11,7 +11,8 @@ from ..errors import InterpretError
 from ..interact import Interaction, affordable_steps, interaction_map, parse_box, parse_tokens
 from ..limits import MAX_INTERACTION_WORK, MAX_STEPS, check_number
 from ..models import ClipModel
-from ..render import map_overlay, outline_box
+from ..drawing import signed_number
+from ..render import map_overlay, outline_box, token_strip
 from .common import (QUICK, RecentResults, Shared, connect, escaped, file_key, friendly_errors, model_for, page_index,
                      picture_of, status_box, with_warnings)
 from .maps import checked_opacity
@@ -61,18 +62,19 @@ def run_interaction(label: str, image_path: str | None, caption: str, image_laye
     spatial = result.span_to_region(span)
     per_token = result.region_to_span(region)
     picture = map_overlay(result.picture, spatial.image, opacity, f"'{spatial.text}' ({result.layers_name})",
-                          label="interaction with the span", box=region)
-    bound = float(per_token.abs().max()) or 1.0
-    coloured = [(token, round(float(value) / bound, 4)) for token, value in zip(result.tokens, per_token)]
+                          label="interaction with the span", box=region, bound=spatial.bound)
     where = "the whole image" if region is None else f"the box {tuple(round(v) for v in region)}"
+    strip = token_strip(result.tokens, per_token.numpy(), f"each token's interaction with {where}",
+                        result.token_indices(span), label="red adds to the score, blue takes away (as on the map)")
+    scores = [[token, round(float(value), 6)] for token, value in zip(result.tokens, per_token)]
     best = int(per_token[1:-1].argmax()) + 1 if len(result.tokens) > 2 else 0
     summary = (f"Cosine **{result.cosine:+.4f}**; {result.layers_name}, {result.steps} steps ({result.rule} rule): "
                f"the interactions sum to {result.total:+.5f} of the {result.explained:+.5f} they explain "
                f"(residual {result.residual:+.1e}, {abs(result.residual) / max(abs(result.explained), 1e-12):.1%})."
                f"\n\n**Span → region**: '{escaped(spatial.text)}' (red: where it matches). **Region → span**: over "
-               f"{where}, '{escaped(result.tokens[best])}' matches most ({float(per_token[best]):+.5f}); tokens are "
-               "coloured by their interaction, red adds to the score.")
-    return picture, coloured, with_warnings(summary, result.warnings)
+               f"{where}, '{escaped(result.tokens[best])}' matches most ({signed_number(float(per_token[best]))}); "
+               "the tokens below are coloured by their interaction, on the map's colours.")
+    return picture, strip, with_warnings(summary, result.warnings), scores
 
 
 def interaction_controls(label: str, image_path: str | None, caption: str, image_layer: float = -1,
@@ -128,7 +130,7 @@ def pick_corner(image_path: str | None, box: str, event: gr.SelectData):
 def run_after_pick(*inputs):
     """`run_interaction` once the picker holds a whole box (after its second corner)."""
     if first_corner(inputs[8]) is not None:
-        return gr.skip(), gr.skip(), gr.skip()
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
     return run_interaction(*inputs)
 
 
@@ -153,16 +155,21 @@ def build(shared: Shared) -> None:
         box = gr.Textbox(label="Box: left, top, right, bottom (empty: whole image)", elem_id="inter-box")
         opacity = gr.Slider(0, 1, value=0.6, step=0.05, label="Map opacity", elem_id="inter-opacity")
     summary = gr.Markdown(elem_id="inter-summary")
-    span = gr.HighlightedText(label="Tokens coloured by their interaction with the box", elem_id="inter-span",
-                              show_legend=False)
+    # the token strip and the map get rows of their own (at a column's width their labels shrank to about 8 px)
+    strip = gr.Image(label="Tokens coloured by their interaction with the box (PNG)", type="pil", format="png",
+                     elem_id="inter-span", interactive=False, show_label=False, buttons=["download", "fullscreen"])
+    picture = gr.Image(label="Where the span matches (PNG)", type="pil", format="png", elem_id="inter-map",
+                       interactive=False, show_label=False, buttons=["download", "fullscreen"])
     with gr.Row():
         picker = gr.Image(label="Click two corners of a box", type="pil", interactive=False, elem_id="inter-picker",
                           scale=1)
-        picture = gr.Image(label="Where the span matches (PNG)", type="pil", format="png", elem_id="inter-map",
-                           interactive=False, show_label=False, buttons=["download", "fullscreen"], scale=2)
+        gr.Markdown("**Choose a box**: click two opposite corners on the picture; the tokens above are then coloured "
+                    "by how much each one matches that box, and the Box field holds it (clear it for the whole "
+                    "image).", elem_id="inter-picker-help")
+    scores = gr.JSON(visible=False)  # each token's interaction, for API and MCP clients: [[token, value], ...]
 
     settings = [shared.model, shared.image, shared.caption, image_layer, text_layer, steps, rule]
-    inputs, outputs = settings + [tokens, box, opacity], [picture, span, summary]
+    inputs, outputs = settings + [tokens, box, opacity], [picture, strip, summary, scores]
     connect(button.click, run_interaction, inputs, outputs, status, api_name="interaction", pool=QUICK).then(
         interaction_controls, settings + [box], [checkboxes, picker], api_visibility="private")
     ticked = checkboxes.input(tokens_from_checkboxes, checkboxes, tokens, api_visibility="private")

@@ -26,7 +26,8 @@ def run_topic(label: str, image_path: str | None, text: str, heads: str = "all",
     maps = image_maps_for(model, image_path)
     spatial = maps.topic(text, **choice, relative_to=others)
     picture = map_overlay(maps.picture, spatial.image, opacity, f"'{spatial.text}' ({spatial.heads})",
-                          label="contribution to cosine score" + (" − the others' mean" if others else ""))
+                          label="contribution to cosine score" + (" − the others' mean" if others else ""),
+                          bound=spatial.bound)
     return picture, map_summary(spatial, model, encoded.warnings())
 
 
