@@ -11,12 +11,15 @@ images (by suffix) are skipped and listed; the images themselves are checked whe
 unreadable one is skipped and listed there).
 
 The member names never become paths: each image is written under a name made here (its number, the letters and
-digits of its file name, its suffix), flat in the target folder.
+digits of its file name, its suffix), flat in the target folder. What each was called in the archive is kept
+beside them (`NAMES_FILE`, read by `original_names`), so that galleries show the visitor's own names.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import unicodedata
 import stat
 import uuid
 import zipfile
@@ -29,6 +32,7 @@ from .limits import (MAX_ARCHIVE_BYTES, MAX_BUILD_IMAGES, MAX_COMPRESSION_RATIO,
 from .paths import inside
 
 STEM_CHARS = 40  # of an original file name kept in the name an extracted image gets
+NAMES_FILE = ".names.json"  # extracted name -> the member's name in the archive (not an image: never indexed)
 
 
 def plan_archive(path: str | Path) -> tuple[list[zipfile.ZipInfo], list[str]]:
@@ -81,9 +85,12 @@ def extract_images(path: str | Path, target: str | Path, root: str | Path) -> tu
     partial = inside(target.parent / f".partial-{uuid.uuid4().hex}", root)
     partial.mkdir(parents=True)
     try:
+        names = {}
         with zipfile.ZipFile(path) as archive:
             for number, member in enumerate(images):
+                names[extracted_name(number, member.filename)] = shown_name(member.filename)
                 _extract(archive, member, partial / extracted_name(number, member.filename))
+        (partial / NAMES_FILE).write_text(json.dumps(names, ensure_ascii=False), encoding="utf-8")
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, RuntimeError,
             NotImplementedError) as error:
         shutil.rmtree(partial, ignore_errors=True)
@@ -114,6 +121,21 @@ def _read(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> bytes:
     if len(data) != member.file_size:
         raise zipfile.BadZipFile(f"{member.filename!r} does not hold its declared size")
     return data
+
+
+def shown_name(member_name: str) -> str:
+    """A member's name as a gallery shows it: its path in the archive, without control or format characters (a
+    name's right-to-left override would turn the rest of a caption around)."""
+    return "".join(char for char in member_name if not unicodedata.category(char).startswith("C")) or "image"
+
+
+def original_names(folder: str | Path) -> dict[str, str]:
+    """The names the images `extract_images` wrote to `folder` had in their archive ({} for any other folder)."""
+    try:
+        names = json.loads((Path(folder) / NAMES_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return names if isinstance(names, dict) else {}
 
 
 def extracted_name(number: int, member_name: str) -> str:

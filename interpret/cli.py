@@ -724,9 +724,21 @@ def _limits(args: argparse.Namespace) -> None:
     print(limits_table())
 
 
+OUTPUTS = ("save", "save_tokens", "plot", "out")  # the options that name a file or folder a command writes
+
+
+def _make_output_folders(args: argparse.Namespace) -> None:
+    """The folder each output goes into, made first (`--save out/map.png` works in a fresh checkout)."""
+    for option in OUTPUTS:
+        value = getattr(args, option, None)
+        if isinstance(value, str) and value and "://" not in value:
+            Path(value).parent.mkdir(parents=True, exist_ok=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _make_output_folders(args)
         args.run(args)
     except InterpretError as error:
         print(f"error: {error}", file=sys.stderr)

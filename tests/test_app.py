@@ -3,6 +3,7 @@ from pathlib import Path
 
 import gradio as gr
 import pytest
+from hypothesis import given, settings, strategies as st
 from PIL import Image
 
 from interpret import ui
@@ -173,15 +174,34 @@ def test_a_neighbour_file_missing_at_display_time_is_shown_as_such(tmp_path):
     present = tmp_path / "here.png"
     Image.new("RGB", (20, 20)).save(present)
     results = [Neighbour(present, 0.9), Neighbour(Path(tmp_path / "gone.png"), 0.8)]
-    items, note = neighbours.gallery(results, SimpleNamespace(count=2, folder=tmp_path / "db", root=tmp_path))
+    items, note = neighbours.gallery(results, SimpleNamespace(count=2, folder=tmp_path / "db", root=tmp_path), "db")
     assert items[0][0].size == (20, 20) and items[0][1] == "+0.900 · here.png"
     assert isinstance(items[1][0], Image.Image) and "file missing" in items[1][1]
     assert "no longer where the database saw them (gone.png)" in shown(note)
     thumbnail = tmp_path / "db" / "thumbnails" / "gone.png.webp"  # a bundle's thumbnail stands in for the image
     thumbnail.parent.mkdir(parents=True)
     Image.new("RGB", (16, 12), (200, 10, 10)).save(thumbnail)
-    items, note = neighbours.gallery(results, SimpleNamespace(count=2, folder=tmp_path / "db", root=tmp_path))
+    items, note = neighbours.gallery(results, SimpleNamespace(count=2, folder=tmp_path / "db", root=tmp_path), "db")
     assert items[1][0].size == (16, 12) and "missing" not in items[1][1] and "no longer" not in note
+
+
+@given(st.text(min_size=1, max_size=300), st.integers(8, 60))
+@settings(max_examples=60, deadline=None)
+def test_a_name_cut_in_the_middle_keeps_its_start_and_its_end(name, width):
+    cut = neighbours.middle_cut(name, width)
+    assert len(cut) == min(len(name), width)
+    if len(name) > width:
+        assert "…" in cut and name.startswith(cut.split("…")[0]) and name.endswith(cut.rsplit("…")[-1])
+        assert len(cut.rsplit("…")[-1]) >= (width - 1) // 2  # the end, where a collection's names differ
+    else:
+        assert cut == name
+
+
+def test_a_zip_members_shown_name_has_no_control_or_format_characters():
+    from interpret.archives import shown_name
+
+    assert shown_name("photos/\u202egnp.cat\x00.png") == "photos/gnp.cat.png"
+    assert shown_name("\u200b") == "image"
 
 
 def test_topic_and_contrastive_maps_reuse_one_decomposition(monkeypatch):
@@ -322,10 +342,12 @@ def test_a_model_that_cannot_be_loaded_leaves_the_previous_one_in_use(monkeypatc
     monkeypatch.delenv("INTERPRET_MODELS", raising=False)
     monkeypatch.delenv("INTERPRET_HOSTED", raising=False)
     monkeypatch.delenv("SPACE_ID", raising=False)
-    value, info, in_use, status = ui.choose_model("ViT-B-32 / openai", TOY)  # offline: the hub cannot be reached
+    value, info, in_use, status, note = ui.choose_model("ViT-B-32 / openai", TOY)  # offline: the hub cannot be reached
     assert value == TOY and in_use == TOY and "could not be loaded" in status and f"{TOY} is still in use" in shown(status)
-    value, info, in_use, status = ui.choose_model(TOY, RANDOM_B32)
+    assert note == gr.skip()  # the start-up note stays: the model it is about is still in use
+    value, info, in_use, status, note = ui.choose_model(TOY, RANDOM_B32)
     assert value == in_use == TOY and status == "" and "4 layers x 8 heads" in info
+    assert note == ""  # "Starting with ... instead" was about the first model
 
 
 def test_analyses_get_a_gpu_under_zero_gpu_and_nothing_needs_one(monkeypatch):
@@ -375,10 +397,11 @@ def test_a_visitor_builds_a_database_from_a_zip_and_searches_it_in_their_session
     assert (database.built_folder("visitor-1", "toy") / "bundle.json").is_file()
     items, summary = image_neighbours.run_image_neighbours(TOY, str(ROOT_EXAMPLES / "toy-1001.png"), -1, 0, 3,
                                                            visitor)
-    assert "of 6 images" in summary and items[0][1].endswith("toy-1001.png")  # the visitor's own database
+    assert "of 6 images in your own database" in summary  # the visitor's own database, named so
+    assert items[0][1].endswith("· mine/toy-1001.png")  # by its name in the zip file, not the name it was saved as
     items, summary = image_neighbours.run_image_neighbours(TOY, str(ROOT_EXAMPLES / "toy-1001.png"), -1, 0, 3,
                                                            SimpleNamespace(session_hash="someone-else"))
-    assert "of 600 images" in summary  # another visitor still searches the model's own database
+    assert "of 600 images in toy (bundled)'s database" in summary  # another visitor searches the model's own
 
 
 @pytest.mark.parametrize("archive, folder, message", [

@@ -62,8 +62,9 @@ def test_command_line_examples_run_as_written(scratch, capsys):
         out = capsys.readouterr().out
         if "--model" in arguments:  # the model is named in the output's first line
             assert "toy (bundled)" in out.splitlines()[0], (line, out[:300])
-    for saved in ("grid.png", "map.png", "tokens.png", "mutual.csv", "mutual.png"):
-        assert (scratch / saved).is_file(), saved
+    for saved in ("grid.png", "topic.png", "interaction.png", "tokens.png", "mutual.csv", "mutual.png"):
+        assert (scratch / "out" / saved).is_file(), saved
+    assert sorted(path.name for path in scratch.iterdir()) == ["assets", "indexes", "out"]  # nothing else written
 
 
 def test_the_package_imports_from_any_folder(tmp_path):
@@ -72,3 +73,26 @@ def test_the_package_imports_from_any_folder(tmp_path):
                             capture_output=True, text=True, env=environment, timeout=60)
     assert result.returncode == 0, "import interpret fails outside the repository: pip install -r requirements.txt"
     assert result.stdout.strip().startswith(str(ROOT / "interpret"))
+
+
+def test_the_model_list_names_every_model_the_picker_can_offer():
+    from interpret.models import NEWER_CATALOGUE, PRETRAINED_CATALOGUE, RANDOM_CATALOGUE
+
+    models = README.split("## Models", 1)[1].split("\n## ", 1)[0]
+    for spec in (*PRETRAINED_CATALOGUE, *NEWER_CATALOGUE):
+        assert f"{spec.name} `{spec.pretrained}`" in " ".join(models.split()), spec
+    for spec in RANDOM_CATALOGUE:
+        assert spec.name in models, spec
+
+
+def test_every_picture_an_endpoint_returns_is_the_png_the_endpoint_table_promises():
+    import gradio as gr
+
+    from interpret.ui import build_app
+
+    page = build_app("toy (bundled)")
+    pictures = [block for block in page.blocks.values() if isinstance(block, gr.Image) and block.interactive is False]
+    assert pictures and all(picture.format == "png" for picture in pictures), [
+        picture.elem_id for picture in pictures if picture.format != "png"]
+    table = README.split("| `/heads`", 1)[1].split("\n\n", 1)[0]
+    assert "WebP" not in table and "webp" not in table

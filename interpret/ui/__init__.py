@@ -40,12 +40,13 @@ def describe_model(label: str) -> str:
 
 def choose_model(label: str, previous: str):
     """The picker's choice: the new model when it loads, else the previous one again with the reason.
-    Returns (picker value, model info, the model in use, status)."""
+    Returns (picker value, model info, the model in use, status, the start-up note: cleared once another model is
+    in use, since it was about the first one)."""
     try:
-        return label, model_summary(model_for(label)), label, ""
+        return label, model_summary(model_for(label)), label, "", ""
     except InterpretError as error:  # an unknown label, a model not offered here, weights that cannot be had
         return previous, gr.skip(), previous, error_text(f"{label} could not be loaded, so {previous} is still in "
-                                                         f"use. {message_for(error, 'choose_model')}")
+                                                         f"use. {message_for(error, 'choose_model')}"), gr.skip()
 
 
 def build_app(default_label: str | None = None, note: str = "", allow_folders: bool = False) -> gr.Blocks:
@@ -59,7 +60,7 @@ def build_app(default_label: str | None = None, note: str = "", allow_folders: b
         gr.Markdown("# CLIP interpret\nUpload an image, type a caption, and see which layers and attention heads "
                     "of CLIP carry their match. Pick an analysis on the right: the tabs are grouped by what you "
                     "give them.")
-        gr.Markdown(note, elem_id="status")
+        start_note = gr.Markdown(note, elem_id="status")
         with gr.Row():
             with gr.Column(scale=1):
                 picker = gr.Dropdown(labels, value=default_label, label="Model", elem_id="model")
@@ -83,9 +84,9 @@ def build_app(default_label: str | None = None, note: str = "", allow_folders: b
                                 for tab in tabs:
                                     with gr.Tab(tab.TITLE, id=tab.TITLE) as shared.tab_of[tab.TITLE]:
                                         tab.build(shared)
-                links.attach(shared, GROUPS, outer, inner, choose_model, [model_info, in_use, model_status],
-                             link_button, link_box)
-        picker.input(choose_model, [picker, in_use], [picker, model_info, in_use, model_status],
+                links.attach(shared, GROUPS, outer, inner, choose_model, [model_info, in_use, model_status, start_note],
+                     link_button, link_box)
+        picker.input(choose_model, [picker, in_use], [picker, model_info, in_use, model_status, start_note],
                      api_visibility="private", **LOOKUP)
         gr.Button(visible=False, elem_classes=["api-only"]).click(described(describe_model, "model_info"), picker,
                                                                   model_info, api_name="model_info", **LOOKUP)

@@ -64,7 +64,7 @@ def build(shared: Shared) -> None:
     button = gr.Button("Explain the score", variant="primary", elem_id="heads-run")
     status = status_box("heads")
     summary = gr.Markdown(elem_id="heads-summary")
-    grid = gr.Image(label="Contribution of each layer and head", type="pil", elem_id="heads-grid",
+    grid = gr.Image(label="Contribution of each layer and head", type="pil", format="png", elem_id="heads-grid",
                     interactive=False, show_label=False)
     table = gr.Dataframe(headers=["rank", "layer", "head", "contribution", "the score"],
                          label="Top heads (by size, either sign)", elem_id="heads-table", interactive=False)

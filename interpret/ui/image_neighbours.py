@@ -5,7 +5,7 @@ import gradio as gr
 
 from .common import QUICK, Shared, connect, friendly_errors, layer_and_head, model_for, picture_of
 from .database import session_of
-from .neighbours import checked_k, database_for, gallery, head_and_count, neighbour_outputs
+from .neighbours import checked_k, database_title, database_for, gallery, head_and_count, neighbour_outputs
 
 TITLE = "Image neighbours per head"
 
@@ -18,8 +18,10 @@ def run_image_neighbours(label: str, image_path: str | None, layer: float, head:
     model = model_for(label)
     layer, head = layer_and_head(model, layer, head)
     picture = picture_of(image_path)
-    database = database_for(model, session_of(request))
-    items, note = gallery(database.image_neighbours(picture, layer, head, k=k), database)
+    session = session_of(request)
+    database = database_for(model, session)
+    items, note = gallery(database.image_neighbours(picture, layer, head, k=k), database,
+                          database_title(model, session, database))
     return items, f"**Head {layer}.{head}**: " + note
 
 

@@ -161,7 +161,8 @@ def build(shared: Shared) -> None:
     picture = gr.Image(label="Where the span matches (PNG)", type="pil", format="png", elem_id="inter-map",
                        interactive=False, show_label=False, buttons=["download", "fullscreen"])
     with gr.Row():
-        picker = gr.Image(label="Click two corners of a box", type="pil", interactive=False, elem_id="inter-picker",
+        picker = gr.Image(label="Click two corners of a box", type="pil", format="png", interactive=False,
+                          elem_id="inter-picker",
                           scale=1)
         gr.Markdown("**Choose a box**: click two opposite corners on the picture; the tokens above are then coloured "
                     "by how much each one matches that box, and the Box field holds it (clear it for the whole "

@@ -8,6 +8,7 @@ from pathlib import Path
 import gradio as gr
 
 
+from ..archives import original_names
 from ..bundles import THUMBNAIL_SIDE, model_folder, thumbnail_of
 from ..errors import ImageError, InterpretError
 from ..images import load_image
@@ -50,20 +51,42 @@ def checked_k(k: float) -> int:
     return check_number(k, "The number of neighbours", 1, MAX_NEIGHBOURS, integer=True)
 
 
-def gallery(results, database: ImageIndex) -> tuple[list, str]:
-    """Gallery items (picture, 'score · file name') and a note on files that have gone missing since the build.
-    A picture is the image itself, or its bundle's thumbnail where the collection is not on this machine, at
-    most `THUMBNAIL_SIDE` pixels (handed to the page as pictures: a bundle may live where Gradio serves no
-    files)."""
+NAME_CHARS = 36  # of an image's name in a gallery caption (cut in the middle beyond)
+
+
+def middle_cut(name: str, width: int = NAME_CHARS) -> str:
+    """`name` cut in the middle to `width` characters: its start and its end (where names of one collection
+    differ: 'scene-0012.png') both stay."""
+    if len(name) <= width:
+        return name
+    head = (width - 1) // 2
+    return name[:head] + "…" + name[len(name) - (width - 1 - head):]
+
+
+def database_title(model: ClipModel, session: str | None, database: ImageIndex) -> str:
+    """What a summary calls `database` (from `database_for`): the visitor's own, or the model's."""
+    own = visitor_database(session, model.slug)
+    if own is not None and Path(database.folder).resolve() == own.resolve():
+        return "your own database (built in this session)"
+    return f"{escaped(model.label)}'s database ({escaped(public(str(database.folder)))})"
+
+
+def gallery(results, database: ImageIndex, title: str) -> tuple[list, str]:
+    """Gallery items (picture, 'score · file name') and a note naming the database (`title`) and the files that
+    have gone missing since the build. A picture is the image itself, or its bundle's thumbnail where the
+    collection is not on this machine, at most `THUMBNAIL_SIDE` pixels (handed to the page as pictures: a bundle
+    may live where Gradio serves no files). A visitor's images go by their names in the zip file."""
     items, missing = [], []
+    names = original_names(database.root)
     for path, score in results:
         thumbnail = thumbnail_of(database.folder, path.relative_to(database.root).as_posix())
         picture = _readable(path) or _readable(thumbnail)
+        name = names.get(path.name, path.name)
         if picture is None:
-            missing.append(path.name)
-        items.append((picture or missing_image(), f"{score:+.3f} · {path.name}" + ("" if picture else
-                                                                                     " (file missing)")))
-    note = f"{len(results)} nearest of {database.count} images in {escaped(public(str(database.folder)))}."
+            missing.append(name)
+        items.append((picture or missing_image(), f"{score:+.3f} · {middle_cut(name)}" + ("" if picture else
+                                                                                            " (file missing)")))
+    note = f"{len(results)} nearest of {database.count} images in {title}."
     if missing:
         note += (f"\n\n⚠️ {len(missing)} file(s) are no longer where the database saw them "
                  f"({escaped(', '.join(missing[:5]))}); rebuild the database to drop them.")
@@ -107,5 +130,6 @@ CSS = """
 .neighbours .thumbnail-item { aspect-ratio: auto !important; display: flex; flex-direction: column; }
 .neighbours .thumbnail-item img { aspect-ratio: 1 / 1; min-height: 0; }
 .neighbours .caption-label { position: static !important; max-width: 100% !important; border: none !important;
-                             border-radius: 0 !important; opacity: 1 !important; text-align: center !important; }
+                             border-radius: 0 !important; opacity: 1 !important; text-align: center !important;
+                             white-space: normal !important; overflow-wrap: anywhere; }
 """

@@ -7,7 +7,7 @@ from ..banks import PROPERTIES
 from .atlas import atlas_for
 from .common import LOOKUP, QUICK, Shared, connect, escaped, friendly_errors, model_for, picture_of
 from .database import session_of
-from .neighbours import checked_k, count_slider, database_for, gallery, neighbour_outputs
+from .neighbours import checked_k, database_title, count_slider, database_for, gallery, neighbour_outputs
 
 TITLE = "Property neighbours"
 
@@ -25,7 +25,7 @@ def run_property_neighbours(label: str, image_path: str | None, prop: str, k: fl
     atlas = atlas_for(model, session)
     heads = database.property_heads(prop, atlas)
     results = database.property_neighbours(picture, prop, k=k, atlas=atlas)
-    items, note = gallery(results, database)
+    items, note = gallery(results, database, database_title(model, session, database))
     names = ", ".join(f"{layer}.{head}" for layer, head in heads)
     return items, f"**{escaped(prop)}**: the {len(heads)} heads labelled so ({names}). " + note
 

@@ -6,7 +6,7 @@ import gradio as gr
 from ..errors import InterpretError
 from .common import LOOKUP, Shared, connect, escaped, friendly_errors, layer_and_head, model_for
 from .database import session_of
-from .neighbours import checked_k, database_for, gallery, head_and_count, neighbour_outputs
+from .neighbours import checked_k, database_title, database_for, gallery, head_and_count, neighbour_outputs
 
 TITLE = "Text neighbours per head"
 
@@ -21,8 +21,10 @@ def run_text_neighbours(label: str, text: str, layer: float, head: float, k: flo
     if not (text or "").strip():
         raise InterpretError("Type a text to search the database for (for example: something red).")
     model.tokenize(text)  # an over-long text gets its message before any database work
-    database = database_for(model, session_of(request))
-    items, note = gallery(database.text_neighbours(text, layer, head, k=k), database)
+    session = session_of(request)
+    database = database_for(model, session)
+    items, note = gallery(database.text_neighbours(text, layer, head, k=k), database,
+                          database_title(model, session, database))
     return items, f"**Head {layer}.{head}**, '{escaped(text.strip())}': " + note
 
 
