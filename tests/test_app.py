@@ -539,6 +539,28 @@ def test_compare_explanations_side_by_side_with_their_deletion_and_insertion():
     assert all(rows == alone for rows in together)
     with pytest.raises(gr.Error, match="Tick at least one"):
         compare.estimate_compare(TOY, "a blue circle", [])
+    _, _, summary = compare.run_compare(TOY, path, "a blue circle", ["rollout", "legrad"], "auto", 0.6)
+    assert "replaced by the image's mean colour" in summary  # on the toys' flat colours a blur tells nothing apart
+    assert "random patch orders give" in summary
+
+
+@given(st.lists(st.floats(-1, 1), min_size=2, max_size=9), st.lists(st.floats(-1, 1), min_size=3, max_size=3))
+@settings(max_examples=80, deadline=None)
+def test_a_winner_is_named_only_beyond_the_noise_of_random_orders(gaps, noise):
+    import numpy as np
+
+    from interpret.ui import compare
+
+    rows = [[f"method {i}", 0.0, gap, gap] for i, gap in enumerate(gaps)]
+    said = compare.verdict(rows, noise)
+    mean, spread = float(np.mean(noise)), float(np.std(noise, ddof=1))
+    best = max(gaps)
+    named = [f"**method {i}**" for i, gap in enumerate(gaps)
+             if best - gap <= spread and gap - mean > compare.NOISE_SPREADS * spread]
+    assert ("no method separates them by more than noise" in said) == (not named), said
+    assert all(name in said for name in named) and said.count("**method") == len(named), said
+    if named:
+        assert f"**method {gaps.index(best)}**" in said
 
 
 def test_a_link_s_values_are_checked_before_they_are_shown():

@@ -3,12 +3,15 @@ colour scale, each with its deletion and insertion AUC on this image (`explanati
 from __future__ import annotations
 
 import gradio as gr
+import numpy as np
+import torch
 
 from ..errors import InterpretError
 from ..explanations import METHODS, Subject, explain
 from ..faithfulness import BASELINES, area, perturbation_curves
 from ..interact import affordable_steps, block_work, interaction_work
 from ..limits import COMPARE_CURVE_STEPS as CURVE_STEPS, MAX_COMPARE_WORK, MAX_INTERACTION_WORK
+from ..models import is_toy
 from ..render import maps_side_by_side
 from .common import (LOOKUP, Shared, connect, escaped, friendly_errors, model_for, picture_of, status_box,
                      with_warnings)
@@ -18,6 +21,46 @@ TITLE = "Compare explanations"
 INTERACTION_STEPS = 10
 CHOICES = [(cls.title, name) for name, cls in METHODS.items()]
 REPLACEMENTS = {"blur": "blurred copy", "mean": "mean colour"}  # what each of BASELINES puts in a patch's place
+AUTO = "auto"  # the baseline that tells methods apart on the model: the mean colour on the toys, else a blur
+RANDOM_MAPS = 3  # random patch orders scored beside the methods: what a map that knows nothing gets
+NOISE_SPREADS = 2  # a method beats noise when it beats the random orders' mean by this many of their spreads
+
+
+def baseline_for(model, baseline: str) -> str:
+    """`baseline`, or for "auto" the one that can tell methods apart on `model`: on the toys' flat colours a blur
+    changes little (every method's AUC within 0.37-0.40, README), so the mean colour; on photos the blur."""
+    if baseline == AUTO:
+        return "mean" if is_toy(model.name) else "blur"
+    if baseline not in BASELINES:
+        raise InterpretError(f"Unknown baseline '{str(baseline)[:40]}': use {AUTO}, {' or '.join(BASELINES)}.")
+    return baseline
+
+
+def random_grids(model, count: int = RANDOM_MAPS) -> list:
+    """`count` random relevance grids on the model's patch grid (fixed seeds: the same answer every time)."""
+    generator = torch.Generator().manual_seed(0)
+    return [torch.rand(model.geometry.grid, generator=generator) for _ in range(count)]
+
+
+def verdict(rows: list[list], noise: list[float]) -> str:
+    """Which method separates deletion from insertion most, judged against random patch orders (`noise`: their
+    insertion − deletion): a method is beyond noise when its gap exceeds the random orders' mean by more than
+    `NOISE_SPREADS` of their spreads (standard deviations); the leaders are the methods beyond noise within one
+    spread of the best (one image cannot rank them closer). No method beyond noise: said so, no winner."""
+    mean, spread = float(np.mean(noise)), (float(np.std(noise, ddof=1)) if len(noise) > 1 else 0.0)
+    judged = f"{len(noise)} random patch orders give {mean:+.3f} ± {spread:.3f}"
+    ranked = sorted(rows, key=lambda row: row[3], reverse=True)
+    best = ranked[0]
+    if best[3] - mean <= NOISE_SPREADS * spread:
+        return (f"Here no method separates them by more than noise: {judged}, and the best, {best[0]} "
+                f"({best[3]:+.3f}), is within {NOISE_SPREADS} spreads of that.")
+    leaders = [row for row in ranked if best[3] - row[3] <= spread and row[3] - mean > NOISE_SPREADS * spread]
+    if len(leaders) == 1:
+        return (f"Here **{best[0]}** separates them most (insertion − deletion {best[3]:+.3f}; {judged}, and the "
+                f"next method is more than one spread behind).")
+    names = ", ".join(f"**{row[0]}** ({row[3]:+.3f})" for row in leaders)
+    return (f"Here {names} separate them most, within one spread of each other ({judged}): this image cannot rank "
+            "them.")
 
 
 def checked_methods(methods) -> list[str]:
@@ -36,13 +79,14 @@ CPU_RATE = 60e9  # multiply-adds a second on 2 CPU cores (benchmarks/interaction
 def compare_plan(model, caption: str, methods: list[str]) -> tuple[int, float, int]:
     """(deletion / insertion steps, multiply-adds, perturbed images) of a comparison, from the shapes alone: a map
     by gradients costs about three forward passes (interactions: `interact.interaction_work`), and each map's
-    curves 2 x (steps + 1) more; the most steps, at most CURVE_STEPS, that fit `MAX_COMPARE_WORK` (0: no curves)."""
+    curves 2 x (steps + 1) more, as do the `RANDOM_MAPS` random orders' that tell noise; the most steps, at most
+    CURVE_STEPS, that fit `MAX_COMPARE_WORK` (0: no curves)."""
     g = model.geometry
     forward = g.layers * block_work(g.tokens, g.width)
     maps = sum(min(interaction_work(model, caption, -1, -1, INTERACTION_STEPS), MAX_INTERACTION_WORK)
                if name == "interaction" else 3 * forward for name in methods)
     for steps in range(CURVE_STEPS, 0, -2):
-        images = 2 * (steps + 1) * len(methods)
+        images = 2 * (steps + 1) * (len(methods) + RANDOM_MAPS)
         if maps + images * forward <= MAX_COMPARE_WORK:
             return steps, maps + images * forward, images
     return 0, maps, 0
@@ -60,16 +104,16 @@ def estimate_compare(label: str, caption: str, methods=tuple(METHODS)):
 
 
 @friendly_errors
-def run_compare(label: str, image_path: str | None, caption: str, methods=tuple(METHODS), baseline: str = "blur",
+def run_compare(label: str, image_path: str | None, caption: str, methods=tuple(METHODS), baseline: str = AUTO,
                 opacity: float = 0.6):
     """Every chosen method's map of the caption on the image, side by side, with each map's deletion and
     insertion AUC (the cosine score as its most relevant patches are replaced by a blurred copy or the mean
-    colour, or put back into it)."""
+    colour, or put back into it; "auto": the one that tells methods apart on this model), and which method
+    separates them most when that is more than random patch orders' noise."""
     opacity = checked_opacity(opacity)
     methods = checked_methods(methods)
-    if baseline not in BASELINES:
-        raise InterpretError(f"Unknown baseline '{str(baseline)[:40]}': use {' or '.join(BASELINES)}.")
     model = model_for(label)
+    baseline = baseline_for(model, baseline)
     encoded = model.tokenize(caption or "")  # an unusable caption gets its message before any image work
     warnings = encoded.warnings()
     options = {}
@@ -105,11 +149,12 @@ def run_compare(label: str, image_path: str | None, caption: str, methods=tuple(
     summary = (f"**{escaped(subject.text)}** on this image, {model.label}: cosine **{result.score:+.4f}**. Each map "
                "is scaled to 0..1 on its own (brighter: more relevant by that method).")
     if curve_steps:
-        best = max(rows, key=lambda row: row[3])
+        noise = [area(insertion) - area(deletion) for deletion, insertion in
+                 (perturbation_curves(model, subject, grid, curve_steps, baseline) for grid in random_grids(model))]
         summary += (" Under each: the cosine score's area as its patches are replaced by the image's "
-                    f"{REPLACEMENTS[baseline]}, most relevant first (*deletion*: lower means the map found what the score needs) and as they "
-                    f"are put back (*insertion*: higher is better), {curve_steps + 1} points each. Here "
-                    f"**{best[0]}** separates them most (insertion − deletion {best[3]:+.3f}).")
+                    f"{REPLACEMENTS[baseline]}, most relevant first (*deletion*: lower means the map found what the "
+                    "score needs) and as they are put back (*insertion*: higher is better), "
+                    f"{curve_steps + 1} points each. " + verdict(rows, noise))
     summary += " Which method to trust in general: the README's table on the toy world, where the truth is known."
     return figure, rows, with_warnings(summary, warnings)
 
@@ -123,7 +168,8 @@ def build(shared: Shared) -> None:
         methods = gr.CheckboxGroup(CHOICES, value=list(METHODS), label="Methods", elem_id="compare-methods",
                                    scale=3)
         with gr.Column(scale=1):
-            baseline = gr.Radio([(words, name) for name, words in REPLACEMENTS.items()], value="blur",
+            baseline = gr.Radio([("the one for this model (toys: mean colour; others: blurred copy)", AUTO),
+                                 *((words, name) for name, words in REPLACEMENTS.items())], value=AUTO,
                                 label="Deletion and insertion replace patches with", elem_id="compare-baseline")
             opacity = gr.Slider(0, 1, value=0.6, step=0.05, label="Map opacity", elem_id="compare-opacity")
     button = gr.Button("Compare the maps", variant="primary", elem_id="compare-run")
