@@ -571,24 +571,33 @@ def test_a_link_s_values_are_checked_before_they_are_shown():
     from interpret.ui import links
 
     labels, titles = [TOY, RANDOM_B32], ["Heads", "Topic segmentation"]
-    linked = {"text": gr.Textbox(), "layer": gr.Number()}
+    linked = {"Topic segmentation": {"text": gr.Textbox(), "layer": gr.Number()},
+              "Heads": {"rule": gr.Radio(["midpoint", "right"]), "methods": gr.CheckboxGroup(["a", "b"])}}
     example = sorted(links.examples())[0]
 
+    values = st.one_of(st.text(max_size=30), st.sampled_from(["../app.py", "/etc/passwd", "1e999", "nan", "x" * 2000,
+                                                              example, TOY, "right", "a"]))
+
     @settings(max_examples=60, deadline=None)
-    @given(st.dictionaries(st.sampled_from(["model", "tab", "example", "caption", "text", "layer", "other"]),
-                           st.one_of(st.text(max_size=30), st.sampled_from(["../app.py", "/etc/passwd", "1e999",
-                                                                           "nan", "x" * 2000, example, TOY]))))
+
+    @given(st.dictionaries(st.sampled_from(["model", "tab", "example", "caption", "text", "layer", "rule", "methods",
+                                            "other"]), st.one_of(values, st.lists(values, max_size=3))))
     def check(query):
         view = links.checked_view(query, labels, titles, linked)
         assert view.get("model", TOY) in labels and view.get("tab", "Heads") in titles
         assert view.get("example", example) in links.examples() and "other" not in view
         assert all(len(str(value)) <= 1000 for value in view.values())
         assert "layer" not in view or abs(view["layer"]) <= 10 ** 6
+        assert set(view) - {"model", "tab", "example", "caption"} <= set(linked.get(view.get("tab"), {}))  # its tab's
+        assert view.get("rule", "right") in ("midpoint", "right") and set(view.get("methods", [])) <= {"a", "b"}
 
     check()
+    fields = (("Topic segmentation", "text"), ("Topic segmentation", "layer"), ("Heads", "methods"))
     query = links.link_query(TOY, "Topic segmentation", "a cat", links.examples()[example], "something red", 3,
-                             fields=("text", "layer"))
-    assert query.startswith("?model=toy+%28bundled%29") and f"example={example}" in query
+                             ["a", "b"], fields=fields)
+    assert query.startswith("?model=toy+%28bundled%29") and f"example={example}" in query and "layer=3" in query
+    assert "methods" not in query  # only the shown tab's inputs
+    assert "methods=a&methods=b" in links.link_query(TOY, "Heads", "", None, "x", 3, ["a", "b"], fields=fields)
     assert links.link_query(TOY, "Heads", "", None) == "?model=toy+%28bundled%29&tab=Heads"  # no upload, no empty
 
 

@@ -143,5 +143,8 @@ def test_a_link_s_slider_value_out_of_range_is_dropped():
     from interpret.ui.links import checked_view
 
     opacity = gr.Slider(0, 1, value=0.6)
-    assert checked_view({"opacity": "1e6"}, [], [], {"opacity": opacity}) == {}
-    assert checked_view({"opacity": "0.3"}, [], [], {"opacity": opacity}) == {"opacity": 0.3}
+    linked = {"Topic segmentation": {"opacity": opacity}}
+    assert checked_view({"tab": "Topic segmentation", "opacity": "1e6"}, [], ["Topic segmentation"], linked) == {
+        "tab": "Topic segmentation"}
+    assert checked_view({"tab": "Topic segmentation", "opacity": "0.3"}, [], ["Topic segmentation"], linked) == {
+        "tab": "Topic segmentation", "opacity": 0.3}

@@ -5,9 +5,10 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 import pytest
+from PIL import Image
 
 from interpret.models import ModelSpec
 from interpret.toy.examples import toy_examples
@@ -409,6 +410,69 @@ def test_a_link_opens_the_same_view_computed_again(server, page):
     page.goto(server + "?model=..%2F..%2Fetc&tab=%3Cscript%3E&example=..%2Fapp.py&layer=1e999")  # hostile: dropped
     page.wait_for_selector("#caption textarea", timeout=60_000)
     assert page.locator("#model input").input_value() == ModelSpec("toy", None).label
+    page.goto(server)
+    page.wait_for_selector("#caption textarea", timeout=60_000)
+
+
+LINKED_VIEWS = [  # a tab, inputs that are not its defaults, and the summary that says the view was computed
+    ("Interactions", {"image_layer": "2", "text_layer": "0", "steps": "6", "tokens": "2", "box": "0, 0, 32, 32"},
+     "inter-summary", "image layer 2, text layer 0, 6 steps"),
+    ("Contrastive segmentation", {"text_a": "something blue", "text_b": "something yellow", "heads": "3",
+                                  "opacity": "0.3"}, "contrast-summary", "layer 3"),
+    ("Text neighbours per head", {"text": "something yellow", "layer": "3", "head": "1", "k": "5"},
+     "text-nn-summary", "Head 3.1"),
+    ("Compare explanations", {"methods": ["rollout", "legrad"], "baseline": "blur"}, "compare-summary",
+     "blurred copy"),
+    ("Head atlas", {"layer": "2", "head": "5"}, "atlas-summary", "2.5"),
+    ("Heads", {"top": "7", "remove": "3.1"}, "heads-summary", "3.1"),
+]
+
+
+@pytest.mark.parametrize("tab, values, summary, shows", LINKED_VIEWS, ids=[view[0] for view in LINKED_VIEWS])
+def test_a_link_holds_the_whole_view_of_its_tab(server, page, tab, values, summary, shows):
+    """Open a view with non-default inputs from a link, make its link, open that in a new page: the same inputs
+    (the link made there is the same link) and the same summary; and the link names only that tab's inputs."""
+    from interpret.ui.links import examples
+
+    example = sorted(examples())[1]  # a blue circle and a yellow square
+    query = urlencode({"model": ModelSpec("toy", None).label, "tab": tab, "example": example,
+                       "caption": "a blue circle", **values}, doseq=True)
+
+    def open_and_link(target) -> tuple[str, str]:
+        target.goto(server + "?" + query if target is page else target.url)
+        target.wait_for_function(f"document.querySelector('#{summary}')?.innerText.includes({shows!r})",
+                                 timeout=120_000)
+        said = target.locator(f"#{summary}").inner_text()
+        target.locator("#link-button").click()
+        target.wait_for_function("document.querySelector('#link textarea')?.value.includes('tab=')", timeout=30_000)
+        return target.locator("#link textarea").input_value(), said
+
+    link, said = open_and_link(page)
+    for field, value in values.items():
+        assert urlencode({field: value}, doseq=True) in link, (field, link)
+    assert not {"text_a", "relative", "image_layer"} - set(values) & set(parse_qs(link.split("?", 1)[1]))
+    other = page.context.browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        other.goto(link)
+        again, said_again = open_and_link(other)
+    finally:
+        other.close()
+    assert again == link and said_again == said
+
+
+def test_the_link_box_empties_when_the_view_changes_and_says_an_upload_is_not_in_it(server, page, tmp_path):
+    page.goto(server)
+    page.wait_for_selector("#caption textarea", timeout=60_000)
+    Image.new("RGB", (48, 40), (200, 30, 30)).save(tmp_path / "mine.png")
+    page.locator("#image input[type=file]").set_input_files(str(tmp_path / "mine.png"))
+    page.wait_for_timeout(500)
+    page.locator("#link-button").click()
+    page.wait_for_function("document.querySelector('#link textarea').value.includes('tab=')", timeout=30_000)
+    assert "example=" not in page.locator("#link textarea").input_value()
+    assert "is not in the link" in page.locator("#link-note").inner_text()
+    open_tab(page, "Topic segmentation")
+    page.wait_for_function("document.querySelector('#link textarea').value === ''", timeout=30_000)
+    assert "is not in the link" not in page.locator("#link-note").inner_text()
     page.goto(server)
     page.wait_for_selector("#caption textarea", timeout=60_000)
 

@@ -71,7 +71,7 @@ def build(shared: Shared) -> None:
     with gr.Row():
         layer = gr.Number(value=0, precision=0, label="Layer", elem_id="atlas-layer")
         head = gr.Number(value=0, precision=0, label="Head", elem_id="atlas-head")
-    shared.linked.update(layer=layer, head=head)
+    shared.link(TITLE, layer=layer, head=head)
     button = gr.Button("Describe the head", variant="primary", elem_id="atlas-run")
     status = status_box("atlas")
     summary = gr.Markdown(elem_id="atlas-summary")

@@ -445,6 +445,10 @@ class Shared:
     model: gr.Dropdown
     image: ImageInput
     caption: gr.Textbox
-    linked: dict = dataclasses.field(default_factory=dict)  # a tab's inputs that a link holds (`links`): name -> input
+    linked: dict = dataclasses.field(default_factory=dict)  # tab title -> {field: input} a link holds (`links`)
     tab_of: dict = dataclasses.field(default_factory=dict)  # tab title -> its gr.Tab
     after_build: list = dataclasses.field(default_factory=list)  # (handler, inputs, outputs) run after a build
+
+    def link(self, title: str, **inputs) -> None:
+        """Let a link hold these inputs of tab `title` (field name in the link -> input): every input of its view."""
+        self.linked.setdefault(title, {}).update(inputs)

@@ -180,6 +180,7 @@ def build(shared: Shared) -> None:
     table = gr.Dataframe(headers=["method", "deletion AUC", "insertion AUC", "insertion − deletion"],
                          label="On this image", elem_id="compare-table", interactive=False)
     inputs = [shared.model, shared.image, shared.caption, methods, baseline, opacity]
+    shared.link(TITLE, methods=methods, baseline=baseline, opacity=opacity)
     estimated = connect(button.click, estimate_compare, [shared.model, shared.caption, methods], [summary], status,
                         pool=LOOKUP)
     connect(estimated.then, run_compare, inputs, [picture, table, summary], status, api_name="compare_explanations")

@@ -32,7 +32,7 @@ def build(shared: Shared) -> None:
         text_a = gr.Textbox(label="Text A", placeholder="something red", elem_id="contrast-a")
         text_b = gr.Textbox(label="Text B", placeholder="something blue", elem_id="contrast-b")
     heads, opacity, button, status, summary, picture = map_controls("contrast")
-    shared.linked.update(text_a=text_a, text_b=text_b)
+    shared.link(TITLE, text_a=text_a, text_b=text_b, heads=heads, opacity=opacity)
     inputs = [shared.model, shared.image, text_a, text_b, heads, opacity]
     connect(button.click, run_contrastive, inputs, [picture, summary], status, api_name="contrastive_segmentation",
             pool=QUICK)

@@ -69,6 +69,7 @@ def build(shared: Shared) -> None:
     table = gr.Dataframe(headers=["rank", "layer", "head", "contribution", "the score"],
                          label="Top heads (by size, either sign)", elem_id="heads-table", interactive=False)
     inputs, outputs = [shared.model, shared.image, shared.caption, top, remove], [grid, table, summary]
+    shared.link(TITLE, top=top, remove=remove)
     connect(button.click, run_heads, inputs, outputs, status, api_name="heads", pool=QUICK)
     for trigger in (shared.model.change, shared.page.load):
         trigger(remove_label, shared.model, remove, api_visibility="private", **LOOKUP)

@@ -29,5 +29,6 @@ def build(shared: Shared) -> None:
     gr.Markdown("Images of the database that **one head** sees like yours.")
     layer, head, k = head_and_count("image-nn")
     button, status, summary, pictures = neighbour_outputs("image-nn")
+    shared.link(TITLE, layer=layer, head=head, k=k)
     connect(button.click, run_image_neighbours, [shared.model, shared.image, layer, head, k], [pictures, summary],
             status, api_name="image_neighbours", pool=QUICK)

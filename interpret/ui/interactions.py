@@ -162,14 +162,15 @@ def build(shared: Shared) -> None:
                        interactive=False, show_label=False, buttons=["download", "fullscreen"])
     with gr.Row():
         picker = gr.Image(label="Click two corners of a box", type="pil", format="png", interactive=False,
-                          elem_id="inter-picker",
-                          scale=1)
+                          elem_id="inter-picker", scale=1)
         gr.Markdown("**Choose a box**: click two opposite corners on the picture; the tokens above are then coloured "
                     "by how much each one matches that box, and the Box field holds it (clear it for the whole "
                     "image).", elem_id="inter-picker-help")
     scores = gr.JSON(visible=False)  # each token's interaction, for API and MCP clients: [[token, value], ...]
 
     settings = [shared.model, shared.image, shared.caption, image_layer, text_layer, steps, rule]
+    shared.link(TITLE, image_layer=image_layer, text_layer=text_layer, steps=steps, rule=rule, tokens=tokens, box=box,
+                opacity=opacity)
     inputs, outputs = settings + [tokens, box, opacity], [picture, strip, summary, scores]
     connect(button.click, run_interaction, inputs, outputs, status, api_name="interaction", pool=QUICK).then(
         interaction_controls, settings + [box], [checkboxes, picker], api_visibility="private")

@@ -2,10 +2,12 @@
 same view and computes it again.
 
 A link holds `model` (a label of the picker), `tab` (a tab's title), `caption`, `example` (a bundled example
-picture, by file name: an uploaded picture is never put in a link), and the inputs a tab registers in
-`Shared.linked` (the Topic tab's `text` and `relative`, the Head atlas's `layer` and `head`, `opacity`...). Every
-value of a link is hostile until checked: a model or tab not on the page, an example that is not one of the
-bundled files, a text over its limit, or a number out of range is dropped (the page's default stays)."""
+picture, by file name: an uploaded picture is never put in a link, and the page says so), and the inputs the
+shown tab registers with `Shared.link` (every input of its view: the Interactions tab's layers, steps, span and
+box, Compare's methods and baseline, a neighbour tab's layer, head and k...), and only those. Every value of a
+link is hostile until checked: a model or tab not on the page, an example that is not one of the bundled files,
+a text over its limit, a number out of range or a choice the input does not offer is dropped (the page's default
+stays). The link box empties when the view changes (another tab, model, picture or caption)."""
 from __future__ import annotations
 
 import functools
@@ -68,82 +70,135 @@ def _number(value, component) -> float | None:
     return number if math.isfinite(number) and abs(number) <= ANY_INDEX else None
 
 
+def _choice(value, component) -> object | None:
+    """A link's value for a radio, dropdown or checkbox group: only what the input offers."""
+    offered = [choice[1] if isinstance(choice, tuple) else choice for choice in (component.choices or [])]
+    if isinstance(component, gr.CheckboxGroup):
+        values = value if isinstance(value, list) else [value]
+        return values if values and all(item in offered for item in values) else None
+    return value if value in offered else None
+
+
+def _value(value, component):
+    if isinstance(component, (gr.Number, gr.Slider)):
+        return _number(value, component)
+    if isinstance(component, (gr.Radio, gr.Dropdown, gr.CheckboxGroup)):
+        return _choice(value, component)
+    return _text(value) if isinstance(value, str) else None
+
+
 def checked_view(query: dict, labels: list[str], titles: list[str], linked: dict) -> dict:
-    """The parts of a link's `query` that are safe to show: {field: value}; the rest is dropped."""
+    """The parts of a link's `query` ({field: value, or a list of values for a repeated field}) that are safe to
+    show: {field: value}; the rest is dropped. `linked`: tab title -> {field: input}; only the link's tab's fields
+    are read."""
+    single = {key: value for key, value in query.items() if isinstance(value, str)}  # a repeated key is no name
     view = {}
-    if query.get("model") in labels:
-        view["model"] = query["model"]
-    if query.get("tab") in titles:
-        view["tab"] = query["tab"]
-    if query.get("example") in examples():
-        view["example"] = query["example"]
-    for field in ("caption", *linked):
-        if field not in query:
-            continue
-        component = linked.get(field)
-        value = _number(query[field], component) if isinstance(component, (gr.Number, gr.Slider)) else _text(query[field])
-        if value is not None:
-            view[field] = value
+    if single.get("model") in labels:
+        view["model"] = single["model"]
+    if single.get("tab") in titles:
+        view["tab"] = single["tab"]
+    if single.get("example") in examples():
+        view["example"] = single["example"]
+    if "caption" in single and _text(single["caption"]) is not None:
+        view["caption"] = single["caption"]
+    for field, component in linked.get(view.get("tab"), {}).items():
+        if field in query and field not in view:
+            value = _value(query[field], component)
+            if value is not None:
+                view[field] = value
     return view
 
 
-def link_query(model: str, tab: str, caption: str, image_path: str | None, *values, fields: tuple = ()) -> str:
-    """`?model=...&tab=...`: the view as a URL's query (the page adds its own address)."""
+def link_query(model: str, tab: str, caption: str, image_path: str | None, *values,
+               fields: tuple[tuple[str, str], ...] = ()) -> str:
+    """`?model=...&tab=...`: the view as a URL's query (the page adds its own address). `values`: one for each of
+    `fields`, (tab title, field) pairs; only the shown `tab`'s go in."""
     query = {"model": model, "tab": tab}
     example = example_of(image_path)
     if example:
         query["example"] = example
-    for field, value in (("caption", caption), *zip(fields, values)):
-        if value not in (None, ""):
+    if caption not in (None, ""):
+        query["caption"] = caption
+    for (title, field), value in zip(fields, values):
+        if title == tab and value not in (None, "", []):
             query[field] = value
-    return "?" + urlencode(query)
+    return "?" + urlencode(query, doseq=True)
 
 
-def link_controls() -> tuple[gr.Button, gr.Textbox]:
-    """The button that gives a link to the view, and the box that shows it (with a copy button)."""
+UPLOAD_NOT_LINKED = ("The picture you uploaded is not in the link (only the bundled examples are): whoever opens "
+                     "it uploads the picture again, then runs the tab.")
+
+
+def link_note(image_path: str | None) -> str:
+    """What the link leaves out: an uploaded picture."""
+    return f"ℹ️ {UPLOAD_NOT_LINKED}" if image_path and example_of(image_path) is None else ""
+
+
+def link_controls() -> tuple[gr.Button, gr.Textbox, gr.Markdown]:
+    """The button that gives a link to the view, the box that shows it (with a copy button), and a note of what
+    it leaves out."""
     button = gr.Button("Link to this view", size="sm", elem_id="link-button")
     box = gr.Textbox(show_label=False, interactive=False, elem_id="link", max_lines=2, buttons=["copy"],
-                     placeholder="model, tab, caption, texts and example picture (an upload is not linked)")
-    return button, box
+                     placeholder="the model, the tab and every input of its view, the caption and an example "
+                                 "picture (an upload is not linked)")
+    note = gr.Markdown(elem_id="link-note")
+    return button, box, note
+
+
+NEEDS_IMAGE = {"Heads", "Topic segmentation", "Contrastive segmentation", "Interactions", "Compare explanations",
+               "Property neighbours", "Image neighbours per head", "Mutual knowledge"}
 
 
 def attach(shared: Shared, groups, outer: gr.Tabs, inner: dict, choose_model, model_outputs: list,
-           button: gr.Button, box: gr.Textbox) -> None:
-    """Wire the link `button` and `box`, and the page's load event that opens a link's view. `groups`: (group, tabs);
-    `outer`: the groups' Tabs; `inner`: group -> its Tabs; `choose_model(label, previous)`: the picker's own
-    handler, whose outputs (after the picker) are `model_outputs`."""
+           button: gr.Button, box: gr.Textbox, note: gr.Markdown) -> None:
+    """Wire the link `button`, `box` and `note`, and the page's load event that opens a link's view. `groups`:
+    (group, tabs); `outer`: the groups' Tabs; `inner`: group -> its Tabs; `choose_model(label, previous)`: the
+    picker's own handler, whose outputs (after the picker) are `model_outputs`."""
     titles = {tab.TITLE: group for group, tabs in groups for tab in tabs}
-    fields = tuple(shared.linked)
+    fields = tuple((title, field) for title, inputs in shared.linked.items() for field in inputs)
+    components = [shared.linked[title][field] for title, field in fields]
     current = gr.State("Heads")
-    for title in titles:
-        shared.tab_of[title].select(lambda title=title: title, None, current, api_visibility="private")
-    inputs = [shared.model, current, shared.caption, shared.image, *shared.linked.values()]
-    button.click(lambda *values: link_query(*values, fields=fields), inputs, box, api_visibility="private").then(
+    for title in titles:  # another tab: another view, whose link is not made yet
+        shared.tab_of[title].select(lambda title=title: (title, "", ""), None, [current, box, note],
+                                    api_visibility="private")
+    for changed in (shared.model.change, shared.image.change, shared.caption.input):
+        changed(lambda: ("", ""), None, [box, note], api_visibility="private")
+    inputs = [shared.model, current, shared.caption, shared.image, *components]
+    button.click(lambda *values: (link_query(*values, fields=fields), link_note(values[3])), inputs, [box, note],
+                 api_visibility="private").then(
         None, box, box, js="(query) => query ? location.origin + location.pathname + query : query")
 
     def open_view(request: gr.Request):
         labels = shared.model.choices and [choice[1] if isinstance(choice, tuple) else choice
                                            for choice in shared.model.choices]
-        view = checked_view(dict(request.query_params) if request else {}, labels, list(titles), shared.linked)
+        query = {}
+        if request:
+            for key in request.query_params.keys():
+                values = request.query_params.getlist(key)
+                query[key] = values if len(values) > 1 else values[0]
+        view = checked_view(query, labels, list(titles), shared.linked)
         chosen = choose_model(view["model"], shared.model.value) if "model" in view else None
         updates = [gr.update(value=chosen[0]) if chosen else gr.update(),
                    *(chosen[1:] if chosen else [gr.update()] * len(model_outputs)),
                    gr.update(value=view["caption"]) if "caption" in view else gr.update(),
                    gr.update(value=examples()[view["example"]]) if "example" in view else gr.update()]
-        updates += [gr.update(value=view[field]) if field in view else gr.update() for field in fields]
         tab = view.get("tab")
+        updates += [gr.update(value=view[field]) if title == tab and field in view else gr.update()
+                    for title, field in fields]
         group = titles.get(tab)
         updates.append(gr.update(selected=group) if group else gr.update())
         updates += [gr.update(selected=tab) if titles.get(tab) == name else gr.update() for name in inner]
-        updates.append(RUN_BUTTONS.get(tab, "") if view else "")
+        runnable = view and ("example" in view or tab not in NEEDS_IMAGE)
+        updates.append(RUN_BUTTONS.get(tab, "") if runnable else "")
+        updates.append(tab or "Heads")
         return updates
 
     run = gr.Textbox(visible=False)
-    outputs = [shared.model, *model_outputs, shared.caption, shared.image, *shared.linked.values(), outer,
-               *inner.values(), run]
+    outputs = [shared.model, *model_outputs, shared.caption, shared.image, *components, outer, *inner.values(), run,
+               current]
     shared.page.load(open_view, None, outputs, api_visibility="private").then(
         None, run, None, js="(button) => { if (button) setTimeout(() => "
                             "document.querySelector('#' + button)?.click(), 500); }")
 
 
-__all__ = ["attach", "checked_view", "example_of", "link_query"]
+__all__ = ["attach", "checked_view", "example_of", "link_note", "link_query"]

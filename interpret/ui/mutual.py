@@ -84,5 +84,6 @@ def build(shared: Shared) -> None:
                                  show_label=False)
         venn = gr.Image(label="Concepts", type="pil", format="png", interactive=False, elem_id="mutual-venn", show_label=False)
     curves = gr.Image(label="Curves", type="pil", format="png", interactive=False, elem_id="mutual-curve", show_label=False)
+    shared.link(TITLE, classes=preset, template=template, concepts=concepts)  # an uploaded file is not linked
     connect(button.click, run_mutual, [shared.model, shared.image, preset, descriptor_file, template, concepts],
             [summary, parts_picture, venn, curves], status, api_name="mutual_knowledge")

@@ -50,6 +50,7 @@ def build(shared: Shared) -> None:
         choice = gr.Dropdown(list(PROPERTIES), value="colour", label="Property", elem_id="property-choice")
         k = count_slider()
     button, status, summary, pictures = neighbour_outputs("property")
+    shared.link(TITLE, property=choice, k=k)
     connect(button.click, run_property_neighbours, [shared.model, shared.image, choice, k], [pictures, summary],
             status, api_name="property_neighbours", pool=QUICK)
     for trigger in (shared.model.change, shared.page.load):

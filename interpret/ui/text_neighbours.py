@@ -33,5 +33,6 @@ def build(shared: Shared) -> None:
     text = gr.Textbox(label="Text", placeholder="something red", elem_id="text-nn-text")
     layer, head, k = head_and_count("text-nn")
     button, status, summary, pictures = neighbour_outputs("text-nn")
+    shared.link(TITLE, text=text, layer=layer, head=head, k=k)
     connect(button.click, run_text_neighbours, [shared.model, text, layer, head, k], [pictures, summary], status,
             api_name="text_neighbours", pool=LOOKUP)

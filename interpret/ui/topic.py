@@ -42,7 +42,7 @@ def build(shared: Shared) -> None:
         others = gr.Textbox(value="\n".join(NEUTRAL_TEXTS), label="Relative to (one text a line; empty: the raw map)",
                             lines=2, placeholder="something blue\nsomething green", elem_id="topic-relative")
     heads, opacity, button, status, summary, picture = map_controls("topic")
-    shared.linked.update(text=text, relative=others, heads=heads, opacity=opacity)
+    shared.link(TITLE, text=text, relative=others, heads=heads, opacity=opacity)
     inputs = [shared.model, shared.image, text, heads, opacity, others]
     connect(button.click, run_topic, inputs, [picture, summary], status, api_name="topic_segmentation",
             pool=QUICK)
