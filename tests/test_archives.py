@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from interpret import archives, limits
-from interpret.archives import extract_images, plan_archive
+from interpret.archives import NAMES_FILE, original_names, extract_images, plan_archive
 from interpret.errors import InterpretError
 
 
@@ -39,7 +39,8 @@ def test_images_are_extracted_and_other_files_skipped(tmp_path):
                                                  "__MACOSX/._a.png": b"junk", "sub/": b""})
     count, skipped = extract_images(archive, tmp_path / "out", tmp_path)
     assert count == 2 and sorted(skipped) == ["__MACOSX/._a.png", "notes.txt"]
-    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["00000-a.png", "00001-b.png"]  # flat
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == [NAMES_FILE, "00000-a.png", "00001-b.png"]
+    assert original_names(tmp_path / "out") == {"00000-a.png": "a.png", "00001-b.png": "sub/b.PNG"}  # as shown
     assert Image.open(tmp_path / "out" / "00001-b.png").size == (24, 16)
 
 
@@ -94,7 +95,7 @@ def test_a_damaged_archive_keeps_nothing_and_leaves_the_previous_images(tmp_path
     with pytest.raises(InterpretError, match=message):
         extract_images(damaged(tmp_path / "bad.zip", how), out, tmp_path)
     assert sorted(path.name for path in tmp_path.iterdir()) == ["bad.zip", "good.zip", "out"]  # no partial folder
-    assert [path.name for path in out.iterdir()] == ["00000-old.png"]  # the last good extraction, untouched
+    assert sorted(path.name for path in out.iterdir()) == [NAMES_FILE, "00000-old.png"]  # the last good one, untouched
 
 
 def test_a_name_cut_to_nothing_by_a_nul_byte_is_refused(tmp_path):
@@ -146,10 +147,12 @@ def test_any_member_names_land_inside_the_target_or_are_refused(tmp_path_factory
         written = [path for path in root.rglob("*") if path.is_file()]
         assert written == [archive]
         return
-    extracted = sorted((home / "visitor" / "toy").iterdir())
+    extracted = sorted(path for path in (home / "visitor" / "toy").iterdir() if path.name != NAMES_FILE)
     assert len(extracted) == count and all(path.is_file() and path.name.isprintable() for path in extracted)
+    assert set(original_names(home / "visitor" / "toy")) == {path.name for path in extracted}
     assert all(len(os.fsencode(path.name)) <= 255 for path in extracted)  # any file system takes it
-    assert sorted(path for path in root.rglob("*") if path.is_file()) == sorted([archive, *extracted])
+    assert sorted(path for path in root.rglob("*") if path.is_file()) == sorted(
+        [archive, *extracted, home / "visitor" / "toy" / NAMES_FILE])
 
 
 def test_counts_and_sizes_are_limited(tmp_path, monkeypatch):
