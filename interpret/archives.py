@@ -19,8 +19,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import unicodedata
 import stat
+import unicodedata
 import uuid
 import zipfile
 from pathlib import Path, PurePosixPath
@@ -88,8 +88,9 @@ def extract_images(path: str | Path, target: str | Path, root: str | Path) -> tu
         names = {}
         with zipfile.ZipFile(path) as archive:
             for number, member in enumerate(images):
-                names[extracted_name(number, member.filename)] = shown_name(member.filename)
-                _extract(archive, member, partial / extracted_name(number, member.filename))
+                name = extracted_name(number, member.filename)
+                names[name] = shown_name(member.filename)
+                _extract(archive, member, partial / name)
         (partial / NAMES_FILE).write_text(json.dumps(names, ensure_ascii=False), encoding="utf-8")
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, RuntimeError,
             NotImplementedError) as error:

@@ -157,10 +157,13 @@ def colour_bar(canvas: Image.Image, left: int, top: int, height: int, table: np.
     rotated_text(canvas, (left + 27 + widest, top), label, size, height)
 
 
+HORIZONTAL_BAR_HEIGHT = 34  # what `horizontal_bar` takes, with the space under it
+
+
 def horizontal_bar(canvas: Image.Image, left: int, top: int, width: int, table: np.ndarray, bound: float,
-                   label: str, size: int = 12) -> int:
+                   label: str, size: int = 12) -> None:
     """A horizontal key of a diverging `table` from -`bound` (left) to +`bound`, its ends and 0 marked, and `label`
-    on its right; returns the height it took."""
+    on its right (`HORIZONTAL_BAR_HEIGHT` high)."""
     bar = table[np.linspace(0, 255, width).round().astype(int)]  # [width, 3]
     canvas.paste(Image.fromarray(np.repeat(bar[None], 12, axis=0)), (left, top))
     draw = ImageDraw.Draw(canvas)
@@ -170,7 +173,6 @@ def horizontal_bar(canvas: Image.Image, left: int, top: int, width: int, table: 
         draw.line((x, top + 12, x, top + 15), fill=BLACK)
         text(draw, (x, top + 16), words, size - 2, anchor="ma")
     text(draw, (left + width + 12, top + 6), label, size, anchor="lm")
-    return 16 + size + 4
 
 
 def signed_number(value: float) -> str:

@@ -17,8 +17,8 @@ from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from .drawing import (BLACK, CONSISTENCY, CJK_FONTS, DIVERGING, SEQUENTIAL, WHITE, Series, colour_bar,  # noqa: E402
-                      dashed_rectangle, diverging_colours, fitted, horizontal_bar, inner_band, inside_point, key,
-                      line_chart, mix, rgb, rotated_text, side_by_side, signed_ticks, table_colours, text, text_width,
+                      dashed_rectangle, diverging_colours, fitted, HORIZONTAL_BAR_HEIGHT, horizontal_bar, inner_band, inside_point, key,
+                      line_chart, mix, rgb, rotated_text, side_by_side, signed_number, signed_ticks, table_colours, text, text_width,
                       draw_title, title_height, wrapped)
 
 plt.rcParams["font.family"] = ["DejaVu Sans", *CJK_FONTS]  # matplotlib falls back glyph by glyph along the list
@@ -129,9 +129,6 @@ def map_overlay(image: Image.Image, values: np.ndarray, opacity: float = 0.6, ti
 TOKENS_WIDE = 1100  # a strip of tokens wraps to rows this wide
 
 
-KEY_HEIGHT = 34  # a token strip's colour key, when it has one
-
-
 def token_strip(tokens: list[str], values, title: str = "", chosen: list[int] | None = None,
                 label: str = "") -> Image.Image:
     """Tokens as coloured boxes on a diverging scale centred at zero (red: adds to the score, blue: takes away;
@@ -139,7 +136,7 @@ def token_strip(tokens: list[str], values, title: str = "", chosen: list[int] | 
     the scale under the title."""
     values = np.asarray(values, dtype=np.float64)
     colours, bound = diverging_colours(values), _bound(values)
-    widths = [round(max(text_width(token, 13), text_width(f"{value:+.3g}", 10), 34)) + 14
+    widths = [round(max(text_width(token, 13), text_width(signed_number(value), 10), 34)) + 14
               for token, value in zip(tokens, values)]
     places, x, row = [], 10, 0  # (x, row) of each box
     for width in widths:
@@ -148,7 +145,7 @@ def token_strip(tokens: list[str], values, title: str = "", chosen: list[int] | 
         places.append((x, row))
         x += width + 4
     key_top = title_height(title, TOKENS_WIDE - 20) + 10
-    top = key_top + 8 + (KEY_HEIGHT if label else 0)
+    top = key_top + 8 + (HORIZONTAL_BAR_HEIGHT if label else 0)
     row_height = 58
     wide = max(x for x, _ in places) + max(widths) + 10 if tokens else 300
     canvas = Image.new("RGB", (min(TOKENS_WIDE, max(wide, 640 if label else 0)), top + row_height * (row + 1) + 6),
@@ -162,7 +159,7 @@ def token_strip(tokens: list[str], values, title: str = "", chosen: list[int] | 
         draw.rectangle((x, y, x + width, y + 28), fill=tuple(int(c) for c in colour), outline=(85, 85, 85))
         dark = abs(value) / bound > 0.7
         text(draw, (x + width // 2, y + 14), token, 13, anchor="mm", fill=WHITE if dark else BLACK)
-        text(draw, (x + width // 2, y + 34), f"{value:+.3g}", 10, anchor="ma")
+        text(draw, (x + width // 2, y + 34), signed_number(value), 10, anchor="ma")
         if chosen and index in chosen:
             draw.line((x, y + 50, x + width, y + 50), fill=BLACK, width=3)
     return canvas

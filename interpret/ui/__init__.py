@@ -84,8 +84,8 @@ def build_app(default_label: str | None = None, note: str = "", allow_folders: b
                                 for tab in tabs:
                                     with gr.Tab(tab.TITLE, id=tab.TITLE) as shared.tab_of[tab.TITLE]:
                                         tab.build(shared)
-                links.attach(shared, GROUPS, outer, inner, choose_model, [model_info, in_use, model_status, start_note],
-                     link_button, link_box, link_note)
+                links.attach(shared, GROUPS, outer, inner, choose_model,
+                             [model_info, in_use, model_status, start_note], link_button, link_box, link_note)
         picker.input(choose_model, [picker, in_use], [picker, model_info, in_use, model_status, start_note],
                      api_visibility="private", **LOOKUP)
         gr.Button(visible=False, elem_classes=["api-only"]).click(described(describe_model, "model_info"), picker,

@@ -77,7 +77,7 @@ def build(shared: Shared) -> None:
     summary = gr.Markdown(elem_id="atlas-summary")
     table = gr.Dataframe(headers=["pick", "description", "property", "variance added"],
                          label="TextSpan descriptions", elem_id="atlas-table", interactive=False)
-    grid = gr.Image(label="Property label of every head", type="pil", format="png", elem_id="atlas-grid", interactive=False,
-                    show_label=False)
+    grid = gr.Image(label="Property label of every head", type="pil", format="png", elem_id="atlas-grid",
+                    interactive=False, show_label=False)
     connect(button.click, run_atlas, [shared.model, layer, head], [summary, table, grid], status,
             api_name="head_atlas", pool=LOOKUP)

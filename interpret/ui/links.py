@@ -20,6 +20,7 @@ import gradio as gr
 
 from ..limits import MAX_TEXT_CHARS
 from ..toy.examples import toy_examples
+from .arguments import choices_of
 from .common import ANY_INDEX, Shared
 
 RUN_BUTTONS = {"Heads": "heads-run", "Topic segmentation": "topic-run", "Contrastive segmentation": "contrast-run",
@@ -72,7 +73,7 @@ def _number(value, component) -> float | None:
 
 def _choice(value, component) -> object | None:
     """A link's value for a radio, dropdown or checkbox group: only what the input offers."""
-    offered = [choice[1] if isinstance(choice, tuple) else choice for choice in (component.choices or [])]
+    offered = choices_of(component)
     if isinstance(component, gr.CheckboxGroup):
         values = value if isinstance(value, list) else [value]
         return values if values and all(item in offered for item in values) else None
@@ -169,8 +170,7 @@ def attach(shared: Shared, groups, outer: gr.Tabs, inner: dict, choose_model, mo
         None, box, box, js="(query) => query ? location.origin + location.pathname + query : query")
 
     def open_view(request: gr.Request):
-        labels = shared.model.choices and [choice[1] if isinstance(choice, tuple) else choice
-                                           for choice in shared.model.choices]
+        labels = choices_of(shared.model)
         query = {}
         if request:
             for key in request.query_params.keys():

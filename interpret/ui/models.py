@@ -102,8 +102,8 @@ def build(shared: Shared) -> None:
     table = gr.Dataframe(headers=HEADERS, label="Every model with head labels here", elem_id="models-table",
                          interactive=False, wrap=True, column_widths=COLUMN_WIDTHS)
     with gr.Row():
-        grid = gr.Image(label="Consistency of every head", type="pil", format="png", interactive=False, elem_id="models-grid",
-                        show_label=False)
+        grid = gr.Image(label="Consistency of every head", type="pil", format="png", interactive=False,
+                        elem_id="models-grid", show_label=False)
         curves = gr.Image(label="Pruning curves", type="pil", format="png", interactive=False, elem_id="models-curves",
                           show_label=False, visible=False)  # shown where there are curves (the toy models)
     connect(button.click, run_scores, [shared.model], [summary, table, grid, curves], status,

@@ -80,10 +80,12 @@ def build(shared: Shared) -> None:
     status = status_box("mutual")
     summary = gr.Markdown(elem_id="mutual-summary")
     with gr.Row():
-        parts_picture = gr.Image(label="Visual concepts", type="pil", format="png", interactive=False, elem_id="mutual-parts-map",
-                                 show_label=False)
-        venn = gr.Image(label="Concepts", type="pil", format="png", interactive=False, elem_id="mutual-venn", show_label=False)
-    curves = gr.Image(label="Curves", type="pil", format="png", interactive=False, elem_id="mutual-curve", show_label=False)
+        parts_picture = gr.Image(label="Visual concepts", type="pil", format="png", interactive=False,
+                                 elem_id="mutual-parts-map", show_label=False)
+        venn = gr.Image(label="Concepts", type="pil", format="png", interactive=False, elem_id="mutual-venn",
+                        show_label=False)
+    curves = gr.Image(label="Curves", type="pil", format="png", interactive=False, elem_id="mutual-curve",
+                      show_label=False)
     shared.link(TITLE, classes=preset, template=template, concepts=concepts)  # an uploaded file is not linked
     connect(button.click, run_mutual, [shared.model, shared.image, preset, descriptor_file, template, concepts],
             [summary, parts_picture, venn, curves], status, api_name="mutual_knowledge")

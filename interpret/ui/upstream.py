@@ -18,7 +18,6 @@
 - **A link too long for Gradio** (Gradio 6.31, `route_utils.get_request_origin`): an address over httpx's 65,536
   characters raised `httpx.InvalidURL` while the page was made: HTTP 500 and a traceback in the log.
   `unreadable_address` answers HTTP 414 with a message instead (`admission.http_errors` installs it).
-
 - **A traceback for every MCP client that leaves** (mcp 1.30, `streamable_http.standalone_sse_writer`): when a
   session closes, its server-to-client stream's reader is closed under the writer, which logs the
   `anyio.ClosedResourceError` as an error. `QuietSessionEnds` drops exactly that record from the log.
@@ -156,8 +155,9 @@ def visitor_mcp_server():
                 return
 
             async def known_prompt_only(request: types.GetPromptRequest):
-                if request.params.name not in self.prompt_names():
-                    offered = ", ".join(sorted(self.prompt_names())) or "none"
+                offered = self.prompt_names()
+                if request.params.name not in offered:
+                    offered = ", ".join(sorted(offered)) or "none"
                     raise ValueError(f"Prompt not found: {request.params.name[:100]!r} (this app offers: {offered}).")
                 return await answer(request)
 
