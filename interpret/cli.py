@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from .errors import InterpretError
+from .parts import DEFAULT_PARTS, MAP_PARTS
 from .paths import is_toy
 
 
@@ -60,7 +61,7 @@ def _topic(args: argparse.Namespace) -> None:
     model = _load(args)
     choice = parse_heads(args.heads)
     maps = ImageMaps(model, args.image)
-    spatial = maps.topic(args.text, **choice, relative_to=args.relative_to)
+    spatial = maps.topic(args.text, **choice, relative_to=args.relative_to, parts=args.parts)
     print(f"{model.label}, {spatial.heads}: '{spatial.text}'")
     print(spatial.summary())
     if args.save:
@@ -575,9 +576,9 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--device", default="cpu")
     search.set_defaults(run=_neighbours)
 
-    topic = commands.add_parser("topic", help="where in an image the heads find a text (topic / contrastive map)",
+    topic = commands.add_parser("topic", help="where in an image the tower finds a text (topic / contrastive map)",
                                 description="Each patch's contribution to the image-text score, summed over the "
-                                            "chosen heads; with --relative-to, minus the mean map of other texts "
+                                            "chosen parts (--parts) and heads; with --relative-to, minus the mean map of other texts "
                                             "(one text: a contrastive map).")
     topic.add_argument("image", help="image file")
     topic.add_argument("--text", required=True, help="what to look for, e.g. 'a dog'")
@@ -585,6 +586,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="texts whose mean map is taken away, e.g. 'a cat' or the other class prompts")
     topic.add_argument("--heads", default="all", help="'all' (default), a layer '11', a head '11.4' or heads "
                                                       "'11.4, 10.2'")
+    topic.add_argument("--parts", choices=tuple(MAP_PARTS), default=DEFAULT_PARTS,
+                       help=f"what to map (default: {DEFAULT_PARTS}): " +
+                            "; ".join(f"{key}: {text}" for key, text in MAP_PARTS.items()))
     topic.add_argument("--save", metavar="PNG", help="save the map over the image")
     topic.add_argument("--opacity", type=float, default=0.6, help="the map's opacity in the PNG (default: 0.6)")
     _add_model_arguments(topic)

@@ -11,6 +11,12 @@ joint space only when asked: scores against texts never build the `[B, L, H, T, 
 
 Only the rows of each attention matrix that the readout pools (the class token's alone, for class-token towers)
 are computed on top of the ordinary forward pass. The tower is read through its family (`towers.VisionTower`).
+
+A spatial decomposition also keeps the stream's parts at each token the readout reads (`TokenStreams`): the
+embedding layer's output, every layer's attention and MLP output at that token, and the biases, each carried to the
+embedding by the readout's coefficient for that token. Through an attention pooler (or a patch average) every patch
+is read, so these give the maps of what the MLPs and the patch's own embedding put there; through a class token
+only the class token is read, and every patch's part is its heads' (`weighted_values`).
 """
 from __future__ import annotations
 
@@ -39,6 +45,53 @@ class ScoreDecomposition:
         return self.heads.sum(dim=(1, 2)) + self.mlps.sum(dim=1) + self.rest
 
 
+STREAM_EMBEDDING, STREAM_REST, STREAM_LAYERS = 0, 1, 2  # rows of `TokenStreams.streams`
+
+
+@dataclass
+class TokenStreams:
+    """The parts of the final residual stream at the tokens the readout reads, and the readout's linear map of
+    them at this input: `embedding = sum_t sum_p coefficients[b, p, t] streams[b, :, t].sum(0) @ maps[p] + rest`.
+
+    streams: `[B, 2 + 2L, T', W]`: row `STREAM_EMBEDDING`, the embedding layer's output (patch and position
+        embeddings, after the pre-norm); row `STREAM_REST`, the attention outputs' biases (and the attention of
+        layers not requested); from `STREAM_LAYERS` on, each layer's attention output without its bias (the
+        heads' outputs, where they are written), then each layer's MLP output.
+    tokens: `[T']` the token indices kept (every token, or only those the readout pools: the class token).
+    coefficients: `[B, P, T']`; maps `[P, W, D]` (P readout channels; 1 for pool-then-norm readouts, whose
+        coefficient is pool weight / std).
+    """
+
+    streams: torch.Tensor
+    tokens: torch.Tensor
+    coefficients: torch.Tensor
+    maps: torch.Tensor
+
+    @property
+    def layers(self) -> int:
+        return (self.streams.shape[1] - STREAM_LAYERS) // 2
+
+    def attention_row(self, layer: int) -> int:
+        return STREAM_LAYERS + layer
+
+    def mlp_row(self, layer: int) -> int:
+        return STREAM_LAYERS + self.layers + layer
+
+    def contributions(self) -> torch.Tensor:
+        """`[B, K, T', D]`: each row's part of the embedding at each kept token."""
+        return torch.einsum("bpt,bktw,pwd->bktd", self.coefficients, self.streams, self.maps)
+
+    def scores(self, texts: torch.Tensor, tokens: int, norm: torch.Tensor) -> torch.Tensor:
+        """`[B, K, T, M]`: each row's part of the cosine score with unit texts `[M, D]` at every one of the tower's
+        `tokens` (0 where the readout does not read), given the embeddings' norms `[B]`."""
+        directions = torch.einsum("pwd,md->pwm", self.maps, texts)
+        through = torch.einsum("bktw,pwm->bkptm", self.streams, directions)
+        kept = torch.einsum("bkptm,bpt->bktm", through, self.coefficients) / norm[:, None, None, None]
+        full = kept.new_zeros(kept.shape[0], kept.shape[1], tokens, kept.shape[3])
+        full[:, :, self.tokens] = kept
+        return full
+
+
 @dataclass
 class ImageDecomposition:
     """Direct contributions to the (un-normalised) image embedding of a batch of B images.
@@ -57,6 +110,8 @@ class ImageDecomposition:
         ln_post's bias and the attention of layers not requested.
     embedding: `[B, D]`: the model's image embedding, before normalisation.
     layers: the requested layer indices (ascending); grid: the patch grid (rows, columns).
+    streams: (spatial only) the stream's parts at the tokens the readout reads (`TokenStreams`).
+    readout_rest: `[B, D]`: what no token holds (the readout's own biases; an attention pooler's MLP).
     """
 
     weighted_values: torch.Tensor
@@ -69,6 +124,8 @@ class ImageDecomposition:
     grid: tuple[int, int]
     spatial: bool
     channels: torch.Tensor | None = None
+    streams: TokenStreams | None = None
+    readout_rest: torch.Tensor | None = None
 
     @property
     def heads(self) -> torch.Tensor:
@@ -121,6 +178,16 @@ class ImageDecomposition:
         texts = texts.to(self.embedding)
         scale = self.inv_std / self.embedding.norm(dim=-1)
         return self._per_token(self._text_directions(texts)) * self._per_image(scale, 5)
+
+    def stream_scores(self, texts: torch.Tensor) -> torch.Tensor:
+        """`[B, 2 + 2L, T, M]`: the stream's parts (`TokenStreams` rows) at each token, as parts of the cosine
+        score with unit texts `[M, D]` (spatial only). With the readout's rest, the rows without the attention
+        rows plus `token_scores` add up to the score; the attention rows are the heads' parts again, placed where
+        they are written rather than where they read."""
+        if self.streams is None:
+            raise ValueError("stream_scores needs a spatial decomposition (decompose_image(..., spatial=True)).")
+        texts = texts.to(self.embedding)
+        return self.streams.scores(texts, self.weighted_values.shape[3], self.embedding.norm(dim=-1))
 
     def _summed_values(self) -> torch.Tensor:
         """`[B, L', H, V]`: the values summed over the source tokens (per readout channel, where there are
@@ -183,8 +250,10 @@ def decompose_image(model: ClipModel, images, layers: Sequence[int] | int | None
 
     x = tower.embed(batch)  # [B, T, width]
     pool = tower.pool_weights(x.device).to(x)  # [T]
+    read = pool.nonzero().flatten()  # the tokens the readout pools
     rest_residual = tower.pooled(x)  # [B, width]: residual parts at the readout that go to `rest`
     mlp_residuals = []
+    streams = _StreamParts(x[:, read], geometry.layers) if spatial else None
     token_axis = (geometry.tokens,) if spatial else ()
     weighted_values = x.new_empty(x.shape[0], len(wanted), geometry.heads, *token_axis, geometry.head_dim)
     for index in range(geometry.layers):
@@ -200,14 +269,19 @@ def decompose_image(model: ClipModel, images, layers: Sequence[int] | int | None
         x = x + attention_out
         mlp_out = tower.mlp(index, x)
         mlp_residuals.append(tower.pooled(mlp_out))
+        if streams is not None:
+            streams.add(index, attention_out[:, read], mlp_out[:, read], tower.out_bias(index).to(x), index in wanted)
         x = x + mlp_out
 
     pooled = tower.pooled(x)
     inv_std = tower.readout_inv_std(pooled)  # [B]
     embedding = tower.readout(pooled)
     readout = tower.folded_readout().to(x)  # [width, D]
-    rest = (rest_residual @ readout) * inv_std[:, None] + tower.readout_bias().to(x)
+    readout_rest = tower.readout_bias().to(x).expand(x.shape[0], -1)
+    rest = (rest_residual @ readout) * inv_std[:, None] + readout_rest
     mlps = (torch.stack(mlp_residuals, dim=1) @ readout) * inv_std[:, None, None]
+    token_streams = None if streams is None else TokenStreams(
+        streams.stacked(), read, pool[read][None, None] * inv_std[:, None, None], readout[None])
     return ImageDecomposition(
         weighted_values=weighted_values,
         folded_heads=_select_layers(model.folded_head_weights(), wanted),
@@ -218,7 +292,31 @@ def decompose_image(model: ClipModel, images, layers: Sequence[int] | int | None
         layers=wanted,
         grid=geometry.grid,
         spatial=spatial,
+        streams=token_streams,
+        readout_rest=readout_rest,
     )
+
+
+class _StreamParts:
+    """Collects `TokenStreams.streams` during the forward pass: `[B, T', W]` parts at the kept tokens."""
+
+    def __init__(self, embedded: torch.Tensor, layers: int):
+        self.embedding, self.rest = embedded.clone(), torch.zeros_like(embedded)
+        self.attention, self.mlps = [None] * layers, [None] * layers
+
+    def add(self, layer: int, attention_out: torch.Tensor, mlp_out: torch.Tensor, bias: torch.Tensor,
+            wanted: bool) -> None:
+        """One block's outputs at the kept tokens; a layer not requested goes to the rest whole."""
+        if wanted:
+            self.rest += bias
+            self.attention[layer] = attention_out - bias
+        else:
+            self.rest += attention_out
+            self.attention[layer] = torch.zeros_like(attention_out)
+        self.mlps[layer] = mlp_out
+
+    def stacked(self) -> torch.Tensor:
+        return torch.stack([self.embedding, self.rest, *self.attention, *self.mlps], dim=1)
 
 
 def _decompose_linearised_readout(model: ClipModel, batch: torch.Tensor, wanted: tuple[int, ...],
@@ -230,6 +328,7 @@ def _decompose_linearised_readout(model: ClipModel, batch: torch.Tensor, wanted:
     tower, geometry = model.tower, model.geometry
     x = tower.embed(batch)
     rest_stream, mlp_streams, attention = x.clone(), [], {}
+    streams = _StreamParts(x, geometry.layers) if spatial else None
     for index in range(geometry.layers):
         q, k, v = tower.qkv(index, x)
         if index in wanted:  # the whole attention is kept, so it also gives the heads' outputs
@@ -245,6 +344,8 @@ def _decompose_linearised_readout(model: ClipModel, batch: torch.Tensor, wanted:
         x = x + attention_out
         mlp_out = tower.mlp(index, x)
         mlp_streams.append(mlp_out)
+        if streams is not None:
+            streams.add(index, attention_out, mlp_out, tower.out_bias(index).to(x), index in wanted)
         x = x + mlp_out
     coefficients, maps, readout_rest = tower.readout_linearised(x)  # [B, P, T], [P, W, D], [B, D]
 
@@ -271,6 +372,9 @@ def _decompose_linearised_readout(model: ClipModel, batch: torch.Tensor, wanted:
         layers=wanted,
         grid=geometry.grid,
         spatial=spatial,
+        streams=None if streams is None else TokenStreams(
+            streams.stacked(), torch.arange(x.shape[1], device=x.device), coefficients, maps),
+        readout_rest=readout_rest,
     )
 
 

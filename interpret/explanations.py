@@ -7,7 +7,7 @@ picture, and the model's cosine score. `faithfulness.py` scores the maps against
 
 | method | what it reads | defaults (authors' code) |
 |---|---|---|
-| `decomposition` (ours) | every head's part of the score at each source token (`segment.topic_map`) | all heads |
+| `decomposition` (ours) | every part's share of the score at each token (`segment.topic_map`) | `DEFAULT_PARTS` |
 | `decomposition-relative` (ours) | the same, minus the mean map of neutral texts (the TextSpan protocol) | `NEUTRAL_TEXTS` |
 | `interaction` (ours) | second-order interactions summed over the caption's tokens (`interact`) | last blocks, 10 steps |
 | `readout-attention` | the readout's own attention over the patches (class token, or the attention pooler) | last block |
@@ -36,6 +36,7 @@ from .errors import InterpretError
 from .images import ImageSource, load_image
 from .limits import check_text
 from .models import ClipModel, layer_index
+from .parts import checked_parts
 from .segment import ImageMaps, SpatialMap, crop_box, upsample
 from .towers import LatentPooling, side_by_side
 
@@ -172,20 +173,22 @@ def _read_query(model: ClipModel, method_title: str) -> None:
 
 @method
 class DecompositionMap(Method):
-    """Every head's part of the cosine score at each source token (the decomposition of Gandelsman et al., ICLR
-    2024, spatially: `segment.topic_map`), summed over all heads. The parts are exact: with the rest (MLPs,
-    embeddings, biases) they add up to the score."""
+    """The parts of the cosine score at each token (the decomposition of Gandelsman et al., ICLR 2024, spatially:
+    `segment.topic_map`): `parts` "all" (default `segment.DEFAULT_PARTS`: every head at the tokens it reads, every
+    MLP and the embedding layer where they write), "heads", "mlps" or "embedding". The parts are exact: with what no
+    token holds (the readout's biases, a pooler's MLP) they add up to the score."""
 
     name, title = "decomposition", "Decomposition (ours)"
     paper = "Gandelsman, Efros & Steinhardt, Interpreting CLIP's image representation via text, ICLR 2024"
     default_relative: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, relative_to: tuple[str, ...] | None = None):
+    def __init__(self, relative_to: tuple[str, ...] | None = None, parts: str | None = None):
         self.relative_to = tuple(self.default_relative if relative_to is None else relative_to)
+        self.parts = checked_parts(parts)
 
     def attribute(self, subject):
         maps = ImageMaps(subject.model, subject.picture)
-        return maps.topic(subject.text, relative_to=list(self.relative_to) or None).grid
+        return maps.topic(subject.text, relative_to=list(self.relative_to) or None, parts=self.parts).grid
 
 
 @method

@@ -25,12 +25,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .decompose import decompose_image
+from .decompose import STREAM_EMBEDDING, STREAM_REST, decompose_image
 from .drawing import signed_number
 from .errors import InterpretError
 from .images import ImageSource, load_image
 from .limits import MAX_SPEC_CHARS, check_text, check_texts
 from .models import ClipModel, head_index, layer_index
+from .parts import DEFAULT_PARTS, PARTS_NAMES, checked_parts
 
 HeadSelection = Sequence[tuple[int, int]] | None
 
@@ -78,6 +79,16 @@ class SpatialMap:
         return line + " (rows and columns count from 0 at the top left)"
 
 
+@dataclass
+class PartSelection:
+    """Which parts a map sums: `heads` `[L, H]` weights of the heads (at the tokens they read), `rows` `[K]`
+    weights of the stream's parts at each token (`decompose.TokenStreams` rows), and a name for them."""
+
+    heads: torch.Tensor
+    rows: torch.Tensor
+    name: str
+
+
 class ImageMaps:
     """One image's spatial decomposition, reused for every topic or contrastive map asked of it."""
 
@@ -91,28 +102,65 @@ class ImageMaps:
         """`[L, H, T, M]`: each head's and token's contribution to the cosine score with each text."""
         return self.decomposition.token_scores(self.model.encode_texts(texts))[0]
 
+    def part_scores(self, texts: list[str], selection: PartSelection) -> torch.Tensor:
+        """`[T, M]`: the chosen parts' contributions to the cosine score with each text, at each token."""
+        embedded = self.model.encode_texts(texts)
+        scores = torch.einsum("lhtm,lh->tm", self.decomposition.token_scores(embedded)[0],
+                              selection.heads.to(embedded))
+        if selection.rows.any():
+            streams = self.decomposition.stream_scores(embedded)[0]  # [K, T, M]
+            scores = scores + torch.einsum("ktm,k->tm", streams, selection.rows.to(embedded))
+        return scores
+
     def topic(self, text: str, layer: int | Sequence[int] | None = None, head: int | None = None,
-              heads: HeadSelection = None, relative_to: str | Sequence[str] | None = None) -> SpatialMap:
-        """Where the chosen heads find `text` (see `topic_map`); with `relative_to`, minus the mean map of
+              heads: HeadSelection = None, relative_to: str | Sequence[str] | None = None,
+              parts: str | None = None) -> SpatialMap:
+        """Where the chosen parts find `text` (see `topic_map`); with `relative_to`, minus the mean map of
         those texts."""
         others = check_texts([relative_to] if isinstance(relative_to, str) else list(relative_to or []),
                              "Relative to")
-        selected, name = self.select_heads(layer, head, heads)
-        scores = self._sum(self.token_scores([text, *others]), selected)  # [T, 1 + others]
+        selection = self.select(parts, layer, head, heads)
+        scores = self.part_scores([text, *others], selection)  # [T, 1 + others]
         if not others:
-            return self._spatial(scores[:, 0], text.strip(), name)
+            return self._spatial(scores[:, 0], text.strip(), selection.name)
         if len(others) == 1:
             label = f"{text.strip()} − {others[0].strip()}"
         elif len(others) <= 5:
             label = f"{text.strip()} − mean({', '.join(other.strip() for other in others)})"
         else:
             label = f"{text.strip()} − mean of {len(others)} texts"
-        return self._spatial(scores[:, 0] - scores[:, 1:].mean(dim=1), label, name)
+        return self._spatial(scores[:, 0] - scores[:, 1:].mean(dim=1), label, selection.name)
 
     def contrastive(self, text_a: str, text_b: str, layer: int | Sequence[int] | None = None, head: int | None = None,
-                    heads: HeadSelection = None) -> SpatialMap:
-        """Where the chosen heads find `text_a` rather than `text_b`: map(a) − map(b)."""
-        return self.topic(text_a, layer, head, heads, relative_to=text_b)
+                    heads: HeadSelection = None, parts: str | None = None) -> SpatialMap:
+        """Where the chosen parts find `text_a` rather than `text_b`: map(a) − map(b)."""
+        return self.topic(text_a, layer, head, heads, relative_to=text_b, parts=parts)
+
+    def select(self, parts: str | None = None, layer=None, head=None, heads: HeadSelection = None) -> PartSelection:
+        """The parts a map sums (`MAP_PARTS`; None: `DEFAULT_PARTS`), narrowed by a layer (or layers: their heads
+        and MLPs), a head of it, or a set of heads (`select_heads`)."""
+        parts = checked_parts(parts)
+        chosen, name = self.select_heads(layer, head, heads)
+        streams = self.decomposition.streams
+        rows = torch.zeros(streams.streams.shape[1])
+        if heads is not None or head is not None:
+            if parts not in ("all", "heads"):
+                raise InterpretError(f"A head is chosen: it has no {PARTS_NAMES[parts].removeprefix('the ')}; map its part with "
+                                     "'heads' or 'all'.")
+            return PartSelection(chosen, rows, name)
+        if parts == "embedding" and layer is not None:
+            raise InterpretError("The embedding layer comes before the blocks: map it without a layer.")
+        layers = range(self.model.geometry.layers) if layer is None else \
+            [self._layer(l) for l in ([layer] if isinstance(layer, int) else layer)]
+        if parts in ("all", "mlps"):
+            rows[[streams.mlp_row(l) for l in layers]] = 1
+        if parts == "embedding" or (parts == "all" and layer is None):
+            rows[STREAM_EMBEDDING] = 1
+        if parts == "all" and layer is None:
+            rows[STREAM_REST] = 1
+        if parts not in ("all", "heads"):
+            chosen = torch.zeros_like(chosen)
+        return PartSelection(chosen, rows, _parts_name(parts, name, layer is None))
 
     def select_heads(self, layer=None, head=None, heads: HeadSelection = None) -> tuple[torch.Tensor, str]:
         """`[L, H]` 0/1 weights of the chosen heads and a name for them. `heads` (pairs) wins; else `layer`
@@ -144,16 +192,22 @@ class ImageMaps:
     def _head(self, head: int) -> int:
         return head_index(head, self.model.geometry.heads, self.model.label)
 
-    @staticmethod
-    def _sum(scores: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
-        """`[L, H, T, M]` scores, `[L, H]` weights -> `[T, M]`."""
-        return torch.einsum("lhtm,lh->tm", scores, chosen)
-
     def _spatial(self, per_token: torch.Tensor, text: str, heads: str) -> SpatialMap:
         geometry = self.model.geometry
         grid = per_token[geometry.prefix:].reshape(*geometry.grid)  # prefix tokens (class token) are not places
         grid = grid.cpu()  # results live on the CPU (they are drawn and printed there)
         return SpatialMap(grid, upsample(grid, self.picture.size, self.box), self.box, text, heads)
+
+
+def _parts_name(parts: str, heads_name: str, every_layer: bool) -> str:
+    """How a map of `parts` is titled: 'all parts', 'all heads', 'layer 3', 'the MLPs of layer 3', ..."""
+    if parts == "heads":
+        return heads_name
+    if every_layer:
+        return {"all": "all parts", "mlps": "all MLPs", "embedding": "the embedding layer"}[parts]
+    layers = heads_name.partition(" ")[2]  # 'layer 3' -> '3'
+    plural = "s" if "," in layers else ""
+    return f"layer{plural} {layers}: heads and MLP{plural}" if parts == "all" else f"the MLP{plural} of layer{plural} {layers}"
 
 
 def parse_heads(spec: str | None) -> dict:
@@ -176,23 +230,29 @@ def parse_heads(spec: str | None) -> dict:
 
 def topic_map(model: ClipModel, image: ImageSource, text: str, layer: int | Sequence[int] | None = None,
               head: int | None = None, heads: HeadSelection = None,
-              relative_to: str | Sequence[str] | None = None) -> SpatialMap:
-    """Where in `image` the chosen heads find `text`: their per-patch contributions to the image-text cosine
-    score. `layer=None`: all heads; `layer` alone: all heads of that layer (or layers); `layer` and `head`: one
+              relative_to: str | Sequence[str] | None = None, parts: str | None = None) -> SpatialMap:
+    """Where in `image` the chosen parts of the tower find `text`: their per-patch contributions to the
+    image-text cosine score. `parts` (`MAP_PARTS`, default `DEFAULT_PARTS`): "all" (every part: the heads at the
+    tokens they read, the MLPs and the embedding layer at the token they write, the biases), "heads", "mlps" or
+    "embedding". `layer=None`: every layer; `layer` alone: that layer's (or layers') parts; `layer` and `head`: one
     head; `heads=[(layer, head), ...]`: a set. Use `ImageMaps` to make many maps of one image.
+
+    Through a class token only the class token's own MLPs are read, so "all" and "heads" are the same patch map;
+    through an attention pooler (SigLIP, PE-Core, CoCa) or a patch average every patch's MLPs and embedding reach
+    the embedding, and "all" shows them too.
 
     `relative_to` (a text or several): the map minus the mean of their maps. A map alone also holds what the
     image gives every text (CLIP's shared direction: background and objects alike); taking away the map of
     alternatives ("something blue", "something green", ...; the class prompts in the TextSpan protocol) leaves
     what is particular to `text`."""
-    return ImageMaps(model, image).topic(text, layer, head, heads, relative_to)
+    return ImageMaps(model, image).topic(text, layer, head, heads, relative_to, parts)
 
 
 def contrastive_map(model: ClipModel, image: ImageSource, text_a: str, text_b: str,
                     layer: int | Sequence[int] | None = None, head: int | None = None,
-                    heads: HeadSelection = None) -> SpatialMap:
+                    heads: HeadSelection = None, parts: str | None = None) -> SpatialMap:
     """`topic_map(text_a) − topic_map(text_b)`, from one decomposition of the image."""
-    return ImageMaps(model, image).contrastive(text_a, text_b, layer, head, heads)
+    return ImageMaps(model, image).contrastive(text_a, text_b, layer, head, heads, parts)
 
 
 def crop_box(model: ClipModel, size: tuple[int, int]) -> tuple[int, int, int, int]:

@@ -217,7 +217,7 @@ def test_topic_and_contrastive_maps_reuse_one_decomposition(monkeypatch):
     monkeypatch.setattr(maps, "ImageMaps", counting)
     path, _ = toy_examples()[3]
     picture, summary = topic.run_topic(TOY, path, "something red", "all", 0.5)
-    assert isinstance(picture, Image.Image) and "8x8 grid" in summary and "all heads" in summary
+    assert isinstance(picture, Image.Image) and "8x8 grid" in summary and "all parts" in summary
     picture, summary = topic.run_topic(TOY, path, "a circle", "3.2", 0.9)
     assert "head 3.2" in summary
     picture, summary = contrastive.run_contrastive(TOY, path, "something red", "something blue", "2", 0.6)
@@ -498,7 +498,14 @@ def test_every_tab_runs_on_the_attention_pooled_toy_model():
     picture, summary = topic.run_topic(pooled, path, "something green", "all", 0.5)
     assert isinstance(picture, Image.Image) and "8x8 grid" in summary
     picture, summary = contrastive.run_contrastive(pooled, path, "a cross", "a circle", "3", 0.6)
-    assert isinstance(picture, Image.Image)
+    assert isinstance(picture, Image.Image) and "layer 3: heads and MLP" in summary
+    for parts, name in (("heads", "all heads"), ("mlps", "all MLPs"), ("embedding", "the embedding layer")):
+        picture, summary = topic.run_topic(pooled, path, "something green", "all", 0.5, "", parts)
+        assert isinstance(picture, Image.Image) and f", {name} of" in summary
+    with pytest.raises(gr.Error, match="A head is chosen: it has no MLPs"):
+        contrastive.run_contrastive(pooled, path, "a cross", "a circle", "3.1", 0.6, "mlps")
+    with pytest.raises(gr.Error, match="Unknown parts .* choose one of all, heads, mlps, embedding"):
+        topic.run_topic(pooled, path, "a cross", "all", 0.6, "", "neurons")
     picture, strip, summary, scores = interactions.run_interaction(pooled, path, "a green cross", -1, -1, 5,
                                                                    "midpoint", "2", "", 0.6)
     assert [token for token, _ in scores] == ["<start>", "a", "green", "cross", "<end>"] and "residual" in summary

@@ -164,7 +164,7 @@ def test_topic_prints_where_the_map_peaks_and_saves_it(tmp_path, capsys):
     assert main(["topic", str(tmp_path / "scene.png"), "--model", "toy", "--text", colour, "--relative-to",
                  *others, "--save", str(tmp_path / "map.png")]) == 0
     out = capsys.readouterr().out
-    assert f"all heads: '{colour} − mean(" in out and "on the 8x8 grid" in out
+    assert f"all parts: '{colour} − mean(" in out and "on the 8x8 grid" in out
     row, column = (int(n) for n in re.search(r"largest at row (\d+), column (\d+)", out).groups())
     left, top, right, bottom = scene.boxes[0]
     assert left - 8 <= column * 8 + 4 <= right + 8 and top - 8 <= row * 8 + 4 <= bottom + 8

@@ -24,7 +24,7 @@ def test_maps_are_the_token_scores_on_the_grid(tiny_model, picture):
     parts = decompose_image(tiny_model, [picture])
     token = parts.token_scores(tiny_model.encode_texts(["a red square"]))[0, ..., 0]  # [L, H, T]
     rows, columns = tiny_model.geometry.grid
-    everything = topic_map(tiny_model, picture, "a red square")
+    everything = topic_map(tiny_model, picture, "a red square", parts="heads")
     assert everything.grid.shape == (rows, columns) and everything.heads == "all heads"
     assert torch.allclose(everything.grid, token.sum(dim=(0, 1))[1:].reshape(rows, columns), atol=1e-6)
     one = topic_map(tiny_model, picture, "a red square", layer=-1, head=2)
@@ -173,3 +173,53 @@ def test_a_maps_summary_states_the_numbers_its_figure_shows(grid, picture):
     panels = figure[:, :2 * 400 + 30]  # the picture and the map (400 px each), not the colour bar after them
     darkest = np.abs(panels.astype(int) - DIVERGING[0]).sum(axis=-1).min()
     assert (darkest < 30) == (float(grid.min()) == -bound)
+
+
+@pytest.fixture(scope="module")
+def toy_pooled():
+    return load_model("toy-pooled")
+
+
+def test_through_a_class_token_all_parts_map_the_heads_alone(tiny_model, picture):
+    maps = ImageMaps(tiny_model, picture)
+    everything, heads = maps.topic("a red square"), maps.topic("a red square", parts="heads")
+    assert everything.heads == "all parts" and heads.heads == "all heads"
+    assert torch.allclose(everything.grid, heads.grid, atol=1e-6)
+    assert not maps.topic("a red square", parts="mlps").grid.abs().any()  # only the class token's MLPs are read
+
+
+@pytest.mark.parametrize("text", ["something green", "a small cross", "a photo of a large red circle"])
+def test_through_an_attention_pooler_every_part_has_its_map_and_they_add_up(toy_pooled, text):
+    from interpret.toy.train import toy_scene
+
+    scene = toy_scene(777_001 + len(text), count=2)
+    maps = ImageMaps(toy_pooled, scene.image)
+    kinds = {parts: maps.topic(text, parts=parts).grid for parts in ("all", "heads", "mlps", "embedding")}
+    assert all(grid.abs().max() > 0 for grid in kinds.values())
+    biases = maps.part_scores([text], maps.select("all")) - maps.part_scores(
+        [text], maps.select("heads")) - maps.part_scores([text], maps.select("mlps")) - maps.part_scores(
+        [text], maps.select("embedding"))  # [T, 1]: the attention biases, where the pooler reads them
+    assert torch.allclose(kinds["all"], kinds["heads"] + kinds["mlps"] + kinds["embedding"] + biases[:, 0].reshape(8, 8),
+                          atol=1e-6)
+    decomposition = maps.decomposition
+    unit = toy_pooled.encode_texts([text])
+    cosine = float(torch.nn.functional.normalize(decomposition.embedding, dim=-1)[0] @ unit[0])
+    rest = float(decomposition.readout_rest[0] @ unit[0] / decomposition.embedding[0].norm())
+    assert float(kinds["all"].sum()) + rest == pytest.approx(cosine, abs=1e-5)  # no prefix token: all are patches
+    layer = maps.topic(text, layer=2, parts="all")
+    assert layer.heads == "layer 2: heads and MLP"
+    assert torch.allclose(layer.grid, maps.topic(text, layer=2, parts="heads").grid
+                          + maps.topic(text, layer=2, parts="mlps").grid, atol=1e-6)
+    assert maps.topic(text, layer=[1, 3], parts="mlps").heads == "the MLPs of layers 1, 3"
+
+
+@pytest.mark.parametrize("choice, message", [
+    ({"parts": "neurons"}, "Unknown parts 'neurons'"),
+    ({"parts": 3}, "Unknown parts '3'"),
+    ({"parts": "mlps", "layer": 1, "head": 2}, "A head is chosen: it has no MLPs"),
+    ({"parts": "embedding", "heads": [(0, 1)]}, "A head is chosen: it has no embedding layer"),
+    ({"parts": "embedding", "layer": 1}, "The embedding layer comes before the blocks"),
+])
+def test_bad_part_choices_are_refused(tiny_model, picture, choice, message):
+    with pytest.raises(InterpretError, match=message):
+        topic_map(tiny_model, picture, "a dog", **choice)

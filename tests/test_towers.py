@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from interpret import towers
-from interpret.decompose import decompose_image
+from interpret.decompose import STREAM_LAYERS, decompose_image
 from interpret.interact import interaction_map
 from interpret.models import ClipModel, model_from_config
 from interpret.mutual import last_layer_keys
@@ -362,3 +362,25 @@ def test_token_parts_add_up_to_head_parts(family, name):
     assert torch.allclose(spatial.token_scores(texts).sum(dim=3), flat.scores(texts).heads, atol=1e-5 * scale)
     assert torch.allclose(spatial.token_totals(), spatial.heads.sum(dim=(1, 2)),
                           atol=1e-5 * float(spatial.heads.abs().max()))
+
+
+@pytest.mark.parametrize("family, name", CASES)
+def test_every_token_s_parts_add_up_to_the_cosine_score(family, name):
+    """The stream's parts at each token (embedding, biases, MLPs) with the heads' parts at the tokens they read and
+    what no token holds are the cosine score; each layer's attention where it is written equals its heads' part."""
+    model = model_of(family, name)
+    batch = random_batch(model, 2)
+    parts = decompose_image(model, batch)
+    texts = torch.nn.functional.normalize(torch.randn(3, model.geometry.embed_dim), dim=-1)
+    streams = parts.stream_scores(texts)  # [B, K, T, M]
+    layers = model.geometry.layers
+    written = streams[:, STREAM_LAYERS:STREAM_LAYERS + layers].sum(dim=2)  # [B, L, M]
+    heads = parts.token_scores(texts).sum(dim=(2, 3))  # [B, L, M]
+    scale = float(heads.abs().max())
+    assert torch.allclose(written, heads, atol=1e-5 * scale)
+    total = (streams.sum(dim=(1, 2)) - written.sum(dim=1) + heads.sum(dim=1)
+             + parts.readout_rest @ texts.T / parts.embedding.norm(dim=-1)[:, None])
+    cosine = torch.nn.functional.normalize(parts.embedding, dim=-1) @ texts.T
+    assert torch.allclose(total, cosine, atol=1e-5)
+    assert torch.allclose(cosine, torch.nn.functional.normalize(model.model.encode_image(batch), dim=-1) @ texts.T,
+                          atol=1e-5)

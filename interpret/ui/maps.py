@@ -5,11 +5,13 @@ import gradio as gr
 
 from ..limits import check_number
 from ..models import ClipModel
+from ..parts import DEFAULT_PARTS, MAP_PARTS, PARTS_NAMES
 from ..segment import ImageMaps
 from .common import RecentResults, escaped, file_key, picture_of, status_box, with_warnings
 
 _image_maps = RecentResults()
 HEADS_LABEL = "Heads: all, a layer (3), a head (3.2) or heads (3.2, 2.5)"
+PARTS_CHOICES = [(PARTS_NAMES[key].capitalize(), key) for key in MAP_PARTS]
 
 
 def image_maps_for(model: ClipModel, image_path: str | None) -> ImageMaps:
@@ -28,9 +30,11 @@ def map_summary(spatial, model: ClipModel, warnings: list[str]) -> str:
 
 
 def map_controls(prefix: str):
-    """A segmentation tab's heads box, opacity slider, run button, error status, summary and map
-    (`<prefix>-heads`, `-opacity`, `-run`, `-error`, `-summary`, `-map`)."""
+    """A segmentation tab's what-to-map choice, heads box, opacity slider, run button, error status, summary and
+    map (`<prefix>-parts`, `-heads`, `-opacity`, `-run`, `-error`, `-summary`, `-map`)."""
     with gr.Row():
+        parts = gr.Dropdown(PARTS_CHOICES, value=DEFAULT_PARTS, label="What to map", elem_id=f"{prefix}-parts",
+                            info="all parts: heads where they read, MLPs and the embedding where they write")
         heads = gr.Textbox(value="all", label=HEADS_LABEL, elem_id=f"{prefix}-heads")
         opacity = gr.Slider(0, 1, value=0.6, step=0.05, label="Map opacity", elem_id=f"{prefix}-opacity")
     button = gr.Button("Map it", variant="primary", elem_id=f"{prefix}-run")
@@ -38,4 +42,4 @@ def map_controls(prefix: str):
     summary = gr.Markdown(elem_id=f"{prefix}-summary")
     picture = gr.Image(label="Map (PNG)", type="pil", format="png", elem_id=f"{prefix}-map", interactive=False,
                        show_label=False, buttons=["download", "fullscreen"])
-    return heads, opacity, button, status, summary, picture
+    return parts, heads, opacity, button, status, summary, picture
