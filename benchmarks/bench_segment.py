@@ -1,11 +1,12 @@
 """Time of a topic map against a plain forward pass of the image tower, side by side in one run.
 
     python benchmarks/bench_segment.py [--model ViT-B-16] [--repeats 15]
+    python benchmarks/bench_segment.py --model ViT-B-16-SigLIP   # an attention pooler
 
 Random-init weights; a 640 x 480 photo (or a drawn image when the shared data is absent).
 - plain: preprocess + `model.encode_image` (one image);
-- topic map: `topic_map(model, image, text)`, all heads: preprocess, the spatial decomposition, the text's
-  embedding, per-token scores, and the upsampling to the photo's size;
+- topic map, heads only and all parts (`topic_map(model, image, text, parts=...)`): preprocess, the spatial
+  decomposition, the text's embedding, per-token scores, and the upsampling to the photo's size;
 - a further map of the same image: `ImageMaps.topic` on a kept decomposition (what the app does when the
   text, the heads or the opacity change).
 The three run in turn in each round; medians over the rounds, after one warm-up round.
@@ -61,13 +62,14 @@ def main() -> None:
             model.model.encode_image(model.preprocess_images([image]))
 
     maps = ImageMaps(model, image)
-    times = side_by_side({"plain": plain, "map": lambda: topic_map(model, image, "a dog"),
+    times = side_by_side({"plain": plain, "heads": lambda: topic_map(model, image, "a dog", parts="heads"),
+                          "all": lambda: topic_map(model, image, "a dog", parts="all"),
                           "again": lambda: maps.topic("a cat", layer=-1)}, args.repeats)
     print(f"{model.label}, one 640 x 480 image, {args.repeats} rounds; medians, and the median of each "
           "round's ratio to the plain forward pass\n")
     print("| | seconds | x plain forward |\n|---|---|---|")
-    rows = (("plain encode_image", "plain"), ("topic_map (all heads, text included)", "map"),
-            ("another map of the same image", "again"))
+    rows = (("plain encode_image", "plain"), ("topic_map, heads only (text included)", "heads"),
+            ("topic_map, all parts (text included)", "all"), ("another map of the same image", "again"))
     for label, name in rows:
         ratio = statistics.median(t / p for t, p in zip(times[name], times["plain"]))
         print(f"| {label} | {statistics.median(times[name]):.3f} | {ratio:.2f} |")

@@ -9,6 +9,7 @@ import inspect
 from typing import Callable
 
 from ..explanations import METHODS
+from ..parts import DEFAULT_PARTS, MAP_PARTS
 from ..limits import (MAX_INTERACTION_WORK, MAX_NEIGHBOURS, MAX_PARTS, MAX_SPEC_CHARS, MAX_STEPS, MAX_TEXT_CHARS,
                       MAX_TEXTS, MAX_TOP_HEADS, MIN_PARTS)
 
@@ -17,6 +18,8 @@ IMAGE = "the image (a file: PNG, JPEG, WebP...; at most 50 MB and 40 megapixels)
 TEXT = f"a text of at most {MAX_TEXT_CHARS:,} characters (the model reads its first tokens only)"
 HEADS = f"which heads: 'all', a layer ('3'), a head ('3.2') or heads ('3.2, 2.5'); at most {MAX_SPEC_CHARS} characters"
 OPACITY = "the map's opacity over the picture, 0 to 1"
+PARTS = "what to map: " + "; ".join(f"'{key}': {text}" for key, text in MAP_PARTS.items()) + \
+    f" (default '{DEFAULT_PARTS}')"
 LAYER = "a layer of the image tower, from 0 (negative counts from the end: -1 is the last)"
 HEAD = "a head of that layer, from 0"
 K = f"how many neighbours, 1 to {MAX_NEIGHBOURS}"
@@ -30,14 +33,15 @@ TOOLS: dict[str, tuple[str, dict[str, str], str]] = {
               {"label": MODEL, "image_path": IMAGE, "caption": TEXT, "top": f"heads to list, 1 to {MAX_TOP_HEADS}",
                "remove": "heads to remove, e.g. '3.4, 2.*' (optional)"},
               "the layer x head grid (PNG), the table of top heads, a Markdown summary"),
-    "topic_segmentation": ("Where in the image the chosen heads find a text: each patch's contribution to the "
-                           "image-text cosine score, optionally minus the mean map of other texts.",
+    "topic_segmentation": ("Where in the image the chosen parts of the tower find a text: each patch's contribution "
+                           "to the image-text cosine score, optionally minus the mean map of other texts.",
                            {"label": MODEL, "image_path": IMAGE, "text": TEXT, "heads": HEADS, "opacity": OPACITY,
-                            "relative_to": f"other texts, one a line (at most {MAX_TEXTS}; empty: the raw map)"},
+                            "relative_to": f"other texts, one a line (at most {MAX_TEXTS}; empty: the raw map)",
+                            "parts": PARTS},
                            "the map beside the picture (PNG), a Markdown summary"),
-    "contrastive_segmentation": ("Where in the image the chosen heads find text A rather than text B.",
+    "contrastive_segmentation": ("Where in the image the chosen parts of the tower find text A rather than text B.",
                                  {"label": MODEL, "image_path": IMAGE, "text_a": TEXT, "text_b": TEXT,
-                                  "heads": HEADS, "opacity": OPACITY},
+                                  "heads": HEADS, "opacity": OPACITY, "parts": PARTS},
                                  "the map beside the picture (PNG), a Markdown summary"),
     "interaction": ("Which caption tokens match which image patches: second-order interactions (complete: they "
                     "add up to what they explain), for a span of tokens and a box of the image.",
