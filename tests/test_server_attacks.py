@@ -67,8 +67,8 @@ def test_hostile_text_comes_back_escaped_from_every_text_endpoint(server):
     image = upload(url, EXAMPLE)
     for api_name, data, position in (
             ("text_neighbours", [TOY, attack, -1, 0, 3], 1),
-            ("topic_segmentation", [TOY, image, attack, "all", 0.5, attack], 1),
-            ("contrastive_segmentation", [TOY, image, attack, "a square", "all", 0.5], 1)):
+            ("topic_segmentation", [TOY, image, attack, "all", 0.5, attack, "all"], 1),
+            ("contrastive_segmentation", [TOY, image, attack, "a square", "all", 0.5, "all"], 1)):
         answer = call(url, api_name, data, "xss")
         markdown = answer["output"]["data"][position]
         assert not any(" " in tag for tag in elements(markdown)), (api_name, elements(markdown))
