@@ -394,7 +394,7 @@ def doors(probe: Probe, image: dict) -> None:
         def visitor(number: int) -> int:
             cut = 0
             for _ in range(25):
-                join(url, topic, [TOY, image, "something red", "all", 0.5, ""], f"same-{number}")
+                join(url, topic, [TOY, image, "something red", "all", 0.5, "", "all"], f"same-{number}")
                 done = outcomes(url, f"same-{number}", 1)[0]
                 with urllib.request.urlopen(done["output"]["data"][0]["url"], timeout=60) as response:
                     cut += len(response.read()) != int(response.headers["Content-Length"])

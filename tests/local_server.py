@@ -29,19 +29,23 @@ def free_port() -> int:
 def start_app(indexes: Path, timeout: float = 120, **environment: str) -> tuple[subprocess.Popen, str]:
     """The app in a process of its own (its head labels and databases in `indexes`) and its URL, once it
     answers. `environment` adds variables (INTERPRET_MODELS=..., INTERPRET_RESULT_CACHE_MB=0, ...). Raises
-    RuntimeError with the app's output when it does not start."""
+    RuntimeError with the app's output when it does not start. The app's output goes to `app.log` beside
+    `indexes` (`app_log`): a pipe that nobody reads fills up, and a server that writes to it then stops answering."""
     port = free_port()
     env = dict(os.environ, GRADIO_SERVER_PORT=str(port), GRADIO_SERVER_NAME="127.0.0.1",
                INTERPRET_DEFAULT_MODEL=ModelSpec("toy", None).label, GRADIO_ANALYTICS_ENABLED="False",
                INTERPRET_INDEXES=str(indexes), INTERPRET_HOME=str(indexes.parent / f"{indexes.name}-home"))
     env.update(environment)
-    process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    log = indexes.parent / f"{indexes.name}-app.log"
+    with open(log, "w") as output:
+        process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=output,
+                                   stderr=subprocess.STDOUT, text=True)
+    process.log = log
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"app.py exited early:\n{process.stdout.read()}")
+            raise RuntimeError(f"app.py exited early:\n{app_log(process)}")
         try:
             urllib.request.urlopen(url, timeout=2)
             return process, url
@@ -49,6 +53,11 @@ def start_app(indexes: Path, timeout: float = 120, **environment: str) -> tuple[
             time.sleep(0.5)
     process.kill()
     raise RuntimeError(f"app.py did not start serving within {timeout:.0f} s")
+
+
+def app_log(process: subprocess.Popen, tail: int = 20_000) -> str:
+    """The last `tail` characters the app started by `start_app` wrote."""
+    return process.log.read_text(errors="replace")[-tail:]
 
 
 def tree_digest(folder: Path) -> dict[str, str]:
@@ -100,11 +109,16 @@ def join(url: str, fn_index: int, data: list, session: str) -> tuple[int, str]:
 
 
 def outcomes(url: str, session: str, count: int, timeout: float = 300) -> list[dict]:
-    """The `count` completed events of `session` ('process_completed' messages), read from its stream."""
+    """The `count` completed events of `session` ('process_completed' messages), read from its stream. A stream
+    that ends early (Gradio ends a session's stream when it has no event waiting) is opened again after a pause:
+    a loop without one floods the server's log with its 404s."""
     done = []
     address = url + "gradio_api/queue/data?session_hash=" + urllib.parse.quote(session, safe="")
-    deadline = time.monotonic() + timeout
+    deadline, streams = time.monotonic() + timeout, 0
     while len(done) < count and time.monotonic() < deadline:
+        if streams:
+            time.sleep(0.2)
+        streams += 1
         with urllib.request.urlopen(address, timeout=timeout) as response:
             for line in response:
                 if not line.startswith(b"data:"):

@@ -96,6 +96,22 @@ def test_a_missing_or_extra_argument_or_a_body_that_is_no_list_is_refused(endpoi
         assert isinstance(refused, Refusal) and refused.position is None and "/heads takes" in refused.message
 
 
+def test_trailing_arguments_left_out_take_the_handler_s_defaults_and_no_others(endpoints):
+    """A client written before `parts` was added to the segmentation endpoints sends one argument fewer: it gets the
+    handler's default. An argument without a default may not be left out."""
+    from interpret.ui.arguments import with_defaults
+
+    topic = endpoints["topic_segmentation"]
+    old_call = [TOY, None, "something red", "all", 0.5, ""]
+    assert with_defaults(topic, old_call) == [*old_call, "all"] and refused_arguments(topic, [*old_call, "all"]) is None
+    for shorter in ([TOY, None, "something red"], [TOY], []):
+        completed = with_defaults(topic, shorter)
+        assert (len(completed) == len(topic.inputs)) == (len(shorter) >= 3), completed  # label, image, text: none
+    heads = endpoints["heads"]
+    assert with_defaults(heads, [TOY]) == [TOY]  # the image has no default
+    assert with_defaults(heads, "x") == "x" and with_defaults(heads, [None] * 9) == [None] * 9
+
+
 def test_every_slider_reaches_its_documented_limit(endpoints):
     from interpret.limits import MAX_NEIGHBOURS, MAX_PARTS, MAX_STEPS, MAX_TOP_HEADS
 

@@ -177,7 +177,8 @@ def test_identical_answers_to_many_visitors_arrive_whole(server):
         sizes = []
         session = f"same-question-{number}"
         for _ in range(25):
-            join(server, topic, [TOY, image, "something red", "all", 0.5, ""], session)
+            status, answer = join(server, topic, [TOY, image, "something red", "all", 0.5, "", "all"], session)
+            assert status == 200, answer
             done = outcomes(server, session, 1)[0]
             assert done["success"], done
             picture = done["output"]["data"][0]

@@ -8,7 +8,8 @@ is queued or computed:
 - a request whose session id is empty (a client could never read its answer); one with no session id at all (the
   cURL call of Gradio's API page, `POST /gradio_api/call/<name>`) is a visitor of its own: Gradio gives it its
   event's id as its session;
-- a request whose arguments are not what its event takes (`arguments`: kinds, ranges, choices, count);
+- a request whose arguments are not what its event takes (`arguments`: kinds, ranges, choices, count; trailing
+  arguments left out take the handler's defaults);
 - a request of a visitor (a session: the page, or one API client) who already has `MAX_WAITING_PER_VISITOR`
   requests waiting: a visitor's requests queue behind each other, not in front of everyone;
 - a request for a pool (`concurrency_id`: analyses, look-ups, builds, ...) that already has `MAX_WAITING_PER_POOL`
@@ -26,7 +27,7 @@ import gradio as gr
 
 from ..limits import MAX_WAITING_PER_POOL, MAX_WAITING_PER_VISITOR
 from . import upstream
-from .arguments import refused_arguments
+from .arguments import refused_arguments, with_defaults
 
 
 def waiting(queue) -> tuple[dict[str, int], dict[str, int]]:
@@ -76,6 +77,7 @@ def fair_admission(page: gr.Blocks) -> None:
         except (KeyError, TypeError):  # not an event of this page: Gradio's push says so
             block_fn = None
         own = own_components(page, body.session_hash)
+        body.data = with_defaults(block_fn, body.data)
         refused = refused_arguments(block_fn, body.data, own) if block_fn is not None else None
         if refused is not None:
             return False, refused.detail(len(block_fn.inputs)), "validator_error"  # HTTP 422, with the message

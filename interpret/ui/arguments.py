@@ -56,6 +56,29 @@ def parameter_names(fn) -> tuple[str, ...]:
                                                                               parameter.VAR_KEYWORD))
 
 
+@functools.lru_cache(maxsize=None)
+def parameter_defaults(fn) -> tuple:
+    """The defaults of the handler's parameters that events fill (as `parameter_names`), `inspect.Parameter.empty`
+    where one has none."""
+    try:
+        parameters = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return ()
+    return tuple(parameters[name].default for name in parameter_names(fn))
+
+
+def with_defaults(block_fn, data):
+    """`data` with the trailing arguments a client left out filled with the handler's defaults, where the handler
+    has one for each: an argument added to an endpoint later (the segmentation tabs' `parts`) leaves the calls
+    written before it working. Anything else is returned as it is, for `refused_arguments` to judge."""
+    if block_fn is None or block_fn.fn is None or not isinstance(data, list) or len(data) >= len(block_fn.inputs):
+        return data
+    defaults = parameter_defaults(block_fn.fn)[len(data):len(block_fn.inputs)]
+    if len(defaults) != len(block_fn.inputs) - len(data) or inspect.Parameter.empty in defaults:
+        return data
+    return [*data, *defaults]
+
+
 def argument_name(position: int, names: tuple[str, ...], component) -> str:
     name = names[position] if position < len(names) else f"argument {position + 1}"
     label = getattr(component, "label", None)
