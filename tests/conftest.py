@@ -12,6 +12,9 @@ os.environ.setdefault("INTERPRET_HOME", tempfile.mkdtemp(prefix="interpret-test-
 import open_clip
 import pytest
 import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers on two cores: one thread each, or they slow each other down
+    torch.set_num_threads(1)
 from PIL import Image
 
 from interpret.models import ClipModel, model_from_config
