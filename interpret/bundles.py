@@ -48,9 +48,12 @@ class BundleError(InterpretError):
 
 def build_bundle(model: ClipModel, images: str | Path, out: str | Path, bank: str = "general",
                  layers: Sequence[int] | None = None, batch_size: int = 32, progress: bool = True,
-                 engine=None) -> Path:
+                 engine=None, neuron_layers: Sequence[int] | None = None,
+                 feature_layers: Sequence[int] = ()) -> Path:
     """Build `out/<model slug>/`: head labels of every head (TextSpan over `images` with `bank`: 'general', 'toy'
-    or a text file), the image database (heads of `layers`, default the last 4), thumbnails, and bundle.json.
+    or a text file), the image database (heads of `layers`, default the last 4), thumbnails, the neuron directions
+    of `neuron_layers` (default: `neurons.default_neuron_layers`; described with the bank), an SAE on each of
+    `feature_layers` (default none: trained on the images, its features named with the bank), and bundle.json.
     Resumable (each step keeps what is finished) and atomic (bundle.json, which makes the folder a bundle, is
     written last). `engine`: where the images are
     decomposed (`engines.make_engine`; default: here). Returns the bundle's folder."""
@@ -70,10 +73,20 @@ def build_bundle(model: ClipModel, images: str | Path, out: str | Path, bank: st
                          engine=engine)
     database = ImageIndex.open(folder, model)
     write_thumbnails(database, folder / THUMBNAILS, progress)
+    from .features import train_features
+    from .neurons import default_neuron_layers, describe_neurons, neuron_directions, neurons_folder
+
+    for layer in (default_neuron_layers(model) if neuron_layers is None else neuron_layers):
+        describe_neurons(model, neuron_directions(model, images, layer, batch_size=batch_size, engine=engine,
+                                                  progress=progress), texts).save(neurons_folder(folder, layer))
+    for layer in feature_layers:
+        train_features(model, layer, images=images, bank=bank, out=folder, engine=engine, progress=progress)
     manifest = {"model": model.name, "pretrained": model.pretrained, "label": model.label,
                 "weights_sha256": model.weights_hash, "open_clip": open_clip.__version__, "images": report.count,
                 "skipped": len(report.skipped), "bank": Path(bank).name if bank not in ("general", "toy") else bank,
                 "bank_size": len(texts), "head_labels_images": atlas.images, "layers": list(database.layers),
+                "neuron_layers": sorted(int(path.name.split("-")[1]) for path in (folder / "neurons").glob("layer-*")),
+                "feature_layers": sorted(int(path.name.split("-")[1]) for path in (folder / "features").glob("layer-*")),
                 "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "build_seconds": round(time.monotonic() - started, 1),
                 "files": {name: describe_file(folder / name) for name in _files(folder)}}
     _write_manifest(folder, manifest)

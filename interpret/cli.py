@@ -381,8 +381,173 @@ def _bundle(args: argparse.Namespace) -> None:
         raise InterpretError("bundle needs --images DIR and --out DIR (or --publish hf://datasets/ORG/REPO --from DIR).")
     model = _load(args)
     folder = build_bundle(model, args.images, args.out, bank=args.bank or default_bank(model.name),
-                          layers=args.layers, batch_size=args.batch_size, engine=_engine(args))
+                          layers=args.layers, batch_size=args.batch_size, engine=_engine(args),
+                          neuron_layers=args.neuron_layers, feature_layers=args.feature_layers or ())
     print(f"{model.label}: bundle in {folder}")
+
+
+def _neurons(args: argparse.Namespace) -> None:
+    from .neurons import TOP_IMAGES, default_neuron_layer
+
+    model = _load(args)
+    layer = default_neuron_layer(model) if args.layer is None else args.layer
+    if args.top is None:
+        args.top = TOP_IMAGES if args.action == "directions" else 10
+    {"directions": _neuron_directions, "image": _neurons_of_image, "show": _show_neuron}[args.action](args, model,
+                                                                                                   layer)
+
+
+def _neuron_directions(args: argparse.Namespace, model, layer: int) -> None:
+    from .banks import bank_named, default_bank
+    from .bundles import model_folder
+    from .neurons import describe_neurons, neuron_directions, neurons_folder
+    from .toy.examples import draw_toy_database
+
+    if args.images:
+        images = Path(args.images)
+    elif is_toy(model.name):
+        images = draw_toy_database(Path(args.out or model.index_dir) / "images")
+    else:
+        raise InterpretError("Give the images to compute the directions over: --images DIR.")
+    found = neuron_directions(model, images, layer, top=args.top, batch_size=args.batch_size, engine=_engine(args))
+    bank = bank_named(args.bank or default_bank(model.name))
+    describe_neurons(model, found, bank)
+    folder = found.save(neurons_folder(args.out or model_folder(model), found.layer))
+    labels: dict[str, int] = {}
+    for name, _ in found.labels:
+        labels[name] = labels.get(name, 0) + 1
+    print(f"{model.label}: the {found.directions.shape[0]} neurons of layer {found.layer} over {found.count} images "
+          f"(top {args.top}), described with the {bank.name} bank -> {folder}")
+    print("labels: " + ", ".join(f"{name} {count}" for name, count in sorted(labels.items(), key=lambda x: -x[1])))
+
+
+def _neurons_of_image(args: argparse.Namespace, model, layer: int) -> None:
+    from .neurons import explain_neurons
+
+    if not args.image or args.caption is None:
+        raise InterpretError("neurons image needs an IMAGE and a --caption.")
+    report = explain_neurons(model, args.image, args.caption, layer, top=args.top)
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"{model.label}: cosine score {report.cosine:+.4f} for '{report.caption}'; the neurons of layer "
+          f"{report.layer} through the later heads: {report.total:+.4f} in all")
+    print(f"\n{'rank':>4}  {'neuron':>6}  {'part':>9}  {'carried by (head: part)':<34}  words")
+    for rank, neuron in enumerate(report.neurons):
+        heads = ", ".join(f"{l}.{h}: {share:+.4f}" for l, h, share in report.carriers(rank, 2))
+        words = "; ".join(text for text, _ in report.descriptions[rank][:3]) if report.descriptions else ""
+        label = f" [{report.labels[rank][0]}]" if report.labels else ""
+        print(f"{rank + 1:>4}  {neuron:>6}  {float(report.contributions[rank]):>+9.5f}  {heads:<34}  {words}{label}")
+
+
+def _show_neuron(args: argparse.Namespace, model, layer: int) -> None:
+    from .neurons import stored_directions
+
+    if args.neuron is None:
+        raise InterpretError("neurons show needs --neuron N.")
+    directions = stored_directions(model, layer, progress=True)
+    neuron = int(args.neuron)
+    if not 0 <= neuron < directions.directions.shape[0]:
+        raise InterpretError(f"Layer {layer} has neurons 0 to {directions.directions.shape[0] - 1}.")
+    label = directions.labels[neuron] if directions.labels else ("untagged", 0.0)
+    print(f"{model.label}, layer {layer}, neuron {neuron}: {label[0]} ({label[1]:.0%}); its direction explains "
+          f"{float(directions.variance[neuron]):.0%} of its top images' effects; significant above "
+          f"{float(directions.thresholds[neuron]):.4f}")
+    for text, weight in (directions.descriptions[neuron] if directions.descriptions else []):
+        print(f"  {weight:+.4f}  {text}")
+    print(f"top images (of {directions.count} below {directions.root}):")
+    for row, norm in zip(directions.top_rows[neuron][: args.top].tolist(),
+                         directions.top_norms[neuron][: args.top].tolist()):
+        print(f"  {norm:.4f}  {directions.names[row]}")
+
+
+def _features(args: argparse.Namespace) -> None:
+    from .features import default_feature_layer
+
+    model = _load(args)
+    layer = default_feature_layer(model) if args.layer is None else args.layer
+    {"train": _train_features, "load": _load_features, "describe": _describe_features, "top": _features_of_image,
+     "show": _show_feature}[args.action](args, model, layer)
+
+
+def _feature_images(args: argparse.Namespace, model) -> Path:
+    """The images to describe features over: --images, or the toy model's database scenes."""
+    from .toy.examples import draw_toy_database
+
+    if args.images:
+        return Path(args.images)
+    if is_toy(model.name):
+        return draw_toy_database(model.index_dir / "images")
+    raise InterpretError("Give the images: --images DIR.")
+
+
+def _train_features(args: argparse.Namespace, model, layer: int) -> None:
+    from .features import train_features
+
+    report, folder = train_features(model, layer, images=args.images, tokens=args.tokens, k=args.k,
+                                    features=args.features, activation=args.activation, bank=args.bank,
+                                    out=args.out, engine=_engine(args))
+    print(f"{model.label}: an SAE on the stream after block {layer}: {report.line()} -> {folder}")
+
+
+def _load_features(args: argparse.Namespace, model, layer: int) -> None:
+    from .bundles import model_folder
+    from .features import features_folder, load_pretrained_sae
+
+    if not args.source:
+        raise InterpretError("features load needs the SAE's folder or hf://ORG/REPO[/SUBFOLDER] (--source).")
+    sae = load_pretrained_sae(args.source, model, args.layer)
+    folder = sae.save(features_folder(args.out or model_folder(model), sae.config.layer),
+                      model=model.label, weights_sha256=model.weights_hash, source=str(args.source))
+    print(f"{model.label}: a {sae.config.source} SAE of the stream after block {sae.config.layer} ({sae.config.features} "
+          f"features, {sae.config.activation}) -> {folder}; describe it with: python -m interpret features describe")
+
+
+def _describe_features(args: argparse.Namespace, model, layer: int) -> None:
+    from .banks import bank_named, default_bank
+    from .bundles import model_folder
+    from .features import describe_features, features_folder, stored_sae
+
+    sae, _ = stored_sae(model, layer)
+    atlas = describe_features(model, sae, _feature_images(args, model), bank_named(args.bank or default_bank(
+        model.name)), engine=_engine(args))
+    folder = atlas.save(features_folder(args.out or model_folder(model), sae.config.layer))
+    named = sum(1 for text, _, _ in atlas.labels if text)
+    print(f"{model.label}: {sae.config.features} features of layer {sae.config.layer} over {atlas.count} images, "
+          f"{named} named -> {folder}")
+
+
+def _features_of_image(args: argparse.Namespace, model, layer: int) -> None:
+    from .features import explain_features
+
+    if not args.image:
+        raise InterpretError("features top needs an IMAGE.")
+    report = explain_features(model, args.image, args.caption, layer, top=args.top)
+    print(f"{model.label}: features of the stream after block {report.layer} on {args.image}"
+          + (f", and the score of '{report.caption}' ({report.cosine:+.4f}) without each" if report.caption else ""))
+    print(f"\n{'feature':>7}  {'peak':>7}  {'patches':>7}  {'score change':>12}  name")
+    for index, feature in enumerate(report.features):
+        change = f"{float(report.changes[index]):+12.5f}" if report.changes is not None else " " * 12
+        print(f"{feature:>7}  {float(report.peaks[index]):7.3f}  {int(report.patches[index]):>7}  {change}  "
+              f"{report.names[index] if report.names else ''}")
+
+
+def _show_feature(args: argparse.Namespace, model, layer: int) -> None:
+    from .features import stored_sae
+
+    if args.feature is None:
+        raise InterpretError("features show needs --feature F.")
+    sae, atlas = stored_sae(model, layer)
+    if not 0 <= args.feature < sae.config.features:
+        raise InterpretError(f"The SAE has features 0 to {sae.config.features - 1}.")
+    if atlas is None:
+        raise InterpretError("This SAE has no atlas yet: python -m interpret features describe.")
+    name = atlas.labels[args.feature] if atlas.labels else ("", "", 0.0)
+    print(f"{model.label}, layer {layer}, feature {args.feature}: '{name[0]}' ({name[1]}, {name[2]:+.3f}); fires on "
+          f"{float(atlas.frequency[args.feature]):.2%} of tokens, {float(atlas.mean_activation[args.feature]):.3f} "
+          "where it fires")
+    for row, value in zip(atlas.top_rows[args.feature].tolist(), atlas.top_values[args.feature].tolist()):
+        if row >= 0:
+            print(f"  {value:8.3f}  {atlas.names[row]}")
 
 
 def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
@@ -676,7 +841,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="the image tower's readout: the class token (the bundled 'toy') or SigLIP's "
                                 "attention pooler ('toy-pooled')")
     train_toy.add_argument("--out", help=f"output folder (default: {TOY_DIR} or {TOY_POOLED_DIR})")
-    train_toy.add_argument("--steps", type=int, default=DEFAULTS["steps"])
+    train_toy.add_argument("--steps", type=int, help="optimiser steps (default: 1600 for the class-token toy, 3200 for "
+                                                     "the attention-pooled one)")
     train_toy.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
     train_toy.add_argument("--scenes", type=int, default=DEFAULTS["scenes"], help="distinct training scenes")
     train_toy.add_argument("--seed", type=int, default=DEFAULTS["seed"])
@@ -709,12 +875,62 @@ def build_parser() -> argparse.ArgumentParser:
     bundle.add_argument("--bank", help="'general' (default), 'toy' (default for the toy model) or a text file")
     bundle.add_argument("--layers", type=int, nargs="+", help="layers whose heads the database stores (default: "
                                                               "the last 4)")
+    bundle.add_argument("--neuron-layers", type=int, nargs="*", help="MLP layers whose neuron directions to store "
+                                                                    "(default: the three before the last)")
+    bundle.add_argument("--feature-layers", type=int, nargs="*", help="blocks to train an SAE on (default: none)")
     bundle.add_argument("--batch-size", type=int, default=32)
     bundle.add_argument("--out", help="folder of bundles: the bundle goes to OUT/<model folder>")
     bundle.add_argument("--publish", metavar="hf://datasets/ORG/REPO", help="upload bundles (needs a token)")
     bundle.add_argument("--from", dest="source", metavar="DIR", help="with --publish: a bundle or a folder of them")
     _add_engine_arguments(bundle)
     bundle.set_defaults(run=_bundle)
+
+    neurons = commands.add_parser(
+        "neurons", help="MLP neurons' second-order effects: directions over images, an image's neurons, one neuron",
+        description="directions: each neuron's direction, top images and text description over a folder of images "
+                    "(two streaming passes; stored in the model's folder). image: the neurons that move an image-"
+                    "caption score most through the later heads. show: one neuron's description and top images.")
+    neurons.add_argument("action", choices=("directions", "image", "show"))
+    neurons.add_argument("image", nargs="?", help="image (for 'image')")
+    _add_model_arguments(neurons)
+    neurons.add_argument("--layer", type=int, help="the MLP layer (default: the third from the end)")
+    neurons.add_argument("--caption", help="caption (for 'image')")
+    neurons.add_argument("--neuron", type=int, help="the neuron (for 'show')")
+    neurons.add_argument("--top", type=int, help="neurons to list (image; default 10), top images to list (show; "
+                                                 "default 10), or top images to fit each direction on (directions; "
+                                                 "default 100, the paper's)")
+    neurons.add_argument("--images", help="folder of images (for 'directions'; the toy model: its database scenes)")
+    neurons.add_argument("--bank", help="text bank to describe the neurons with: 'general', 'toy' (the toy's "
+                                        "default) or a text file")
+    neurons.add_argument("--batch-size", type=int, default=16)
+    neurons.add_argument("--out", help="model folder to store the directions in (default: indexes/<model>)")
+    _add_engine_arguments(neurons)
+    neurons.set_defaults(run=_neurons)
+
+    features = commands.add_parser(
+        "features", help="sparse-autoencoder features: train or load an SAE, describe its features, an image's",
+        description="train: an SAE on a layer's token states (toy scenes, or --images), then its atlas (top images, "
+                    "frequency, names). load: ViT-Prisma's or saev's SAE (--source). describe: the atlas of a stored "
+                    "SAE. top: an image's features (and, with --caption, the score without each). show: a feature.")
+    features.add_argument("action", choices=("train", "load", "describe", "top", "show"))
+    features.add_argument("image", nargs="?", help="image (for 'top')")
+    _add_model_arguments(features)
+    features.add_argument("--layer", type=int, help="the block whose output stream the SAE reads (default: the middle)")
+    features.add_argument("--caption", help="caption (for 'top')")
+    features.add_argument("--feature", type=int, help="the feature (for 'show')")
+    features.add_argument("--top", type=int, default=10, help="features to list (top)")
+    features.add_argument("--images", help="folder of images (train, describe; the toy model: toy scenes)")
+    features.add_argument("--tokens", type=int, help="tokens to train on (default: 1,000,000 on the toy, else every "
+                                                     "token of the images once)")
+    features.add_argument("--k", type=int, default=32, help="TopK's k (default 32, saev's)")
+    features.add_argument("--features", type=int, help="features (default: 16 x the width)")
+    features.add_argument("--activation", choices=("topk", "relu"), default="topk",
+                          help="topk (with AuxK, default) or relu (with L1)")
+    features.add_argument("--bank", help="text bank to name the features with ('general', 'toy' or a file)")
+    features.add_argument("--source", help="load: an SAE's folder or hf://ORG/REPO[/SUBFOLDER]")
+    features.add_argument("--out", help="model folder to store the SAE in (default: indexes/<model>)")
+    _add_engine_arguments(features)
+    features.set_defaults(run=_features)
 
     limits = commands.add_parser("limits", help="print the limits on what a request may ask (markdown table)",
                                  description="Every size, count and length a user controls (interpret/limits.py).")

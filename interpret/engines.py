@@ -2,7 +2,9 @@
 Ray cluster (`--engine ray`). Both run the same two per-block functions, so they write the same bytes:
 
 - `decode_block` (CPU): read and preprocess a block of images, batch by batch, skipping unreadable ones;
-- `decompose_batches` (CPU or GPU): every head's direct contribution and the embedding of each batch.
+- a *task* (CPU or GPU) on the decoded batches: a small picklable object called with the model and the batches
+  that returns the block's arrays. `HeadsTask`: every head's direct contribution and the embedding of each image
+  (databases, head labels); `neurons.NeuronTask`: each neuron's second-order coefficients (neuron directions).
 
 A build is a plan of numbered blocks (`plan_blocks`); each finished block is saved as a shard (`save_block`,
 written to a temporary name and renamed: atomic) by the driver, and a rerun of the same plan loads the finished
@@ -39,12 +41,12 @@ Batch = tuple[list[str], torch.Tensor]  # (names, preprocessed images [n, 3, H, 
 
 @dataclass
 class Block:
-    """One block of images, decomposed: `rows` the names of the images read (in order), `heads` `[n, L', H, D]`,
-    `embeddings` `[n, D]`, `skipped` (name, reason) of the unreadable ones."""
+    """One block of images, worked on: `rows` the names of the images read (in order), `arrays` the task's arrays
+    (each with one row per image read; `HeadsTask`: "heads" `[n, L', H, D]`, "embeddings" `[n, D]`; None once
+    they are on disk only), `skipped` (name, reason) of the unreadable ones."""
 
     rows: list[str]
-    heads: np.ndarray
-    embeddings: np.ndarray
+    arrays: dict[str, np.ndarray] | None
     skipped: list[tuple[str, str]]
 
 
@@ -68,28 +70,32 @@ def decode_block(preprocess: Callable, root: Path, names: Sequence[str], batch_s
     return batches, skipped
 
 
-@torch.no_grad()
-def decompose_batches(model, batches: Sequence[Batch], skipped: list[tuple[str, str]], layers: Sequence[int],
-                      dtype=np.float16) -> Block:
-    """Decompose each batch (every head of `layers`, summed over tokens) into a `Block` of `dtype` arrays."""
-    from .decompose import decompose_image
+@dataclass(frozen=True)
+class HeadsTask:
+    """Every head of `layers` (summed over tokens) and the embedding of each image, as `dtype` arrays."""
 
-    rows, heads, embeddings = [], [], []
-    for names, pictures in batches:
-        parts = decompose_image(model, pictures.to(model.device), layers=layers, spatial=False)
-        heads.append(parts.head_totals().cpu().numpy().astype(dtype))
-        embeddings.append(parts.embedding.cpu().numpy().astype(dtype))
-        rows += names
-    g = model.geometry
-    return Block(rows, np.concatenate(heads) if heads else np.zeros((0, len(layers), g.heads, g.embed_dim), dtype),
-                 np.concatenate(embeddings) if embeddings else np.zeros((0, g.embed_dim), dtype), list(skipped))
+    layers: tuple[int, ...]
+    dtype: str = "float16"
+
+    @torch.no_grad()
+    def __call__(self, model, batches: Sequence[Batch], skipped: list[tuple[str, str]]) -> Block:
+        from .decompose import decompose_image
+
+        dtype, g = np.dtype(self.dtype), model.geometry
+        rows, heads, embeddings = [], [np.zeros((0, len(self.layers), g.heads, g.embed_dim), dtype)], \
+            [np.zeros((0, g.embed_dim), dtype)]
+        for names, pictures in batches:
+            parts = decompose_image(model, pictures.to(model.device), layers=list(self.layers), spatial=False)
+            heads.append(parts.head_totals().cpu().numpy().astype(dtype))
+            embeddings.append(parts.embedding.cpu().numpy().astype(dtype))
+            rows += names
+        return Block(rows, {"heads": np.concatenate(heads), "embeddings": np.concatenate(embeddings)}, list(skipped))
 
 
-def decompose_block(model, root: Path, names: Sequence[str], layers: Sequence[int], batch_size: int,
-                    dtype=np.float16) -> Block:
-    """Both steps, here."""
+def decompose_block(model, root: Path, names: Sequence[str], task, batch_size: int) -> Block:
+    """Both steps, here: read the images, then run `task` on them."""
     batches, skipped = decode_block(model.preprocess, root, names, batch_size)
-    return decompose_batches(model, batches, skipped, layers, dtype)
+    return task(model, batches, skipped)
 
 
 # --- shards -----------------------------------------------------------------------------------------------------
@@ -98,8 +104,8 @@ def save_block(path: Path, block: Block) -> None:
     """Write a shard atomically (temporary name, then rename)."""
     temporary = path.with_name(path.name + ".tmp.npz")
     skipped = np.array([f"{name}\t{reason}" for name, reason in block.skipped], dtype=str)
-    np.savez(temporary, rows=np.array(block.rows, dtype=str), heads=block.heads, embeddings=block.embeddings,
-             skipped=skipped)
+    arrays = {f"array_{name}": array for name, array in block.arrays.items()}
+    np.savez(temporary, rows=np.array(block.rows, dtype=str), skipped=skipped, **arrays)
     os.replace(temporary, path)
 
 
@@ -110,8 +116,9 @@ def load_block(path: Path, arrays: bool = True) -> Block | None:
     try:
         with np.load(path, allow_pickle=False) as data:
             skipped = [tuple(item.split("\t", 1)) for item in data["skipped"].tolist()]
-            heads, embeddings = (data["heads"], data["embeddings"]) if arrays else (None, None)
-            return Block(data["rows"].tolist(), heads, embeddings, skipped)
+            kept = {name.removeprefix("array_"): data[name] for name in data.files if name.startswith("array_")} \
+                if arrays else None
+            return Block(data["rows"].tolist(), kept, skipped)
     except (OSError, ValueError, KeyError):
         return None  # damaged by an interruption: computed again
 
@@ -122,14 +129,16 @@ def plan_blocks(names: Sequence[str], block_size: int) -> list[tuple[int, list[s
             for number, start in enumerate(range(0, len(names), block_size))]
 
 
-def run_blocks(engine: "LocalEngine | RayEngine", model, root: Path, names: Sequence[str], layers: Sequence[int],
+def run_blocks(engine: "LocalEngine | RayEngine", model, root: Path, names: Sequence[str], task,
                batch_size: int, block_size: int, work: Path | None = None, plan_key: dict | None = None,
-               dtype=np.float16, progress: bool = True, description: str = "embedding images",
-               keep_arrays: bool = True) -> list[Block]:
-    """Decompose `names` (below `root`) block by block on `engine`, in plan order. With `work`, each finished block
-    is saved there as a shard (`shard_path`), and a rerun with the same plan (`plan_key` and the names) reuses the
-    shards; without `keep_arrays`, the blocks returned hold no arrays (read them from the shards one at a time:
-    a build of millions of images never holds them all)."""
+               progress: bool = True, description: str = "embedding images",
+               keep_arrays: bool = True) -> Iterator[Block]:
+    """Run `task` (`HeadsTask`, ...) on `names` (below `root`) block by block on `engine`, yielding the blocks in
+    plan order. With `work`, each finished block is saved there as a shard (`shard_path`), and a rerun with the
+    same plan (`plan_key` and the names) reuses the shards; without `keep_arrays`, the blocks yielded hold no
+    arrays (read them from the shards one at a time: a build of millions of images never holds them all). Without
+    `work`, a block is yielded as soon as it and those before it are done, and nothing of it is kept: a caller
+    that reduces the blocks as they come (the neurons' streaming passes) holds one block at a time."""
     plan = plan_blocks(names, block_size)
     finished: dict[int, Block] = {}
     if work is not None:
@@ -141,15 +150,21 @@ def run_blocks(engine: "LocalEngine | RayEngine", model, root: Path, names: Sequ
     bar = tqdm(total=len(names), desc=description, unit="image", disable=not progress)
     bar.update(sum(len(plan[number][1]) for number in finished))
     todo = [(number, block_names) for number, block_names in plan if number not in finished]
-    for number, block in engine.blocks(model, root, todo, layers, batch_size, dtype):
+    following = 0  # the next block to yield, in plan order
+    for number, block in engine.blocks(model, root, todo, task, batch_size):
         if work is not None:
             save_block(shard_path(work, number), block)
             if not keep_arrays:
-                block = Block(block.rows, None, None, block.skipped)
+                block = Block(block.rows, None, block.skipped)
         finished[number] = block
         bar.update(len(plan[number][1]))
+        while following < len(plan) and following in finished:
+            yield finished.pop(following)
+            following += 1
     bar.close()
-    return [finished[number] for number, _ in plan]
+    while following < len(plan):
+        yield finished.pop(following)
+        following += 1
 
 
 def shard_path(work: Path, number: int) -> Path:
@@ -177,10 +192,10 @@ class LocalEngine:
 
     name = "local"
 
-    def blocks(self, model, root: Path, plan: list[tuple[int, list[str]]], layers: Sequence[int], batch_size: int,
-               dtype=np.float16) -> Iterator[tuple[int, Block]]:
+    def blocks(self, model, root: Path, plan: list[tuple[int, list[str]]], task, batch_size: int
+               ) -> Iterator[tuple[int, Block]]:
         for number, names in plan:
-            yield number, decompose_block(model, root, names, layers, batch_size, dtype)
+            yield number, decompose_block(model, root, names, task, batch_size)
 
     def __repr__(self) -> str:
         return "local engine"
@@ -208,8 +223,8 @@ class RayEngine:
         gpus = f", {self.gpus_per_worker:g} GPU each" if self.gpus_per_worker else ""
         return f"Ray engine ({self.workers} worker{'s' if self.workers != 1 else ''}{gpus}, {where})"
 
-    def blocks(self, model, root: Path, plan: list[tuple[int, list[str]]], layers: Sequence[int], batch_size: int,
-               dtype=np.float16) -> Iterator[tuple[int, Block]]:
+    def blocks(self, model, root: Path, plan: list[tuple[int, list[str]]], task, batch_size: int
+               ) -> Iterator[tuple[int, Block]]:
         if not plan:
             return
         ray = import_ray()
@@ -220,7 +235,7 @@ class RayEngine:
         logging.getLogger("ray.data").setLevel(logging.WARNING)
         device = "cuda" if self.gpus_per_worker > 0 else "cpu"
         spec = {"name": model.name, "pretrained": model.pretrained, "weights": model.weights_hash, "device": device,
-                "layers": list(layers), "dtype": np.dtype(dtype).str}
+                "task": pickle.dumps(task, protocol=5)}
         items = [{"number": number, "names": json.dumps(names)} for number, names in plan]
         dataset = ray.data.from_items(items, override_num_blocks=len(items))
         dataset = dataset.map(_read_block, fn_kwargs={"preprocess": model.preprocess, "root": str(root),
@@ -249,7 +264,8 @@ def _read_block(row: dict, preprocess: Callable, root: str, batch_size: int) -> 
 
 
 class _Decomposer:
-    """Ray actor: loads the model once (the driver's exact weights, checked), decomposes the blocks it is given."""
+    """Ray actor: loads the model once (the driver's exact weights, checked), runs the task on the blocks it is
+    given."""
 
     def __init__(self, spec: dict):
         from .models import load_model
@@ -258,12 +274,11 @@ class _Decomposer:
         if self.model.weights_hash != spec["weights"]:
             raise InterpretError(f"A Ray worker loaded other weights for {self.model.label} than the driver's "
                                  f"({self.model.weights_hash[:12]}, not {spec['weights'][:12]}).")
-        self.layers = spec["layers"]
-        self.dtype = np.dtype(spec["dtype"])
+        self.task = pickle.loads(spec["task"])
 
     def __call__(self, row: dict) -> dict:
         batches, skipped = pickle.loads(row["decoded"])
-        block = decompose_batches(self.model, batches, skipped, self.layers, self.dtype)
+        block = self.task(self.model, batches, skipped)
         return {"number": row["number"], "block": pickle.dumps(block, protocol=5)}
 
 

@@ -16,6 +16,7 @@ picture, and the model's cosine score. `faithfulness.py` scores the maps against
 | `grad-cam` (Selvaraju et al., ICCV 2017) | the stream entering the last block, weighted by its mean gradient | as Grad-ECLIP's baseline |
 | `legrad` (Bousselham et al., ICCV 2025) | gradients of each layer's own prediction on that layer's attention | last 2 blocks; SigLIP's correction |
 | `grad-eclip` (Zhao et al., ICML 2024) | gradient on the read token's attention output, times each value and the query-key cosine | last block |
+| `neurons` (Gandelsman et al., ICLR 2025) | the mean activation of the neurons whose second-order directions match the text | 2.2 % of the neurons (200 on ViT-B-32), the 3 MLPs before the last |
 
 Where a tower reads out with an attention pooler (SigLIP, PE-Core, CoCa), "the read token's row" is the pooler's
 attention (averaged over its heads); a readout that averages the patches (CLIPA) has no such row, and the three
@@ -406,6 +407,37 @@ class GradECLIP(Method):
 def _min_max(values: torch.Tensor) -> torch.Tensor:
     low, high = values.min(), values.max()
     return (values - low) / (high - low).clamp(min=1e-12)
+
+
+@method
+class NeuronMap(Method):
+    """The second-order lens's zero-shot segmentation (Gandelsman, Efros & Steinhardt, ICLR 2025; their
+    compute_segmentation.py): of the neurons of the MLPs of `layers` (default: the three before the last, their 8,
+    9 and 10 of ViT-B-32), the `neurons` whose second-order directions (`neurons.stored_directions`) best match the
+    text (largest |direction . text|, either sign), and their mean activation at each patch. `neurons` defaults to
+    their share: 200 of ViT-B-32's 9,216 neurons in those layers (`NEURON_SHARE`), at least one."""
+
+    name, title = "neurons", "Neurons (second-order lens)"
+    paper = "Gandelsman, Efros & Steinhardt, Interpreting the second-order effects of neurons in CLIP, ICLR 2025"
+    NEURON_SHARE = 200 / (3 * 3072)
+
+    def __init__(self, layers: tuple[int, ...] | None = None, neurons: int | None = None):
+        self.layers = tuple(layers) if layers is not None else None
+        self.neurons = None if neurons is None else int(neurons)
+
+    def attribute(self, subject):
+        from .neurons import default_neuron_layers, neuron_activations, stored_directions
+
+        model = subject.model
+        layers = [layer_index(layer, model.geometry.layers, model.label)
+                  for layer in (self.layers or default_neuron_layers(model))]
+        text = subject.text_unit.float().cpu()
+        matches = torch.cat([(stored_directions(model, layer).directions @ text).abs() for layer in layers])
+        count = self.neurons if self.neurons is not None else max(1, round(self.NEURON_SHARE * len(matches)))
+        chosen = matches.topk(min(count, len(matches))).indices
+        activations = neuron_activations(model, subject.batch, layers)
+        every = torch.cat([activations[layer][0] for layer in layers], dim=-1)  # [T, neurons of all layers]
+        return every[:, chosen.to(every.device)].mean(dim=1)
 
 
 # --- the entry point -------------------------------------------------------------------------------------------

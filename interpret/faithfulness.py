@@ -2,8 +2,11 @@
 
 Scores (per map; averaged over a set of samples by `evaluate_maps`):
 - **pointing**: the map's maximum (upsampled onto the picture, inside what the model saw) falls on the object the
-  text names. On scenes of one object this is the pointing game; on scenes of 2 to 4 objects, where the text
-  names one of them, it is FIxLIP's multi-object pointing game (Baniecki et al., NeurIPS 2025).
+  text names, within the pointing game's tolerance (Zhang et al., "Top-down neural attention by excitation
+  backprop", ECCV 2016: 15 pixels at 224 px, here 15/224 of the side the model saw: a map has one value per patch,
+  and the peak of a partly covered patch lies at its centre). On scenes of one object this is the pointing game; on
+  scenes of 2 to 4 objects, where the text names one of them, it is FIxLIP's multi-object pointing game (Baniecki
+  et al., NeurIPS 2025), with the same tolerance.
 - **mIoU** and **pixel accuracy**: the map min-max normalised inside the picture the model saw and thresholded
   at its mean (the TextSpan protocol, as `eval-seg`), against the object's mask; mIoU over background and
   foreground, intersections and unions summed over the samples.
@@ -58,12 +61,21 @@ class Sample:
 
 # --- scores of one map ----------------------------------------------------------------------------------------
 
-def pointing_hit(spatial: SpatialMap, mask: np.ndarray) -> bool:
-    """Whether the map's largest value inside the picture the model saw falls on `mask`."""
+POINTING_TOLERANCE = 15 / 224  # of the side the model saw: the pointing game's 15 pixels at 224 px
+
+
+def pointing_hit(spatial: SpatialMap, mask: np.ndarray, tolerance: float = POINTING_TOLERANCE) -> bool:
+    """Whether the map's largest value inside the picture the model saw falls on `mask`, or within `tolerance` x
+    that box's longest side of it (0: on the mask itself)."""
     left, top, right, bottom = spatial.box
     seen = spatial.image[top:bottom, left:right]
     row, column = np.unravel_index(int(np.argmax(seen)), seen.shape)
-    return bool(mask[top + row, left + column])
+    rows, columns = np.nonzero(mask)
+    if not len(rows):
+        return False
+    reach = tolerance * max(right - left, bottom - top)
+    nearest = np.min((rows - (top + row)) ** 2 + (columns - (left + column)) ** 2)
+    return bool(nearest <= reach ** 2)
 
 
 def thresholded(spatial: SpatialMap) -> np.ndarray:
@@ -183,13 +195,17 @@ def evaluate_maps(model: ClipModel, samples: Iterable[Sample], methods: Sequence
 
 PHRASINGS = ("{colour} {shape}", "{size} {colour} {shape}", "photo of a {colour} {shape}", "something {colour}",
              "{shape}")  # each with its article: 'a red circle', 'a photo of an orange cross', 'something red'...
+# the held-out check's phrasings: none of the above, in the toy grammar ('a large circle', 'something large red',
+# 'a red circle at the top left', 'a circle on the left', 'something red in the center')
+HELD_OUT_PHRASINGS = ("{size} {shape}", "something {size} {colour}", "{colour} {shape} {position}",
+                      "{shape} {position}", "something {colour} {position}")
 
 
-def toy_samples(single: int, multi: int, seed: int = 900_000) -> list[Sample]:
+def toy_samples(single: int, multi: int, seed: int = 900_000, phrasings: Sequence[str] = PHRASINGS) -> list[Sample]:
     """`single` toy scenes of one object and `multi` of 2 to 4, from evaluation seeds (never trained on, and
-    not those any other check uses); the text names one object in a phrasing drawn at random among those that
-    tell it apart from the others in the scene ('a red circle', 'a large red circle', 'a photo of a red circle',
-    'something red', 'a circle')."""
+    not those any other check uses); the text names one object in a phrasing drawn at random among those of
+    `phrasings` that tell it apart from the others in the scene ('a red circle', 'a large red circle', 'a photo of
+    a red circle', 'something red', 'a circle'; `HELD_OUT_PHRASINGS` for the held-out check)."""
     from .toy.train import toy_scene
     from .toy.world import with_article
 
@@ -201,9 +217,10 @@ def toy_samples(single: int, multi: int, seed: int = 900_000) -> list[Sample]:
         target = rng.randrange(objects)
         chosen = scene.objects[target]
         others = [obj for i, obj in enumerate(scene.objects) if i != target]
-        usable = [phrase for phrase in PHRASINGS if not any(_matches(phrase, obj, chosen) for obj in others)]
-        phrase = rng.choice(usable or PHRASINGS[:2])
-        named = phrase.removeprefix("photo of a ").format(colour=chosen.colour, shape=chosen.shape, size=chosen.size)
+        usable = [phrase for phrase in phrasings if not any(_matches(phrase, obj, chosen) for obj in others)]
+        phrase = rng.choice(usable or list(phrasings[:2]))
+        named = phrase.removeprefix("photo of a ").format(colour=chosen.colour, shape=chosen.shape, size=chosen.size,
+                                                         position=chosen.position)
         text = named if named.startswith("something") else with_article(named)
         text = f"a photo of {text}" if phrase.startswith("photo of") else text
         samples.append(Sample(scene.image, text, scene.masks[target], objects, f"toy scene {seed + index}"))
@@ -212,7 +229,7 @@ def toy_samples(single: int, multi: int, seed: int = 900_000) -> list[Sample]:
 
 def _matches(phrase: str, other, chosen) -> bool:
     """Whether `phrase` would describe `other` as well as `chosen` (it does not tell them apart)."""
-    keys = [key for key in ("colour", "shape", "size") if "{" + key + "}" in phrase]
+    keys = [key for key in ("colour", "shape", "size", "position") if "{" + key + "}" in phrase]
     return all(getattr(other, key) == getattr(chosen, key) for key in keys)
 
 

@@ -58,7 +58,7 @@ import torch
 import torch.nn.functional as F
 
 from .decompose import decompose_image, normalise_layers
-from .engines import LocalEngine, RayEngine, load_block, run_blocks, shard_path
+from .engines import HeadsTask, LocalEngine, RayEngine, load_block, run_blocks, shard_path
 from .errors import ImageError, InterpretError
 from .images import ImageSource, list_images
 from .integrity import content_hash, describe_file, write_hashed_manifest
@@ -186,8 +186,9 @@ def build_index(model: ClipModel, images: str | Path, out: str | Path | None = N
         return BuildReport(out, previous.count, 0, previous.count, 0, previous.skipped, time.monotonic() - started)
 
     work = out / BUILDING
-    chunks = run_blocks(engine or LocalEngine(), model, root, todo, layers, batch_size, chunk_size, work,
-                        {"signature": signature, "root": str(root)}, progress=progress, keep_arrays=False)
+    chunks = list(run_blocks(engine or LocalEngine(), model, root, todo, HeadsTask(tuple(layers)), batch_size,
+                             chunk_size, work, {"signature": signature, "root": str(root)}, progress=progress,
+                             keep_arrays=False))
     new_rows = [row for chunk in chunks for row in chunk.rows]
     skipped = [item for chunk in chunks for item in chunk.skipped]
     count = len(kept_rows) + len(new_rows)
@@ -237,8 +238,8 @@ def _merge(model: ClipModel, layers: tuple[int, ...], work: Path, chunks: list, 
             if block is None:
                 raise DatabaseError(f"The shard {shard_path(work, number)} went missing during the build; run it "
                                     "again (finished shards are kept).")
-            heads[:, :, offset:offset + len(block.rows)] = block.heads.transpose(1, 2, 0, 3)
-            embeddings[offset:offset + len(block.rows)] = block.embeddings
+            heads[:, :, offset:offset + len(block.rows)] = block.arrays["heads"].transpose(1, 2, 0, 3)
+            embeddings[offset:offset + len(block.rows)] = block.arrays["embeddings"]
             offset += len(block.rows)
     heads.flush()
     return heads, embeddings

@@ -38,11 +38,16 @@ MAX_INTERACTION_WORK = float(os.environ.get("INTERPRET_MAX_INTERACTION_GMACS", 3
 # multiply-adds of the text tower one request may take in the app (a descriptor file's prompts and descriptors;
 # `ClipModel.text_work`), beyond which it is refused with what it would take (the library and the CLI have no limit)
 MAX_TEXT_WORK = float(os.environ.get("INTERPRET_MAX_TEXT_GMACS", 100)) * 1e9
-COMPARED_METHODS = 9  # explanation methods on the Compare tab (each once: a request's cost is bounded by design)
+COMPARED_METHODS = 10  # explanation methods on the Compare tab (each once: a request's cost is bounded by design)
 COMPARE_CURVE_STEPS = 8  # deletion / insertion points a map there (9 images each way), fewer to fit the work below
 MAX_COMPARE_WORK = float(os.environ.get("INTERPRET_MAX_COMPARE_GMACS", 300)) * 1e9  # one comparison's multiply-adds
 MAX_NEIGHBOURS = 100  # k of one search
 MAX_TOP_HEADS = 100  # heads listed
+MAX_TOP_NEURONS = 30  # neurons listed for an image and caption (each a map in the figure)
+NEURON_IMAGES_SHOWN = 12  # of a neuron's top database images, shown with its activation (a fixed count)
+MAX_TOP_FEATURES = 30  # SAE features listed for an image (each a map, and a forward pass when a caption is given)
+FEATURE_IMAGES_SHOWN = 12  # of a feature's top database images, shown with its activation (a fixed count)
+MAX_FEATURE_STRENGTH = 50.0  # the activation a feature may be added with
 MIN_PARTS, MAX_PARTS = 1, 16  # mutual knowledge: visual concepts of an image
 
 # --- descriptor files (mutual knowledge) and prompt templates
@@ -100,6 +105,10 @@ def limits_table() -> str:
                                                       "descriptors beyond it are refused, with what they would take"),
         ("neighbours (k)", f"1 to {MAX_NEIGHBOURS}"),
         ("top heads listed", f"1 to {MAX_TOP_HEADS}"),
+        ("neurons listed (Neurons tab)", f"1 to {MAX_TOP_NEURONS}; a neuron's top images shown: {NEURON_IMAGES_SHOWN}"),
+        ("features listed (Features tab)", f"1 to {MAX_TOP_FEATURES}; a feature's top images shown: "
+                                           f"{FEATURE_IMAGES_SHOWN}; the activation it is added with: 0 to "
+                                           f"{MAX_FEATURE_STRENGTH:g}; SAEs trained in the app: the toy models only"),
         ("mutual-knowledge visual concepts", f"{MIN_PARTS} to {MAX_PARTS}"),
         ("descriptor file", f"{MAX_DESCRIPTOR_BYTES // MB} MB, {MAX_CLASSES:,} classes, {MAX_DESCRIPTORS} "
                             f"descriptors a class, {MAX_POOL:,} distinct, {MAX_DESCRIPTOR_CHARS} characters each"),

@@ -441,6 +441,24 @@ def faithfulness_plot(rows: list[dict]) -> Image.Image:
 COMPARE_SIDE = 200  # each map's picture's longest side (the page shows the grid ~750 px wide: text stays legible)
 
 
+def _heat(grey: np.ndarray, values, alpha: float) -> np.ndarray:
+    """`values` `[H, W]` min-max normalised to 0..1 on the sequential scale, over a light grey picture `[H, W, 3]`."""
+    values = np.asarray(values, dtype=np.float64)
+    low, high = float(values.min()), float(values.max())
+    normalised = (values - low) / (high - low) if high > low else np.zeros_like(values)
+    return (1 - alpha) * grey + alpha * table_colours(SEQUENTIAL, normalised)
+
+
+def heat_thumbnail(image: Image.Image, values: np.ndarray, side: int = 256, opacity: float = 0.6) -> Image.Image:
+    """A gallery picture: `values` `[H, W]` (the picture's size) min-max normalised over a light grey copy of the
+    picture, its longest side `side` pixels."""
+    image = image.convert("RGB")
+    mapped = Image.fromarray(_heat(light_grey(image).astype(np.float64), values, float(np.clip(opacity, 0, 1)))
+                             .round().astype(np.uint8))
+    scale = side / max(image.size)
+    return mapped.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR)
+
+
 def maps_side_by_side(image: Image.Image, maps: list[tuple[str, np.ndarray, str]], opacity: float = 0.6,
                       columns: int = 4) -> Image.Image:
     """Each (title, map `[H, W]` on the picture, note under it) min-max normalised to 0..1 and laid over a
@@ -458,10 +476,7 @@ def maps_side_by_side(image: Image.Image, maps: list[tuple[str, np.ndarray, str]
     canvas = Image.new("RGB", (columns * cell_w + 110, max(rows * cell_h, 160 + 60) + 10), WHITE)
     draw = ImageDraw.Draw(canvas)
     for index, (name, values, note) in enumerate(maps):
-        values = np.asarray(values, dtype=np.float64)
-        low, high = float(values.min()), float(values.max())
-        normalised = (values - low) / (high - low) if high > low else np.zeros_like(values)
-        mapped = (1 - alpha) * grey + alpha * table_colours(SEQUENTIAL, normalised)
+        mapped = _heat(grey, values, alpha)
         x, y = (index % columns) * cell_w + 10, (index // columns) * cell_h + 6
         text(draw, (x + shown[0] // 2, y), name, 16, anchor="ma", width=cell_w - 8)
         canvas.paste(Image.fromarray(mapped.round().astype(np.uint8)).resize(shown, Image.NEAREST), (x, y + heading))

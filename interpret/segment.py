@@ -31,7 +31,7 @@ from .errors import InterpretError
 from .images import ImageSource, load_image
 from .limits import MAX_SPEC_CHARS, check_text, check_texts
 from .models import ClipModel, head_index, layer_index
-from .parts import DEFAULT_PARTS, PARTS_NAMES, checked_parts
+from .parts import PARTS_NAMES, checked_parts
 
 HeadSelection = Sequence[tuple[int, int]] | None
 

@@ -233,15 +233,15 @@ def describe_heads(model: ClipModel, images: Sequence, bank: TextBank, k: int = 
 def _head_outputs_on(engine, model: ClipModel, paths: Sequence, layers: Sequence[int], progress: bool,
                      batch_size: int = 32) -> torch.Tensor:
     """`[N, L', H, D]` float32, as `collect_head_outputs` (the same batches), computed on `engine`."""
-    from .engines import run_blocks
+    from .engines import HeadsTask, run_blocks
 
     names = [str(Path(path).resolve()) for path in paths]
-    blocks = run_blocks(engine, model, Path("/"), names, layers, batch_size, 8 * batch_size, dtype=np.float32,
-                        progress=progress, description="decomposing images")
+    blocks = list(run_blocks(engine, model, Path("/"), names, HeadsTask(tuple(layers), "float32"), batch_size,
+                             8 * batch_size, progress=progress, description="decomposing images"))
     skipped = [item for block in blocks for item in block.skipped]
     if skipped:
         raise InterpretError(f"{len(skipped)} image(s) could not be read, e.g. {skipped[0][0]}: {skipped[0][1]}")
-    return torch.from_numpy(np.concatenate([block.heads for block in blocks]))
+    return torch.from_numpy(np.concatenate([block.arrays["heads"] for block in blocks]))
 
 
 class _CallableModule(types.ModuleType):

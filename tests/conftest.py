@@ -5,9 +5,14 @@ import os
 import tempfile
 from pathlib import Path
 
-# Databases and head labels that tests build go to a scratch folder, never into the project's indexes/.
-os.environ.setdefault("INTERPRET_INDEXES", tempfile.mkdtemp(prefix="interpret-test-indexes-"))
-os.environ.setdefault("INTERPRET_HOME", tempfile.mkdtemp(prefix="interpret-test-home-"))  # fetched and built data
+# Databases and head labels that tests build go to a scratch folder, never into the project's indexes/; each
+# pytest-xdist worker has a folder of its own below it (the workers inherit the first process's environment, and two
+# workers building the toy's database in one folder at once crashed one of them on a memory map cut short).
+for variable, prefix in (("INTERPRET_INDEXES", "interpret-test-indexes-"), ("INTERPRET_HOME", "interpret-test-home-")):
+    os.environ.setdefault(variable, tempfile.mkdtemp(prefix=prefix))
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ[variable] = tempfile.mkdtemp(prefix=f"{os.environ['PYTEST_XDIST_WORKER']}-",
+                                                dir=os.environ[variable])
 
 import open_clip
 import pytest

@@ -95,4 +95,13 @@ def hostile_requests(folder: Path, model: str, image: Path) -> list[Hostile]:
                 "Concepts must be from|greater than maximum"),
         Hostile("unknown model", "heads", ("ViT-Z / nothing", good, "a circle", 5), "Unknown model"),
         Hostile("no image", "heads", (model, None, "a circle", 5), "Upload an image first"),
+        Hostile("neurons 10^9", "neurons", (model, good, "a circle", -3, 10 ** 9), "neurons must be from 1 to"),
+        Hostile("MLP layer 10^300", "neurons", (model, good, "a circle", 1e300, 5), "layer must be from -1000000"),
+        Hostile("the last MLP", "neurons", (model, good, "a circle", -1, 5), "no later heads"),
+        Hostile("neuron 10^6", "neuron", (model, -3, 10 ** 6), "neuron must be from 0 to"),
+        Hostile("neuron NaN", "neuron", (model, -3, NAN), "neuron must be a finite number"),
+        Hostile("features 10^9", "features", (model, good, "a circle", 1, 10 ** 9), "features must be from 1 to"),
+        Hostile("feature strength 10^9", "feature_intervention", (model, good, "a circle", 1, 0, 10 ** 9),
+                "strength must be from 0 to"),
+        Hostile("feature block 10^6", "feature", (model, 10 ** 6, 0), "there is no layer|layer must be"),
     ]

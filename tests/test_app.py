@@ -623,3 +623,30 @@ def test_an_example_is_linked_by_its_content_and_an_upload_never(tmp_path):
     assert links.example_of(str(copy)) is None
     Image.new("RGB", (40, 40)).save(copy)
     assert links.example_of(str(copy)) is None and links.example_of(None) is None
+
+
+def test_the_neurons_tab_finds_an_image_s_neurons_and_shows_one(monkeypatch):
+    """On the toy model (its neuron directions computed over its database on first use): the neurons that move
+    the score, each with its map, words, label and carrying heads; one neuron's words, top images and head split;
+    a click on a carrying head's row opens that head."""
+    from interpret.ui import neurons
+
+    path, caption = toy_examples()[0]
+    figure, rows, carriers, summary = neurons.run_neurons(TOY, path, caption, -3, 4)
+    assert isinstance(figure, Image.Image) and len(rows) == 4 and "layer 1" in summary
+    assert all(row[3] in {"colour", "shape", "size", "position", "untagged"} and row[4] for row in rows)
+    assert len(carriers) == 12 and all(2 <= row[1] <= 3 for row in carriers)  # the heads after layer 1
+    summary, words, gallery, grid = neurons.run_neuron(TOY, -3, rows[0][1])
+    assert f"Neuron {rows[0][1]} of layer 1" in summary and words and len(gallery) == 12
+    assert isinstance(grid, Image.Image)
+
+    class Click:
+        index = (1, 0)
+
+    assert neurons.open_head(carriers, Click()) == (carriers[1][1], carriers[1][2])
+    with pytest.raises(gr.Error, match="no later heads"):
+        neurons.run_neurons(TOY, path, caption, -1, 4)
+    with pytest.raises(gr.Error, match="The neuron must be"):
+        neurons.run_neuron(TOY, 1, 10_000)
+    with pytest.raises(gr.Error, match="No neuron directions of layer 9 for ViT-B-32"):
+        neurons.run_neuron(RANDOM_B32, -3, 0)

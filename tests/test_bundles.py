@@ -41,6 +41,7 @@ def test_a_bundle_holds_labels_database_thumbnails_and_a_manifest(toy, toy_bundl
     assert toy_bundle.name == toy.slug
     assert manifest["images"] == 6 and manifest["weights_sha256"] == toy.weights_hash and manifest["bank"] == "toy"
     assert manifest["layers"] == [0, 1, 2, 3] and manifest["open_clip"]
+    assert manifest["neuron_layers"] == [0, 1, 2] and "neurons/layer-02/neurons.safetensors" in manifest["files"]
     thumbnails = sorted((toy_bundle / "thumbnails").glob("*.webp"))
     assert len(thumbnails) == 6 and all(max(Image.open(path).size) <= bundles.THUMBNAIL_SIDE for path in thumbnails)
     assert {"manifest.json", "head_labels.json"} <= set(manifest["files"])
@@ -192,6 +193,8 @@ def test_a_fresh_app_serves_a_random_init_model_from_a_bundle(tmp_path):
         assert len(gallery) == 5 and "Head 11.4" in summary and "missing" not in summary
         gallery, summary = client.predict(label, "a dog", 11, 0, 3, api_name="/text_neighbours")
         assert len(gallery) == 3 and "'a dog'" in summary
+        summary, words, gallery, grid = client.predict(label, 9, 7, api_name="/neuron")  # from its thumbnails
+        assert "Neuron 7 of layer 9" in summary and len(gallery) == 12 and words["data"]
     finally:
         stop_app(process)
 

@@ -27,9 +27,17 @@ def toy():
 
 
 @pytest.mark.parametrize("family, name", CASES)
-def test_every_method_maps_every_family_or_says_why_not(family, name):
+def test_every_method_maps_every_family_or_says_why_not(family, name, tmp_path):
+    from interpret.neurons import default_neuron_layers, neuron_directions, neurons_folder
+
     model = model_of(family, name)
     subject = Subject.of(model, PICTURE, "a red circle")
+    with pytest.raises(InterpretError, match="No neuron directions of layer"):  # none yet: it says how to get them
+        explain(model, subject, method="neurons")
+    for index in range(6):
+        PICTURE.rotate(60 * index).save(tmp_path / f"{index}.png")
+    for layer in default_neuron_layers(model):
+        neuron_directions(model, tmp_path, layer, top=3, progress=False).save(neurons_folder(model.index_dir, layer))
     averaged = model.tower.fixed_pool and model.tower.read_token is None  # CLIPA: no token is read
     for method in METHODS:
         if averaged and method in NEEDS_A_READ_TOKEN:
@@ -139,6 +147,14 @@ def test_pointing_and_thresholding_on_known_maps():
     assert pointing_hit(cropped, np.eye(8, dtype=bool))
     above = thresholded(spatial)
     assert above[5, 6] and above[1, 1] and above.sum() == 2
+    # the pointing game's tolerance: 15 pixels at 224 (a peak 10 px beside the object counts, 20 px does not)
+    mask = np.zeros((224, 224), bool)
+    mask[100:120, 100:120] = True
+    for distance, hit in ((10, True), (14, True), (20, False)):
+        image = np.zeros((224, 224), np.float32)
+        image[110, 119 + distance] = 1.0
+        spatial = SpatialMap(torch.zeros(2, 2), image, (0, 0, 224, 224), "x", "test")
+        assert pointing_hit(spatial, mask) == hit and not pointing_hit(spatial, mask, tolerance=0)
 
 
 def test_deletion_and_insertion_start_and_end_where_they_must(toy):

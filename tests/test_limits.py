@@ -13,7 +13,8 @@ from interpret import limits
 from interpret.errors import InterpretError
 from interpret.images import load_image
 from interpret.toy.examples import toy_examples
-from interpret.ui import atlas, common, contrastive, heads, image_neighbours, interactions, maps, mutual, topic
+from interpret.ui import (atlas, common, contrastive, features, heads, image_neighbours, interactions, maps, mutual,
+                          neurons, topic)
 from tests.conftest import ROOT
 from tests.hostile import Upload, hostile_requests, png_header
 
@@ -22,6 +23,8 @@ HANDLERS = {
     "heads": heads.run_heads, "head_atlas": atlas.run_atlas, "topic_segmentation": topic.run_topic,
     "contrastive_segmentation": contrastive.run_contrastive, "interaction": interactions.run_interaction,
     "mutual_knowledge": mutual.run_mutual, "image_neighbours": image_neighbours.run_image_neighbours,
+    "neurons": neurons.run_neurons, "neuron": neurons.run_neuron, "features": features.run_features,
+    "feature": features.run_feature, "feature_intervention": features.run_intervention,
 }
 
 
@@ -37,7 +40,9 @@ def test_hostile_requests_get_their_message(hostile, monkeypatch):
 
     for module, expensive in ((heads, "explain_caption"), (interactions, "interaction_map"),
                               (mutual, "mutual_knowledge"), (maps, "ImageMaps"), (atlas, "atlas_for"),
-                              (image_neighbours, "database_for")):
+                              (image_neighbours, "database_for"), (neurons, "explain_neurons"),
+                              (neurons, "stored_directions"), (features, "stored_sae"),
+                              (features, "explain_features"), (features, "intervened_scores")):
         monkeypatch.setattr(module, expensive, no_work)
     with pytest.raises(gr.Error) as refused:
         HANDLERS[hostile.api_name](*(in_process(value) for value in hostile.arguments))

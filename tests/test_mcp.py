@@ -13,7 +13,8 @@ from tests.local_server import start_app, stop_app
 pytest.importorskip("mcp")
 ANALYSES = {"heads", "topic_segmentation", "contrastive_segmentation", "interaction", "compare_explanations",
             "head_atlas", "model_scores", "property_neighbours", "image_neighbours", "text_neighbours",
-            "mutual_knowledge", "model_info", "build_database"}
+            "mutual_knowledge", "model_info", "build_database", "neurons", "neuron", "features", "feature",
+            "feature_intervention"}
 
 
 @pytest.fixture(scope="module")

@@ -104,4 +104,5 @@ def test_mean_ablating_labelled_heads_hurts_their_property_most(toy, tmp_path):
         means = head_means(toy, toy_images(200, seed=41_000))
         without_heads = ablated_embeddings(toy, [scene.image for scene in scenes], every, means)
         accuracy = colour_and_shape_accuracy(toy, without_heads, [scene.objects[0] for scene in scenes])
-        assert accuracy["colour"] >= 0.95 and accuracy["shape"] <= 0.45
+        chance = 1 / 4
+        assert accuracy["colour"] >= 0.95 and accuracy["shape"] <= (before["shape"] + chance) / 2  # halfway to chance

@@ -320,3 +320,170 @@ def toy_class_samples(per_class: int = 4, seed: int = 90_000) -> dict[str, list]
             images.append(scene.image)
         index += 1
     return samples
+
+
+# --- neurons: what their top images share, and what removing them costs --------------------------------------------
+
+ATTRIBUTE_KINDS = ("colour", "shape", "size", "position")  # the toy bank's properties
+
+
+def shared_attribute(scenes_objects: list[list[ToyObject]], reference: list[list[ToyObject]]) -> tuple[str, float]:
+    """The attribute kind the scenes (their objects) have in common most beyond chance, and by how much: for each
+    kind, the share of the scenes holding an object with its most common value among them, minus the share of the
+    `reference` scenes (all of them) holding one with that value."""
+    def holding(objects_list, kind, value) -> float:
+        return _mean(any(_value(o, kind) == value for o in objects) for objects in objects_list)
+
+    best = ("", -1.0)
+    for kind in ATTRIBUTE_KINDS:
+        counts: dict[str, int] = {}
+        for objects in scenes_objects:
+            for value in {_value(o, kind) for o in objects}:
+                counts[value] = counts.get(value, 0) + 1
+        value = max(counts, key=counts.get)
+        lift = holding(scenes_objects, kind, value) - holding(reference, kind, value)
+        best = max(best, (kind, lift), key=lambda pair: pair[1])
+    return best
+
+
+def _value(obj: ToyObject, kind: str) -> str:
+    return obj.position if kind == "position" else getattr(obj, kind)
+
+
+def neuron_label_agreement(directions, scene_objects: dict[str, list[ToyObject]], share: float = 0.25,
+                           min_lift: float = 0.2) -> dict:
+    """How often a described neuron's property label is the attribute its top images share (`shared_attribute`).
+    Counted over the `share` of the layer's neurons with the largest effects (their significance thresholds) whose
+    top images share an attribute by at least `min_lift` beyond chance; `scene_objects`: each database image's
+    objects, by its name in `directions`. Returns {"neurons", "agree", "rate", "chance"} (chance: the rate a label
+    drawn from the labels' own frequencies would reach)."""
+    reference = [scene_objects[name] for name in directions.names]
+    order = directions.thresholds.argsort(descending=True)[:max(1, int(share * len(directions.thresholds)))]
+    pairs = []
+    for neuron in order.tolist():
+        kind, lift = shared_attribute([scene_objects[directions.names[row]]
+                                       for row in directions.top_rows[neuron].tolist()], reference)
+        if lift >= min_lift:
+            pairs.append((directions.labels[neuron][0], kind))
+    labels = [label for label, _ in pairs]
+    kinds = [kind for _, kind in pairs]
+    chance = sum((labels.count(k) / len(labels)) * (kinds.count(k) / len(kinds)) for k in set(kinds)) if pairs else 0
+    agree = sum(label == kind for label, kind in pairs)
+    return {"neurons": len(pairs), "agree": agree, "rate": agree / len(pairs) if pairs else 0.0, "chance": chance}
+
+
+def neuron_ablation(model: ClipModel, layer: int, labelled: dict[str, list[int]], count: int = 300,
+                    seed: int = 20_000, draws: int = 3) -> list[dict]:
+    """Mean-ablate the neurons of MLP `layer` labelled with each property (`labelled`: property -> neurons) in the
+    forward pass, and as many random neurons of the same layer (`draws` draws, averaged), and measure colour and
+    shape accuracy on single-object evaluation scenes before and after."""
+    import random
+
+    from ..neurons import ablated_neuron_embeddings, neuron_means
+
+    scenes = [toy_scene(seed + i, count=1) for i in range(count)]
+    objects = [scene.objects[0] for scene in scenes]
+    images = _batch(model, scenes)
+    means = neuron_means(model, _batch(model, [toy_scene(seed + count + i) for i in range(count)]), layer)
+    width = means.shape[1]
+    rows = [{"ablated": "nothing", "neurons": 0,
+             **colour_and_shape_accuracy(model, ablated_neuron_embeddings(model, images, layer, [], means), objects)}]
+    rng = random.Random(seed)
+    for prop, neurons in labelled.items():
+        if not neurons:
+            continue
+        rows.append({"ablated": f"{prop} neurons", "neurons": len(neurons), **colour_and_shape_accuracy(
+            model, ablated_neuron_embeddings(model, images, layer, neurons, means), objects)})
+        drawn = [colour_and_shape_accuracy(model, ablated_neuron_embeddings(
+            model, images, layer, rng.sample(range(width), len(neurons)), means), objects) for _ in range(draws)]
+        rows.append({"ablated": f"{len(neurons)} random neurons", "neurons": len(neurons),
+                     **{name: _mean(row[name] for row in drawn) for name in ("colour", "shape")}})
+    return rows
+
+
+# --- SAE features: the attributes they find, their names, what removing them costs --------------------------------
+
+def _auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The area under the ROC curve of `scores` for boolean `labels` (ties counted half): Mann-Whitney's U."""
+    positives, negatives = int(labels.sum()), int((~labels).sum())
+    if not positives or not negatives:
+        return float("nan")
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    ranks = (np.cumsum(counts) - (counts - 1) / 2)[inverse]  # 1-based, ties at their average rank
+    return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def object_features(model: ClipModel, sae, scenes) -> tuple[np.ndarray, list[ToyObject]]:
+    """(`[objects, F]` each feature's mean activation over the patches an object covers at least half of, the
+    objects) over toy `scenes`."""
+    from ..features import image_features
+
+    rows, objects = [], []
+    for start in range(0, len(scenes), 32):
+        chunk = scenes[start:start + 32]
+        _, codes = image_features(model, sae, [scene.image for scene in chunk])
+        patches = codes[:, model.geometry.prefix:]  # [B, P, F]
+        for scene, code in zip(chunk, patches):
+            for obj, mask in zip(scene.objects, scene.masks):
+                covered = (_patch_cover(model, mask).flatten() >= 0.5).nonzero().flatten()
+                if len(covered):
+                    rows.append(code[covered].mean(dim=0).numpy())
+                    objects.append(obj)
+    return np.stack(rows), objects
+
+
+def feature_truth(model: ClipModel, sae, atlas=None, count: int = 300, seed: int = 4_100_000) -> dict:
+    """For each colour and shape: the feature whose activation on an object's patches best tells that value apart
+    (AUROC, chosen on `count` scenes), its AUROC on `count` other scenes, and (with `atlas`) whether its name from
+    the toy bank names that value. Scenes from `seed` on: never trained on (the SAE's scenes start at 3,000,000)."""
+    chosen_scenes = [toy_scene(seed + i) for i in range(count)]
+    test_scenes = [toy_scene(seed + count + i) for i in range(count)]
+    select, select_objects = object_features(model, sae, chosen_scenes)
+    test, test_objects = object_features(model, sae, test_scenes)
+    results = {}
+    for kind, values in (("colour", list(COLOURS)), ("shape", list(SHAPES))):
+        for value in values:
+            labels = np.array([getattr(o, kind) == value for o in select_objects])
+            firing = np.nonzero(select.max(axis=0) > 0)[0]
+            scores = [(_auroc(select[:, f], labels), int(f)) for f in firing]
+            best_auroc, feature = max(scores) if scores else (float("nan"), -1)
+            held = _auroc(test[:, feature], np.array([getattr(o, kind) == value for o in test_objects])) \
+                if feature >= 0 else float("nan")
+            name = atlas.labels[feature][0] if atlas is not None and atlas.labels and feature >= 0 else ""
+            results[value] = {"kind": kind, "feature": feature, "auroc": held, "selection auroc": best_auroc,
+                              "name": name, "named": value in name.split()}
+    return results
+
+
+def feature_removal(model: ClipModel, sae, atlas, truth: dict, count: int = 100, seed: int = 4_300_000,
+                    draws: int = 3) -> dict:
+    """For each colour: the cosine score of 'something {colour}' on single-object scenes of that colour, and how
+    much it drops when the colour's feature (`feature_truth`) is removed from every token where it fires, against
+    removing a random feature of about the same frequency (the `draws` features nearest in frequency)."""
+    import random
+
+    from ..features import intervened_scores
+
+    rng = random.Random(seed)
+    results = {}
+    order = atlas.frequency.argsort()
+    rank = {int(f): i for i, f in enumerate(order.tolist())}
+    for colour in COLOURS:
+        feature = truth[colour]["feature"]
+        if feature < 0:
+            continue
+        scenes, index = [], seed
+        while len(scenes) < count // len(COLOURS) + 1:
+            scene = toy_scene(index, count=1)
+            if scene.objects[0].colour == colour:
+                scenes.append(scene)
+            index += 1
+        text = model.encode_texts([f"something {colour}"])
+        near = [int(order[i]) for i in range(max(0, rank[feature] - 10), min(len(order), rank[feature] + 11))
+                if int(order[i]) != feature]
+        others = rng.sample(near, min(draws, len(near)))
+        base, changed = intervened_scores(model, sae, [s.image for s in scenes], text, [feature, *others])
+        drops = (base[None, :, 0] - changed[:, :, 0]).mean(dim=1)  # [1 + draws]
+        results[colour] = {"feature": feature, "score": float(base[:, 0].mean()), "drop": float(drops[0]),
+                           "random drop": float(drops[1:].mean()) if len(others) else float("nan")}
+    return results

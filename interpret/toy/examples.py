@@ -43,10 +43,16 @@ def build_toy_index(model: ClipModel, out: Path | None = None, count: int = DATA
     (default: the model's index folder), replacing one built with earlier toy weights; `options` go to
     `build_index` (layers, batch_size, index). Returns the build report (seconds for the toy model)."""
     from ..index import build_index
-    from .train import toy_scene
 
     out = Path(out) if out is not None else model.index_dir
-    images = out / "images"
+    return build_index(model, draw_toy_database(out / "images", count), out, overwrite=True, progress=progress,
+                       **options)
+
+
+def draw_toy_database(images: Path, count: int = DATABASE_SIZE) -> Path:
+    """The toy database's `count` scenes as PNG files in `images` (those already there are kept); returns it."""
+    from .train import toy_scene
+
     images.mkdir(parents=True, exist_ok=True)
     for i in range(count):
         path = images / f"scene-{DATABASE_SEED + i}.png"
@@ -54,4 +60,4 @@ def build_toy_index(model: ClipModel, out: Path | None = None, count: int = DATA
             temporary = path.with_name(path.name + ".tmp")  # not an image suffix: never indexed half-written
             toy_scene(DATABASE_SEED + i).image.save(temporary, format="PNG")
             temporary.replace(path)
-    return build_index(model, images, out, overwrite=True, progress=progress, **options)
+    return images

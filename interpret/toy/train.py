@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..models import ClipModel, model_from_config
-from .defaults import TRAINING_DEFAULTS as DEFAULTS
+from .defaults import STEPS, TRAINING_DEFAULTS as DEFAULTS
 from .trunk import TOY_POOLED_TRUNK
 from .world import (COLOURS, FULL_FORM, IMAGE_SIZE, POSITION_PHRASES, SHAPES, SIZES, Scene,
                     describe_with_negative, generate)
@@ -77,17 +77,19 @@ def make_training_set(count: int, workers: int = 2) -> tuple[np.ndarray, list[li
 
 
 
-def train(out_dir: Path, steps: int = DEFAULTS["steps"], batch_size: int = DEFAULTS["batch_size"],
+def train(out_dir: Path, steps: int | None = None, batch_size: int = DEFAULTS["batch_size"],
           scenes: int = DEFAULTS["scenes"], seed: int = DEFAULTS["seed"],
           learning_rate: float = DEFAULTS["learning_rate"], warm_start: float = DEFAULTS["warm_start"],
           pooling: str = "class-token", progress: bool = True) -> ClipModel:
     """Train a fresh toy CLIP and save it to `out_dir`; returns it (eval mode). `pooling`: the image tower's
-    readout, "class-token" (the bundled `toy`) or "attention" (`toy-pooled`, SigLIP's pooler).
+    readout, "class-token" (the bundled `toy`) or "attention" (`toy-pooled`, SigLIP's pooler); `steps`: default
+    `defaults.STEPS` of that readout.
 
     For the first `warm_start` share of the steps, batches hold single objects only, each captioned in full
     ("a large red circle on the left"): every attribute, position included, is then needed to tell the captions of
     a batch apart, which gets both towers off the symmetric start where neither sees position."""
     started = time.monotonic()
+    steps = STEPS[pooling] if steps is None else steps
     torch.manual_seed(seed)
     rng = random.Random(seed)
     images, objects = make_training_set(scenes)

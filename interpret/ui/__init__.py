@@ -14,8 +14,8 @@ import torch
 from ..errors import InterpretError
 from ..limits import ANALYSIS_SLOTS, MAX_UPLOAD_BYTES, QUICK_SLOTS, UPLOAD_LIFETIME_S
 from ..toy.examples import toy_examples
-from . import (atlas, compare, contrastive, database, heads, image_neighbours, interactions, models, mutual,
-               property_neighbours, text_neighbours, topic)
+from . import (atlas, compare, contrastive, database, features, heads, image_neighbours, interactions, models,
+               mutual, neurons, property_neighbours, text_neighbours, topic)
 from . import common, links, neighbours, upstream
 from .admission import fair_admission, http_errors
 from .tools import described
@@ -26,7 +26,7 @@ from .neighbours import database_for
 # (group title, its tabs): the groups are what the visitor holds; each group's tabs fit its bar at 1280 px.
 GROUPS = (
     ("Image and caption", (heads, topic, contrastive, interactions, compare)),
-    ("The model", (atlas, models)),
+    ("The model", (atlas, neurons, features, models)),
     ("A database", (property_neighbours, image_neighbours, text_neighbours, database)),
     ("Zero-shot classes", (mutual,)),
 )
@@ -86,6 +86,7 @@ def build_app(default_label: str | None = None, note: str = "", allow_folders: b
                                         tab.build(shared)
                 links.attach(shared, GROUPS, outer, inner, choose_model,
                              [model_info, in_use, model_status, start_note], link_button, link_box, link_note)
+                links.attach_head_links(shared, GROUPS, outer, inner)
         picker.input(choose_model, [picker, in_use], [picker, model_info, in_use, model_status, start_note],
                      api_visibility="private", **LOOKUP)
         gr.Button(visible=False, elem_classes=["api-only"]).click(described(describe_model, "model_info"), picker,

@@ -448,6 +448,9 @@ class Shared:
     linked: dict = dataclasses.field(default_factory=dict)  # tab title -> {field: input} a link holds (`links`)
     tab_of: dict = dataclasses.field(default_factory=dict)  # tab title -> its gr.Tab
     after_build: list = dataclasses.field(default_factory=list)  # (handler, inputs, outputs) run after a build
+    # (table, handler): a click on the table's row opens a head in the Head atlas; handler(rows, event) -> (layer,
+    # head) (`links.attach_head_links`)
+    head_links: list = dataclasses.field(default_factory=list)
 
     def link(self, title: str, **inputs) -> None:
         """Let a link hold these inputs of tab `title` (field name in the link -> input): every input of its view."""

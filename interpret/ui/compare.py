@@ -12,6 +12,7 @@ from ..faithfulness import BASELINES, area, perturbation_curves
 from ..interact import affordable_steps, block_work, interaction_work
 from ..limits import COMPARE_CURVE_STEPS as CURVE_STEPS, MAX_COMPARE_WORK, MAX_INTERACTION_WORK
 from ..models import is_toy
+from ..neurons import default_neuron_layers, has_directions
 from ..render import maps_side_by_side
 from .common import (LOOKUP, Shared, connect, escaped, friendly_errors, model_for, picture_of, status_box,
                      with_warnings)
@@ -126,6 +127,10 @@ def run_compare(label: str, image_path: str | None, caption: str, methods=tuple(
         elif steps < INTERACTION_STEPS:
             warnings.append(f"Interaction steps lowered from {INTERACTION_STEPS} to {steps} to fit this request.")
         options["interaction"] = {"steps": max(steps, 1)}
+    if "neurons" in methods and not has_directions(model, default_neuron_layers(model)):
+        methods.remove("neurons")
+        warnings.append(f"Neurons left out: {model.label} has no neuron directions here (python -m interpret neurons "
+                        "directions computes them).")
     if not methods:
         raise InterpretError("No method left to compare here: tick others.")
     curve_steps, _, _ = compare_plan(model, caption, methods)

@@ -104,7 +104,7 @@ def _build(label: str, archive: str | None, folder: str, session: str | None):
             extract_images(source, images, home() / "uploads")
         target = built_folder(session, model.slug)
         shutil.rmtree(target, ignore_errors=True)  # a build from other images resumes nothing of the last one
-        build_bundle(model, images, target.parent, bank=bank, progress=True)
+        build_bundle(model, images, target.parent, bank=bank, progress=True, neuron_layers=())
         yield (f"Done in {_duration(time.monotonic() - started)}: {count:,} images of {model.label}. The neighbour "
                "tabs (**A database**) now search them, in this session.")
     finally:

@@ -26,7 +26,8 @@ from .common import ANY_INDEX, Shared
 RUN_BUTTONS = {"Heads": "heads-run", "Topic segmentation": "topic-run", "Contrastive segmentation": "contrast-run",
                "Interactions": "inter-run", "Compare explanations": "compare-run", "Head atlas": "atlas-run",
                "Models": "models-run", "Property neighbours": "property-run", "Image neighbours per head":
-               "image-nn-run", "Text neighbours per head": "text-nn-run", "Mutual knowledge": "mutual-run"}
+               "image-nn-run", "Text neighbours per head": "text-nn-run", "Mutual knowledge": "mutual-run",
+               "Neurons": "neurons-run", "Features": "features-run"}
 
 
 def examples() -> dict[str, str]:
@@ -147,7 +148,7 @@ def link_controls() -> tuple[gr.Button, gr.Textbox, gr.Markdown]:
 
 
 NEEDS_IMAGE = {"Heads", "Topic segmentation", "Contrastive segmentation", "Interactions", "Compare explanations",
-               "Property neighbours", "Image neighbours per head", "Mutual knowledge"}
+               "Property neighbours", "Image neighbours per head", "Mutual knowledge", "Neurons", "Features"}
 
 
 def attach(shared: Shared, groups, outer: gr.Tabs, inner: dict, choose_model, model_outputs: list,
@@ -201,4 +202,16 @@ def attach(shared: Shared, groups, outer: gr.Tabs, inner: dict, choose_model, mo
                             "document.querySelector('#' + button)?.click(), 500); }")
 
 
-__all__ = ["attach", "checked_view", "example_of", "link_note", "link_query"]
+def attach_head_links(shared: Shared, groups, outer: gr.Tabs, inner: dict) -> None:
+    """A click on a row of each table in `shared.head_links` opens the head it names in the Head atlas: its layer
+    and head there, that tab shown, and its description run."""
+    atlas_group = next(group for group, tabs in groups for tab in tabs if tab.TITLE == "Head atlas")
+    atlas = shared.linked["Head atlas"]
+    for table, handler in shared.head_links:
+        table.select(handler, table, [atlas["layer"], atlas["head"]], api_visibility="private").then(
+            lambda: (gr.update(selected=atlas_group), gr.update(selected="Head atlas")), None,
+            [outer, inner[atlas_group]], api_visibility="private").then(
+            None, None, None, js="() => setTimeout(() => document.querySelector('#atlas-run')?.click(), 300)")
+
+
+__all__ = ["attach", "attach_head_links", "checked_view", "example_of", "link_note", "link_query"]

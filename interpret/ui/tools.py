@@ -11,7 +11,8 @@ from typing import Callable
 from ..explanations import METHODS
 from ..parts import DEFAULT_PARTS, MAP_PARTS
 from ..limits import (MAX_INTERACTION_WORK, MAX_NEIGHBOURS, MAX_PARTS, MAX_SPEC_CHARS, MAX_STEPS, MAX_TEXT_CHARS,
-                      MAX_TEXTS, MAX_TOP_HEADS, MIN_PARTS)
+                      MAX_TEXTS, MAX_TOP_FEATURES, MAX_TOP_HEADS, MAX_TOP_NEURONS, MIN_PARTS, NEURON_IMAGES_SHOWN,
+                      FEATURE_IMAGES_SHOWN, MAX_FEATURE_STRENGTH)
 
 MODEL = "the model's label, one of the app's list (e.g. 'toy (bundled)', 'ViT-B-32 / openai'); /model_info describes it"
 IMAGE = "the image (a file: PNG, JPEG, WebP...; at most 50 MB and 40 megapixels)"
@@ -23,6 +24,8 @@ PARTS = "what to map: " + "; ".join(f"'{key}': {text}" for key, text in MAP_PART
 LAYER = "a layer of the image tower, from 0 (negative counts from the end: -1 is the last)"
 HEAD = "a head of that layer, from 0"
 K = f"how many neighbours, 1 to {MAX_NEIGHBOURS}"
+MLP_LAYER = "an MLP layer of the image tower that has later heads: 0 to layers - 2 (negative counts from the end: -2 " \
+    "is the last with later heads; -3 the default)"
 
 TOOLS: dict[str, tuple[str, dict[str, str], str]] = {
     "model_info": ("A CLIP model's shapes: layers, heads, width, joint space, input size, patch grid, text tokens.",
@@ -61,6 +64,36 @@ TOOLS: dict[str, tuple[str, dict[str, str], str]] = {
                               "baseline": "'blur' or 'mean': what replaces the patches for deletion and insertion",
                               "opacity": OPACITY},
                              "the maps (PNG), a table of each map's deletion and insertion AUC, a Markdown summary"),
+    "neurons": ("Below the heads: the MLP neurons of one layer whose second-order effects (what they write that "
+                "the later attention heads carry to the embedding, exact) move an image-caption cosine score most, "
+                "either way: where each fires, its words and property label (where the model's neurons are "
+                "described), and the later heads that carry it.",
+                {"label": MODEL, "image_path": IMAGE, "caption": TEXT, "layer": MLP_LAYER,
+                 "top": f"neurons to list, 1 to {MAX_TOP_NEURONS}"},
+                "the neurons' activation maps (PNG), the table of neurons, the table of the heads that carry them, "
+                "a Markdown summary"),
+    "neuron": ("One MLP neuron: its words and property label (a sparse decomposition of its second-order direction "
+               "over a text bank), its top images in the model's database with where it fires on each, and each "
+               "later head's share of its effect.",
+               {"label": MODEL, "layer": MLP_LAYER, "neuron": "the neuron, from 0 (the MLP's hidden units)"},
+               f"a Markdown summary, its words (table), a gallery of its top {NEURON_IMAGES_SHOWN} images, the "
+               "later heads' shares (PNG)"),
+    "features": ("Sparse-autoencoder features of the stream after one block of the image tower: the features that fire "
+                 "most on an image (their maps, names from a text bank) and, with a caption, the score's change when "
+                 "each is taken out of the forward pass.",
+                 {"label": MODEL, "image_path": IMAGE, "caption": TEXT + " (optional)", "layer": LAYER,
+                  "top": f"features to list, 1 to {MAX_TOP_FEATURES}"},
+                 "the features' maps (PNG), the table of features, a Markdown summary"),
+    "feature": ("One sparse-autoencoder feature: its name and property tag, how often it fires, its top images in the "
+                "model's database with where it fires, and the heads and MLP neurons whose outputs write its "
+                "pre-activation (exact parts).", {"label": MODEL, "layer": LAYER, "feature": "the feature, from 0"},
+                f"a Markdown summary, a gallery of its top {FEATURE_IMAGES_SHOWN} images, the table of its writers"),
+    "feature_intervention": ("An image-caption score with one sparse-autoencoder feature removed from every token "
+                             "where it fires, or added at every token, and the rest of the tower run again.",
+                             {"label": MODEL, "image_path": IMAGE, "caption": TEXT, "layer": LAYER,
+                              "feature": "the feature, from 0", "strength":
+                              f"0: remove it; up to {MAX_FEATURE_STRENGTH:g}: add it with this activation"},
+                             "a Markdown summary with both scores"),
     "head_atlas": ("What one attention head means: its TextSpan descriptions and property label, and the map of "
                    "every head's property.", {"label": MODEL, "layer": LAYER, "head": HEAD},
                    "a Markdown summary, the descriptions table, the property map (PNG)"),

@@ -1,0 +1,202 @@
+"""The Features tab: sparse-autoencoder features of a layer's token states. For the picture (and caption) on the
+left: which features fire where, and what removing each does to the score. For one feature: its name from the text
+bank, how often it fires, its top database images with where it fires, the heads and neurons that write it, and the
+score with it removed or added. A toy model's SAE is trained here (an estimate first, then a progress bar)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from ..errors import ImageError, InterpretError
+from ..features import (TOY_TRAINING_TOKENS, explain_features, feature_writers, image_features, intervened_scores,
+                        stored_sae, train_features)
+from ..images import load_image
+from ..limits import FEATURE_IMAGES_SHOWN, MAX_FEATURE_STRENGTH, MAX_TOP_FEATURES, check_number
+from ..models import layer_index
+from ..paths import is_toy
+from ..render import heat_thumbnail, maps_side_by_side
+from ..segment import crop_box, upsample
+from .common import (ANALYSIS, QUICK, Shared, connect, escaped, friendly_errors, model_for, page_index, picture_of,
+                     status_box, with_warnings)
+from .neighbours import middle_cut
+
+TITLE = "Features"
+TOY_TRAINING_SECONDS_PER_MILLION = 120  # measured on 2 cores (benchmarks/bench_features.py), for the estimate
+
+
+def _layer(model, layer: float) -> int:
+    return layer_index(page_index(layer, "The layer"), model.geometry.layers, model.label)
+
+
+def _sae(model, layer: int):
+    try:
+        return stored_sae(model, layer)
+    except InterpretError:
+        how = ("press Train an SAE on this layer below" if is_toy(model.name) else
+               f"python -m interpret features train --model {model.name} --layer {layer} --images DIR (or load "
+               "ViT-Prisma's or saev's: features load --source ...)")
+        raise InterpretError(f"No SAE of block {layer} for {model.label} here yet: {how}.") from None
+
+
+@friendly_errors
+def run_features(label: str, image_path: str | None, caption: str, layer: float = 1, top: float = 10):
+    """The `top` features of the SAE on the stream after block `layer` that fire most on the picture: their maps,
+    names and, with a caption, the score's change when each is removed from the forward pass."""
+    top = check_number(top, "The number of features", 1, MAX_TOP_FEATURES, integer=True)
+    model = model_for(label)
+    layer = _layer(model, layer)
+    if caption:
+        model.tokenize(caption)
+    sae, atlas = _sae(model, layer)
+    picture = picture_of(image_path)
+    report = explain_features(model, picture, caption or None, layer, top, sae, atlas)
+    box = crop_box(model, picture.size)
+    maps = [(f"feature {feature}", upsample(report.maps[i], picture.size, box),
+             report.names[i] if report.names else f"peak {float(report.peaks[i]):.2f}")
+            for i, feature in enumerate(report.features)]
+    figure = maps_side_by_side(picture, maps, columns=5) if maps else None
+    rows = [[feature, round(float(report.peaks[i]), 4), int(report.patches[i]),
+             round(float(report.changes[i]), 5) if report.changes is not None else "",
+             report.names[i] if report.names else ""] for i, feature in enumerate(report.features)]
+    summary = (f"The {len(rows)} features of the SAE on block {layer}'s output ({sae.config.features} features, "
+               f"{escaped(sae.config.source)}) that fire most on the picture (their largest activation on a patch). "
+               + (f"Cosine score of the caption **{report.cosine:+.4f}**; the last column is its change when the "
+                  "feature is taken out of every token where it fires." if report.cosine is not None else
+                  "Type a caption to see what removing each does to its score."))
+    return figure, rows, with_warnings(summary, report.warnings)
+
+
+def _pictures(model, atlas, feature: int) -> list[tuple[str, float, object]]:
+    """A feature's top database images that can be read here: (name, activation, picture)."""
+    from ..bundles import model_folder, thumbnail_of
+
+    found = []
+    for row, value in zip(atlas.top_rows[feature][:FEATURE_IMAGES_SHOWN].tolist(),
+                          atlas.top_values[feature][:FEATURE_IMAGES_SHOWN].tolist()):
+        if row < 0:
+            continue
+        name = atlas.names[row]
+        for path in (Path(atlas.root) / name, thumbnail_of(model_folder(model), name)):
+            try:
+                if path.is_file():
+                    found.append((name, value, load_image(path)))
+                    break
+            except ImageError:
+                continue
+    return found
+
+
+@friendly_errors
+def run_feature(label: str, layer: float = 1, feature: float = 0):
+    """One feature: its name and frequency, its top database images with where it fires, and the heads and neurons
+    whose outputs write its pre-activation there."""
+    model = model_for(label)
+    layer = _layer(model, layer)
+    sae, atlas = _sae(model, layer)
+    feature = check_number(feature, "The feature", 0, sae.config.features - 1, integer=True)
+    if atlas is None:
+        raise InterpretError("This SAE has no atlas (top images, names) yet: python -m interpret features describe.")
+    found = _pictures(model, atlas, feature)
+    gallery, writers = [], []
+    if found:
+        pictures = [picture for _, _, picture in found]
+        _, codes = image_features(model, sae, pictures)
+        for (name, value, picture), code in zip(found, codes[:, model.geometry.prefix:, feature]):
+            grid = code.reshape(*model.geometry.grid)
+            gallery.append((heat_thumbnail(picture, upsample(grid, picture.size, crop_box(model, picture.size))),
+                            f"{value:.3f} · {middle_cut(name)}"))
+        parts = feature_writers(model, sae, pictures, feature)
+        writers = [[f"head {l}.{h}", round(v, 4)] for l, h, v in parts.top_heads(6)]
+        writers += [[f"neuron {l}.{n}", round(v, 4)] for l, n, v in parts.top_neurons(6)]
+        writers += [["embedding layer", round(parts.embedding, 4)], ["biases", round(parts.rest, 4)]]
+    text, tag, score = atlas.labels[feature] if atlas.labels else ("", "", 0.0)
+    summary = (f"**Feature {feature} of block {layer}**: named **{escaped(text) or '(none)'}** ({escaped(tag)}, "
+               f"cosine {score:+.3f} with what its top images share; bank: {escaped(atlas.bank or 'none')}). It fires "
+               f"on {float(atlas.frequency[feature]):.2%} of the tokens of {atlas.count} images, "
+               f"{float(atlas.mean_activation[feature]):.3f} on average where it fires. The gallery: its top "
+               f"{len(gallery)} images (activation · file) and where it fires; the table: the parts of its "
+               "pre-activation (averaged over the tokens where it fires on them) that the heads and neurons write, "
+               "largest first (they add up exactly, with the embedding layer and the biases).")
+    return summary, gallery, writers
+
+
+@friendly_errors
+def run_intervention(label: str, image_path: str | None, caption: str, layer: float = 1, feature: float = 0,
+                     strength: float = 0):
+    """The picture's score with the caption as it is, and with the feature removed from every token where it fires
+    (`strength` 0) or added at every token with activation `strength`."""
+    model = model_for(label)
+    layer = _layer(model, layer)
+    strength = check_number(strength, "The strength", 0, MAX_FEATURE_STRENGTH)
+    encoded = model.tokenize(caption or "")
+    if not (caption or "").strip():
+        raise InterpretError("Type a caption: removing or adding a feature changes its score.")
+    sae, _ = _sae(model, layer)
+    feature = check_number(feature, "The feature", 0, sae.config.features - 1, integer=True)
+    base, changed = intervened_scores(model, sae, [picture_of(image_path)], model.embed_tokens(encoded), [feature],
+                                      None if strength == 0 else strength)
+    before, after = float(base[0, 0]), float(changed[0, 0, 0])
+    what = "removed from every token where it fires" if strength == 0 else f"added at every token ({strength:g})"
+    return with_warnings(f"Score of '{escaped(encoded.kept[0])}': **{before:+.4f}** as it is, **{after:+.4f}** with "
+                         f"feature {feature} {what} ({after - before:+.4f}).", encoded.warnings())
+
+
+def run_training(label: str, layer: float = 1, progress=gr.Progress()):
+    """Train the toy model's SAE on block `layer` here: the estimate first, then the training with a progress bar."""
+    try:
+        model = model_for(label)
+        layer = _layer(model, layer)
+        if not is_toy(model.name):
+            raise InterpretError("SAEs are trained here for the toy models only; for this one: python -m interpret "
+                                 f"features train --model {model.name} --layer {layer} --images DIR.")
+    except InterpretError as error:
+        yield f"**Not trained:** {escaped(str(error))}"
+        return
+    seconds = TOY_TRAINING_SECONDS_PER_MILLION * TOY_TRAINING_TOKENS / 1e6
+    yield f"Training an SAE on block {layer} of {model.label}: about {seconds / 60:.0f} minutes on 2 cores..."
+    progress(0, desc="training the SAE")
+    report, _ = train_features(model, layer, progress=False, on_step=lambda used, loss: progress(
+        min(used / TOY_TRAINING_TOKENS, 1.0), desc=f"training the SAE (loss {loss:.3f})"))
+    yield f"Done: {report.line()}. Press Find the features."
+
+
+def build(shared: Shared) -> None:
+    gr.Markdown("Sparse-autoencoder features of the stream after one block: directions of the residual stream that "
+                "few tokens use at once. Uses the picture and caption on the left.")
+    with gr.Row():
+        layer = gr.Number(value=1, precision=0, label="Block (its output stream)", elem_id="features-layer")
+        top = gr.Slider(1, MAX_TOP_FEATURES, value=10, step=1, label="Features to list")
+    with gr.Row():
+        button = gr.Button("Find the features", variant="primary", elem_id="features-run")
+        train = gr.Button("Train an SAE on this layer (toy models)", elem_id="features-train")
+    status = status_box("features")
+    summary = gr.Markdown(elem_id="features-summary")
+    figure = gr.Image(label="Where each feature fires", type="pil", format="png", elem_id="features-maps",
+                      interactive=False, show_label=False)
+    table = gr.Dataframe(headers=["feature", "peak", "patches", "score change without it", "name"],
+                         label="The features", elem_id="features-table", interactive=False)
+    shared.link(TITLE, layer=layer, top=top)
+    connect(button.click, run_features, [shared.model, shared.image, shared.caption, layer, top],
+            [figure, table, summary], status, api_name="features", pool=QUICK)
+    train.click(run_training, [shared.model, layer], summary, api_visibility="private", **ANALYSIS)
+
+    gr.Markdown("### One feature")
+    with gr.Row():
+        feature = gr.Number(value=0, precision=0, label="Feature", elem_id="feature-number")
+        strength = gr.Slider(0, MAX_FEATURE_STRENGTH, value=0, step=0.5,
+                             label="Remove it (0) or add it with this activation", elem_id="feature-strength")
+    with gr.Row():
+        show = gr.Button("Show the feature", elem_id="feature-run")
+        intervene = gr.Button("Score the caption with it removed / added", elem_id="feature-intervene")
+    feature_status = status_box("feature")
+    feature_summary = gr.Markdown(elem_id="feature-summary")
+    gallery = gr.Gallery(label="Its top images, where it fires", columns=6, height="auto", elem_id="feature-gallery")
+    writers = gr.Dataframe(headers=["what writes it", "part of its pre-activation"], label="Who writes it",
+                           elem_id="feature-writers", interactive=False)
+    shared.link(TITLE, feature=feature, strength=strength)
+    connect(show.click, run_feature, [shared.model, layer, feature], [feature_summary, gallery, writers],
+            feature_status, api_name="feature", pool=QUICK)
+    connect(intervene.click, run_intervention, [shared.model, shared.image, shared.caption, layer, feature,
+                                                strength], [feature_summary], feature_status,
+            api_name="feature_intervention", pool=QUICK)
