@@ -25,16 +25,21 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from interpret.models import load_model  # noqa: E402
-from interpret.neurons import neuron_directions, second_order_effects  # noqa: E402
+from interpret.neurons import neuron_directions, second_order_effects, write_values  # noqa: E402
 
 
 def side_by_side(functions: dict, repeats: int) -> dict[str, float]:
-    """Each function once per round, in turn, after a warm-up round: the medians."""
-    for function in functions.values():
+    """Each function once per round, in turn, after a warm-up round: the medians. A function may be a pair
+    (untimed setup, timed function)."""
+    pairs = {name: function if isinstance(function, tuple) else (lambda: None, function)
+             for name, function in functions.items()}
+    for setup, function in pairs.values():
+        setup()
         function()
     times = {name: [] for name in functions}
     for _ in range(repeats):
-        for name, function in functions.items():
+        for name, (setup, function) in pairs.items():
+            setup()
             started = time.perf_counter()
             function()
             times[name].append(time.perf_counter() - started)
@@ -49,26 +54,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="ViT-B-32")
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--images", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--images", type=int, nargs="+", default=[256, 1024],
+                        help="database sizes, each at least a block (256 images: what the engines decode at once)")
     args = parser.parse_args()
     model = load_model(args.model, None)
     batch = model.preprocess_images([Image.new("RGB", (224, 224), (200, 120, 40))])
     text = model.encode_texts(["a photo of a dog"])
     layers = model.geometry.layers
 
+    def forget():  # the kept write values of every layer
+        model.derived_cache.keep([], [], version=object())
+
+    def warm(layer):  # its write values kept before the timed run
+        return lambda: write_values(model, layer), lambda: second_order_effects(model, batch, layer).effects
+
     def cold(layer):
-        def run():
-            model.derived_cache.keep([], [], version=object())  # forget the kept write values
-            second_order_effects(model, batch, layer).effects
-        return run
+        return forget, lambda: second_order_effects(model, batch, layer).effects
 
     with torch.no_grad():
         times = side_by_side({
             "encode_image": lambda: model.model.encode_image(batch),
-            f"effects, MLP {layers - 3} (warm)": lambda: second_order_effects(model, batch, layers - 3).effects,
+            f"effects, MLP {layers - 3} (warm)": warm(layers - 3),
             f"effects, MLP {layers - 3} (cold)": cold(layers - 3),
-            f"score parts, MLP {layers - 3} (warm)": lambda: second_order_effects(model, batch, layers - 3).scores(text),
-            "effects, MLP 0 (warm)": lambda: second_order_effects(model, batch, 0).effects,
+            f"score parts, MLP {layers - 3} (warm)": (lambda: write_values(model, layers - 3),
+                                                      lambda: second_order_effects(model, batch, layers - 3).scores(text)),
+            "effects, MLP 0 (warm)": warm(0),
             "effects, MLP 0 (cold)": cold(0),
         }, args.repeats)
     plain = times["encode_image"]

@@ -1,8 +1,9 @@
 """Truth check of sparse-autoencoder features on the toy models: an SAE trained on each layer's token states (toy
 scenes; saev's recipe: TopK k=32 with AuxK, 16 x width features), its reconstruction on other scenes; then, on the
 layer given, for each of the 6 colours and 4 shapes the feature whose activation on an object's patches tells that
-value apart (chosen on 300 scenes, AUROC on 300 others), whether its name from the toy bank names it, and what
-removing each colour's feature costs 'something {colour}' against a random feature of about its frequency.
+value apart (chosen on 300 scenes, AUROC on 300 others; beside it, a linear probe's on the object's mean state: the
+most one direction can do), whether its name from the toy bank names it, and what removing each colour's feature
+costs 'something {colour}' against a random feature of about its frequency.
 
     python benchmarks/toy_features.py [--model toy|toy-pooled] [--layers 0 1 2 3] [--truth-layer 1] [--tokens N]
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from interpret.features import FeatureAtlas, SparseAutoencoder, train_features  # noqa: E402
 from interpret.models import load_model  # noqa: E402
-from interpret.toy.evaluate import feature_removal, feature_truth  # noqa: E402
+from interpret.toy.evaluate import feature_removal, feature_truth, probe_truth  # noqa: E402
 
 
 def main() -> None:
@@ -29,7 +30,7 @@ def main() -> None:
     model = load_model(args.model)
     layers = args.layers or list(range(model.geometry.layers))
     print(f"{model.label}: SAEs on the stream after each block ({args.tokens:,} tokens of fresh toy scenes each; "
-          "reconstruction on 200 other scenes)\n\nblock | explained variance | L0 | dead features | tokens/s")
+          "reconstruction on 1,000 other scenes)\n\nblock | explained variance | L0 | dead features | tokens/s")
     print("--- | --- | --- | --- | ---")
     with tempfile.TemporaryDirectory() as scratch:
         for layer in layers:
@@ -42,11 +43,13 @@ def main() -> None:
         sae, _ = SparseAutoencoder.load(folder)
         atlas = FeatureAtlas.load(folder)
         truth = feature_truth(model, sae, atlas)
+        probes = probe_truth(model, args.truth_layer)
         print(f"\nblock {args.truth_layer}: each value's feature (chosen on 300 scenes; AUROC on 300 others)\n")
-        print("value | feature | AUROC | its name (toy bank) | names the value")
-        print("--- | --- | --- | --- | ---")
+        print("value | feature | AUROC | linear probe's AUROC | its name (toy bank) | names the value")
+        print("--- | --- | --- | --- | --- | ---")
         for value, row in truth.items():
-            print(f"{value} | {row['feature']} | {row['auroc']:.3f} | {row['name']} | {'yes' if row['named'] else 'no'}")
+            print(f"{value} | {row['feature']} | {row['auroc']:.3f} | {probes[value]:.3f} | {row['name']} | "
+                  f"{'yes' if row['named'] else 'no'}")
         named = sum(row["named"] for row in truth.values())
         passed = sum(row["auroc"] >= 0.9 for row in truth.values())
         print(f"\n{passed} of {len(truth)} values have a feature with AUROC >= 0.9; {named} of {len(truth)} "

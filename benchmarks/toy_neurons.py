@@ -32,7 +32,7 @@ def main() -> None:
     print("layer | neurons | labels | large-effect neurons whose top images share an attribute | label = that "
           "attribute | chance | seconds")
     print("--- | --- | --- | --- | --- | --- | ---")
-    ablations = {}
+    ablations, together = {}, {"colour": {}, "shape": {}}
     for layer in args.layers or default_neuron_layers(model):
         started = time.monotonic()
         directions = stored_directions(model, layer)
@@ -44,16 +44,19 @@ def main() -> None:
         print(f"{layer} | {len(directions.labels)} | {', '.join(f'{k} {v}' for k, v in sorted(counts.items()))} | "
               f"{agreement['neurons']} | {agreement['agree']} ({agreement['rate']:.2f}) | {agreement['chance']:.2f} | "
               f"{seconds:.1f}")
-        labelled = {prop: [n for n, (name, _) in enumerate(directions.labels) if name == prop]
-                    for prop in ("colour", "shape")}
-        ablations[layer] = neuron_ablation(model, layer, labelled, count=args.count)
+        for prop in together:
+            together[prop][layer] = [n for n, (name, _) in enumerate(directions.labels) if name == prop]
+        ablations[str(layer)] = neuron_ablation(model, {prop: {layer: together[prop][layer]} for prop in together},
+                                                count=args.count)
+    ablations["all three"] = neuron_ablation(model, together, count=args.count)
     print(f"\nmean ablation in the forward pass ({args.count} single-object scenes; random: 3 draws of as many "
-          "neurons of the layer)\n")
-    print("layer | ablated | neurons | colour acc | shape acc")
-    print("--- | --- | --- | --- | ---")
-    for layer, rows in ablations.items():
+          "neurons of the same layers; margin: the true prompt's cosine score over the best other's)\n")
+    print("layers | ablated | neurons | colour acc | colour margin | shape acc | shape margin")
+    print("--- | --- | --- | --- | --- | --- | ---")
+    for layers, rows in ablations.items():
         for row in rows:
-            print(f"{layer} | {row['ablated']} | {row['neurons']} | {row['colour']:.3f} | {row['shape']:.3f}")
+            print(f"{layers} | {row['ablated']} | {row['neurons']} | {row['colour']:.3f} | {row['colour margin']:.4f} | "
+                  f"{row['shape']:.3f} | {row['shape margin']:.4f}")
 
 
 if __name__ == "__main__":

@@ -507,7 +507,7 @@ def _describe_features(args: argparse.Namespace, model, layer: int) -> None:
     from .bundles import model_folder
     from .features import describe_features, features_folder, stored_sae
 
-    sae, _ = stored_sae(model, layer)
+    sae, _ = stored_sae(model, layer, args.out)
     atlas = describe_features(model, sae, _feature_images(args, model), bank_named(args.bank or default_bank(
         model.name)), engine=_engine(args))
     folder = atlas.save(features_folder(args.out or model_folder(model), sae.config.layer))
@@ -517,11 +517,12 @@ def _describe_features(args: argparse.Namespace, model, layer: int) -> None:
 
 
 def _features_of_image(args: argparse.Namespace, model, layer: int) -> None:
-    from .features import explain_features
+    from .features import explain_features, stored_sae
 
     if not args.image:
         raise InterpretError("features top needs an IMAGE.")
-    report = explain_features(model, args.image, args.caption, layer, top=args.top)
+    sae, atlas = stored_sae(model, layer, args.out)
+    report = explain_features(model, args.image, args.caption, layer, top=args.top, sae=sae, atlas=atlas)
     print(f"{model.label}: features of the stream after block {report.layer} on {args.image}"
           + (f", and the score of '{report.caption}' ({report.cosine:+.4f}) without each" if report.caption else ""))
     print(f"\n{'feature':>7}  {'peak':>7}  {'patches':>7}  {'score change':>12}  name")
@@ -536,7 +537,7 @@ def _show_feature(args: argparse.Namespace, model, layer: int) -> None:
 
     if args.feature is None:
         raise InterpretError("features show needs --feature F.")
-    sae, atlas = stored_sae(model, layer)
+    sae, atlas = stored_sae(model, layer, args.out)
     if not 0 <= args.feature < sae.config.features:
         raise InterpretError(f"The SAE has features 0 to {sae.config.features - 1}.")
     if atlas is None:
@@ -928,7 +929,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="topk (with AuxK, default) or relu (with L1)")
     features.add_argument("--bank", help="text bank to name the features with ('general', 'toy' or a file)")
     features.add_argument("--source", help="load: an SAE's folder or hf://ORG/REPO[/SUBFOLDER]")
-    features.add_argument("--out", help="model folder to store the SAE in (default: indexes/<model>)")
+    features.add_argument("--out", help="the model folder the SAE is stored in and read from (default: "
+                                        "indexes/<model>, or its bundle)")
     _add_engine_arguments(features)
     features.set_defaults(run=_features)
 

@@ -586,10 +586,13 @@ def intervened_scores(model: ClipModel, sae: SparseAutoencoder, images, texts: t
             added = torch.zeros_like(codes)
             added[:, _token_choice(model, sae), feature] = float(strength)
             delta = feature_writes(sae, states, added, [feature])[:, :, 0]
-        embedding = embedding_from(model, states + delta.to(states), sae.config.layer).cpu()
-        changed.append(F.normalize(embedding, dim=-1) @ texts.T)
-    return base, torch.stack(changed) if changed else base.new_zeros(0, *base.shape)
-
+        changed.append(states + delta.to(states))
+    if not changed:
+        return base, base.new_zeros(0, *base.shape)
+    batch = len(states)
+    embeddings = embedding_from(model, torch.cat(changed), sae.config.layer).cpu()  # every change in one pass
+    scores = F.normalize(embeddings, dim=-1) @ texts.T
+    return base, scores.reshape(len(changed), batch, -1)
 
 
 @dataclass
@@ -670,11 +673,13 @@ def feature_writers(model: ClipModel, sae: SparseAutoencoder, images, feature: i
                           float(mean(rest)), float(mean(pre)), int((weights > 0).sum()))
 
 
-def stored_sae(model: ClipModel, layer: int) -> tuple[SparseAutoencoder, FeatureAtlas | None]:
-    """The SAE (and its atlas, when there is one) of the stream after block `layer` in the model's folder."""
+def stored_sae(model: ClipModel, layer: int, folder: str | Path | None = None
+               ) -> tuple[SparseAutoencoder, FeatureAtlas | None]:
+    """The SAE (and its atlas, when there is one) of the stream after block `layer` in the model's folder (or in
+    the model folder `folder`)."""
     from .bundles import model_folder
 
-    folder = features_folder(model_folder(model), layer_index(layer, model.geometry.layers, model.label))
+    folder = features_folder(folder or model_folder(model), layer_index(layer, model.geometry.layers, model.label))
     sae, manifest = SparseAutoencoder.load(folder)
     if manifest.get("weights_sha256") not in (None, model.weights_hash):
         raise InterpretError(f"The SAE in {folder} was trained on other weights than {model.label}'s.")
@@ -858,7 +863,7 @@ def train_features(model: ClipModel, layer: int, images: str | Path | None = Non
                    on_step: Callable[[int, float], None] | None = None) -> tuple[SaeReport, Path]:
     """Train an SAE on the stream after block `layer` (the images below `images`, every token once, or, for the toy
     models without `images`, `TOY_TRAINING_TOKENS` of fresh toy scenes), report its reconstruction on other images
-    (the toy database, or the images' last tenth), describe its features over the model's database images (the
+    (1,000 other toy scenes, or the images' last tenth), describe its features over the model's database images (the
     toy's scenes, or `images`) with `bank`, and store both in `out` (default: the model's folder). Returns (the
     report, the folder)."""
     from .banks import bank_named, default_bank
@@ -876,7 +881,7 @@ def train_features(model: ClipModel, layer: int, images: str | Path | None = Non
         tokens = tokens or TOY_TRAINING_TOKENS
         stream = toy_token_blocks(model, layer, -(-tokens // model.geometry.tokens))
         described = draw_toy_database(model.index_dir / "images")
-        held_out = [torch.from_numpy(block) for block in toy_token_blocks(model, layer, 200, seed=3_900_000)]
+        held_out = [torch.from_numpy(block) for block in toy_token_blocks(model, layer, 1000, seed=3_900_000)]
     else:
         root = Path(images).resolve()
         names = [path.relative_to(root).as_posix() for path in list_images(root)]

@@ -443,11 +443,13 @@ SHOWN_DESCRIPTIONS = 10  # of each neuron's texts, the largest first, kept with 
 
 def sparse_code(targets: torch.Tensor, atoms: torch.Tensor, components: int, chunk: int = 256) -> torch.Tensor:
     """Orthogonal matching pursuit, batched: `[n, M]` coefficients over unit `atoms` `[M, D]` of at most
-    `components` nonzeros that approximate each of `targets` `[n, D]`. Each step picks the atom most correlated
-    with what is left and refits the chosen atoms by least squares (through the atoms' Gram matrix: Rubinstein,
-    Zibulevsky and Elad's Batch-OMP, so that no step multiplies by the atoms again)."""
+    `components` nonzeros (and at most half the atoms: a fit over most of a small bank is not sparse, and its
+    nearly dependent texts take large weights of opposite signs) that approximate each of `targets` `[n, D]`. Each
+    step picks the atom most correlated with what is left and refits the chosen atoms by least squares (through
+    the atoms' Gram matrix: Rubinstein, Zibulevsky and Elad's Batch-OMP, so that no step multiplies by the atoms
+    again)."""
     atoms, targets = atoms.double(), targets.double()
-    components = min(components, atoms.shape[0], atoms.shape[1])
+    components = max(1, min(components, atoms.shape[0] // 2, atoms.shape[1]))
     gram = atoms @ atoms.T  # [M, M]
     coded = torch.zeros(targets.shape[0], atoms.shape[0], dtype=torch.float64)
     for start in range(0, targets.shape[0], chunk):
@@ -461,8 +463,9 @@ def sparse_code(targets: torch.Tensor, atoms: torch.Tensor, components: int, chu
             scores.scatter_(1, support, -1.0)  # an atom is chosen once
             support = torch.cat([support, scores.argmax(dim=1, keepdim=True)], dim=1)
             chosen = gram[support[:, :, None], support[:, None, :]]  # [n, s, s]
-            weights = torch.linalg.solve(chosen + 1e-10 * torch.eye(support.shape[1], dtype=torch.float64),
-                                         initial.gather(1, support))
+            # least squares on the chosen atoms, the minimum-norm solution where they are dependent (a bank's
+            # centred texts sum to zero: all of a small bank's are)
+            weights = (torch.linalg.pinv(chosen, hermitian=True) @ initial.gather(1, support)[..., None])[..., 0]
             correlations = initial - torch.einsum("ns,nsm->nm", weights, gram[support])
         coded[start:start + count].scatter_(1, support, weights)
     return coded.float()
@@ -642,25 +645,25 @@ def explain_neurons(model: ClipModel, image, caption: str, layer: int | None = N
 # --- removing neurons in the forward pass -------------------------------------------------------------------------
 
 @torch.no_grad()
-def neuron_means(model: ClipModel, images, layer: int) -> torch.Tensor:
-    """`[T, N]`: MLP `layer`'s neurons averaged over `images` at each token (what mean-ablation puts back)."""
-    return neuron_activations(model, images, [layer])[layer_index(layer, model.geometry.layers, model.label)].mean(0)
+def neuron_means(model: ClipModel, images, layers: Sequence[int]) -> dict[int, torch.Tensor]:
+    """`{layer: [T, N]}`: the MLPs' neurons averaged over `images` at each token (what mean-ablation puts back)."""
+    return {layer: activations.mean(dim=0) for layer, activations in neuron_activations(model, images, layers).items()}
 
 
 @torch.no_grad()
-def ablated_neuron_embeddings(model: ClipModel, images, layer: int, neurons: Sequence[int],
-                              means: torch.Tensor | None = None) -> torch.Tensor:
-    """`[B, D]` image embeddings (not normalised) of a forward pass in which MLP `layer`'s chosen neurons write
-    nothing, or, with `means` `[T, N]` (`neuron_means`), their mean activation (later layers see the change)."""
+def ablated_neuron_embeddings(model: ClipModel, images, neurons: dict[int, Sequence[int]],
+                              means: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+    """`[B, D]` image embeddings (not normalised) of a forward pass in which the chosen neurons (`{layer: neurons}`)
+    write nothing, or, with `means` (`neuron_means`), their mean activation (later layers see the change)."""
     tower = model.tower
-    layer = layer_index(layer, tower.layers, model.label)
-    chosen = torch.as_tensor(list(neurons), dtype=torch.long)
+    chosen = {layer_index(layer, tower.layers, model.label): torch.as_tensor(list(picked), dtype=torch.long)
+              for layer, picked in neurons.items()}
     x = tower.embed(model.preprocess_images(images))
     for index in range(tower.layers):
         x = x + tower.heads_output(index, tower.attend(index, *tower.qkv(index, x)))
-        if index == layer:
+        if index in chosen:
             activations = tower.mlp_neurons(index, x).clone()
-            activations[..., chosen] = 0 if means is None else means[:, chosen].to(activations)
+            activations[..., chosen[index]] = 0 if means is None else means[index][:, chosen[index]].to(activations)
             x = x + activations @ tower.mlp_writes(index).to(activations) + tower.mlp_bias(index).to(activations)
         else:
             x = x + tower.mlp(index, x)

@@ -650,3 +650,30 @@ def test_the_neurons_tab_finds_an_image_s_neurons_and_shows_one(monkeypatch):
         neurons.run_neuron(TOY, 1, 10_000)
     with pytest.raises(gr.Error, match="No neuron directions of layer 9 for ViT-B-32"):
         neurons.run_neuron(RANDOM_B32, -3, 0)
+
+
+def test_the_features_tab_trains_a_toy_sae_and_shows_an_image_s_features_and_one(monkeypatch):
+    """On the toy model: no SAE yet (the message says how to train one); trained here (the estimate first, then
+    the training; fewer tokens for the test); then an image's features with the score without each, one feature's
+    top images and writers, and the caption's score with it removed and added."""
+    from interpret import features as library
+    from interpret.ui import features
+
+    path, caption = toy_examples()[0]
+    with pytest.raises(gr.Error, match="No SAE of block 2 for toy .* Train an SAE"):
+        features.run_features(TOY, path, caption, 2, 5)
+    monkeypatch.setattr(features, "TOY_TRAINING_TOKENS", 60_000)
+    monkeypatch.setattr(library, "TOY_TRAINING_TOKENS", 60_000)
+    steps = list(features.run_training(TOY, 2, progress=lambda *args, **kwargs: None))
+    assert "about" in steps[0] and "minutes" in steps[0] and steps[-1].startswith("Done: explained variance")
+    figure, rows, summary = features.run_features(TOY, path, caption, 2, 5)
+    assert isinstance(figure, Image.Image) and 1 <= len(rows) <= 5 and "Cosine score" in summary
+    assert all(isinstance(row[3], float) and row[4] for row in rows)  # a score change and a name each
+    summary, gallery, writers = features.run_feature(TOY, 2, rows[0][0])
+    assert f"Feature {rows[0][0]} of block 2" in summary and gallery and writers
+    assert writers[0][0].startswith("head ") and any(row[0].startswith("neuron ") for row in writers)
+    removed = features.run_intervention(TOY, path, caption, 2, rows[0][0], 0)
+    added = features.run_intervention(TOY, path, caption, 2, rows[0][0], 5)
+    assert "removed from every token" in removed and "added at every token (5)" in added
+    refused = list(features.run_training(RANDOM_B32, 2))
+    assert len(refused) == 1 and "for the toy models only" in refused[0]

@@ -372,11 +372,25 @@ def neuron_label_agreement(directions, scene_objects: dict[str, list[ToyObject]]
     return {"neurons": len(pairs), "agree": agree, "rate": agree / len(pairs) if pairs else 0.0, "chance": chance}
 
 
-def neuron_ablation(model: ClipModel, layer: int, labelled: dict[str, list[int]], count: int = 300,
+def colour_and_shape_margins(model: ClipModel, embeddings: torch.Tensor, objects: list[ToyObject]) -> dict:
+    """The mean margin of the true colour's prompt ("something {colour}") over the best other colour's, in cosine
+    score, and the same for shapes ("a {shape}"): what accuracy hides once it is 1."""
+    embeddings = F.normalize(embeddings.float(), dim=-1)
+    margins = {}
+    for kind, prompts, values in (("colour", COLOUR_PROMPTS, list(COLOURS)), ("shape", SHAPE_PROMPTS, list(SHAPES))):
+        scores = embeddings @ model.encode_texts(list(prompts)).T  # [N, classes]
+        truth = torch.tensor([values.index(getattr(o, kind)) for o in objects])
+        true = scores.gather(1, truth[:, None])[:, 0]
+        others = scores.scatter(1, truth[:, None], float("-inf")).max(dim=1).values
+        margins[kind] = float((true - others).mean())
+    return margins
+
+
+def neuron_ablation(model: ClipModel, labelled: dict[str, dict[int, list[int]]], count: int = 300,
                     seed: int = 20_000, draws: int = 3) -> list[dict]:
-    """Mean-ablate the neurons of MLP `layer` labelled with each property (`labelled`: property -> neurons) in the
-    forward pass, and as many random neurons of the same layer (`draws` draws, averaged), and measure colour and
-    shape accuracy on single-object evaluation scenes before and after."""
+    """Mean-ablate in the forward pass the neurons labelled with each property (`labelled`: property -> {layer:
+    neurons}), and as many random neurons of the same layers (`draws` draws, averaged), and measure colour and
+    shape accuracy and margins (`colour_and_shape_margins`) on single-object evaluation scenes before and after."""
     import random
 
     from ..neurons import ablated_neuron_embeddings, neuron_means
@@ -384,20 +398,26 @@ def neuron_ablation(model: ClipModel, layer: int, labelled: dict[str, list[int]]
     scenes = [toy_scene(seed + i, count=1) for i in range(count)]
     objects = [scene.objects[0] for scene in scenes]
     images = _batch(model, scenes)
-    means = neuron_means(model, _batch(model, [toy_scene(seed + count + i) for i in range(count)]), layer)
-    width = means.shape[1]
-    rows = [{"ablated": "nothing", "neurons": 0,
-             **colour_and_shape_accuracy(model, ablated_neuron_embeddings(model, images, layer, [], means), objects)}]
+    layers = sorted({layer for chosen in labelled.values() for layer in chosen})
+    means = neuron_means(model, _batch(model, [toy_scene(seed + count + i) for i in range(count)]), layers)
+
+    def measured(neurons: dict[int, list[int]]) -> dict:
+        embeddings = ablated_neuron_embeddings(model, images, neurons, means)
+        margins = colour_and_shape_margins(model, embeddings, objects)
+        return {**colour_and_shape_accuracy(model, embeddings, objects),
+                **{f"{kind} margin": value for kind, value in margins.items()}}
+
+    rows = [{"ablated": "nothing", "neurons": 0, **measured({})}]
     rng = random.Random(seed)
-    for prop, neurons in labelled.items():
-        if not neurons:
+    for prop, chosen in labelled.items():
+        total = sum(len(neurons) for neurons in chosen.values())
+        if not total:
             continue
-        rows.append({"ablated": f"{prop} neurons", "neurons": len(neurons), **colour_and_shape_accuracy(
-            model, ablated_neuron_embeddings(model, images, layer, neurons, means), objects)})
-        drawn = [colour_and_shape_accuracy(model, ablated_neuron_embeddings(
-            model, images, layer, rng.sample(range(width), len(neurons)), means), objects) for _ in range(draws)]
-        rows.append({"ablated": f"{len(neurons)} random neurons", "neurons": len(neurons),
-                     **{name: _mean(row[name] for row in drawn) for name in ("colour", "shape")}})
+        rows.append({"ablated": f"{prop} neurons", "neurons": total, **measured(chosen)})
+        drawn = [measured({layer: rng.sample(range(means[layer].shape[1]), len(neurons))
+                           for layer, neurons in chosen.items()}) for _ in range(draws)]
+        rows.append({"ablated": f"{total} random neurons", "neurons": total,
+                     **{name: _mean(row[name] for row in drawn) for name in drawn[0]}})
     return rows
 
 
@@ -430,6 +450,36 @@ def object_features(model: ClipModel, sae, scenes) -> tuple[np.ndarray, list[Toy
                     rows.append(code[covered].mean(dim=0).numpy())
                     objects.append(obj)
     return np.stack(rows), objects
+
+
+def probe_truth(model: ClipModel, layer: int, count: int = 300, seed: int = 4_100_000) -> dict[str, float]:
+    """The ceiling of `feature_truth`'s AUROCs: for each colour and shape, a linear probe (least squares) on an
+    object's mean token state over the patches it covers at least half of, fitted on `count` scenes, its AUROC
+    on `count` others (the same scenes as `feature_truth`'s)."""
+    from ..features import token_states
+
+    def states(scenes):
+        rows, objects = [], []
+        for start in range(0, len(scenes), 64):
+            chunk = scenes[start:start + 64]
+            patches = token_states(model, [scene.image for scene in chunk], layer)[:, model.geometry.prefix:]
+            for scene, state in zip(chunk, patches):
+                for obj, mask in zip(scene.objects, scene.masks):
+                    covered = (_patch_cover(model, mask).flatten() >= 0.5).nonzero().flatten()
+                    if len(covered):
+                        rows.append(np.append(state[covered].mean(dim=0).numpy(), 1.0))
+                        objects.append(obj)
+        return np.stack(rows), objects
+
+    fit, fit_objects = states([toy_scene(seed + i) for i in range(count)])
+    test, test_objects = states([toy_scene(seed + count + i) for i in range(count)])
+    results = {}
+    for kind, values in (("colour", list(COLOURS)), ("shape", list(SHAPES))):
+        for value in values:
+            weights = np.linalg.lstsq(fit, np.array([getattr(o, kind) == value for o in fit_objects], float),
+                                      rcond=None)[0]
+            results[value] = _auroc(test @ weights, np.array([getattr(o, kind) == value for o in test_objects]))
+    return results
 
 
 def feature_truth(model: ClipModel, sae, atlas=None, count: int = 300, seed: int = 4_100_000) -> dict:
