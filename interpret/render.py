@@ -58,9 +58,9 @@ def _layer_head_axes(canvas: Image.Image, left: int, top: int, cell: tuple[int, 
 
 
 def head_grid(scores: np.ndarray, title: str = "", layers: list[int] | None = None,
-              mlps: np.ndarray | None = None) -> Image.Image:
+              mlps: np.ndarray | None = None, label: str = "contribution to cosine score") -> Image.Image:
     """Layer x head heatmap of contributions `[L, H]` (rows: layers, first at the top), optionally with the
-    MLPs as an extra column, on a diverging scale centred at zero."""
+    MLPs as an extra column, on a diverging scale centred at zero; `label`: what the colour bar shows."""
     scores = np.asarray(scores, dtype=np.float64)
     layers = list(range(scores.shape[0])) if layers is None else list(layers)
     table = scores if mlps is None else np.concatenate([scores, np.asarray(mlps, dtype=np.float64)[:, None]], 1)
@@ -79,8 +79,7 @@ def head_grid(scores: np.ndarray, title: str = "", layers: list[int] | None = No
     _layer_head_axes(canvas, left, top, (cell_w, cell_h), layers,
                      [str(h) for h in range(scores.shape[1])] + ([] if mlps is None else ["MLP"]))
     draw_title(canvas, title)
-    colour_bar(canvas, left + grid_w + 14, top, grid_h, DIVERGING, signed_ticks(_bound(table)),
-               "contribution to cosine score", size=10)
+    colour_bar(canvas, left + grid_w + 14, top, grid_h, DIVERGING, signed_ticks(_bound(table)), label, size=10)
     return canvas
 
 
@@ -449,14 +448,16 @@ def _heat(grey: np.ndarray, values, alpha: float) -> np.ndarray:
     return (1 - alpha) * grey + alpha * table_colours(SEQUENTIAL, normalised)
 
 
-def heat_thumbnail(image: Image.Image, values: np.ndarray, side: int = 256, opacity: float = 0.6) -> Image.Image:
-    """A gallery picture: `values` `[H, W]` (the picture's size) min-max normalised over a light grey copy of the
-    picture, its longest side `side` pixels."""
+def heat_thumbnail(image: Image.Image, values: np.ndarray, side: int = 128, opacity: float = 0.6) -> Image.Image:
+    """A gallery picture: the picture as it is (left) and `values` `[H, W]` (the picture's size) min-max normalised
+    over a light grey copy of it (right), each `side` pixels on its longest side (the picture's own colours stay
+    visible: what a colour feature fires on)."""
     image = image.convert("RGB")
     mapped = Image.fromarray(_heat(light_grey(image).astype(np.float64), values, float(np.clip(opacity, 0, 1)))
                              .round().astype(np.uint8))
     scale = side / max(image.size)
-    return mapped.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return side_by_side([image.resize(size, Image.BILINEAR), mapped.resize(size, Image.BILINEAR)], gap=4)
 
 
 def maps_side_by_side(image: Image.Image, maps: list[tuple[str, np.ndarray, str]], opacity: float = 0.6,

@@ -640,10 +640,15 @@ def test_the_neurons_tab_finds_an_image_s_neurons_and_shows_one(monkeypatch):
     assert f"Neuron {rows[0][1]} of layer 1" in summary and words and len(gallery) == 12
     assert isinstance(grid, Image.Image)
 
-    class Click:
-        index = (1, 0)
+    import pandas
 
-    assert neurons.open_head(carriers, Click()) == (carriers[1][1], carriers[1][2])
+    class Click:  # Gradio's SelectData: the cell, and the row's values where it sends them
+        index, row_value = (1, 0), None
+
+    expected = (carriers[1][1], carriers[1][2])
+    assert neurons.open_head(pandas.DataFrame(carriers, columns=["neuron", "layer", "head", "part"]), Click()) == expected
+    Click.row_value = carriers[1]
+    assert neurons.open_head(None, Click()) == expected
     with pytest.raises(gr.Error, match="no later heads"):
         neurons.run_neurons(TOY, path, caption, -1, 4)
     with pytest.raises(gr.Error, match="The neuron must be"):

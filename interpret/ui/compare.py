@@ -167,8 +167,8 @@ def run_compare(label: str, image_path: str | None, caption: str, methods=tuple(
 def build(shared: Shared) -> None:
     gr.Markdown("The field's explanation methods side by side: where does each one say the model finds the "
                 "caption in the image? Ours (the decomposition, the interactions) and others' (attention, rollout, "
-                "Chefer's gradient x attention, Grad-CAM, LeGrad, Grad-ECLIP), each with the settings of its "
-                "authors' code.")
+                "Chefer's gradient x attention, Grad-CAM, LeGrad, Grad-ECLIP, the second-order lens's neurons), each "
+                "with the settings of its authors' code.")
     with gr.Row():
         methods = gr.CheckboxGroup(CHOICES, value=list(METHODS), label="Methods", elem_id="compare-methods",
                                    scale=3)

@@ -175,7 +175,7 @@ def build(shared: Shared) -> None:
     figure = gr.Image(label="Where each feature fires", type="pil", format="png", elem_id="features-maps",
                       interactive=False, show_label=False)
     table = gr.Dataframe(headers=["feature", "peak", "patches", "score change without it", "name"],
-                         label="The features", elem_id="features-table", interactive=False)
+                         label="The features", elem_id="features-table", interactive=False, wrap=True)
     shared.link(TITLE, layer=layer, top=top)
     connect(button.click, run_features, [shared.model, shared.image, shared.caption, layer, top],
             [figure, table, summary], status, api_name="features", pool=QUICK)
@@ -191,7 +191,8 @@ def build(shared: Shared) -> None:
         intervene = gr.Button("Score the caption with it removed / added", elem_id="feature-intervene")
     feature_status = status_box("feature")
     feature_summary = gr.Markdown(elem_id="feature-summary")
-    gallery = gr.Gallery(label="Its top images, where it fires", columns=6, height="auto", elem_id="feature-gallery")
+    gallery = gr.Gallery(label="Its top images, where it fires", columns=4, height=340, object_fit="contain",
+                         elem_id="feature-gallery")
     writers = gr.Dataframe(headers=["what writes it", "part of its pre-activation"], label="Who writes it",
                            elem_id="feature-writers", interactive=False)
     shared.link(TITLE, feature=feature, strength=strength)

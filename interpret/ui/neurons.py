@@ -114,15 +114,18 @@ def run_neuron(label: str, layer: float = -3, neuron: float = 0):
                f"{float(directions.thresholds[neuron]):.4f}. The gallery shows its top {len(gallery)} images "
                "(effect norm · file) with where it fires; the grid, each later head's share of its effect along its "
                "direction on them (they add up to 1).")
-    grid = head_grid(shares, f"{model.label}: neuron {layer}.{neuron} through the later heads",
-                     layers=list(range(layer + 1, model.geometry.layers))) if shares is not None else None
+    grid = head_grid(shares, f"{model.label}: layer {layer}'s neuron {neuron}, its effect through the later heads",
+                     layers=list(range(layer + 1, model.geometry.layers)),
+                     label="share of its effect") if shares is not None else None
     return summary, words, gallery, grid
 
 
 def open_head(rows, event: gr.SelectData):
     """The head of the clicked row of the carriers table: (layer, head) for the Head atlas."""
     try:
-        row = rows.iloc[event.index[0]] if hasattr(rows, "iloc") else rows[event.index[0]]
+        row = getattr(event, "row_value", None)
+        if row is None:  # the table's values as the page sent them (a DataFrame), else as a list of rows
+            row = list(rows.iloc[event.index[0]]) if hasattr(rows, "iloc") else rows[event.index[0]]
         return int(row[1]), int(row[2])
     except (IndexError, KeyError, TypeError, ValueError):
         return gr.skip(), gr.skip()
@@ -141,7 +144,8 @@ def build(shared: Shared) -> None:
     figure = gr.Image(label="Where each neuron fires", type="pil", format="png", elem_id="neurons-maps",
                       interactive=False, show_label=False)
     table = gr.Dataframe(headers=["rank", "neuron", "part of the score", "property", "words", "significant",
-                                  "carried by"], label="The neurons", elem_id="neurons-table", interactive=False)
+                                  "carried by"], label="The neurons", elem_id="neurons-table", interactive=False,
+                         wrap=True, column_widths=["7%", "9%", "13%", "11%", "36%", "11%", "13%"])
     carriers = gr.Dataframe(headers=["neuron", "layer", "head", "part of the score"],
                             label="The later heads that carry them (click a row: that head in the Head atlas)",
                             elem_id="neurons-heads", interactive=False)
@@ -158,7 +162,8 @@ def build(shared: Shared) -> None:
     neuron_summary = gr.Markdown(elem_id="neuron-summary")
     words = gr.Dataframe(headers=["text", "weight"], label="Its words (sparse decomposition of its direction)",
                          elem_id="neuron-words", interactive=False)
-    gallery = gr.Gallery(label="Its top images, where it fires", columns=6, height="auto", elem_id="neuron-gallery")
+    gallery = gr.Gallery(label="Its top images, where it fires", columns=4, height=340, object_fit="contain",
+                         elem_id="neuron-gallery")
     split = gr.Image(label="Its effect through the later heads", type="pil", format="png", elem_id="neuron-heads",
                      interactive=False, show_label=False)
     shared.link(TITLE, neuron=neuron)

@@ -58,7 +58,8 @@ TOOLS: dict[str, tuple[str, dict[str, str], str]] = {
                     "the span's map (PNG), each token with its score over the box, a Markdown summary"),
     "compare_explanations": ("Every explanation method's map of a caption on an image side by side (ours: the "
                              "decomposition, the interactions; the field's: attention, rollout, Chefer, Grad-CAM, "
-                             "LeGrad, Grad-ECLIP), each with its deletion and insertion AUC on this image.",
+                             "LeGrad, Grad-ECLIP, the second-order lens's neurons), each with its deletion and "
+                             "insertion AUC on this image.",
                              {"label": MODEL, "image_path": IMAGE, "caption": TEXT,
                               "methods": f"a list of methods among {', '.join(METHODS)}",
                               "baseline": "'blur' or 'mean': what replaces the patches for deletion and insertion",
