@@ -667,8 +667,8 @@ def test_the_features_tab_trains_a_toy_sae_and_shows_an_image_s_features_and_one
     path, caption = toy_examples()[0]
     with pytest.raises(gr.Error, match="No SAE of block 2 for toy .* Train an SAE"):
         features.run_features(TOY, path, caption, 2, 5)
-    monkeypatch.setattr(features, "TOY_TRAINING_TOKENS", 60_000)
-    monkeypatch.setattr(library, "TOY_TRAINING_TOKENS", 60_000)
+    monkeypatch.setattr(features, "TOY_TRAINING_TOKENS", 30_000)
+    monkeypatch.setattr(library, "TOY_TRAINING_TOKENS", 30_000)
     steps = list(features.run_training(TOY, 2, progress=lambda *args, **kwargs: None))
     assert "about" in steps[0] and "minutes" in steps[0] and steps[-1].startswith("Done: explained variance")
     figure, rows, summary = features.run_features(TOY, path, caption, 2, 5)

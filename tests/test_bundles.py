@@ -171,7 +171,7 @@ def test_a_fresh_app_serves_a_random_init_model_from_a_bundle(tmp_path):
     texts = general_bank()
     bank.write_text("\n".join(f"{tag}\t{text}" for text, tag in list(zip(texts.texts, texts.tags))[::24]))
     model = load_model("ViT-B-32")
-    folder = build_bundle(model, images, tmp_path / "bundles", bank=str(bank), progress=False)
+    folder = build_bundle(model, images, tmp_path / "bundles", bank=str(bank), progress=False, neuron_layers=[9])
     labels = json.loads((folder / "head_labels.json").read_text())["labels"]
     prop = next(label["property"] for label in labels if label["layer"] >= 8)
     query = images / "query.jpg"
