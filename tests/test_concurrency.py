@@ -39,12 +39,24 @@ def test_interactions_from_several_threads_equal_the_one_at_a_time_answers(toy):
         assert float(result.scores.abs().sum()) > 0
 
 
-def test_app_handlers_from_several_threads_equal_the_one_at_a_time_answers():
-    from interpret.ui import atlas, common, heads, image_neighbours, interactions, models, mutual, text_neighbours, topic
+def test_app_handlers_from_several_threads_equal_the_one_at_a_time_answers(tmp_path):
+    from interpret.features import SaeConfig, SparseAutoencoder, feature_atlas, features_folder
+    from interpret.ui import (atlas, common, features, heads, image_neighbours, interactions, models, mutual, neurons,
+                              text_neighbours, topic)
 
     label = common.ModelSpec("toy", None).label
     examples = toy_examples()
-    calls = []
+    toy = load_model("toy")
+    sae = SparseAutoencoder(SaeConfig(toy.geometry.width, 256, 1, k=8))  # an untrained SAE, for the Features tab
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for parameter in sae.parameters():
+            parameter.normal_(0, 0.2)
+    for index, (path, _) in enumerate(examples):
+        Image.open(path).save(tmp_path / f"{index}.png")
+    folder = sae.save(features_folder(toy.index_dir, 1), weights_sha256=toy.weights_hash)
+    feature_atlas(toy, sae, tmp_path, progress=False).save(folder)
+    calls = [(neurons.run_neuron, (label, 1, 3)), (features.run_feature, (label, 1, 5))]
     for number, (path, caption) in enumerate(examples[:4]):
         calls += [
             (heads.run_heads, (label, path, caption, 5)),
@@ -53,6 +65,9 @@ def test_app_handlers_from_several_threads_equal_the_one_at_a_time_answers():
             (image_neighbours.run_image_neighbours, (label, path, -1, number, 4)),
             (text_neighbours.run_text_neighbours, (label, "something red", -1, number, 4)),
             (atlas.run_atlas, (label, 3, number)),
+            (neurons.run_neurons, (label, path, caption, -3, 4)),
+            (features.run_features, (label, path, caption, 1, 4)),
+            (features.run_intervention, (label, path, caption, 1, number, 2.0 * number)),
         ]
     calls += [(models.run_scores, (label,)),
               (mutual.run_mutual, (label, examples[0][0], mutual.TOY_CLASSES, None, "{}", 3))]

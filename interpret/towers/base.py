@@ -113,22 +113,28 @@ class VisionTower:
         raise NotImplementedError
 
     # --- below the heads: the MLPs' neurons, and how a change of the stream reaches a head's values ---------
+    def mlp_parts(self, layer: int, x: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """Block `layer`'s MLP as its neurons: (`mlp_neurons` at the stream after attention `x`, or None without it;
+        `mlp_writes`; `mlp_bias`), from `neuron_parts`."""
+        raise NotImplementedError
+
     def mlp_neurons(self, layer: int, x: torch.Tensor) -> torch.Tensor:
         """`[B, T, N]`: block `layer`'s MLP neurons at the stream after attention `x` `[B, T, W]`: the hidden units
         after the activation (SwiGLU: the gated units), divided by the standard deviation of a norm between them
         and the output map where there is one (its statistics fixed at this input, as everywhere): the values the
         MLP's output is linear in, `mlp(layer, x) == mlp_neurons(layer, x) @ mlp_writes(layer) + mlp_bias(layer)`."""
-        raise NotImplementedError
+        return self.mlp_parts(layer, x)[0]
 
     def mlp_writes(self, layer: int) -> torch.Tensor:
         """`[N, W]`: what each neuron writes into the residual stream per unit of `mlp_neurons`: its row of the
         output map (after the inner norm's centring and scale, where there is one), LayerScale included."""
-        raise NotImplementedError
+        return self.mlp_parts(layer)[1]
 
     def mlp_bias(self, layer: int) -> torch.Tensor:
         """`[W]`: what the MLP writes whatever its neurons (the output bias, and an inner norm's bias through the
         output map), LayerScale included."""
-        raise NotImplementedError
+        return self.mlp_parts(layer)[2]
 
     def value_maps(self, layer: int) -> torch.Tensor:
         """`[H, W, head_dim]`: how a change of the stream at a token reaches each head's values there: the

@@ -190,16 +190,7 @@ class OpenClipViT(CocaPooling, VisionTower):
     def mlp(self, layer, x):
         return resblock_mlp(self.blocks[layer], x)
 
-    def mlp_neurons(self, layer, x):
-        return self._neuron_parts(layer, x)[0]
-
-    def mlp_writes(self, layer):
-        return self._neuron_parts(layer)[1]
-
-    def mlp_bias(self, layer):
-        return self._neuron_parts(layer)[2]
-
-    def _neuron_parts(self, layer: int, x: torch.Tensor | None = None):
+    def mlp_parts(self, layer, x=None):
         """`neuron_parts` of block `layer`'s MLP (c_fc, activation, an optional inner norm `ln`, c_proj)."""
         block = self.blocks[layer]
         mlp = block.mlp

@@ -123,16 +123,7 @@ class TimmBlocks:
         block = self.blocks[layer]
         return _scaled(block.mlp(block.norm2(x)), self.layer_scales(block)[1])
 
-    def mlp_neurons(self, layer, x):
-        return self._neuron_parts(layer, x)[0]
-
-    def mlp_writes(self, layer):
-        return self._neuron_parts(layer)[1]
-
-    def mlp_bias(self, layer):
-        return self._neuron_parts(layer)[2]
-
-    def _neuron_parts(self, layer: int, x: torch.Tensor | None = None):
+    def mlp_parts(self, layer, x=None):
         """`neuron_parts` of block `layer`'s timm MLP: `Mlp` (fc1, activation), `SwiGLU` (fc1_g, fc1_x: the gated
         units) or `GluMlp` (fc1's two halves), then its inner norm (LayerNorm or none) and fc2."""
         block = self.blocks[layer]
