@@ -2,9 +2,10 @@
 
     python benchmarks/readme_screenshots.py [--out assets]
 
-Starts `python app.py` on 127.0.0.1 (toy model), runs the Heads, Head atlas, Contrastive segmentation,
-Interactions, Property neighbours and Mutual knowledge tabs on toy examples, and saves each as
-`screenshot-<name>.png` (the visible part of the page, 1400 x 1000). Needs Playwright and /usr/bin/chromium.
+Starts `python app.py` on 127.0.0.1 (toy model), runs the Heads, Head atlas, Neurons, Features (training the toy's
+SAE there first: about 1.5 minutes), Contrastive segmentation, Interactions, Property neighbours and Mutual knowledge
+tabs on toy examples, and saves each as `screenshot-<name>.png` (the visible part of the page, 1400 x 1000). Needs
+Playwright and /usr/bin/chromium.
 """
 from __future__ import annotations
 
@@ -59,6 +60,17 @@ def main() -> None:
             page.locator("#atlas-head input").fill("1")
             page.locator("#atlas-run").click()
             shoot("atlas", "#atlas-grid img", "#atlas-table")
+
+            open_tab(page, "Neurons")
+            page.locator("#neurons-run").click()
+            shoot("neurons", "#neurons-maps img", "#neurons-maps")
+
+            open_tab(page, "Features")
+            page.locator("#features-train").click()
+            page.wait_for_function("document.querySelector('#features-summary').innerText.startsWith('Done')",
+                                   timeout=600_000)
+            page.locator("#features-run").click()
+            shoot("features", "#features-maps img", "#features-maps")
 
             show(examples["a green cross, a red square and an orange square"])
             open_tab(page, "Contrastive segmentation")
