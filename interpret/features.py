@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -656,6 +657,7 @@ def pre_activation_parts(model: ClipModel, sae: SparseAutoencoder, images, featu
     return heads, neurons, embedding, rest, pre
 
 
+@torch.no_grad()
 def feature_writers(model: ClipModel, sae: SparseAutoencoder, images, feature: int) -> FeatureWriters:
     """`FeatureWriters` of `feature` over `images` (its top images, say), on the tokens the SAE reads."""
     heads, neurons, embedding, rest, pre = pre_activation_parts(model, sae, images, feature)
@@ -673,13 +675,26 @@ def feature_writers(model: ClipModel, sae: SparseAutoencoder, images, feature: i
                           float(mean(rest)), float(mean(pre)), int((weights > 0).sum()))
 
 
+SAES_KEPT = 4  # SAEs (with their atlases) kept loaded; a ViT-B one is 75 MB
+
+
+_kept: dict[Path, tuple[float, SparseAutoencoder, FeatureAtlas | None]] = {}
+_kept_lock = threading.Lock()
+
+
 def stored_sae(model: ClipModel, layer: int, folder: str | Path | None = None
                ) -> tuple[SparseAutoencoder, FeatureAtlas | None]:
     """The SAE (and its atlas, when there is one) of the stream after block `layer` in the model's folder (or in
-    the model folder `folder`)."""
+    the model folder `folder`): read once and kept while its files stay the same (`SAES_KEPT` at most)."""
     from .bundles import model_folder
 
     folder = features_folder(folder or model_folder(model), layer_index(layer, model.geometry.layers, model.label))
+    stamps = [path.stat().st_mtime for path in (folder / SAE_MANIFEST, folder / "atlas.json") if path.is_file()]
+    stamp = sum(stamps) if stamps else -1.0
+    with _kept_lock:
+        kept = _kept.get(folder)
+        if kept is not None and kept[0] == stamp:
+            return kept[1], kept[2]
     sae, manifest = SparseAutoencoder.load(folder)
     if manifest.get("weights_sha256") not in (None, model.weights_hash):
         raise InterpretError(f"The SAE in {folder} was trained on other weights than {model.label}'s.")
@@ -687,6 +702,10 @@ def stored_sae(model: ClipModel, layer: int, folder: str | Path | None = None
         atlas = FeatureAtlas.load(folder)
     except InterpretError:
         atlas = None
+    with _kept_lock:
+        _kept[folder] = (stamp, sae, atlas)
+        while len(_kept) > SAES_KEPT:
+            del _kept[next(iter(_kept))]
     return sae, atlas
 
 
