@@ -498,8 +498,9 @@ def _load_features(args: argparse.Namespace, model, layer: int) -> None:
     sae = load_pretrained_sae(args.source, model, args.layer)
     folder = sae.save(features_folder(args.out or model_folder(model), sae.config.layer),
                       model=model.label, weights_sha256=model.weights_hash, source=str(args.source))
-    print(f"{model.label}: a {sae.config.source} SAE of the stream after block {sae.config.layer} ({sae.config.features} "
-          f"features, {sae.config.activation}) -> {folder}; describe it with: python -m interpret features describe")
+    print(f"{model.label}: a {sae.config.source} SAE of the stream after block {sae.config.layer} "
+          f"({sae.config.features} features, {sae.config.activation}) -> {folder}; describe it with: python -m "
+          "interpret features describe")
 
 
 def _describe_features(args: argparse.Namespace, model, layer: int) -> None:

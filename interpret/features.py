@@ -284,15 +284,18 @@ def train_sae(blocks: Iterable, width: int, layer: int, features: int | None = N
               buffer_size: int = 2 ** 16, learning_rate: float = 4e-4, warmup: int = 500, auxiliary_k: int = 512,
               auxiliary_weight: float = 1 / 32, dead_after: int = 2 ** 18, decoder_bias: str = "geometric_median",
               token_choice: slice | list = slice(None), seed: int = 0, progress: bool = True,
-              on_step: Callable[[int, float], None] | None = None) -> tuple[SparseAutoencoder, SaeReport]:
+              on_step: Callable[[int, float], None] | None = None, device: str | None = None
+              ) -> tuple[SparseAutoencoder, SaeReport]:
     """Train an SAE on the token states of `blocks` (an iterable of `[n, T, W]` arrays: `TokenStatesTask`'s, or
     `toy_token_blocks`), through an `ActivationBuffer`, until the stream ends or `tokens` were used.
 
     `features`: default 16 x width; `activation` "topk" (with the AuxK loss: the `auxiliary_k` largest latents of
     the features not active for `dead_after` tokens reconstruct the residual, weight `auxiliary_weight`) or "relu"
     (with an L1 penalty `l1`); `decoder_bias`: "geometric_median" or "mean" of the first buffer. Inputs are scaled
-    by one constant so that their mean norm is sqrt(width) (kept as `input_scale`). Returns the SAE (eval mode)
-    and the report of its last buffer's reconstruction (`evaluate_sae` on other images is the fair measure)."""
+    by one constant so that their mean norm is sqrt(width) (kept as `input_scale`). `device`: where the SAE trains
+    (default: a GPU where there is one; the buffer stays in memory on the CPU). Returns the SAE (eval mode, on the
+    CPU) and the report of its first minibatch's reconstruction (`evaluate_sae` on other images is the fair
+    measure)."""
     if activation not in ("topk", "relu"):
         raise InterpretError(f"Unknown SAE activation '{activation}': choose 'topk' or 'relu'.")
     torch.manual_seed(seed)
@@ -303,11 +306,13 @@ def train_sae(blocks: Iterable, width: int, layer: int, features: int | None = N
     if first is None:
         raise InterpretError("No token states to train the SAE on.")
     scale = float(width ** 0.5 / first.norm(dim=1).mean().clamp(min=1e-12))
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     sae = SparseAutoencoder(SaeConfig(width, features, layer, activation, k, True, "scale", scale))
     _initialise(sae, first * scale, decoder_bias)
+    sae.to(device)
     optimiser = torch.optim.Adam(sae.parameters(), lr=learning_rate)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: min(1.0, (step + 1) / warmup))
-    last_active = torch.zeros(features, dtype=torch.long)  # tokens seen when each feature last fired
+    last_active = torch.zeros(features, dtype=torch.long, device=device)  # tokens seen when each last fired
     used, started, step = 0, time.monotonic(), 0
     total = tokens
     bar = tqdm(total=total, desc=f"training an SAE on layer {layer}", unit="token", unit_scale=True,
@@ -320,7 +325,7 @@ def train_sae(blocks: Iterable, width: int, layer: int, features: int | None = N
     for x in minibatches():
         if tokens is not None and used >= tokens:
             break
-        u = x * scale
+        u = x.to(device) * scale
         pre = sae.pre_activations(u)
         codes = sae.activate(pre)
         reconstruction = sae.decode(codes)
@@ -349,8 +354,8 @@ def train_sae(blocks: Iterable, width: int, layer: int, features: int | None = N
             on_step(used, float(loss))
     bar.close()
     seconds = time.monotonic() - started
-    sae.eval()
-    report = evaluate_sae(sae, [u / scale for u in [first * scale]])
+    sae = sae.cpu().eval()
+    report = evaluate_sae(sae, [first])
     return sae, dataclasses.replace(report, tokens=used, seconds=seconds)
 
 

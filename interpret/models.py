@@ -181,7 +181,7 @@ TEXT_BATCH = 256  # captions through the text tower at once
 TOKENIZER_WORDS_KEPT = 20_000  # words a BPE tokenizer keeps encoded (open_clip's kept every word it ever saw)
 TEXT_EMBEDDINGS_KEPT_BYTES = 48 * 2**20  # a model's text embeddings kept for the next request (about 20,000 at D 512)
 TOKENISED_TEXTS_KEPT_BYTES = 16 * 2**20  # a model's tokenised captions kept (about 20,000 short ones)
-DERIVED_KEPT_BYTES = 256 * 2**20  # image-independent maps derived from a model's weights (ViT-B-32's layer 9 neurons: 19 MB)
+DERIVED_KEPT_BYTES = 256 * 2**20  # maps derived from a model's weights (ViT-B-32's MLP 9 neurons' write values: 19 MB)
 
 
 class BoundedCache(OrderedDict):

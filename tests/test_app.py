@@ -646,7 +646,8 @@ def test_the_neurons_tab_finds_an_image_s_neurons_and_shows_one(monkeypatch):
         index, row_value = (1, 0), None
 
     expected = (carriers[1][1], carriers[1][2])
-    assert neurons.open_head(pandas.DataFrame(carriers, columns=["neuron", "layer", "head", "part"]), Click()) == expected
+    frame = pandas.DataFrame(carriers, columns=["neuron", "layer", "head", "part"])
+    assert neurons.open_head(frame, Click()) == expected
     Click.row_value = carriers[1]
     assert neurons.open_head(None, Click()) == expected
     with pytest.raises(gr.Error, match="no later heads"):
