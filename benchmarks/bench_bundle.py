@@ -8,8 +8,10 @@ build would put TextSpan into the per-image cost.
 - per image: decoding a photo of ../shared/data/images/imagenet-sample and writing its thumbnail; decomposing
   it over every layer (head labels) and over the last 4 layers (the database); medians over `--images` photos
   in batches of 16;
+- neurons: the two passes of the neuron directions (`NeuronTask`) of each of the 3 MLP layers before the last
+  (the build's default), on the same batches;
 - fixed: the general bank's text embeddings (3,072 texts) and TextSpan (k = 20, rank 80) over every head, on
-  outputs of 96 images.
+  outputs of 96 images; describing each neuron layer (OMP, 32 texts, over the bank).
 Then the time for `--project` images is fixed + per image x count.
 """
 from __future__ import annotations
@@ -30,6 +32,7 @@ from interpret.decompose import decompose_image  # noqa: E402
 from interpret.images import load_image  # noqa: E402
 from interpret.index import default_layers  # noqa: E402
 from interpret.models import load_model  # noqa: E402
+from interpret.neurons import OMP_COMPONENTS, NeuronTask, default_neuron_layers, sparse_code  # noqa: E402
 from interpret.textspan import textspan  # noqa: E402
 
 SAMPLES = ROOT.parent / "shared" / "data" / "images" / "imagenet-sample"
@@ -54,8 +57,9 @@ def main() -> None:
     bank = general_bank()
     print(f"{torch.get_num_threads()} torch threads, device {args.device}; {len(photos)} photos, bank of {len(bank)}")
     print(f"| model | decode + thumbnail (s/image) | labels: all layers (s/image) | database: last 4 (s/image) | "
-          f"per image (s) | bank embeddings (s) | TextSpan, all heads (s) | {args.project:,} images (h) |")
-    print("|---|---|---|---|---|---|---|---|")
+          f"neurons: 3 MLP layers (s/image) | per image (s) | bank embeddings (s) | TextSpan, all heads (s) | "
+          f"describing the neurons (s) | {args.project:,} images (h) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
 
     def thumbnails():
         for photo in photos:
@@ -78,10 +82,19 @@ def main() -> None:
         outputs = torch.randn(96, model.geometry.embed_dim, generator=torch.Generator().manual_seed(0))
         one_head = min(seconds(lambda: textspan(outputs, texts, k=20, rank=80)) for _ in range(2))
         heads = model.geometry.layers * model.geometry.heads
-        per_image = decode + labels + database
-        fixed = texts_time + one_head * heads
-        print(f"| {name} | {decode:.3f} | {labels:.3f} | {database:.3f} | {per_image:.3f} | {texts_time:.0f} | "
-              f"{one_head * heads:.0f} | {(fixed + per_image * args.project) / 3600:.1f} |", flush=True)
+        neuron_layers = default_neuron_layers(model)
+        neurons = 2 * sum(seconds(lambda part=batch[i:i + 16], layer=layer: NeuronTask(layer)(
+            model, [([str(n) for n in range(len(part))], part)], [])) for layer in neuron_layers
+            for i in range(0, len(batch), 16)) / len(batch)
+        atoms = torch.nn.functional.normalize(texts.float().cpu() - texts.float().cpu().mean(dim=0), dim=-1)
+        count = model.tower.mlp_writes(neuron_layers[0]).shape[0]
+        describing = len(neuron_layers) * seconds(lambda: sparse_code(
+            torch.randn(count, atoms.shape[1], generator=torch.Generator().manual_seed(0)), atoms, OMP_COMPONENTS))
+        per_image = decode + labels + database + neurons
+        fixed = texts_time + one_head * heads + describing
+        print(f"| {name} | {decode:.3f} | {labels:.3f} | {database:.3f} | {neurons:.3f} | {per_image:.3f} | "
+              f"{texts_time:.0f} | {one_head * heads:.0f} | {describing:.0f} | "
+              f"{(fixed + per_image * args.project) / 3600:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

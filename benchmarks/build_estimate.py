@@ -2,12 +2,13 @@
 it: a few of the images measured, the model's costs measured once) beside the build's own time, for sets of
 small and large images.
 
-    python benchmarks/build_estimate.py [--cases toy-2000 ViT-B-32-photos ViT-B-32-large]
+    python benchmarks/build_estimate.py [--cases toy-2000 ViT-B-32-photos ViT-B-32-large toy-2000-sae ...]
 
 Cases: `toy-2000`: 2,000 toy scenes (64 px) on the toy model, its toy bank; `ViT-B-32-photos`: the 15 photos of
 ../shared/data/images/examples on random-init ViT-B-32, the general bank; `ViT-B-32-large`: 24 photos of
-../shared/data/images/imagenet-sample enlarged to 3000 px JPEGs (a phone's photos). Each build starts from
-nothing, in a temporary folder; the ratio is estimate / build (1.0: exact).
+../shared/data/images/imagenet-sample enlarged to 3000 px JPEGs (a phone's photos); `-sae`: the same with an SAE
+on the middle block as well. Every build has the neuron directions of the 3 MLP layers before the last (the
+default). Each build starts from nothing, in a temporary folder; the ratio is estimate / build (1.0: exact).
 """
 from __future__ import annotations
 
@@ -46,10 +47,12 @@ def large_photos(folder: Path, count: int = 24, side: int = 3000) -> Path:
     return folder
 
 
-CASES = {
-    "toy-2000": ("toy", "toy", toy_scenes),
-    "ViT-B-32-photos": ("ViT-B-32", "general", lambda folder: SHARED / "examples"),
-    "ViT-B-32-large": ("ViT-B-32", "general", large_photos),
+CASES = {  # name: (model, bank, images, SAE blocks)
+    "toy-2000": ("toy", "toy", toy_scenes, []),
+    "ViT-B-32-photos": ("ViT-B-32", "general", lambda folder: SHARED / "examples", []),
+    "ViT-B-32-large": ("ViT-B-32", "general", large_photos, []),
+    "toy-2000-sae": ("toy", "toy", toy_scenes, [1]),
+    "ViT-B-32-photos-sae": ("ViT-B-32", "general", lambda folder: SHARED / "examples", [5]),
 }
 
 
@@ -59,17 +62,18 @@ def main() -> None:
     args = parser.parse_args()
     print("| case | images | estimate | build | estimate / build |\n|---|---|---|---|---|")
     for case in args.cases:
-        name, bank, make = CASES[case]
+        name, bank, make, feature_layers = CASES[case]
         scratch = Path(tempfile.mkdtemp())
         try:
             images = make(scratch / "images" if (scratch / "images").mkdir() is None else None)
             model = load_model(name, None, "cpu")
             paths = list_images(images)
             started = time.perf_counter()
-            seconds, _ = estimate_build(model, len(paths), bank, spread_over(paths, ESTIMATE_SAMPLES))
+            seconds, _ = estimate_build(model, len(paths), bank, spread_over(paths, ESTIMATE_SAMPLES),
+                                        feature_layers=feature_layers)
             estimating = time.perf_counter() - started
             started = time.perf_counter()
-            build_bundle(model, images, scratch / "out", bank=bank, progress=False)
+            build_bundle(model, images, scratch / "out", bank=bank, progress=False, feature_layers=feature_layers)
             built = time.perf_counter() - started
             print(f"| {case} | {len(paths):,} | {seconds:.1f} s (measured in {estimating:.1f} s) | {built:.1f} s | "
                   f"{seconds / built:.2f} |", flush=True)

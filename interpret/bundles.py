@@ -96,20 +96,80 @@ def build_bundle(model: ClipModel, images: str | Path, out: str | Path, bank: st
 ESTIMATE_BATCH = 8  # images decomposed to measure a model's cost an image
 ESTIMATE_SAMPLES = 4  # of a visitor's own images, decoded, preprocessed and thumbnailed to measure what they cost
 TEXTSPAN_OUTPUTS = 256  # outputs of one head TextSpan is timed on
-_model_costs: dict[tuple[str, str], tuple[float, float]] = {}  # (model slug, bank) -> (s an image, s in all)
+_model_costs: dict[tuple, tuple[float, float]] = {}  # (model slug, bank[, kind, layer]) -> (s an image, s in all)
 
 
-def estimate_build(model: ClipModel, images: int, bank: str = "general", samples: Sequence = ()
+def estimate_build(model: ClipModel, images: int, bank: str = "general", samples: Sequence = (),
+                   neuron_layers: Sequence[int] | None = None, feature_layers: Sequence[int] = ()
                    ) -> tuple[float, float]:
     """(seconds to build a bundle of `images` images on this machine, seconds an image), counting what the build
-    does. Measured once per model and bank: decomposing a batch over every layer (the head labels) and over the
-    database's layers, the bank's texts (a sample of them) and TextSpan (one head, on `TEXTSPAN_OUTPUTS`
-    outputs, for every head). Measured on `samples` (a few of the images themselves: paths or
-    bytes) at each call: reading each image three times (head labels, database, thumbnail), preprocessing it
-    twice and writing its thumbnail: a large photo costs far more than a small one."""
+    does (`neuron_layers` and `feature_layers` as `build_bundle` takes them). Measured once per model and bank:
+    decomposing a batch over every layer (the head labels) and over the database's layers, the bank's texts (a
+    sample of them) and TextSpan (one head, on `TEXTSPAN_OUTPUTS` outputs, for every head); once per model, bank
+    and layer, the neuron directions and SAEs asked for (`_layer_cost`). Measured on `samples` (a few of the images
+    themselves: paths or bytes) at each call: reading each image three times (head labels, database, thumbnail),
+    preprocessing it twice and writing its thumbnail: a large photo costs far more than a small one."""
+    from .neurons import default_neuron_layers
+
     per_image, fixed = _model_cost(model, bank)
     handling = _handling_cost(model, samples[:ESTIMATE_SAMPLES]) if samples else 0.0
+    layers = [("neurons", layer) for layer in (default_neuron_layers(model) if neuron_layers is None
+                                               else neuron_layers)] + [("features", layer) for layer in feature_layers]
+    for kind, layer in layers:
+        more_per_image, more_fixed = _layer_cost(model, bank, kind, layer)
+        per_image, fixed = per_image + more_per_image, fixed + more_fixed
     return images * (per_image + handling) + fixed, per_image + handling
+
+
+SAE_TIMED_TOKENS = 4096  # random token states an SAE of the real size trains on to time a token
+
+
+def _layer_cost(model: ClipModel, bank: str, kind: str, layer: int) -> tuple[float, float]:
+    """(seconds an image, seconds in all) of the neuron directions (`kind` "neurons") or the SAE ("features") of
+    `layer`, measured once by making them from `ESTIMATE_BATCH` drawn images: the per-image part timed alone (the
+    two passes of `NeuronTask`; an SAE's training on `SAE_TIMED_TOKENS` random states per token, and the two
+    forward passes that give its states and its atlas), the rest of the whole (describing with the bank, the SVDs,
+    the SAE's start) is the fixed part."""
+    import tempfile
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from .banks import bank_named
+    from .features import token_states, train_features, train_sae
+    from .neurons import NeuronTask, describe_neurons, neuron_directions
+
+    key = (model.slug, bank, kind, layer)
+    if key in _model_costs:
+        return _model_costs[key]
+    generator = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as scratch:
+        pictures = [Image.fromarray(generator.integers(0, 256, (*model.geometry.image_size, 3), np.uint8))
+                    for _ in range(ESTIMATE_BATCH)]
+        for number, picture in enumerate(pictures):
+            picture.save(Path(scratch) / f"{number}.png")
+        batch = model.preprocess_images(pictures)
+        started = time.perf_counter()
+        if kind == "neurons":
+            NeuronTask(layer)(model, [([str(i) for i in range(len(batch))], batch)], [])
+            per_image = 2 * (time.perf_counter() - started) / len(batch)
+            started = time.perf_counter()
+            describe_neurons(model, neuron_directions(model, scratch, layer, progress=False), bank_named(bank))
+        else:
+            token_states(model, batch, layer)
+            forward = (time.perf_counter() - started) / len(batch)
+            width = model.geometry.width
+            states = torch.randn(SAE_TIMED_TOKENS // model.geometry.tokens + 1, model.geometry.tokens, width,
+                                 generator=torch.Generator().manual_seed(0))
+            started = time.perf_counter()
+            train_sae([states], width, layer, progress=False)
+            per_image = 2 * forward + (time.perf_counter() - started) / states.shape[0]
+            started = time.perf_counter()
+            train_features(model, layer, images=scratch, bank=bank, out=Path(scratch) / "out", progress=False)
+        whole = time.perf_counter() - started
+    _model_costs[key] = (per_image, max(0.0, whole - per_image * len(batch)))
+    return _model_costs[key]
 
 
 def _model_cost(model: ClipModel, bank: str) -> tuple[float, float]:

@@ -351,7 +351,7 @@ def train_sae(blocks: Iterable, width: int, layer: int, features: int | None = N
         step += 1
         bar.update(len(x))
         if on_step is not None:
-            on_step(used, float(loss))
+            on_step(used, float(loss.detach()))
     bar.close()
     seconds = time.monotonic() - started
     sae = sae.cpu().eval()

@@ -511,11 +511,13 @@ _stored: dict[Path, tuple[float, NeuronDirections]] = {}
 _stored_lock = threading.Lock()
 
 
-def stored_directions(model: ClipModel, layer: int, progress: bool = False) -> NeuronDirections:
+def stored_directions(model: ClipModel, layer: int, progress: bool = False, folder: str | Path | None = None
+                      ) -> NeuronDirections:
     """MLP `layer`'s neuron directions from the model's folder (`indexes/<slug>`, or its bundle: see
-    `bundles.model_folder`), read once and kept while their file stays the same. For the toy models they are
-    computed over the toy database's scenes on first use and described with the toy bank (seconds); for any other
-    model without them, InterpretError says how to compute them."""
+    `bundles.model_folder`; or the model folder `folder`, a visitor's database), read once and kept while their
+    file stays the same. For the toy models they are computed over the toy database's scenes on first use and
+    described with the toy bank (seconds); for any other model without them, InterpretError says how to compute
+    them."""
     from .banks import toy_bank
     from .bundles import model_folder
     from .paths import is_toy
@@ -523,9 +525,10 @@ def stored_directions(model: ClipModel, layer: int, progress: bool = False) -> N
 
     layer = mlp_layer(model, layer)
     with _stored_lock:
-        folder = neurons_folder(model_folder(model), layer)
+        own = folder is None
+        folder = neurons_folder(model_folder(model) if own else Path(folder), layer)
         manifest = folder / NEURON_MANIFEST
-        if not manifest.is_file() and is_toy(model.name):
+        if not manifest.is_file() and own and is_toy(model.name):
             images = draw_toy_database(model.index_dir / "images")
             describe_neurons(model, neuron_directions(model, images, layer, progress=progress), toy_bank()).save(
                 neurons_folder(model.index_dir, layer))
@@ -535,7 +538,8 @@ def stored_directions(model: ClipModel, layer: int, progress: bool = False) -> N
             raise InterpretError(f"No neuron directions of layer {layer} for {model.label} here yet. Compute them "
                                  f"once from your images: python -m interpret neurons directions --model "
                                  f"{model.name}{' --pretrained ' + model.pretrained if model.pretrained else ''} "
-                                 f"--layer {layer} --images DIR (or use a bundle that has them).")
+                                 f"--layer {layer} --images DIR (or use a bundle that has them; in the app, the "
+                                 "Build a database tab finds them in a zip of your images, for your session).")
         stamp = manifest.stat().st_mtime
         kept = _stored.get(manifest)
         if kept is None or kept[0] != stamp:

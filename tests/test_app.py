@@ -390,7 +390,7 @@ def test_a_visitor_builds_a_database_from_a_zip_and_searches_it_in_their_session
     monkeypatch.setenv("INTERPRET_HOME", str(tmp_path / "home"))
     archive = zip_of(ROOT_EXAMPLES, tmp_path / "photos.zip")
     visitor = SimpleNamespace(session_hash="visitor-1")
-    updates = list(database.run_build(TOY, str(archive), "", visitor))
+    updates = list(database.run_build(TOY, str(archive), "", request=visitor))
     assert "**6 images**" in updates[0] and "readme.txt" in shown(updates[0]) and "measuring" in updates[0]
     assert "readme.txt" in shown(updates[1]) and "about" in updates[1]  # the estimate, before any work
     assert updates[-1].startswith("Done in") and "now search them" in updates[-1]
@@ -402,6 +402,33 @@ def test_a_visitor_builds_a_database_from_a_zip_and_searches_it_in_their_session
     items, summary = image_neighbours.run_image_neighbours(TOY, str(ROOT_EXAMPLES / "toy-1001.png"), -1, 0, 3,
                                                            SimpleNamespace(session_hash="someone-else"))
     assert "of 600 images in toy (bundled)'s database" in summary  # another visitor searches the model's own
+
+
+def test_a_visitor_s_build_holds_neuron_directions_and_an_sae_that_only_their_session_reads(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from interpret.ui import database, features, neurons
+
+    monkeypatch.setenv("INTERPRET_HOME", str(tmp_path / "home"))
+    archive = zip_of(ROOT_EXAMPLES, tmp_path / "photos.zip")
+    visitor, other = SimpleNamespace(session_hash="visitor-2"), SimpleNamespace(session_hash="someone-else")
+    refused = list(database.run_build(TOY, str(archive), "", False, True, 9, request=visitor))
+    assert len(refused) == 1 and refused[0].startswith("⚠️") and "layer 9" in refused[0]  # before any work
+    updates = list(database.run_build(TOY, str(archive), "", True, True, -3, request=visitor))
+    assert "about" in updates[1] and updates[-1].startswith("Done in"), updates
+    assert "the Neurons tab reads the neurons of layers 0, 1, 2" in updates[-1] and "block 1's SAE" in updates[-1]
+    summary, words, gallery, _ = neurons.run_neuron(TOY, -3, 0, visitor)
+    assert "of 6 images" in summary and len(gallery) == 6 and words
+    figure, rows, _, summary = neurons.run_neurons(TOY, str(ROOT_EXAMPLES / "toy-1001.png"), "a red circle", -3, 3,
+                                                   visitor)
+    assert len(rows) == 3 and all(row[4] for row in rows)  # described: their words, from the visitor's directions
+    assert "of 6 images" not in neurons.run_neuron(TOY, -3, 0, other)[0]  # another visitor: the toy's own
+    summary, gallery, writers = features.run_feature(TOY, 1, 0, visitor)
+    assert "tokens of 6 images" in summary and writers
+    try:
+        assert "tokens of 6 images" not in features.run_feature(TOY, 1, 0, other)[0]
+    except gr.Error as error:  # the toy's own SAE of block 1 is not trained in this test run
+        assert "No SAE of block 1" in str(error)
 
 
 @pytest.mark.parametrize("archive, folder, message", [

@@ -44,6 +44,8 @@ def takes(component, value) -> bool:
         return is_number and math.isfinite(value) and component.minimum <= value <= component.maximum
     if isinstance(component, gr.Number):
         return is_number and math.isfinite(value) and abs(value) <= ANY_INDEX
+    if isinstance(component, gr.Checkbox):
+        return isinstance(value, bool)
     choices = [choice[1] if isinstance(choice, tuple) else choice for choice in (component.choices or [])] \
         if hasattr(component, "choices") else []
     if isinstance(component, gr.CheckboxGroup):
@@ -107,6 +109,8 @@ def test_trailing_arguments_left_out_take_the_handler_s_defaults_and_no_others(e
     for shorter in ([TOY, None, "something red"], [TOY], []):
         completed = with_defaults(topic, shorter)
         assert (len(completed) == len(topic.inputs)) == (len(shorter) >= 3), completed  # label, image, text: none
+    build = endpoints["build_database"]  # neurons, features and the SAE's block came later: off, off, 1
+    assert with_defaults(build, [TOY, None, ""]) == [TOY, None, "", False, False, 1]
     heads = endpoints["heads"]
     assert with_defaults(heads, [TOY]) == [TOY]  # the image has no default
     assert with_defaults(heads, "x") == "x" and with_defaults(heads, [None] * 9) == [None] * 9

@@ -115,7 +115,7 @@ def test_names_in_a_visitor_zip_are_escaped_in_the_build_status(tmp_path, monkey
         writer.writestr("<img src=x onerror=alert(1)>.txt", b"not an image")
         writer.writestr("[a](javascript:alert(1)).md", b"not an image")
         writer.writestr("one.png", Path(EXAMPLE).read_bytes())
-    status = next(database.run_build(TOY, str(archive), "", SimpleNamespace(session_hash="a")))
+    status = next(database.run_build(TOY, str(archive), "", request=SimpleNamespace(session_hash="a")))
     assert only_our_tags(status) and "<img src=x onerror=alert(1)>.txt" in shown(status)
 
 
@@ -148,7 +148,7 @@ def test_a_session_id_aimed_at_the_shared_database_changes_nothing_there(tmp_pat
     with zipfile.ZipFile(archive, "w") as writer:
         for number in range(3):
             writer.writestr(f"planted_{number:04d}.png", Path(EXAMPLE).read_bytes())
-    updates = list(database.run_build(TOY, str(archive), "", SimpleNamespace(session_hash=session)))
+    updates = list(database.run_build(TOY, str(archive), "", request=SimpleNamespace(session_hash=session)))
     assert updates[-1].startswith("Done in"), updates
     assert tree_digest(shared) == before
     written = {path for path in tmp_path.rglob("*") if path.is_file()} - {archive}
@@ -243,7 +243,7 @@ def test_the_head_atlas_follows_a_visitor_s_rebuild(tmp_path, monkeypatch):
         with zipfile.ZipFile(archive, "w") as writer:
             for number in range(count):
                 writer.writestr(f"{number}.png", Path(toy_examples()[number % 3][0]).read_bytes())
-        assert list(database.run_build(TOY, str(archive), "", visitor))[-1].startswith("Done in")
+        assert list(database.run_build(TOY, str(archive), "", request=visitor))[-1].startswith("Done in")
         summary = atlas.run_atlas(TOY, 0, 0, visitor)[0]
         assert f"over {count} images" in summary
 

@@ -208,13 +208,25 @@ def test_the_build_estimate_counts_what_the_images_cost(toy, tmp_path):
     small, large = tmp_path / "small.png", tmp_path / "large.jpg"
     toy_scene(1).image.save(small)
     toy_scene(1).image.resize((3000, 3000)).save(large, quality=95)
-    _, with_small = bundles.estimate_build(toy, 100, "toy", [small] * 2)
-    _, with_large = bundles.estimate_build(toy, 100, "toy", [large] * 2)
-    _, with_broken = bundles.estimate_build(toy, 100, "toy", [b"not an image", small.read_bytes()])
-    _, model_only = bundles.estimate_build(toy, 100, "toy")
+    _, with_small = bundles.estimate_build(toy, 100, "toy", [small] * 2, neuron_layers=())
+    _, with_large = bundles.estimate_build(toy, 100, "toy", [large] * 2, neuron_layers=())
+    _, with_broken = bundles.estimate_build(toy, 100, "toy", [b"not an image", small.read_bytes()], neuron_layers=())
+    _, model_only = bundles.estimate_build(toy, 100, "toy", neuron_layers=())
     assert with_large > 3 * with_small and model_only <= with_broken
-    seconds, per_image = bundles.estimate_build(toy, 1000, "toy", [small])
+    seconds, per_image = bundles.estimate_build(toy, 1000, "toy", [small], neuron_layers=())
     assert seconds > 1000 * per_image  # and the bank's texts and TextSpan over every head, once
+
+
+def test_the_build_estimate_counts_the_neurons_and_the_sae_asked_for(toy):
+    """Each neuron layer and SAE adds its own cost an image and its own fixed cost (describing with the bank, the
+    SAE's start); the default is the build's: the neurons of `default_neuron_layers`, no SAE."""
+    plain = bundles.estimate_build(toy, 100, "toy", neuron_layers=())
+    one_layer = bundles.estimate_build(toy, 100, "toy", neuron_layers=[2])
+    everything = bundles.estimate_build(toy, 100, "toy", neuron_layers=[2], feature_layers=[1])
+    assert plain[1] < one_layer[1] < everything[1] and plain[0] < one_layer[0] < everything[0]
+    assert bundles.estimate_build(toy, 100, "toy") == bundles.estimate_build(toy, 100, "toy", neuron_layers=[0, 1, 2])
+    with_images = bundles.estimate_build(toy, 1100, "toy", neuron_layers=[2], feature_layers=[1])
+    assert with_images[0] - everything[0] == pytest.approx(1000 * everything[1])
 
 
 def test_a_zips_images_are_sampled_within_their_declared_sizes(tmp_path):

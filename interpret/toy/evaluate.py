@@ -433,9 +433,9 @@ def _auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
-def object_features(model: ClipModel, sae, scenes) -> tuple[np.ndarray, list[ToyObject]]:
-    """(`[objects, F]` each feature's mean activation over the patches an object covers at least half of, the
-    objects) over toy `scenes`."""
+def object_features(model: ClipModel, sae, scenes, aggregate: str = "mean") -> tuple[np.ndarray, list[ToyObject]]:
+    """(`[objects, F]` each feature's mean (`aggregate` "mean") or largest ("max") activation over the patches an
+    object covers at least half of, the objects) over toy `scenes`."""
     from ..features import image_features
 
     rows, objects = [], []
@@ -447,7 +447,8 @@ def object_features(model: ClipModel, sae, scenes) -> tuple[np.ndarray, list[Toy
             for obj, mask in zip(scene.objects, scene.masks):
                 covered = (_patch_cover(model, mask).flatten() >= 0.5).nonzero().flatten()
                 if len(covered):
-                    rows.append(code[covered].mean(dim=0).numpy())
+                    found = code[covered]
+                    rows.append((found.mean(dim=0) if aggregate == "mean" else found.amax(dim=0)).numpy())
                     objects.append(obj)
     return np.stack(rows), objects
 
@@ -482,14 +483,16 @@ def probe_truth(model: ClipModel, layer: int, count: int = 300, seed: int = 4_10
     return results
 
 
-def feature_truth(model: ClipModel, sae, atlas=None, count: int = 300, seed: int = 4_100_000) -> dict:
-    """For each colour and shape: the feature whose activation on an object's patches best tells that value apart
-    (AUROC, chosen on `count` scenes), its AUROC on `count` other scenes, and (with `atlas`) whether its name from
-    the toy bank names that value. Scenes from `seed` on: never trained on (the SAE's scenes start at 3,000,000)."""
+def feature_truth(model: ClipModel, sae, atlas=None, count: int = 300, seed: int = 4_100_000,
+                  aggregate: str = "mean") -> dict:
+    """For each colour and shape: the feature whose activation on an object's patches (their mean, or with
+    `aggregate` "max" their largest) best tells that value apart (AUROC, chosen on `count` scenes), its AUROC on
+    `count` other scenes, and (with `atlas`) whether its name from the toy bank names that value. Scenes from
+    `seed` on: never trained on (the SAE's scenes start at 3,000,000)."""
     chosen_scenes = [toy_scene(seed + i) for i in range(count)]
     test_scenes = [toy_scene(seed + count + i) for i in range(count)]
-    select, select_objects = object_features(model, sae, chosen_scenes)
-    test, test_objects = object_features(model, sae, test_scenes)
+    select, select_objects = object_features(model, sae, chosen_scenes, aggregate)
+    test, test_objects = object_features(model, sae, test_scenes, aggregate)
     results = {}
     for kind, values in (("colour", list(COLOURS)), ("shape", list(SHAPES))):
         for value in values:

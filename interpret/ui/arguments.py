@@ -127,6 +127,8 @@ def value_problem(value, name: str, component) -> str | None:
         return file_problem(value, name)
     if isinstance(component, (gr.Slider, gr.Number)):
         return number_problem(value, name, component)
+    if isinstance(component, gr.Checkbox):
+        return None if isinstance(value, bool) else f"{name} must be true or false, not {kind_of(value)}."
     if isinstance(component, gr.CheckboxGroup):
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
             return f"{name} must be a list of texts, not {kind_of(value)}."

@@ -7,6 +7,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import gradio as gr
 
@@ -16,8 +17,10 @@ from ..errors import InterpretError
 from ..images import list_images, spread_over
 from ..limits import BUILT_LIFETIME_S, MAX_BUILD_IMAGES, check_text
 from ..banks import default_bank
+from ..models import layer_index
+from ..neurons import default_neuron_layers
 from ..paths import home, inside, visitor_name
-from .common import LOOKUP, Shared, error_text, escaped, message_for, model_for
+from .common import LOOKUP, Shared, error_text, escaped, message_for, model_for, page_index
 from .tools import described
 
 TITLE = "Build a database"
@@ -49,16 +52,24 @@ def visitor_database(session: str | None, slug: str) -> Path | None:
     return folder if (folder / BUNDLE_MANIFEST).is_file() else None
 
 
+def visitor_part(session: str | None, slug: str, part: Callable[[Path], Path]) -> Path | None:
+    """The visitor's complete database for the model when it holds `part(folder)` (a file inside it: a layer's
+    neuron directions, an SAE), else None: the tab then reads the model's own."""
+    own = visitor_database(session, slug)
+    return own if own is not None and part(own).is_file() else None
+
+
 def session_of(request: gr.Request | None) -> str | None:
     return getattr(request, "session_hash", None) if request is not None else None
 
 
-def run_build(label: str, archive: str | None, folder: str = "", request: gr.Request = None,
-              progress=gr.Progress(track_tqdm=True)):
-    """Check the images, say how long the build will take, build the labels and the database (yielding the
-    status as it goes), and say when the neighbour tabs can search them."""
+def run_build(label: str, archive: str | None, folder: str = "", neurons: bool = False, features: bool = False,
+              feature_block: float = 1, request: gr.Request = None, progress=gr.Progress(track_tqdm=True)):
+    """Check the images, say how long the build will take, build the labels and the database (with `neurons`,
+    the directions of the neurons of `neurons.default_neuron_layers`; with `features`, an SAE on the stream after
+    `feature_block`), yielding the status as it goes, and say when the tabs can use them."""
     try:
-        yield from _build(label, archive, folder, session_of(request))
+        yield from _build(label, archive, folder, session_of(request), neurons, features, feature_block)
     except Exception as error:  # a user's mistake, or a failure: its message in the status, the app serves on
         yield error_text(message_for(error, "run_build"))
 
@@ -82,13 +93,17 @@ def check_build(label: str, archive: str | None, folder: str = "") -> tuple:
     raise InterpretError("Upload a zip file of images first.")
 
 
-def _build(label: str, archive: str | None, folder: str, session: str | None):
+def _build(label: str, archive: str | None, folder: str, session: str | None, neurons: bool = False,
+           features: bool = False, feature_block: float = 1):
     model, source, count, skipped, samples = check_build(label, archive, folder)
+    neuron_layers = default_neuron_layers(model) if neurons else []
+    feature_layers = [layer_index(page_index(feature_block, "The SAE's block"), model.geometry.layers,
+                                  model.label)] if features else []
     bank = default_bank(model.name)
     note = f" ({len(skipped)} files that are not images skipped: {escaped(', '.join(skipped[:5]))})" if skipped else ""
     heading = f"**{count:,} image{'s' if count != 1 else ''}**{note} for {model.label}"
     yield f"{heading}: measuring what they cost..."  # at once: measuring takes a second or two on a ViT
-    seconds, per_image = estimate_build(model, count, bank, samples)
+    seconds, per_image = estimate_build(model, count, bank, samples, neuron_layers, feature_layers)
     yield f"{heading}: about **{_duration(seconds)}** on this machine ({per_image:.2f} s an image, measured). Building..."
     with _registry_lock:
         lock = _building.setdefault(model.slug, threading.Lock())
@@ -104,9 +119,13 @@ def _build(label: str, archive: str | None, folder: str, session: str | None):
             extract_images(source, images, home() / "uploads")
         target = built_folder(session, model.slug)
         shutil.rmtree(target, ignore_errors=True)  # a build from other images resumes nothing of the last one
-        build_bundle(model, images, target.parent, bank=bank, progress=True, neuron_layers=())
+        build_bundle(model, images, target.parent, bank=bank, progress=True, neuron_layers=neuron_layers,
+                     feature_layers=feature_layers)
+        also = ([f"the Neurons tab reads the neurons of layers {', '.join(map(str, neuron_layers))}"]
+                if neuron_layers else []) + ([f"the Features tab, block {feature_layers[0]}'s SAE"]
+                                             if feature_layers else [])
         yield (f"Done in {_duration(time.monotonic() - started)}: {count:,} images of {model.label}. The neighbour "
-               "tabs (**A database**) now search them, in this session.")
+               f"tabs (**A database**) now search them{''.join('; ' + line for line in also)}, in this session.")
     finally:
         lock.release()
 
@@ -130,9 +149,16 @@ def build(shared: Shared) -> None:
     archive = gr.File(label="Images (a .zip file)", file_types=[".zip"], type="filepath", elem_id="build-archive")
     folder = gr.Textbox(label="Or a folder of this machine (the app was started with --allow-folders)",
                         visible=FOLDERS["allowed"], elem_id="build-folder")
+    with gr.Row():
+        neurons = gr.Checkbox(label="Also the neurons' directions of the 3 MLP layers before the last (Neurons tab)",
+                              elem_id="build-neurons")
+        features = gr.Checkbox(label="Also an SAE on one block's output (Features tab)", elem_id="build-features")
+        feature_block = gr.Number(value=1, precision=0, label="The SAE's block (negative: from the end)",
+                                  elem_id="build-feature-block")
     button = gr.Button("Build the database", variant="primary", elem_id="build-run")
     status = gr.Markdown(elem_id="build-status")  # progress, the estimate and the outcome (errors marked ⚠️)
-    built = button.click(described(run_build, "build_database"), [shared.model, archive, folder], status,
+    built = button.click(described(run_build, "build_database"), [shared.model, archive, folder, neurons, features,
+                                                                     feature_block], status,
                          api_name="build_database", **BUILD)
     for handler, inputs, outputs in shared.after_build:  # choice lists that follow the database in use
         built = built.then(handler, inputs, outputs, api_visibility="private", **LOOKUP)

@@ -9,8 +9,9 @@ from pathlib import Path
 import gradio as gr
 
 from ..errors import ImageError, InterpretError
-from ..features import (TOY_TRAINING_TOKENS, explain_features, feature_writers, image_features, intervened_scores,
-                        stored_sae, train_features)
+from ..bundles import model_folder, thumbnail_of
+from ..features import (SAE_MANIFEST, TOY_TRAINING_TOKENS, explain_features, feature_writers, features_folder,
+                        image_features, intervened_scores, stored_sae, train_features)
 from ..images import load_image
 from ..limits import FEATURE_IMAGES_SHOWN, MAX_FEATURE_STRENGTH, MAX_TOP_FEATURES, check_number
 from ..models import layer_index
@@ -19,6 +20,7 @@ from ..render import heat_thumbnail, maps_side_by_side
 from ..segment import crop_box, upsample
 from .common import (ANALYSIS, QUICK, Shared, connect, escaped, friendly_errors, model_for, page_index, picture_of,
                      status_box, with_warnings)
+from .database import session_of, visitor_part
 from .neighbours import middle_cut
 
 TITLE = "Features"
@@ -29,18 +31,23 @@ def _layer(model, layer: float) -> int:
     return layer_index(page_index(layer, "The layer"), model.geometry.layers, model.label)
 
 
-def _sae(model, layer: int):
+def _sae(model, layer: int, session: str | None):
+    """(the SAE on block `layer`, its atlas or None, the model folder they are in): the visitor's own (built with
+    their database, in this session), else the model's."""
+    own = visitor_part(session, model.slug, lambda folder: features_folder(folder, layer) / SAE_MANIFEST)
     try:
-        return stored_sae(model, layer)
+        return (*stored_sae(model, layer, own), own or model_folder(model))
     except InterpretError:
         how = ("press Train an SAE on this layer below" if is_toy(model.name) else
-               f"python -m interpret features train --model {model.name} --layer {layer} --images DIR (or load "
+               "the Build a database tab trains one on a zip of your images, for your session; or python -m "
+               f"interpret features train --model {model.name} --layer {layer} --images DIR (or load "
                "ViT-Prisma's or saev's: features load --source ...)")
         raise InterpretError(f"No SAE of block {layer} for {model.label} here yet: {how}.") from None
 
 
 @friendly_errors
-def run_features(label: str, image_path: str | None, caption: str, layer: float = 1, top: float = 10):
+def run_features(label: str, image_path: str | None, caption: str, layer: float = 1, top: float = 10,
+                 request: gr.Request = None):
     """The `top` features of the SAE on the stream after block `layer` that fire most on the picture: their maps,
     names and, with a caption, the score's change when each is removed from the forward pass."""
     top = check_number(top, "The number of features", 1, MAX_TOP_FEATURES, integer=True)
@@ -48,7 +55,7 @@ def run_features(label: str, image_path: str | None, caption: str, layer: float 
     layer = _layer(model, layer)
     if caption:
         model.tokenize(caption)
-    sae, atlas = _sae(model, layer)
+    sae, atlas, _ = _sae(model, layer, session_of(request))
     picture = picture_of(image_path)
     report = explain_features(model, picture, caption or None, layer, top, sae, atlas)
     box = crop_box(model, picture.size)
@@ -67,17 +74,16 @@ def run_features(label: str, image_path: str | None, caption: str, layer: float 
     return figure, rows, with_warnings(summary, report.warnings)
 
 
-def _pictures(model, atlas, feature: int) -> list[tuple[str, float, object]]:
-    """A feature's top database images that can be read here: (name, activation, picture)."""
-    from ..bundles import model_folder, thumbnail_of
-
+def _pictures(atlas, folder: Path, feature: int) -> list[tuple[str, float, object]]:
+    """A feature's top database images that can be read here (the files, else their thumbnails in the model folder
+    `folder`): (name, activation, picture)."""
     found = []
     for row, value in zip(atlas.top_rows[feature][:FEATURE_IMAGES_SHOWN].tolist(),
                           atlas.top_values[feature][:FEATURE_IMAGES_SHOWN].tolist()):
         if row < 0:
             continue
         name = atlas.names[row]
-        for path in (Path(atlas.root) / name, thumbnail_of(model_folder(model), name)):
+        for path in (Path(atlas.root) / name, thumbnail_of(folder, name)):
             try:
                 if path.is_file():
                     found.append((name, value, load_image(path)))
@@ -88,16 +94,16 @@ def _pictures(model, atlas, feature: int) -> list[tuple[str, float, object]]:
 
 
 @friendly_errors
-def run_feature(label: str, layer: float = 1, feature: float = 0):
+def run_feature(label: str, layer: float = 1, feature: float = 0, request: gr.Request = None):
     """One feature: its name and frequency, its top database images with where it fires, and the heads and neurons
     whose outputs write its pre-activation there."""
     model = model_for(label)
     layer = _layer(model, layer)
-    sae, atlas = _sae(model, layer)
+    sae, atlas, folder = _sae(model, layer, session_of(request))
     feature = check_number(feature, "The feature", 0, sae.config.features - 1, integer=True)
     if atlas is None:
         raise InterpretError("This SAE has no atlas (top images, names) yet: python -m interpret features describe.")
-    found = _pictures(model, atlas, feature)
+    found = _pictures(atlas, folder, feature)
     gallery, writers = [], []
     if found:
         pictures = [picture for _, _, picture in found]
@@ -123,7 +129,7 @@ def run_feature(label: str, layer: float = 1, feature: float = 0):
 
 @friendly_errors
 def run_intervention(label: str, image_path: str | None, caption: str, layer: float = 1, feature: float = 0,
-                     strength: float = 0):
+                     strength: float = 0, request: gr.Request = None):
     """The picture's score with the caption as it is, and with the feature removed from every token where it fires
     (`strength` 0) or added at every token with activation `strength`."""
     model = model_for(label)
@@ -132,7 +138,7 @@ def run_intervention(label: str, image_path: str | None, caption: str, layer: fl
     encoded = model.tokenize(caption or "")
     if not (caption or "").strip():
         raise InterpretError("Type a caption: removing or adding a feature changes its score.")
-    sae, _ = _sae(model, layer)
+    sae, _, _ = _sae(model, layer, session_of(request))
     feature = check_number(feature, "The feature", 0, sae.config.features - 1, integer=True)
     base, changed = intervened_scores(model, sae, [picture_of(image_path)], model.embed_tokens(encoded), [feature],
                                       None if strength == 0 else strength)

@@ -13,11 +13,14 @@ from ..bundles import model_folder, thumbnail_of
 from ..errors import ImageError
 from ..images import load_image
 from ..limits import MAX_TOP_NEURONS, NEURON_IMAGES_SHOWN, check_number
-from ..neurons import explain_neurons, mlp_layer, neuron_activations, second_order_effects, stored_directions
+from ..errors import InterpretError
+from ..neurons import (NEURON_MANIFEST, explain_neurons, mlp_layer, neuron_activations, neurons_folder,
+                       second_order_effects, stored_directions)
 from ..render import head_grid, heat_thumbnail, maps_side_by_side
 from ..segment import crop_box, upsample
 from .common import (QUICK, Shared, connect, escaped, friendly_errors, model_for, page_index, picture_of,
                      status_box, with_warnings)
+from .database import session_of, visitor_part
 from .neighbours import middle_cut
 
 TITLE = "Neurons"
@@ -27,12 +30,20 @@ def _layer(model, layer: float) -> int:
     return mlp_layer(model, page_index(layer, "The layer"))
 
 
+def _directions(model, layer: int, session: str | None):
+    """(MLP `layer`'s neuron directions, the folder they are in): the visitor's own (built with their database, in
+    this session), else the model's (`stored_directions`)."""
+    own = visitor_part(session, model.slug, lambda folder: neurons_folder(folder, layer) / NEURON_MANIFEST)
+    return stored_directions(model, layer, folder=own), own or model_folder(model)
+
+
 def _words(description: list[tuple[str, float]] | None, count: int = 3) -> str:
     return "; ".join(f"{text} ({weight:+.2f})" for text, weight in (description or [])[:count])
 
 
 @friendly_errors
-def run_neurons(label: str, image_path: str | None, caption: str, layer: float = -3, top: float = 10):
+def run_neurons(label: str, image_path: str | None, caption: str, layer: float = -3, top: float = 10,
+                request: gr.Request = None):
     """The `top` neurons of MLP `layer` (negative: from the end) whose second-order effects move the image-caption
     cosine score most (either way): their activation maps on the picture, a table (part of the score, property
     label and words where the model's neurons are described, the later heads that carry each), and a summary."""
@@ -41,7 +52,11 @@ def run_neurons(label: str, image_path: str | None, caption: str, layer: float =
     layer = _layer(model, layer)
     model.tokenize(caption or "")  # an unusable caption gets its message before any image work
     picture = picture_of(image_path)
-    report = explain_neurons(model, picture, caption, layer, top)
+    try:
+        directions, _ = _directions(model, layer, session_of(request))
+    except InterpretError:  # not described here: the neurons are found all the same, without words
+        directions = None
+    report = explain_neurons(model, picture, caption, layer, top, directions)
     box = crop_box(model, picture.size)
     maps = [(f"neuron {neuron}", upsample(report.maps[rank], picture.size, box),
              f"{float(report.contributions[rank]):+.4f}") for rank, neuron in enumerate(report.neurons)]
@@ -58,8 +73,8 @@ def run_neurons(label: str, image_path: str | None, caption: str, layer: float =
         carriers += [[neuron, l, h, round(share, 5)] for l, h, share in heads]
     described = ("Words and labels come from the model's neuron directions (their top images and a sparse "
                  "decomposition over a text bank)." if report.descriptions else
-                 "This model's neurons are not described here yet (python -m interpret neurons directions), so "
-                 "they have no words.")
+                 "This model's neurons are not described here yet (the Build a database tab finds them in a zip of "
+                 "your images; or python -m interpret neurons directions), so they have no words.")
     summary = (f"Cosine score **{report.cosine:+.4f}**; the {len(report.neurons) if report.neurons else 0} neurons of "
                f"layer {report.layer} below move it most through the heads of layers {report.later[0]}-"
                f"{report.later[-1]} (all its neurons together: {report.total:+.4f}). Each map is one neuron's "
@@ -68,10 +83,10 @@ def run_neurons(label: str, image_path: str | None, caption: str, layer: float =
     return figure, rows, carriers, with_warnings(summary, report.warnings)
 
 
-def _database_picture(model, directions, name: str) -> Image.Image | None:
-    """A database image by its name in `directions`: the file where the directions were computed, else the model
-    folder's thumbnail of it (a bundle), else None."""
-    for path in (Path(directions.root) / name, thumbnail_of(model_folder(model), name)):
+def _database_picture(directions, folder: Path, name: str) -> Image.Image | None:
+    """A database image by its name in `directions`: the file where the directions were computed, else its
+    thumbnail in the model folder `folder` they were read from (a bundle), else None."""
+    for path in (Path(directions.root) / name, thumbnail_of(folder, name)):
         try:
             if path.is_file():
                 return load_image(path)
@@ -81,18 +96,18 @@ def _database_picture(model, directions, name: str) -> Image.Image | None:
 
 
 @friendly_errors
-def run_neuron(label: str, layer: float = -3, neuron: float = 0):
+def run_neuron(label: str, layer: float = -3, neuron: float = 0, request: gr.Request = None):
     """One neuron of MLP `layer`: its words and property label, its top images in the model's database with its
     activation on each, and each later head's share of its effect on them."""
     model = model_for(label)
     layer = _layer(model, layer)
     count = model.tower.mlp_writes(layer).shape[0]
     neuron = check_number(neuron, "The neuron", 0, count - 1, integer=True)  # before the directions are read
-    directions = stored_directions(model, layer)
+    directions, folder = _directions(model, layer, session_of(request))
     names = [directions.names[row] for row in directions.top_rows[neuron][:NEURON_IMAGES_SHOWN].tolist()]
     norms = directions.top_norms[neuron][:NEURON_IMAGES_SHOWN].tolist()
     found = [(name, norm, picture) for name, norm in zip(names, norms)
-             if (picture := _database_picture(model, directions, name)) is not None]
+             if (picture := _database_picture(directions, folder, name)) is not None]
     gallery, shares = [], None
     if found:
         pictures = [picture for _, _, picture in found]

@@ -114,7 +114,11 @@ TOOLS: dict[str, tuple[str, dict[str, str], str]] = {
     "build_database": ("Build a model's head labels and image database from a zip of your images (for your "
                        "session only; the neighbour searches then use them). Says first how long it will take.",
                        {"label": MODEL, "archive": "a zip file of images (limits: the README's Limits)",
-                        "folder": "a folder of the server (only where the app was started with --allow-folders)"},
+                        "folder": "a folder of the server (only where the app was started with --allow-folders)",
+                        "neurons": "also the neuron directions of the 3 MLP layers before the last (the neurons "
+                        "endpoints then read them, in your session)", "features": "also an SAE on one block's output "
+                        "(the features endpoints then read it)", "feature_block": "that block (negative: from the "
+                        "end)"},
                        "the build's status, as it goes"),
     "mutual_knowledge": ("Why a zero-shot class: the concepts CLIP's vision and language sides share for an "
                          "image, with mutual information and deletion and insertion curves.",
