@@ -126,10 +126,11 @@ SAE_TIMED_TOKENS = 4096  # random token states an SAE of the real size trains on
 
 def _layer_cost(model: ClipModel, bank: str, kind: str, layer: int) -> tuple[float, float]:
     """(seconds an image, seconds in all) of the neuron directions (`kind` "neurons") or the SAE ("features") of
-    `layer`, measured once by making them from `ESTIMATE_BATCH` drawn images: the per-image part timed alone (the
-    two passes of `NeuronTask`; an SAE's training on `SAE_TIMED_TOKENS` random states per token, and the two
-    forward passes that give its states and its atlas), the rest of the whole (describing with the bank, the SVDs,
-    the SAE's start) is the fixed part."""
+    `layer`, measured on `ESTIMATE_BATCH` drawn images. The part an image is timed alone, warm, for each layer: the
+    two passes of `NeuronTask`; or the SAE's states, its training (on `SAE_TIMED_TOKENS` random states) and its
+    atlas pass. The fixed part (describing with the bank, whose texts the build has already embedded; the SVDs;
+    the SAE's start) is the rest of making them whole from those images, measured once per model, bank and kind:
+    it is the same for every layer."""
     import tempfile
 
     import numpy as np
@@ -137,38 +138,49 @@ def _layer_cost(model: ClipModel, bank: str, kind: str, layer: int) -> tuple[flo
     from PIL import Image
 
     from .banks import bank_named
-    from .features import token_states, train_features, train_sae
+    from .features import SparseAutoencoder, feature_atlas, token_states, train_features, train_sae
     from .neurons import NeuronTask, describe_neurons, neuron_directions
 
-    key = (model.slug, bank, kind, layer)
+    key, fixed_key = (model.slug, bank, kind, layer), (model.slug, bank, kind)
     if key in _model_costs:
         return _model_costs[key]
+
+    def timed(work) -> float:
+        started = time.perf_counter()
+        work()
+        return time.perf_counter() - started
+
     generator = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as scratch:
         pictures = [Image.fromarray(generator.integers(0, 256, (*model.geometry.image_size, 3), np.uint8))
                     for _ in range(ESTIMATE_BATCH)]
         for number, picture in enumerate(pictures):
             picture.save(Path(scratch) / f"{number}.png")
-        batch = model.preprocess_images(pictures)
-        started = time.perf_counter()
+        batch, count = model.preprocess_images(pictures), len(pictures)
         if kind == "neurons":
-            NeuronTask(layer)(model, [([str(i) for i in range(len(batch))], batch)], [])
-            per_image = 2 * (time.perf_counter() - started) / len(batch)
-            started = time.perf_counter()
-            describe_neurons(model, neuron_directions(model, scratch, layer, progress=False), bank_named(bank))
+            task = NeuronTask(layer)
+            task(model, [(["0"], batch[:1])], [])  # warm: the layer's write values are made once
+            per_image = 2 * timed(lambda: task(model, [([str(i) for i in range(count)], batch)], [])) / count
+            if fixed_key not in _model_costs:
+                texts = bank_named(bank)
+                model.encode_texts(list(texts.texts))  # the build has them already (the head labels'): kept
+                whole = timed(lambda: describe_neurons(model, neuron_directions(model, scratch, layer, progress=False),
+                                                       texts))
+                _model_costs[fixed_key] = (0.0, max(0.0, whole - per_image * count))
         else:
-            token_states(model, batch, layer)
-            forward = (time.perf_counter() - started) / len(batch)
-            width = model.geometry.width
-            states = torch.randn(SAE_TIMED_TOKENS // model.geometry.tokens + 1, model.geometry.tokens, width,
-                                 generator=torch.Generator().manual_seed(0))
+            token_states(model, batch[:1], layer)  # warm
+            forward = timed(lambda: token_states(model, batch, layer)) / count
+            states = torch.randn(SAE_TIMED_TOKENS // model.geometry.tokens + 1, model.geometry.tokens,
+                                 model.geometry.width, generator=torch.Generator().manual_seed(0))
+            training = timed(lambda: train_sae([states], model.geometry.width, layer, progress=False)) / len(states)
             started = time.perf_counter()
-            train_sae([states], width, layer, progress=False)
-            per_image = 2 * forward + (time.perf_counter() - started) / states.shape[0]
-            started = time.perf_counter()
-            train_features(model, layer, images=scratch, bank=bank, out=Path(scratch) / "out", progress=False)
-        whole = time.perf_counter() - started
-    _model_costs[key] = (per_image, max(0.0, whole - per_image * len(batch)))
+            _, folder = train_features(model, layer, images=scratch, bank=bank, out=Path(scratch) / "out",
+                                       progress=False)
+            whole = time.perf_counter() - started
+            sae, _ = SparseAutoencoder.load(folder)
+            per_image = forward + training + timed(lambda: feature_atlas(model, sae, scratch, progress=False)) / count
+            _model_costs.setdefault(fixed_key, (0.0, max(0.0, whole - per_image * count)))
+    _model_costs[key] = (per_image, _model_costs[fixed_key][1])
     return _model_costs[key]
 
 

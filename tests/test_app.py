@@ -405,6 +405,7 @@ def test_a_visitor_builds_a_database_from_a_zip_and_searches_it_in_their_session
 
 
 def test_a_visitor_s_build_holds_neuron_directions_and_an_sae_that_only_their_session_reads(tmp_path, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
     from types import SimpleNamespace
 
     from interpret.ui import database, features, neurons
@@ -419,12 +420,17 @@ def test_a_visitor_s_build_holds_neuron_directions_and_an_sae_that_only_their_se
     assert "the Neurons tab reads the neurons of layers 0, 1, 2" in updates[-1] and "block 1's SAE" in updates[-1]
     summary, words, gallery, _ = neurons.run_neuron(TOY, -3, 0, visitor)
     assert "of 6 images" in summary and len(gallery) == 6 and words
+    assert all("· mine/toy-" in caption for _, caption in gallery)  # by their names in the zip file
     figure, rows, _, summary = neurons.run_neurons(TOY, str(ROOT_EXAMPLES / "toy-1001.png"), "a red circle", -3, 3,
                                                    visitor)
     assert len(rows) == 3 and all(row[4] for row in rows)  # described: their words, from the visitor's directions
     assert "of 6 images" not in neurons.run_neuron(TOY, -3, 0, other)[0]  # another visitor: the toy's own
+    alone = {who.session_hash: neurons.run_neuron(TOY, -3, 0, who)[0] for who in (visitor, other)}
+    with ThreadPoolExecutor(8) as pool:  # both visitors at once: each gets their own, as one at a time
+        together = list(pool.map(lambda who: (who, neurons.run_neuron(TOY, -3, 0, who)[0]), [visitor, other] * 4))
+    assert all(found == alone[who.session_hash] for who, found in together)
     summary, gallery, writers = features.run_feature(TOY, 1, 0, visitor)
-    assert "tokens of 6 images" in summary and writers
+    assert "tokens of 6 images" in summary and writers and all("· mine/toy-" in caption for _, caption in gallery)
     try:
         assert "tokens of 6 images" not in features.run_feature(TOY, 1, 0, other)[0]
     except gr.Error as error:  # the toy's own SAE of block 1 is not trained in this test run

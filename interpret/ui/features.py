@@ -9,6 +9,7 @@ from pathlib import Path
 import gradio as gr
 
 from ..errors import ImageError, InterpretError
+from ..archives import original_names
 from ..bundles import model_folder, thumbnail_of
 from ..features import (SAE_MANIFEST, TOY_TRAINING_TOKENS, explain_features, feature_writers, features_folder,
                         image_features, intervened_scores, stored_sae, train_features)
@@ -21,7 +22,7 @@ from ..segment import crop_box, upsample
 from .common import (ANALYSIS, QUICK, Shared, connect, escaped, friendly_errors, model_for, page_index, picture_of,
                      status_box, with_warnings)
 from .database import session_of, visitor_part
-from .neighbours import middle_cut
+from .neighbours import gallery_name
 
 TITLE = "Features"
 TOY_TRAINING_SECONDS_PER_MILLION = 120  # measured on 2 cores (benchmarks/bench_features.py), for the estimate
@@ -104,14 +105,14 @@ def run_feature(label: str, layer: float = 1, feature: float = 0, request: gr.Re
     if atlas is None:
         raise InterpretError("This SAE has no atlas (top images, names) yet: python -m interpret features describe.")
     found = _pictures(atlas, folder, feature)
-    gallery, writers = [], []
+    gallery, writers, shown = [], [], original_names(atlas.root)
     if found:
         pictures = [picture for _, _, picture in found]
         _, codes = image_features(model, sae, pictures)
         for (name, value, picture), code in zip(found, codes[:, model.geometry.prefix:, feature]):
             grid = code.reshape(*model.geometry.grid)
             gallery.append((heat_thumbnail(picture, upsample(grid, picture.size, crop_box(model, picture.size))),
-                            f"{value:.3f} · {middle_cut(name)}"))
+                            f"{value:.3f} · {gallery_name(shown, name)}"))
         parts = feature_writers(model, sae, pictures, feature)
         writers = [[f"head {l}.{h}", round(v, 4)] for l, h, v in parts.top_heads(6)]
         writers += [[f"neuron {l}.{n}", round(v, 4)] for l, n, v in parts.top_neurons(6)]

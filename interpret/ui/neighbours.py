@@ -3,7 +3,7 @@ controls."""
 from __future__ import annotations
 
 import threading
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import gradio as gr
 
@@ -61,6 +61,12 @@ def middle_cut(name: str, width: int = NAME_CHARS) -> str:
         return name
     head = (width - 1) // 2
     return name[:head] + "…" + name[len(name) - (width - 1 - head):]
+
+
+def gallery_name(names: dict[str, str], path: str) -> str:
+    """A database image's name in a gallery caption: its name in the visitor's zip file (`names`, from
+    `original_names`) where it came from one, else its own path; cut in the middle."""
+    return middle_cut(names.get(PurePosixPath(path).name, path))
 
 
 def database_title(model: ClipModel, session: str | None, database: ImageIndex) -> str:

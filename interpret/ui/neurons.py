@@ -9,6 +9,7 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image
 
+from ..archives import original_names
 from ..bundles import model_folder, thumbnail_of
 from ..errors import ImageError
 from ..images import load_image
@@ -21,7 +22,7 @@ from ..segment import crop_box, upsample
 from .common import (QUICK, Shared, connect, escaped, friendly_errors, model_for, page_index, picture_of,
                      status_box, with_warnings)
 from .database import session_of, visitor_part
-from .neighbours import middle_cut
+from .neighbours import gallery_name
 
 TITLE = "Neurons"
 
@@ -108,14 +109,14 @@ def run_neuron(label: str, layer: float = -3, neuron: float = 0, request: gr.Req
     norms = directions.top_norms[neuron][:NEURON_IMAGES_SHOWN].tolist()
     found = [(name, norm, picture) for name, norm in zip(names, norms)
              if (picture := _database_picture(directions, folder, name)) is not None]
-    gallery, shares = [], None
+    gallery, shares, shown = [], None, original_names(directions.root)
     if found:
         pictures = [picture for _, _, picture in found]
         batch = model.preprocess_images(pictures)
         grids = neuron_activations(model, batch, [layer])[layer][:, model.geometry.prefix:, neuron]
         for (name, norm, picture), grid in zip(found, grids):
             values = upsample(grid.reshape(*model.geometry.grid), picture.size, crop_box(model, picture.size))
-            gallery.append((heat_thumbnail(picture, values), f"{norm:.3f} · {middle_cut(name)}"))
+            gallery.append((heat_thumbnail(picture, values), f"{norm:.3f} · {gallery_name(shown, name)}"))
         effects = second_order_effects(model, batch, layer)
         direction = directions.directions[neuron].to(effects.embedding)
         along = effects.head_effects([neuron])[:, 0] @ direction  # [n, L', H]
