@@ -102,7 +102,9 @@ def _build(label: str, archive: str | None, folder: str, session: str | None, ne
     bank = default_bank(model.name)
     note = f" ({len(skipped)} files that are not images skipped: {escaped(', '.join(skipped[:5]))})" if skipped else ""
     heading = f"**{count:,} image{'s' if count != 1 else ''}**{note} for {model.label}"
-    yield f"{heading}: measuring what they cost..."  # at once: measuring takes a second or two on a ViT
+    extra = (" (neurons and SAEs are measured by making them from a few drawn images: up to a minute the first "
+             "time)") if neuron_layers or feature_layers else ""
+    yield f"{heading}: measuring what they cost{extra}..."  # at once: a second or two on a ViT, more with extras
     seconds, per_image = estimate_build(model, count, bank, samples, neuron_layers, feature_layers)
     yield f"{heading}: about **{_duration(seconds)}** on this machine ({per_image:.2f} s an image, measured). Building..."
     with _registry_lock:

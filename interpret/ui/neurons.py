@@ -11,10 +11,9 @@ from PIL import Image
 
 from ..archives import original_names
 from ..bundles import model_folder, thumbnail_of
-from ..errors import ImageError
+from ..errors import ImageError, InterpretError
 from ..images import load_image
 from ..limits import MAX_TOP_NEURONS, NEURON_IMAGES_SHOWN, check_number
-from ..errors import InterpretError
 from ..neurons import (NEURON_MANIFEST, explain_neurons, mlp_layer, neuron_activations, neurons_folder,
                        second_order_effects, stored_directions)
 from ..render import head_grid, heat_thumbnail, maps_side_by_side
