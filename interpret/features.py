@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +30,11 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .errors import InterpretError
+from .integrity import LoadedFiles
 from .models import ClipModel, layer_index
 
 SAE_FILE, SAE_MANIFEST = "sae.safetensors", "sae.json"
+ATLAS_MANIFEST = "atlas.json"  # beside them: the atlas (`FeatureAtlas`)
 FEATURES_FOLDER = "features"  # in a model's folder: features/layer-<l>/
 
 
@@ -449,7 +450,7 @@ class FeatureAtlas:
         save_file({name: getattr(self, name).contiguous() for name in
                    ("top_rows", "top_values", "frequency", "mean_activation")}, str(temporary))
         os.replace(temporary, folder / "atlas.safetensors")
-        write_json_atomic(folder / "atlas.json", {"layer": self.layer, "names": self.names, "root": self.root,
+        write_json_atomic(folder / ATLAS_MANIFEST, {"layer": self.layer, "names": self.names, "root": self.root,
                                                   "labels": self.labels, "bank": self.bank})
         return folder
 
@@ -459,7 +460,7 @@ class FeatureAtlas:
 
         folder = Path(folder)
         try:
-            manifest = json.loads((folder / "atlas.json").read_text())
+            manifest = json.loads((folder / ATLAS_MANIFEST).read_text())
             tensors = load_file(str(folder / "atlas.safetensors"))
         except (OSError, ValueError) as error:
             raise InterpretError(f"No feature atlas in {folder} ({error}).") from None
@@ -681,10 +682,7 @@ def feature_writers(model: ClipModel, sae: SparseAutoencoder, images, feature: i
 
 
 SAES_KEPT = 4  # SAEs (with their atlases) kept loaded; a ViT-B one is 75 MB
-
-
-_kept: dict[Path, tuple[float, SparseAutoencoder, FeatureAtlas | None]] = {}
-_kept_lock = threading.Lock()
+_kept = LoadedFiles(SAES_KEPT)  # by their folder's sae.json, loaded again when it or atlas.json changes
 
 
 def stored_sae(model: ClipModel, layer: int, folder: str | Path | None = None
@@ -694,24 +692,17 @@ def stored_sae(model: ClipModel, layer: int, folder: str | Path | None = None
     from .bundles import model_folder
 
     folder = features_folder(folder or model_folder(model), layer_index(layer, model.geometry.layers, model.label))
-    stamps = [path.stat().st_mtime for path in (folder / SAE_MANIFEST, folder / "atlas.json") if path.is_file()]
-    stamp = sum(stamps) if stamps else -1.0
-    with _kept_lock:
-        kept = _kept.get(folder)
-        if kept is not None and kept[0] == stamp:
-            return kept[1], kept[2]
-    sae, manifest = SparseAutoencoder.load(folder)
-    if manifest.get("weights_sha256") not in (None, model.weights_hash):
-        raise InterpretError(f"The SAE in {folder} was trained on other weights than {model.label}'s.")
-    try:
-        atlas = FeatureAtlas.load(folder)
-    except InterpretError:
-        atlas = None
-    with _kept_lock:
-        _kept[folder] = (stamp, sae, atlas)
-        while len(_kept) > SAES_KEPT:
-            del _kept[next(iter(_kept))]
-    return sae, atlas
+
+    def load() -> tuple[SparseAutoencoder, FeatureAtlas | None]:
+        sae, manifest = SparseAutoencoder.load(folder)
+        if manifest.get("weights_sha256") not in (None, model.weights_hash):
+            raise InterpretError(f"The SAE in {folder} was trained on other weights than {model.label}'s.")
+        try:
+            return sae, FeatureAtlas.load(folder)
+        except InterpretError:
+            return sae, None
+
+    return _kept.get(folder / SAE_MANIFEST, load, also=[folder / ATLAS_MANIFEST])
 
 
 # --- SAEs others trained: ViT-Prisma's and saev's checkpoints ------------------------------------------------------

@@ -47,7 +47,7 @@ import torch
 from .engines import Block, LocalEngine, run_blocks
 from .errors import InterpretError
 from .images import list_images
-from .integrity import write_json_atomic
+from .integrity import LoadedFiles, write_json_atomic
 from .models import ClipModel, layer_index
 
 
@@ -507,8 +507,9 @@ def default_neuron_layers(model: ClipModel) -> list[int]:
     return list(range(max(0, count - 4), count - 1))
 
 
-_stored: dict[Path, tuple[float, NeuronDirections]] = {}
-_stored_lock = threading.Lock()
+DIRECTIONS_KEPT = 8  # layers' neuron directions kept loaded (a visitor's own come and go: the least recently used goes)
+_stored = LoadedFiles(DIRECTIONS_KEPT)  # by their neurons.json
+_toy_lock = threading.Lock()  # a toy model's directions are computed once
 
 
 def stored_directions(model: ClipModel, layer: int, progress: bool = False, folder: str | Path | None = None
@@ -524,7 +525,7 @@ def stored_directions(model: ClipModel, layer: int, progress: bool = False, fold
     from .toy.examples import draw_toy_database
 
     layer = mlp_layer(model, layer)
-    with _stored_lock:
+    with _toy_lock:
         own = folder is None
         folder = neurons_folder(model_folder(model) if own else Path(folder), layer)
         manifest = folder / NEURON_MANIFEST
@@ -540,12 +541,7 @@ def stored_directions(model: ClipModel, layer: int, progress: bool = False, fold
                                  f"{model.name}{' --pretrained ' + model.pretrained if model.pretrained else ''} "
                                  f"--layer {layer} --images DIR (or use a bundle that has them; in the app, the "
                                  "Build a database tab finds them in a zip of your images, for your session).")
-        stamp = manifest.stat().st_mtime
-        kept = _stored.get(manifest)
-        if kept is None or kept[0] != stamp:
-            kept = (stamp, NeuronDirections.load(folder, model))
-            _stored[manifest] = kept
-        return kept[1]
+    return _stored.get(manifest, lambda: NeuronDirections.load(folder, model))
 
 
 def has_directions(model: ClipModel, layers: Sequence[int]) -> bool:

@@ -241,3 +241,31 @@ def test_a_zips_images_are_sampled_within_their_declared_sizes(tmp_path):
     members, _ = plan_archive(archive)
     samples = sample_images(archive, members, 4)
     assert len(samples) == 4 and samples[0] == b"\x00" and all(len(set(sample)) == 1 for sample in samples)
+
+
+def test_loaded_files_load_once_again_when_a_file_or_one_beside_it_changes_and_keep_the_recent(tmp_path):
+    """`LoadedFiles` (databases, head labels, SAEs with their atlases, neuron directions): one load per version of
+    the files, and at most `kept` loaded at once, the least recently used out first."""
+    import os
+
+    from interpret.integrity import LoadedFiles
+
+    loads = []
+    files = LoadedFiles(2)
+    main, beside = tmp_path / "sae.json", tmp_path / "atlas.json"
+    main.write_text("1")
+
+    def get():
+        return files.get(main, lambda: loads.append(len(loads)) or len(loads), also=[beside])
+
+    assert get() == 1 and get() == 1
+    beside.write_text("x")  # the file it goes with appears: loaded again
+    assert get() == 2
+    later = main.stat().st_mtime_ns + 10 ** 9
+    os.utime(main, ns=(later, later))
+    assert get() == 3 and get() == 3
+    files.get(tmp_path / "other", lambda: "other")
+    assert get() == 3  # used more recently than the other: kept
+    files.get(tmp_path / "third", lambda: "third")
+    files.get(tmp_path / "fourth", lambda: "fourth")
+    assert get() == 4  # pushed out by two others, loaded again

@@ -14,7 +14,8 @@ from ..models import ClipModel, is_toy
 from ..render import property_grid
 from ..textspan import HeadAtlas, describe_heads
 from ..toy.train import toy_images
-from .common import (LOOKUP, LoadedFiles, Shared, connect, escaped, friendly_errors, layer_and_head, model_for,
+from ..integrity import LoadedFiles
+from .common import (LOOKUP, Shared, connect, escaped, friendly_errors, layer_and_head, model_for,
                      status_box)
 from .database import session_of
 from .neighbours import database_folder

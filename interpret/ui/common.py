@@ -383,36 +383,6 @@ class RecentResults:
         return result
 
 
-class LoadedFiles:
-    """What was loaded from files (a database by its manifest, head labels by their file), by the file's path:
-    loaded once, loaded again when the file changes (a visitor's rebuild), the `kept` most recently used kept
-    (thread-safe; a load runs under the lock, so two requests never load the same file twice at once)."""
-
-    def __init__(self, kept: int):
-        self.kept = kept
-        self._loaded: OrderedDict[Path, tuple[int, object]] = OrderedDict()  # path -> (its stamp, what it gave)
-        self._lock = threading.Lock()
-
-    def get(self, path: Path, load: Callable[[], object]):
-        """What `load()` gives for `path`, loaded again when the file has changed since."""
-        with self._lock:
-            if path not in self._loaded or self._loaded[path][0] != _stamp(path):
-                value = load()
-                self._loaded[path] = (_stamp(path), value)  # as the file is after loading (a load may write it)
-            self._loaded.move_to_end(path)
-            while len(self._loaded) > self.kept:
-                self._loaded.popitem(last=False)
-            return self._loaded[path][1]
-
-
-def _stamp(path: Path) -> int:
-    """When `path` was last written (nanoseconds), or -1 when there is no such file."""
-    try:
-        return path.stat().st_mtime_ns
-    except OSError:
-        return -1
-
-
 def result_bytes(value, seen: set | None = None) -> int:
     """The memory a result holds in tensors, arrays and pictures (models it refers to are not its own)."""
     seen = set() if seen is None else seen

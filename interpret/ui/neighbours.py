@@ -17,7 +17,8 @@ from ..limits import MAX_NEIGHBOURS, check_number
 from ..models import ClipModel, is_toy
 from ..render import missing_image
 from ..toy.examples import build_toy_index
-from .common import LoadedFiles, escaped, public, status_box
+from ..integrity import LoadedFiles
+from .common import escaped, public, status_box
 from .database import visitor_database
 
 OPEN_DATABASES = 8  # databases kept open at once (visitors' own ones come and go; least recently used closes)
