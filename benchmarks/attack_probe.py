@@ -119,6 +119,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--sessions", type=int, default=12)
     parser.add_argument("--texts", type=int, default=12)
+    parser.add_argument("--only", choices=["all", "long"], default="all",
+                        help="long: only the long-work, photo-size and message cases (`long_work`)")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     scratch = Path(tempfile.mkdtemp(prefix="interpret-probe-"))
@@ -127,7 +129,9 @@ def main() -> None:
     process, url = start_app(indexes, INTERPRET_ANALYSIS_SLOTS="1", INTERPRET_QUICK_SLOTS="1", INTERPRET_MCP="1")
     probe = Probe(url, process, indexes, scratch)
     try:
-        run(probe, rng, args)
+        if args.only == "all":
+            run(probe, rng, args)
+        long_work(probe, rng)
     finally:
         probe.sampler.stop()
         stop_app(process)
@@ -405,6 +409,165 @@ def doors(probe: Probe, image: dict) -> None:
             cut = sum(pool.map(visitor, range(8)))
         return cut == 0, f"{cut} of 200 pictures cut"
     probe.case("whole", "8 visitors x 25 identical topic maps", identical_answers)
+
+
+def server_cpu_s(process) -> float:
+    """CPU seconds the server process has used (user + system)."""
+    fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / 100  # clock ticks (100 a second on Linux)
+
+
+def follow_until(url: str, session: str, wanted: bytes, timeout: float = 120) -> bytes:
+    """Read `session`'s queue stream until a line holds `wanted`, then close it (the visitor leaves)."""
+    import urllib.parse
+
+    address = url + "gradio_api/queue/data?session_hash=" + urllib.parse.quote(session, safe="")
+    deadline = time.monotonic() + timeout
+    with urllib.request.urlopen(address, timeout=timeout) as stream:
+        for line in stream:
+            if wanted in line or b"process_completed" in line or time.monotonic() > deadline:
+                return line
+    return b""
+
+
+def photo(seed: int, size: tuple[int, int] = (3000, 2000)) -> bytes:
+    """A toy scene enlarged to `size` (6 megapixels by default), as a JPEG a camera would write."""
+    from interpret.toy.train import toy_scene
+
+    encoded = io.BytesIO()
+    toy_scene(seed).image.resize(size, Image.BICUBIC).save(encoded, format="JPEG", quality=92)
+    return encoded.getvalue()
+
+
+def long_work(probe: Probe, rng: random.Random) -> None:
+    """Issue 41's classes: long work ends with its visitors (one leaves half-way; 8 start builds and trainings at
+    once and leave); identical work is done once; big photos cost what small ones do (a build's estimate, the
+    galleries); wrong values get messages at every door (null where the page always sends a value, a number just
+    past its limit, a server path, events the API page does not list, unknown event numbers, deep MCP bodies)."""
+    from interpret.paths import visitor_name
+
+    url, home = probe.url, probe.indexes.parent / f"{probe.indexes.name}-home"
+    image = upload(url, EXAMPLE)
+    scenes = zip_of(probe.scratch / "scenes.zip", {f"scene_{n:04d}.png": photo(8_000_000 + n, (224, 224))
+                                                   for n in range(600)})
+
+    def leaves_half_way():
+        session = "leaves"
+        built = home / "built" / visitor_name(session) / "toy"
+        status, answer = join(url, endpoint_index(url, "build_database"), [TOY, upload(url, scenes), ""], session)
+        follow_until(url, session, b"images ")  # building: then the page is closed
+        left = time.monotonic()
+        while built.exists() and time.monotonic() - left < 10:
+            time.sleep(0.05)
+        gone = time.monotonic() - left
+        return status == 200 and not built.exists() and gone < 2, f"stopped and removed in {gone:.2f} s"
+    probe.case("long", "a visitor leaves their build half-way", leaves_half_way)
+
+    def eight_leave():
+        from concurrent.futures import ThreadPoolExecutor
+
+        build, train = endpoint_index(url, "build_database"), endpoint_index(url, "run_training")
+        archive = upload(url, scenes)
+
+        def visitor(number: int) -> str:
+            session = f"eight-{number}"
+            event, data = (build, [TOY, archive, ""]) if number % 2 else (train, [TOY, number % 4])
+            join(url, event, data, session)
+            return follow_until(url, session, b"Running" if number < 4 else b"Waiting").decode()[:60]
+        cpu = server_cpu_s(probe.process)
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(visitor, range(8)))
+        left = time.monotonic()
+        time.sleep(3.0)
+        busy = server_cpu_s(probe.process)
+        time.sleep(2.0)
+        idle = server_cpu_s(probe.process) - busy  # CPU seconds in 2 s, 3 s after everyone left
+        leftovers = [path for path in (home / "built").glob("*/toy") if "eight" in str(path)]
+        return idle < 0.5 and not leftovers, (f"{idle:.2f} CPU s in the 2 s from 3 s after all left "
+                                              f"({busy - cpu:.1f} s used while they waited)")
+    probe.case("long", "8 visitors start builds and trainings, leave", eight_leave)
+
+    def train_four_times():
+        train = endpoint_index(url, "run_training")
+        for number in range(4):
+            join(url, train, [TOY, 3], f"trainer-{number % 2}-{number}")
+        answers = [outcomes(url, f"trainer-{number % 2}-{number}", 1, 600)[0] for number in range(4)]
+        texts = [json.dumps(answer.get("output", {})) for answer in answers]
+        done = sum("Done: explained variance" in text for text in texts)
+        return done == 4, f"{done} of 4 saw the training's outcome (one training)"
+    probe.case("long", "Train pressed 4 times by 2 visitors", train_four_times)
+
+    photos = zip_of(probe.scratch / "photos.zip", {f"photo_{n:02d}.jpg": photo(8_100_000 + n) for n in range(10)})
+
+    def big_photos_build():
+        started = time.perf_counter()
+        answer = probe.call("build_database", [TOY, upload(url, photos), "", True, True, 1], "photographer")
+        seconds = time.perf_counter() - started
+        text = json.dumps(answer.get("output", {}))
+        estimate = re.search(r"estimated (\d+) s", text)
+        ratio = int(estimate.group(1)) / seconds if estimate else 0.0
+        return answer["success"] and 0.5 <= ratio <= 2, f"10 x 6 MP: built in {seconds:.1f} s, estimate x{ratio:.2f}"
+    probe.case("photos", "build of 10 six-megapixel photos (neurons, SAE)", big_photos_build, max_mib=300)
+
+    for api_name, data in (("neuron", [TOY, -3, 0]), ("feature", [TOY, 1, 0])):
+        def gallery(api_name=api_name, data=data):
+            started = time.perf_counter()
+            answer = probe.call(api_name, data, "photographer")
+            seconds = time.perf_counter() - started
+            return answer["success"] and seconds < 5, f"{seconds:.2f} s"
+        probe.case("photos", f"{api_name} gallery of 6-megapixel photos", gallery, max_mib=300)
+
+    for api_name, data in (("heads", [TOY, image, "a circle", 5, ""]), ("text_neighbours", [TOY, "red", -1, 0, 3]),
+                           ("interaction", [TOY, image, "a red circle", -1, -1, 2, "midpoint", "", "", 0.6]),
+                           ("mutual_knowledge", [TOY, image, None, None, "a {}", 4]),
+                           ("compare_explanations", [TOY, image, "a circle", ["rollout"], "blur", 0.6])):
+        for position in range(1, len(data)):
+            def null(api_name=api_name, data=data, position=position):
+                sent = list(data)
+                sent[position] = None
+                status, answer = rest(url, f"gradio_api/call/{api_name}", json.dumps({"data": sent}).encode())
+                if status == 200:  # queued: the handler's answer
+                    event = json.loads(answer)["event_id"]
+                    with urllib.request.urlopen(f"{url}gradio_api/call/{api_name}/{event}", timeout=120) as stream:
+                        answer = stream.read().decode()
+                said = "event: error\ndata: null" not in answer and "Something went wrong" not in answer
+                return said, answer[-80:].replace("\n", " ")
+            probe.case("null", f"{api_name}[{position}] = null", null)
+
+    def past_the_limit():
+        status, answer = rest(url, "gradio_api/call/feature_intervention",
+                              json.dumps({"data": [TOY, image, "a circle", 1, 0, 50.000001]}).encode())
+        return status == 422 and "it was 50.000001" in answer, answer[-80:]
+    probe.case("message", "strength 50.000001", past_the_limit)
+
+    def server_file():
+        fake = {"path": str(ROOT / "README.md"), "orig_name": "x.png", "meta": {"_type": "gradio.FileData"}}
+        status, answer = rest(url, "gradio_api/call/heads", json.dumps({"data": [TOY, fake, "a", 5, ""]}).encode())
+        return status == 422 and "uploaded to this app" in answer, answer[-80:]
+    probe.case("message", "a server path as a file reference", server_file)
+
+    def private_by_name():
+        status, answer = rest(url, "gradio_api/call/run_training", json.dumps({"data": [TOY, 1]}).encode())
+        return status == 404 and "/heads" in answer, f"HTTP {status}: {answer[:70]}"
+    probe.case("door", "an event the API page does not list, by name", private_by_name)
+
+    def unknown_number():
+        body = json.dumps({"data": [], "fn_index": 99_999, "session_hash": "numbers"}).encode()
+        status, answer = rest(url, "gradio_api/queue/join", body)
+        return status == 404 and "/heads" in answer, f"HTTP {status}: {answer[:70]}"
+    probe.case("door", "/queue/join with an unknown fn_index", unknown_number)
+
+    for digits in (4_301, 5_001):
+        def long_number(digits=digits):
+            body = '{"data": [%s, null, "a", 5, ""]}' % ("9" * digits)
+            status, answer = rest(url, "gradio_api/call/heads", body.encode())
+            return status in (400, 422) and "Something went wrong" not in answer, f"HTTP {status}: {answer[:70]}"
+        probe.case("message", f"a {digits:,}-digit number", long_number)
+
+    def deep_mcp():
+        status, answer = rest(url, "gradio_api/mcp/", ("[" * 100_000 + "]" * 100_000).encode())
+        return status == 400 and "nested too deeply" in answer, f"HTTP {status}: {answer[:70]}"
+    probe.case("door", "an MCP body nested 100,000 deep", deep_mcp)
 
 
 if __name__ == "__main__":

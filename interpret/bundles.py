@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Sequence
 
 import open_clip
-from tqdm import tqdm
+from .jobs import JobBar
 
 from .errors import InterpretError
 from .index import MANIFEST, ImageIndex, build_index
@@ -68,7 +68,7 @@ def build_bundle(model: ClipModel, images: str | Path, out: str | Path, bank: st
     texts = bank_named(bank)
     paths, _ = readable_images(list_images(images))  # unreadable ones: skipped here, listed by the database
     atlas = describe_heads(model, paths, texts, out_path=folder / HEAD_LABELS, progress=progress,  # every head
-                           engine=engine)
+                           engine=engine, batch_size=batch_size)
     report = build_index(model, images, folder, layers=layers, batch_size=batch_size, progress=progress,
                          engine=engine)
     database = ImageIndex.open(folder, model)
@@ -80,7 +80,8 @@ def build_bundle(model: ClipModel, images: str | Path, out: str | Path, bank: st
         describe_neurons(model, neuron_directions(model, images, layer, batch_size=batch_size, engine=engine,
                                                   progress=progress), texts).save(neurons_folder(folder, layer))
     for layer in feature_layers:
-        train_features(model, layer, images=images, bank=bank, out=folder, engine=engine, progress=progress)
+        train_features(model, layer, images=images, bank=bank, out=folder, engine=engine, progress=progress,
+                       batch_size=batch_size)
     manifest = {"model": model.name, "pretrained": model.pretrained, "label": model.label,
                 "weights_sha256": model.weights_hash, "open_clip": open_clip.__version__, "images": report.count,
                 "skipped": len(report.skipped), "bank": Path(bank).name if bank not in ("general", "toy") else bank,
@@ -107,14 +108,15 @@ def estimate_build(model: ClipModel, images: int, bank: str = "general", samples
     decomposing a batch over every layer (the head labels) and over the database's layers, the bank's texts (a
     sample of them) and TextSpan (one head, on `TEXTSPAN_OUTPUTS` outputs, for every head); once per model, bank
     and layer, the neuron directions and SAEs asked for (`_layer_cost`). Measured on `samples` (a few of the images
-    themselves: paths or bytes) at each call: reading each image three times (head labels, database, thumbnail),
-    preprocessing it twice and writing its thumbnail: a large photo costs far more than a small one."""
+    themselves: paths or bytes) at each call: what reading them costs (`_handling_cost`, once per pass over the
+    images), which grows with a photo's size where its format cannot be decoded reduced."""
     from .neurons import default_neuron_layers
 
     per_image, fixed = _model_cost(model, bank)
-    handling = _handling_cost(model, samples[:ESTIMATE_SAMPLES]) if samples else 0.0
     layers = [("neurons", layer) for layer in (default_neuron_layers(model) if neuron_layers is None
                                                else neuron_layers)] + [("features", layer) for layer in feature_layers]
+    reads = 2 + sum(PASSES[kind] for kind, _ in layers)
+    handling = _handling_cost(model, samples[:ESTIMATE_SAMPLES], reads) if samples else 0.0
     for kind, layer in layers:
         more_per_image, more_fixed = _layer_cost(model, bank, kind, layer)
         per_image, fixed = per_image + more_per_image, fixed + more_fixed
@@ -214,26 +216,31 @@ def _model_cost(model: ClipModel, bank: str) -> tuple[float, float]:
     return _model_costs[key]
 
 
-def _handling_cost(model: ClipModel, samples: Sequence) -> float:
-    """Seconds an image for reading (three times), preprocessing (twice) and thumbnailing, on `samples` (one that
-    cannot be read is left out: the build skips it too)."""
+PASSES = {"neurons": 2, "features": 3}  # passes that read the images: a layer's neuron directions (the effects,
+# then the top images'), an SAE's (its training with the held-out images, its atlas, its names)
+
+
+def _handling_cost(model: ClipModel, samples: Sequence, reads: int) -> float:
+    """Seconds an image for what the build does with each picture itself, measured on `samples` (one that cannot
+    be read is left out: the build skips it too): checking that it can be read (decoded small), reading and
+    preprocessing it as the model reads it `reads` times (once a pass over the images), and its thumbnail."""
     import io
 
-    from .images import load_image
-
-    def read(sample, max_side=None):
-        return load_image(io.BytesIO(sample) if isinstance(sample, bytes) else sample, max_side=max_side)
+    from .images import CHECK_SIDE, load_image
 
     spent, measured = 0.0, 0
     for sample in samples:
-        started = time.perf_counter()
         try:
-            for _ in range(2):
-                model.preprocess(read(sample))
-            read(sample, THUMBNAIL_SIDE).save(io.BytesIO(), format="WEBP", quality=82)
+            started = time.perf_counter()
+            load_image(sample, max_side=CHECK_SIDE)
+            checked = time.perf_counter()
+            model.preprocess(model.read_image(sample))
+            read = time.perf_counter()
+            load_image(sample, max_side=THUMBNAIL_SIDE).save(io.BytesIO(), format="WEBP", quality=82)
         except InterpretError:
             continue
-        spent, measured = spent + time.perf_counter() - started, measured + 1
+        spent += (checked - started) + reads * (read - checked) + (time.perf_counter() - read)
+        measured += 1
     return spent / measured if measured else 0.0
 
 
@@ -241,7 +248,7 @@ def write_thumbnails(database: ImageIndex, out: Path, progress: bool = True) -> 
     """A WebP of each database image, longest side `THUMBNAIL_SIDE` (existing ones are kept: resumable)."""
     from .images import load_image
 
-    for entry in tqdm(database.entries, desc="thumbnails", unit="image", disable=not progress):
+    for entry in JobBar(database.entries, desc="thumbnails", unit="image", disable=not progress):
         target = out / f"{entry['path']}.webp"
         if target.is_file():
             continue

@@ -28,7 +28,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from .jobs import JobBar, checkpoint
 
 from .errors import ImageError, InterpretError
 from .images import load_image
@@ -52,16 +52,18 @@ class Block:
 
 # --- the per-block functions (both engines) ----------------------------------------------------------------------
 
-def decode_block(preprocess: Callable, root: Path, names: Sequence[str], batch_size: int
-                 ) -> tuple[list[Batch], list[tuple[str, str]]]:
-    """Read and preprocess `root / name` for each name, `batch_size` names at a time: the batches of readable
-    images (a batch may be shorter than `batch_size`, never empty) and the unreadable ones with the reason."""
+def decode_block(preprocess: Callable, root: Path, names: Sequence[str], batch_size: int,
+                 short_side: int | None = None) -> tuple[list[Batch], list[tuple[str, str]]]:
+    """Read (at `short_side`, the model's `reading_side`) and preprocess `root / name` for each name, `batch_size`
+    names at a time: the batches of readable images (a batch may be shorter than `batch_size`, never empty) and
+    the unreadable ones with the reason."""
     batches, skipped = [], []
     for start in range(0, len(names), batch_size):
         pictures, read = [], []
         for name in names[start:start + batch_size]:
+            checkpoint()  # a unit of long work: stops here when nobody waits for it
             try:
-                pictures.append(preprocess(load_image(Path(root) / name)))
+                pictures.append(preprocess(load_image(Path(root) / name, short_side=short_side)))
                 read.append(name)
             except ImageError as error:
                 skipped.append((name, str(error)))
@@ -85,6 +87,7 @@ class HeadsTask:
         rows, heads, embeddings = [], [np.zeros((0, len(self.layers), g.heads, g.embed_dim), dtype)], \
             [np.zeros((0, g.embed_dim), dtype)]
         for names, pictures in batches:
+            checkpoint()
             parts = decompose_image(model, pictures.to(model.device), layers=list(self.layers), spatial=False)
             heads.append(parts.head_totals().cpu().numpy().astype(dtype))
             embeddings.append(parts.embedding.cpu().numpy().astype(dtype))
@@ -94,7 +97,7 @@ class HeadsTask:
 
 def decompose_block(model, root: Path, names: Sequence[str], task, batch_size: int) -> Block:
     """Both steps, here: read the images, then run `task` on them."""
-    batches, skipped = decode_block(model.preprocess, root, names, batch_size)
+    batches, skipped = decode_block(model.preprocess, root, names, batch_size, model.reading_side)
     return task(model, batches, skipped)
 
 
@@ -147,7 +150,7 @@ def run_blocks(engine: "LocalEngine | RayEngine", model, root: Path, names: Sequ
             block = load_block(shard_path(work, number), arrays=keep_arrays)
             if block is not None:
                 finished[number] = block
-    bar = tqdm(total=len(names), desc=description, unit="image", disable=not progress)
+    bar = JobBar(total=len(names), desc=description, unit="image", disable=not progress)
     bar.update(sum(len(plan[number][1]) for number in finished))
     todo = [(number, block_names) for number, block_names in plan if number not in finished]
     following = 0  # the next block to yield, in plan order
@@ -239,7 +242,7 @@ class RayEngine:
         items = [{"number": number, "names": json.dumps(names)} for number, names in plan]
         dataset = ray.data.from_items(items, override_num_blocks=len(items))
         dataset = dataset.map(_read_block, fn_kwargs={"preprocess": model.preprocess, "root": str(root),
-                                                      "batch_size": batch_size})
+                                                      "batch_size": batch_size, "short_side": model.reading_side})
         dataset = dataset.map(_Decomposer, fn_constructor_kwargs={"spec": spec},
                               compute=ray.data.ActorPoolStrategy(size=min(self.workers, len(plan)),
                                                                  max_tasks_in_flight_per_actor=1),  # spread blocks
@@ -257,9 +260,9 @@ def import_ray():
     return ray
 
 
-def _read_block(row: dict, preprocess: Callable, root: str, batch_size: int) -> dict:
+def _read_block(row: dict, preprocess: Callable, root: str, batch_size: int, short_side: int | None = None) -> dict:
     """Ray task: read and preprocess one block's images."""
-    batches, skipped = decode_block(preprocess, Path(root), json.loads(row["names"]), batch_size)
+    batches, skipped = decode_block(preprocess, Path(root), json.loads(row["names"]), batch_size, short_side)
     return {"number": row["number"], "decoded": pickle.dumps((batches, skipped), protocol=5)}
 
 

@@ -27,7 +27,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
+from .jobs import JobBar, checkpoint
 
 from .errors import InterpretError
 from .integrity import LoadedFiles
@@ -177,6 +177,7 @@ class TokenStatesTask:
 
         rows, states = [], [np.zeros((0, model.geometry.tokens, model.geometry.width), np.float32)]
         for names, pictures in batches:
+            checkpoint()
             states.append(token_states(model, pictures.to(model.device), self.layer).cpu().numpy())
             rows += names
         return Block(rows, {"states": np.concatenate(states)}, list(skipped))
@@ -316,7 +317,7 @@ def train_sae(blocks: Iterable, width: int, layer: int, features: int | None = N
     last_active = torch.zeros(features, dtype=torch.long, device=device)  # tokens seen when each last fired
     used, started, step = 0, time.monotonic(), 0
     total = tokens
-    bar = tqdm(total=total, desc=f"training an SAE on layer {layer}", unit="token", unit_scale=True,
+    bar = JobBar(total=total, desc=f"training an SAE on layer {layer}", unit="token", unit_scale=True,
                disable=not progress)
 
     def minibatches():
@@ -412,6 +413,14 @@ def toy_token_blocks(model: ClipModel, layer: int, images: int, seed: int = 3_00
 # --- a model's features over a database: top images, frequency, names -------------------------------------------
 
 FEATURE_TOP_IMAGES = 16  # each feature's top images kept (by its largest activation on one of the image's tokens)
+TOKEN_BLOCK_BYTES = 64 * 2 ** 20  # token states (or features) of the images worked on at once, whatever the model
+HOLD_OUT_EVERY = 10  # every 10th image read is held out of an SAE's training, to measure its reconstruction on
+
+
+def images_within(model: ClipModel, per_token: int, budget: int = TOKEN_BLOCK_BYTES) -> int:
+    """How many images' `[T, per_token]` float32 arrays fit in `budget` bytes (at least one): a pass over token
+    states holds that many at once, so that its memory does not grow with the model's width or the batch."""
+    return max(1, budget // (model.geometry.tokens * per_token * 4))
 
 
 @dataclass
@@ -481,16 +490,22 @@ def feature_atlas(model: ClipModel, sae: SparseAutoencoder, images, top: int = F
     count = sae.config.features
     best_values, best_rows = torch.full((count, 0), -1.0), torch.full((count, 0), -1, dtype=torch.long)
     fired, total, tokens, kept = torch.zeros(count), torch.zeros(count), 0, []
+    chunk = images_within(model, count)  # codes [n, T, F] of this many images at a time: bounded bytes
     for block in run_blocks(engine or LocalEngine(), model, root, names, TokenStatesTask(sae.config.layer),
-                            batch_size, 8 * batch_size, progress=progress, description="features of the images"):
+                            batch_size, images_within(model, model.geometry.width), progress=progress,
+                            description="features of the images"):
         if not block.rows:
             continue
         states = torch.from_numpy(block.arrays["states"])[:, _token_choice(model, sae)]
-        codes = sae.encode(states)  # [n, T', F]
-        fired += (codes > 0).sum(dim=(0, 1))
-        total += codes.sum(dim=(0, 1))
-        tokens += codes.shape[0] * codes.shape[1]
-        peaks = codes.amax(dim=1).T  # [F, n]
+        peaks = []
+        for start in range(0, len(states), chunk):
+            checkpoint()
+            codes = sae.encode(states[start:start + chunk])  # [n, T', F]
+            fired += (codes > 0).sum(dim=(0, 1))
+            total += codes.sum(dim=(0, 1))
+            tokens += codes.shape[0] * codes.shape[1]
+            peaks.append(codes.amax(dim=1))
+        peaks = torch.cat(peaks).T  # [F, n]
         rows = torch.arange(len(kept), len(kept) + len(block.rows)).expand(count, -1)
         values = torch.cat([best_values, peaks], dim=1)
         chosen = values.topk(min(top, values.shape[1]), dim=1).indices
@@ -522,12 +537,11 @@ def name_features(model: ClipModel, atlas: FeatureAtlas, bank, batch_size: int =
     the mean over all the atlas's images (what its images share that the others do not), matched with the bank's
     texts (centred on their mean, unit): the best text, its property tag and the cosine. Features that fired on no
     image stay unnamed. Embeds every image once (streaming: the mean), then the top images."""
-    from .images import load_image
-
     root = Path(atlas.root)
     total, seen = None, 0
     for start in range(0, atlas.count, batch_size):
-        pictures = [load_image(root / name) for name in atlas.names[start:start + batch_size]]
+        checkpoint()
+        pictures = [model.read_image(root / name) for name in atlas.names[start:start + batch_size]]
         units = F.normalize(model.encode_images(pictures).float().cpu(), dim=-1)
         total = units.sum(dim=0) if total is None else total + units.sum(dim=0)
         seen += len(units)
@@ -536,7 +550,8 @@ def name_features(model: ClipModel, atlas: FeatureAtlas, bank, batch_size: int =
     embedded = {}
     for start in range(0, len(wanted), batch_size):
         rows = wanted[start:start + batch_size]
-        units = F.normalize(model.encode_images([load_image(root / atlas.names[row]) for row in rows]).float().cpu(),
+        checkpoint()
+        units = F.normalize(model.encode_images([root / atlas.names[row] for row in rows]).float().cpu(),
                             dim=-1)
         embedded.update(zip(rows, units))
     texts = model.encode_texts(list(bank.texts)).float().cpu()
@@ -867,15 +882,17 @@ def default_feature_layer(model: ClipModel) -> int:
 
 
 def describe_features(model: ClipModel, sae: SparseAutoencoder, images, bank, engine=None,
-                      progress: bool = True) -> FeatureAtlas:
+                      progress: bool = True, batch_size: int = 32) -> FeatureAtlas:
     """The atlas of `sae` over the images below `images`, its features named from `bank`."""
-    return name_features(model, feature_atlas(model, sae, images, engine=engine, progress=progress), bank)
+    return name_features(model, feature_atlas(model, sae, images, batch_size=batch_size, engine=engine,
+                                              progress=progress), bank, batch_size)
 
 
 def train_features(model: ClipModel, layer: int, images: str | Path | None = None, tokens: int | None = None,
                    k: int = 32, features: int | None = None, activation: str = "topk", bank: str | None = None,
                    out: str | Path | None = None, engine=None, progress: bool = True,
-                   on_step: Callable[[int, float], None] | None = None) -> tuple[SaeReport, Path]:
+                   on_step: Callable[[int, float], None] | None = None, batch_size: int = 32
+                   ) -> tuple[SaeReport, Path]:
     """Train an SAE on the stream after block `layer` (the images below `images`, every token once, or, for the toy
     models without `images`, `TOY_TRAINING_TOKENS` of fresh toy scenes), report its reconstruction on other images
     (1,000 other toy scenes, or the images' last tenth), describe its features over the model's database images (the
@@ -900,23 +917,35 @@ def train_features(model: ClipModel, layer: int, images: str | Path | None = Non
     else:
         root = Path(images).resolve()
         names = [path.relative_to(root).as_posix() for path in list_images(root)]
-        split = max(1, len(names) // 10)
-        stream = (torch.from_numpy(block.arrays["states"]) for block in run_blocks(
-            engine or LocalEngine(), model, root, names[:-split] or names, TokenStatesTask(layer), 32, 256,
-            progress=False))
-        held_out = [torch.from_numpy(block.arrays["states"]) for block in run_blocks(
-            LocalEngine(), model, root, names[-split:], TokenStatesTask(layer), 32, 256, progress=False)]
+        held_out = []
+        stream = _held_out_of(run_blocks(engine or LocalEngine(), model, root, names, TokenStatesTask(layer),
+                                         batch_size, images_within(model, width), progress=False), held_out)
         described = root
     sae, training = train_sae(stream, width, layer, features, activation, k, tokens=tokens, progress=progress,
                               on_step=on_step)
-    report = dataclasses.replace(evaluate_sae(sae, [states.reshape(-1, width) for states in held_out]),
-                                 tokens=training.tokens, seconds=training.seconds)
+    held_out = [states.reshape(-1, width) for states in held_out if len(states)]
+    report = training if not held_out else dataclasses.replace(evaluate_sae(sae, held_out), tokens=training.tokens,
+                                                               seconds=training.seconds)
     atlas = describe_features(model, sae, described, bank_named(bank or default_bank(model.name)), engine,
-                              progress)
+                              progress, batch_size)
     folder = features_folder(out or model_folder(model), layer)
     sae.save(folder, model=model.label, weights_sha256=model.weights_hash, report=dataclasses.asdict(report))
     atlas.save(folder)
     return report, folder
+
+
+def _held_out_of(blocks, held_out: list) -> Iterator[torch.Tensor]:
+    """The token states `[n, T, W]` of `blocks` (`TokenStatesTask`'s), less every `HOLD_OUT_EVERY`-th image among
+    those that were read, which go to `held_out` instead: the held-out images are chosen among what could be read
+    (unreadable files anywhere in the set leave it whole)."""
+    seen = 0
+    for block in blocks:
+        states = torch.from_numpy(block.arrays["states"])
+        chosen = torch.arange(seen, seen + len(states)) % HOLD_OUT_EVERY == HOLD_OUT_EVERY - 1
+        seen += len(states)
+        held_out.append(states[chosen])
+        if (~chosen).any():
+            yield states[~chosen]
 
 
 @dataclass

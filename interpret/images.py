@@ -28,22 +28,26 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".ti
 OPENED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")  # Pillow's decoders we let a file reach (JPEG's
 # opens a phone's multi-picture JPEG, MPO, too)
 Image.init()  # registers every plugin, so that the formats above are known by name
+CHECK_SIDE = 64  # the longest side a picture is decoded at to check that it can be read
 STRIP_PIXELS = 2 ** 22  # pixels converted to RGB at a time while a large picture is reduced
 _UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
             5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
             8: Image.Transpose.ROTATE_90}  # EXIF orientation -> the turn that makes the picture upright
 
 
-def load_image(source: ImageSource, name: str | None = None, max_side: int | None = None) -> Image.Image:
+def load_image(source: ImageSource, name: str | None = None, max_side: int | None = None,
+               short_side: int | None = None) -> Image.Image:
     """Return `source` as an RGB PIL image, or raise `ImageError` saying what is wrong with it. With `max_side`,
-    a larger image is shrunk to that longest side (a JPEG is decoded at a reduced scale to begin with)."""
+    a larger image is shrunk to that longest side; with `short_side`, to that shortest side (what a model that
+    resizes its input needs: `for_model`); a JPEG is decoded at a reduced scale to begin with, so that a large
+    photo costs about what a small one does."""
     label = name or _describe(source)
     if isinstance(source, np.ndarray):
         image = _from_array(source, label)
     elif isinstance(source, Image.Image):
         image = source
     else:
-        image = _open(source, label, max_side)
+        image, max_side = _open(source, label, max_side, short_side)
     _check_size(image.size, label)
     try:
         turn = _UPRIGHT.get(image.getexif().get(ExifTags.Base.Orientation))
@@ -87,17 +91,25 @@ def _describe(source: ImageSource) -> str:
     return "The image"
 
 
-def _open(source: str | Path | bytes, label: str, max_side: int | None = None) -> Image.Image:
+def for_model(input_side: int) -> int:
+    """The shortest side a picture is read at for a model whose input is `input_side` pixels a side: twice that
+    (the model's own resize still has pixels to average), whatever the photo's size."""
+    return 2 * input_side
+
+
+def _open(source: str | Path | bytes, label: str, max_side: int | None = None, short_side: int | None = None
+          ) -> tuple[Image.Image, int | None]:
+    """(the image, its header read and checked; the longest side it is to be shrunk to)."""
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
             raise ImageError(f"{label} does not exist or is not a file.")
         _check_bytes(path.stat().st_size, label)
         with path.open("rb") as stream:  # streamed: the file is never read whole into memory
-            return _decode(stream, label, max_side)
+            return _decode(stream, label, max_side, short_side)
     if isinstance(source, (bytes, bytearray)):
         _check_bytes(len(source), label)
-        return _decode(io.BytesIO(source), label, max_side)
+        return _decode(io.BytesIO(source), label, max_side, short_side)
     raise ImageError(f"Expected an image file, bytes, a PIL image or an array, got {type(source).__name__}.")
 
 
@@ -106,13 +118,18 @@ def _check_bytes(size: int, label: str) -> None:
         raise ImageError(f"{label} is a {size / MB:.1f} MB file; the limit is {MAX_IMAGE_BYTES // MB} MB.")
 
 
-def _decode(stream, label: str, max_side: int | None = None) -> Image.Image:
-    """The image in `stream`, decoded after its header passed the size checks."""
+def _decode(stream, label: str, max_side: int | None = None, short_side: int | None = None
+            ) -> tuple[Image.Image, int | None]:
+    """The image in `stream`, decoded after its header passed the size checks, and the longest side it is to be
+    shrunk to (`max_side`, or the one that makes its shortest side `short_side`)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(stream, formats=OPENED_FORMATS)  # reads the header only
             _check_size(image.size, label)
+            if short_side is not None and min(image.size) > short_side:
+                fitted = -(-max(image.size) * short_side // min(image.size))
+                max_side = fitted if max_side is None else min(max_side, fitted)
             if max_side is not None and image.format in ("JPEG", "MPO"):
                 image.draft("RGB", (max_side, max_side))  # decode at 1/2, 1/4 or 1/8 scale when that suffices
             image.load()
@@ -124,7 +141,7 @@ def _decode(stream, label: str, max_side: int | None = None) -> Image.Image:
         raise ImageError(f"{label} is not an image that can be read (expected JPEG, PNG, WebP, BMP, GIF or TIFF).") from None
     except (OSError, ValueError, SyntaxError) as error:
         raise ImageError(f"{label} could not be decoded: the file is truncated or corrupt ({error}).") from None
-    return image
+    return image, max_side
 
 
 def _check_size(size: tuple[int, int], label: str) -> None:
@@ -221,11 +238,12 @@ def list_images(folder: str | Path) -> list[Path]:
 
 
 def readable_images(paths) -> tuple[list[str], list[str]]:
-    """(the paths that decode as images, the reasons the others do not); ImageError when none does."""
+    """(the paths that decode as images, the reasons the others do not); ImageError when none does. Each is
+    decoded small (`CHECK_SIDE`: a JPEG at 1/8 scale), which finds a truncated file as a whole decode does."""
     readable, skipped = [], []
     for path in paths:
         try:
-            load_image(path)
+            load_image(path, max_side=CHECK_SIDE)
             readable.append(str(path))
         except ImageError as error:
             skipped.append(str(error))

@@ -64,6 +64,8 @@ MAX_ARCHIVE_BYTES = int(os.environ.get("INTERPRET_MAX_ARCHIVE_MB", 500)) * MB  #
 MAX_COMPRESSION_RATIO = 100  # uncompressed / compressed, per file (images barely compress: a bomb does)
 MAX_MEMBER_NAME_CHARS, MAX_MEMBER_DEPTH = 1_024, 32  # one zip member's name: characters, and folders deep
 BUILT_LIFETIME_S = 24 * 3_600  # visitors' databases older than this are deleted
+MAX_JOBS_WAITING = 8  # long jobs (builds, trainings) waiting in line behind the one that runs; beyond, "try later"
+JOB_STOP_S = 2.0  # a long job stops this soon after nobody waits for it (its units are shorter)
 
 # --- the server (app.py)
 MAX_UPLOAD_BYTES = 50 * MB  # any upload; Gradio refuses larger ones before they are stored
@@ -117,6 +119,10 @@ def limits_table() -> str:
                                       f"compression {MAX_COMPRESSION_RATIO}:1 a file, names of {MAX_MEMBER_NAME_CHARS:,} "
                                       f"characters and {MAX_MEMBER_DEPTH} folders deep (INTERPRET_MAX_BUILD_IMAGES, "
                                       "INTERPRET_MAX_ARCHIVE_MB); kept a day"),
+        ("long work in the app (builds, SAE training)",
+         f"one at a time, {MAX_JOBS_WAITING} waiting in line (each visitor sees their place and when it starts), "
+         f"one a visitor; the same work asked for twice is done once; stopped within {JOB_STOP_S:g} s of its last "
+         "visitor leaving, what it wrote removed"),
         ("upload (any file)", f"{MAX_UPLOAD_BYTES // MB} MB; uploads are deleted after {UPLOAD_LIFETIME_S // 60} min"),
         ("requests waiting", f"{MAX_WAITING_PER_VISITOR} a visitor, {MAX_WAITING_PER_POOL} a pool (analyses, look-ups, "
                              "builds: then busy, try again)"),

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .errors import CaptionError, InterpretError, ModelLoadError
-from .images import ImageSource, load_image
+from .images import ImageSource, for_model, load_image
 from .limits import MAX_TEXT_CHARS, MODELS_KEPT, check_unicode, visible
 from .paths import INDEXES, TOY_DIR, TOY_MODELS, is_toy
 from .towers import tower_of
@@ -361,7 +361,17 @@ class ClipModel:
             return batch.to(self.device, torch.float32)
         if isinstance(images, (str, Path, bytes, Image.Image)) or (hasattr(images, "ndim")):
             images = [images]
-        return torch.stack([self.preprocess(load_image(image)) for image in images]).to(self.device)
+        return torch.stack([self.preprocess(self.read_image(image)) for image in images]).to(self.device)
+
+    def read_image(self, source: ImageSource) -> Image.Image:
+        """A picture as this model reads it: RGB, its shortest side at most `images.for_model` of the model's input
+        (a large photo is decoded reduced: its time and memory do not grow with its size); a PIL image as it is."""
+        return load_image(source, short_side=self.reading_side)
+
+    @property
+    def reading_side(self) -> int:
+        """The shortest side pictures are read at for this model (`read_image`)."""
+        return for_model(max(self.geometry.image_size))
 
     @torch.no_grad()
     def encode_images(self, images) -> torch.Tensor:

@@ -48,6 +48,7 @@ from .engines import Block, LocalEngine, run_blocks
 from .errors import InterpretError
 from .images import list_images
 from .integrity import LoadedFiles, write_json_atomic
+from .jobs import checkpoint
 from .models import ClipModel, layer_index
 
 
@@ -235,6 +236,7 @@ class NeuronTask:
     def __call__(self, model: ClipModel, batches, skipped):
         rows, coefficients = [], []
         for names, pictures in batches:
+            checkpoint()
             effects = second_order_effects(model, pictures.to(model.device), self.layer)
             coefficients.append(flat_coefficients(effects).cpu().numpy())
             rows += names

@@ -442,7 +442,7 @@ COMPARE_SIDE = 200  # each map's picture's longest side (the page shows the grid
 
 def _heat(grey: np.ndarray, values, alpha: float) -> np.ndarray:
     """`values` `[H, W]` min-max normalised to 0..1 on the sequential scale, over a light grey picture `[H, W, 3]`."""
-    values = np.asarray(values, dtype=np.float64)
+    values = np.asarray(values, dtype=np.float32 if grey.dtype == np.float32 else np.float64)
     low, high = float(values.min()), float(values.max())
     normalised = (values - low) / (high - low) if high > low else np.zeros_like(values)
     return (1 - alpha) * grey + alpha * table_colours(SEQUENTIAL, normalised)
@@ -451,13 +451,15 @@ def _heat(grey: np.ndarray, values, alpha: float) -> np.ndarray:
 def heat_thumbnail(image: Image.Image, values: np.ndarray, side: int = 128, opacity: float = 0.6) -> Image.Image:
     """A gallery picture: the picture as it is (left) and `values` `[H, W]` (the picture's size) min-max normalised
     over a light grey copy of it (right), each `side` pixels on its longest side (the picture's own colours stay
-    visible: what a colour feature fires on)."""
-    image = image.convert("RGB")
-    mapped = Image.fromarray(_heat(light_grey(image).astype(np.float64), values, float(np.clip(opacity, 0, 1)))
-                             .round().astype(np.uint8))
+    visible: what a colour feature fires on). The heat map is made at the thumbnail's size, in float32: a large
+    photo costs what a small one does."""
     scale = side / max(image.size)
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return side_by_side([image.resize(size, Image.BILINEAR), mapped.resize(size, Image.BILINEAR)], gap=4)
+    small = image.convert("RGB").resize(size, Image.BILINEAR)
+    shown = np.asarray(Image.fromarray(np.asarray(values, np.float32), mode="F").resize(size, Image.BILINEAR))
+    mapped = Image.fromarray(np.clip(_heat(light_grey(small).astype(np.float32), shown, float(np.clip(opacity, 0, 1)))
+                                     .round(), 0, 255).astype(np.uint8))
+    return side_by_side([small, mapped], gap=4)
 
 
 def maps_side_by_side(image: Image.Image, maps: list[tuple[str, np.ndarray, str]], opacity: float = 0.6,

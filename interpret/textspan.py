@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from .jobs import JobBar
 
 from .banks import TextBank
 from .decompose import decompose_image, normalise_layers
@@ -184,7 +184,7 @@ def collect_head_outputs(model: ClipModel, images: Sequence, layers=None, batch_
                          progress: bool = True) -> torch.Tensor:
     """`[N, L', H, D]`: every head's direct contribution (summed over tokens) for each image."""
     outputs = []
-    for start in tqdm(range(0, len(images), batch_size), desc="decomposing images", unit="batch",
+    for start in JobBar(range(0, len(images), batch_size), desc="decomposing images", unit="batch",
                       disable=not progress):
         decomposition = decompose_image(model, images[start:start + batch_size], layers=layers, spatial=False)
         outputs.append(decomposition.head_totals())
@@ -192,7 +192,8 @@ def collect_head_outputs(model: ClipModel, images: Sequence, layers=None, batch_
 
 
 def describe_heads(model: ClipModel, images: Sequence, bank: TextBank, k: int = 20, rank: int = 80,
-                   layers=None, out_path: Path | None = None, progress: bool = True, engine=None) -> HeadAtlas:
+                   layers=None, out_path: Path | None = None, progress: bool = True, engine=None,
+                   batch_size: int = 32) -> HeadAtlas:
     """TextSpan every head of `layers` (default: all) over `images` with `bank`, and label it.
 
     With `out_path`, the atlas is written after each layer and a rerun with the same settings resumes where
@@ -212,13 +213,14 @@ def describe_heads(model: ClipModel, images: Sequence, bank: TextBank, k: int = 
     if not todo:
         return atlas
     texts = torch.cat([model.encode_texts(list(bank.texts[i:i + 256]))
-                       for i in tqdm(range(0, len(bank), 256), desc=f"the {bank.name} bank's texts", unit="batch",
+                       for i in JobBar(range(0, len(bank), 256), desc=f"the {bank.name} bank's texts", unit="batch",
                                      disable=not progress)])  # a progress bar from the start (seconds on a ViT)
     if engine is None:
-        outputs = collect_head_outputs(model, images, layers=todo, progress=progress)  # [N, L', H, D]
+        outputs = collect_head_outputs(model, images, layers=todo, batch_size=batch_size,
+                                       progress=progress)  # [N, L', H, D]
     else:
-        outputs = _head_outputs_on(engine, model, images, todo, progress)
-    bar = tqdm(total=len(todo) * model.geometry.heads, desc="TextSpan", unit="head", disable=not progress)
+        outputs = _head_outputs_on(engine, model, images, todo, progress, batch_size)
+    bar = JobBar(total=len(todo) * model.geometry.heads, desc="TextSpan", unit="head", disable=not progress)
     for position, layer in enumerate(todo):
         for head in range(model.geometry.heads):
             result = textspan(outputs[:, position, head], texts, k=k, rank=rank)

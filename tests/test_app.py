@@ -391,9 +391,9 @@ def test_a_visitor_builds_a_database_from_a_zip_and_searches_it_in_their_session
     archive = zip_of(ROOT_EXAMPLES, tmp_path / "photos.zip")
     visitor = SimpleNamespace(session_hash="visitor-1")
     updates = list(database.run_build(TOY, str(archive), "", request=visitor))
-    assert "**6 images**" in updates[0] and "readme.txt" in shown(updates[0]) and "measuring" in updates[0]
-    assert "readme.txt" in shown(updates[1]) and "about" in updates[1]  # the estimate, before any work
-    assert updates[-1].startswith("Done in") and "now search them" in updates[-1]
+    assert "6 images" in updates[0] and "readme.txt" in shown(updates[0]) and "measuring" in updates[0]
+    assert "1 file that is not an image skipped" in updates[0]
+    assert updates[-1].startswith("Done in") and "now search them" in updates[-1] and "estimated" in updates[-1]
     assert (database.built_folder("visitor-1", "toy") / "bundle.json").is_file()
     items, summary = image_neighbours.run_image_neighbours(TOY, str(ROOT_EXAMPLES / "toy-1001.png"), -1, 0, 3,
                                                            visitor)
@@ -416,7 +416,7 @@ def test_a_visitor_s_build_holds_neuron_directions_and_an_sae_that_only_their_se
     refused = list(database.run_build(TOY, str(archive), "", False, True, 9, request=visitor))
     assert len(refused) == 1 and refused[0].startswith("⚠️") and "layer 9" in refused[0]  # before any work
     updates = list(database.run_build(TOY, str(archive), "", True, True, -3, request=visitor))
-    assert "about" in updates[1] and updates[-1].startswith("Done in"), updates
+    assert updates[-1].startswith("Done in") and "estimated" in updates[-1], updates
     assert "the Neurons tab reads the neurons of layers 0, 1, 2" in updates[-1] and "block 1's SAE" in updates[-1]
     summary, words, gallery, _ = neurons.run_neuron(TOY, -3, 0, visitor)
     assert "of 6 images" in summary and len(gallery) == 6 and words
@@ -508,9 +508,10 @@ def test_a_build_that_fails_unexpectedly_says_so_in_its_status(tmp_path, monkeyp
 
     monkeypatch.setattr(database, "build_bundle", broken)
     updates = list(database.run_build(TOY, str(zip_of(ROOT_EXAMPLES, tmp_path / "photos.zip")), ""))
-    assert updates[0].startswith("**6 images**")
-    assert updates[-1].startswith("⚠️") and "Something went wrong (RuntimeError: disk full)" in shown(updates[-1])
-    assert list(database.run_build(TOY, str(tmp_path / "photos.zip"), ""))[-1].startswith("⚠️")  # lock released
+    assert "6 images" in updates[0]
+    assert updates[-1].startswith("⚠️") and "failed (RuntimeError); the error was logged" in shown(updates[-1])
+    assert not (tmp_path / "home" / "built" / __import__("interpret.paths").paths.visitor_name(None) / "toy").exists()  # what it wrote: removed
+    assert list(database.run_build(TOY, str(tmp_path / "photos.zip"), ""))[-1].startswith("⚠️")  # the line is free
 
 
 def test_every_tab_runs_on_the_attention_pooled_toy_model():
@@ -704,7 +705,7 @@ def test_the_features_tab_trains_a_toy_sae_and_shows_an_image_s_features_and_one
     monkeypatch.setattr(features, "TOY_TRAINING_TOKENS", 30_000)
     monkeypatch.setattr(library, "TOY_TRAINING_TOKENS", 30_000)
     steps = list(features.run_training(TOY, 2, progress=lambda *args, **kwargs: None))
-    assert "about" in steps[0] and "minutes" in steps[0] and steps[-1].startswith("Done: explained variance")
+    assert "of about 4 s" in steps[0] and steps[-1].startswith("Done: explained variance")
     figure, rows, summary = features.run_features(TOY, path, caption, 2, 5)
     assert isinstance(figure, Image.Image) and 1 <= len(rows) <= 5 and "Cosine score" in summary
     assert all(isinstance(row[3], float) and row[4] for row in rows)  # a score change and a name each

@@ -4,11 +4,13 @@ exactly when its component cannot take it."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import gradio as gr
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from gradio.utils import get_upload_folder
 
 from interpret.models import ModelSpec
 from interpret.ui import build_app
@@ -16,10 +18,12 @@ from interpret.ui.arguments import MAX_FIELD_CHARS, Refusal, refused_arguments
 from interpret.ui.common import ANY_INDEX
 
 TOY = ModelSpec("toy", None).label
+UPLOADS = str(Path(get_upload_folder()).resolve())  # where Gradio keeps uploads: the only files an input may name
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers(-10 ** 30, 10 ** 30) | st.floats(allow_nan=True, allow_infinity=True)
     | st.text(max_size=20) | st.sampled_from(["all", "blur", "midpoint", "decomposition", "http://x/a.png"])
-    | st.fixed_dictionaries({"path": st.sampled_from(["/tmp/x.png", "https://x/y.png", ""])}),
+    | st.fixed_dictionaries({"path": st.sampled_from(["/tmp/x.png", "https://x/y.png", "", f"{UPLOADS}/a/x.png",
+                                                     f"{UPLOADS}/../x.png", "/etc/passwd"])}),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
     max_leaves=6)
 
@@ -34,12 +38,12 @@ def endpoints():
 
 def takes(component, value) -> bool:
     """Whether `component` may be sent `value` (the rule the door must keep, written out plainly)."""
-    if value is None:
-        return True
+    if value is None:  # an empty field the page may send; sliders, boxes to tick and radio buttons always have one
+        return not isinstance(component, (gr.Slider, gr.Checkbox, gr.Radio, gr.CheckboxGroup))
     is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if isinstance(component, (gr.Image, gr.File)):
         path = value.get("path") if isinstance(value, dict) else None
-        return isinstance(path, str) and bool(path) and "://" not in path
+        return isinstance(path, str) and path.startswith(UPLOADS + "/") and "://" not in path
     if isinstance(component, gr.Slider):
         return is_number and math.isfinite(value) and component.minimum <= value <= component.maximum
     if isinstance(component, gr.Number):
@@ -57,6 +61,14 @@ def takes(component, value) -> bool:
     return True
 
 
+ALWAYS_SET = (gr.Slider, gr.Checkbox, gr.Radio, gr.CheckboxGroup)  # the page never sends null for these
+
+
+def filler(block_fn) -> list:
+    """Arguments the door lets through: the page's own values where a component always has one, else null."""
+    return [component.value if isinstance(component, ALWAYS_SET) else None for component in block_fn.inputs]
+
+
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_a_value_of_any_kind_in_any_position_is_refused_exactly_when_it_cannot_be_taken(endpoints, data):
@@ -64,7 +76,7 @@ def test_a_value_of_any_kind_in_any_position_is_refused_exactly_when_it_cannot_b
     block_fn = endpoints[name]
     position = data.draw(st.integers(0, len(block_fn.inputs) - 1))
     value = data.draw(JSON_VALUES)
-    arguments = [None] * len(block_fn.inputs)
+    arguments = filler(block_fn)
     arguments[position] = value
     refused = refused_arguments(block_fn, arguments)
     component = block_fn.inputs[position]
@@ -79,7 +91,7 @@ def test_a_value_of_any_kind_in_any_position_is_refused_exactly_when_it_cannot_b
 def test_choices_are_checked_against_the_visitor_s_own(endpoints):
     """A caption's tokens to tick are the visitor's choices (Gradio's session state holds them), not the page's."""
     compare = endpoints["compare_explanations"]
-    arguments = [None] * len(compare.inputs)
+    arguments = filler(compare)
     arguments[4] = "sepia"  # the baseline: blur or mean
     refused = refused_arguments(compare, arguments)
     assert refused is not None and "'sepia' is not one of" in refused.message and "`baseline`" in refused.message
@@ -91,7 +103,7 @@ def test_choices_are_checked_against_the_visitor_s_own(endpoints):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_a_missing_or_extra_argument_or_a_body_that_is_no_list_is_refused(endpoints, count, whole):
     block_fn = endpoints["heads"]
-    refused = refused_arguments(block_fn, [None] * count if whole is None else whole)
+    refused = refused_arguments(block_fn, (filler(block_fn) + [None] * 12)[:count] if whole is None else whole)
     if whole is None and count == len(block_fn.inputs):
         assert refused is None
     else:
@@ -168,3 +180,23 @@ def test_a_link_s_slider_value_out_of_range_is_dropped():
         "tab": "Topic segmentation"}
     assert checked_view({"tab": "Topic segmentation", "opacity": "0.3"}, [], ["Topic segmentation"], linked) == {
         "tab": "Topic segmentation", "opacity": 0.3}
+
+
+def test_a_number_just_past_its_limit_is_shown_as_it_was_sent(endpoints):
+    intervention = endpoints["feature_intervention"]
+    arguments = filler(intervention)
+    position = next(n for n, component in enumerate(intervention.inputs) if isinstance(component, gr.Slider))
+    arguments[position] = 50.000001
+    refused = refused_arguments(intervention, arguments)
+    assert refused is not None and "from 0 to 50; it was 50.000001." in refused.message
+
+
+@given(path=st.sampled_from(["/etc/passwd", __file__, "relative/x.png", "/tmp/x.png"]) | st.text(min_size=1))
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_a_file_reference_that_names_a_server_path_is_refused_with_a_message(endpoints, path):
+    heads = endpoints["heads"]
+    arguments = filler(heads)
+    arguments[1] = {"path": path, "meta": {"_type": "gradio.FileData"}}
+    refused = refused_arguments(heads, arguments)
+    assert refused is not None and refused.position == 1 and "`image_path` (Image)" in refused.message
+    assert "uploaded" in refused.message or "upload" in refused.message

@@ -57,8 +57,9 @@ def test_a_server_path_sent_as_an_upload_is_never_read(server):
     process, url, _ = server
     secret = Path(__file__)  # a file of the server that no client uploaded
     fake = {"path": str(secret), "orig_name": "x.png", "meta": {"_type": "gradio.FileData"}}
-    answer = call(url, "heads", [TOY, fake, "a circle", 5, ""], "prober")
-    assert not answer["success"] and secret.read_text()[:40] not in json.dumps(answer)
+    status, answer = join(url, endpoint_index(url, "heads"), [TOY, fake, "a circle", 5, ""], "prober")
+    assert status == 422 and "must be a file uploaded to this app" in answer  # refused at the door, with why
+    assert secret.read_text()[:40] not in answer
 
 
 def test_hostile_text_comes_back_escaped_from_every_text_endpoint(server):
@@ -117,3 +118,48 @@ def test_the_most_expensive_interaction_the_tab_offers_has_a_bounded_cost(server
     print(f"interaction 0/0 x 50 steps: {seconds:.1f} s, peak +{new_peak - peak:.0f} MiB, "
           f"after +{after - resident:.0f} MiB")
     assert new_peak - peak < 400 and after - resident < 150
+
+
+def scenes_zip(path: Path, count: int, seed: int = 7_000_000) -> Path:
+    """A zip of `count` toy scenes as PNG files (seeds no other test uses)."""
+    import io
+
+    from interpret.toy.train import toy_scene
+
+    with zipfile.ZipFile(path, "w") as writer:
+        for number in range(count):
+            encoded = io.BytesIO()
+            toy_scene(seed + number).image.save(encoded, format="PNG")
+            writer.writestr(f"scene_{number:04d}.png", encoded.getvalue())
+    return path
+
+
+def test_a_visitor_who_leaves_stops_their_build_which_removes_what_it_wrote_and_frees_the_line(server, tmp_path):
+    """A build followed over the queue's stream, then the stream closed (the visitor leaves): within 2 s the build
+    stops and its folders are gone; the next visitor's build runs at once."""
+    import urllib.request
+
+    from interpret.paths import visitor_name
+
+    process, url, indexes = server
+    home = indexes.parent / f"{indexes.name}-home"
+    session = "leaves-half-way"
+    built, uploads = (home / kind / visitor_name(session) / "toy" for kind in ("built", "uploads"))
+    status, answer = join(url, endpoint_index(url, "build_database"),
+                          [TOY, upload(url, scenes_zip(tmp_path / "many.zip", 600)), ""], session)
+    assert status == 200, answer
+    seen = []
+    with urllib.request.urlopen(url + f"gradio_api/queue/data?session_hash={session}", timeout=120) as stream:
+        for line in stream:
+            seen.append(line)
+            if b"Running: " in line and b"images" in line and built.exists():
+                break  # building, its folders written: the visitor closes the page
+    left = time.monotonic()
+    while (built.exists() or uploads.exists()) and time.monotonic() - left < 10:
+        time.sleep(0.05)
+    stopped = time.monotonic() - left
+    assert not built.exists() and not uploads.exists(), seen[-3:]
+    assert stopped < 2.0, stopped
+    done = call(url, "build_database", [TOY, upload(url, scenes_zip(tmp_path / "few.zip", 4)), ""], "comes-next",
+                timeout=120)
+    assert done["success"] and "Done in" in json.dumps(done["output"]), done

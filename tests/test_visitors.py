@@ -249,3 +249,40 @@ def test_a_number_json_cannot_hold_is_refused_before_the_queue(server):
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=60)
     assert refused.value.code == 400 and "parsing the body" in refused.value.read().decode()
+
+
+def post(url: str, body: bytes, headers: dict | None = None) -> tuple[int, str]:
+    request = urllib.request.Request(url, body, {"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_an_event_number_the_page_does_not_have_is_refused_with_the_endpoints(server):
+    for number in (10 ** 6, -1, "x"):
+        body = json.dumps({"data": [], "fn_index": number, "session_hash": "numbers", "event_data": None,
+                           "trigger_id": None}).encode()
+        status, answer = post(server + "gradio_api/queue/join", body)
+        assert status in (404, 422) and ("/heads" in answer or "fn_index" in answer), (number, status, answer)
+
+
+def test_only_the_events_the_api_page_lists_can_be_called_by_name(server):
+    status, answer = rest_call(server, "run_training", [TOY, 1])  # the Features tab's private Train button
+    assert status == 404 and "No endpoint is named 'run_training'" in answer and "/heads" in answer
+    with urllib.request.urlopen(server + "gradio_api/info", timeout=60) as response:
+        listed = json.loads(response.read())["named_endpoints"]
+    assert "/run_training" not in listed and "/heads" in listed
+
+
+def test_null_where_the_page_always_sends_a_value_is_refused_by_name_over_rest(server):
+    image = upload(server, EXAMPLE)
+    status, answer = rest_call(server, "heads", [TOY, image, "a red circle", None, ""])
+    assert status == 422 and "`top`" in answer and "not null" in answer, answer
+
+
+def test_an_mcp_body_nested_too_deeply_is_refused_with_a_message(server):
+    body = ("[" * 100_000 + "]" * 100_000).encode()
+    status, answer = post(server + "gradio_api/mcp/", body, {"Accept": "application/json, text/event-stream"})
+    assert status == 400 and "nested too deeply" in answer, (status, answer[:300])

@@ -10,6 +10,7 @@ import threading
 
 import gradio as gr
 import torch
+from starlette.middleware import Middleware
 
 from ..errors import InterpretError
 from ..limits import ANALYSIS_SLOTS, MAX_UPLOAD_BYTES, QUICK_SLOTS, UPLOAD_LIFETIME_S
@@ -17,7 +18,7 @@ from ..toy.examples import toy_examples
 from . import (atlas, compare, contrastive, database, features, heads, image_neighbours, interactions, models,
                mutual, neurons, property_neighbours, text_neighbours, topic)
 from . import common, links, neighbours, upstream
-from .admission import fair_admission, http_errors
+from .admission import ReadableMcpBodies, fair_admission, http_errors
 from .tools import described
 from .common import (LOOKUP, ImageInput, Shared, choose_default_model, error_text, friendly_errors, log,
                      message_for, model_for, model_summary, offered_models)
@@ -132,7 +133,9 @@ def serve(page: gr.Blocks, mcp: bool | None = None, **launch_options) -> None:
     fair_admission(page)
     threading.Thread(target=upstream.warm_mcp, args=(page,), daemon=True).start()
     page.launch(max_file_size=MAX_UPLOAD_BYTES, theme=common.THEME, css=common.CSS + neighbours.CSS, js=common.JS,
-                mcp_server=mcp_wanted(mcp), app_kwargs={"exception_handlers": http_errors(page)}, **launch_options)
+                mcp_server=mcp_wanted(mcp), app_kwargs={"exception_handlers": http_errors(page),
+                                                       "middleware": [Middleware(ReadableMcpBodies)]},
+                **launch_options)
 
 
 __all__ = ["GROUPS", "build_app", "describe_model", "mcp_wanted", "serve", "warm_up"]

@@ -92,8 +92,10 @@ def fair_admission(page: gr.Blocks) -> None:
 def http_errors(page: gr.Blocks) -> dict:
     """FastAPI exception handlers (for `launch(app_kwargs={"exception_handlers": ...})`) that answer a client's
     mistakes before the queue with a status and a message, where Gradio answered HTTP 500 with no message (and a
-    traceback in the log): an endpoint that does not exist, a body that is not what the route takes (`NaN` as the
-    data, a missing field), an address too long for Gradio to read (`upstream.unreadable_address`)."""
+    traceback in the log): an endpoint that does not exist (or is not listed: `upstream.listed_events_only`), a
+    body that is not what the route takes (`NaN` as the data, a missing field), a body nested too deeply to parse
+    (the MCP library catches only JSON's own errors), an address too long for Gradio to read
+    (`upstream.unreadable_address`)."""
     import httpx
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
@@ -101,10 +103,11 @@ def http_errors(page: gr.Blocks) -> dict:
 
     def unknown_endpoint(request, error) -> JSONResponse:
         names = sorted(f"/{fn.api_name}" for fn in page.fns.values()
-                       if fn.api_name and getattr(fn, "api_visibility", "public") != "private")
+                       if fn.api_name and getattr(fn, "api_visibility", "public") == "public")
         asked = request.path_params.get("api_name", "")
-        return JSONResponse({"detail": f"No endpoint is named {str(asked)[:80]!r}. The endpoints: "
-                                       f"{', '.join(names)} (see /?view=api)."}, status_code=404)
+        what = f"No endpoint is named {str(asked)[:80]!r}" if asked else f"{str(error)[:80]} on this page"
+        return JSONResponse({"detail": f"{what}. The endpoints: {', '.join(names)} (see /?view=api)."},
+                            status_code=404)
 
     def malformed(request, error) -> JSONResponse:
         problems = "; ".join(f"{'.'.join(map(str, problem.get('loc', ())))}: {problem.get('msg', '')}"
@@ -112,5 +115,55 @@ def http_errors(page: gr.Blocks) -> dict:
         return JSONResponse({"detail": f"The request's body is not what this route takes ({problems[:500]}). Send "
                                        "JSON: {\"data\": [one value per argument]}."}, status_code=422)
 
+    def too_deep(request, error) -> JSONResponse:  # json.loads of a body nested 100,000 deep (the MCP route's)
+        return JSONResponse({"detail": "The request's body is nested too deeply to read; send plain JSON: "
+                                       "{\"data\": [one value per argument]}, or an MCP message."}, status_code=400)
+
     return {FnIndexInferError: unknown_endpoint, RequestValidationError: malformed,
-            httpx.InvalidURL: upstream.unreadable_address}
+            httpx.InvalidURL: upstream.unreadable_address, RecursionError: too_deep}
+
+
+class ReadableMcpBodies:
+    """ASGI middleware: an MCP message (a POST under `/gradio_api/mcp`) that JSON cannot read for its nesting (a body
+    nested 100,000 deep: the MCP library catches only `json.JSONDecodeError`, so `RecursionError` became its HTTP 500)
+    is answered HTTP 400 with a message before the MCP server sees it; any other body reaches it as it came."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST" or "/gradio_api/mcp" not in scope["path"]:
+            return await self.app(scope, receive, send)
+        import json
+
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left
+                return
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        try:
+            json.loads(body)
+        except RecursionError:
+            detail = json.dumps({"detail": "The request's body is nested too deeply to read; send an MCP message "
+                                           "as plain JSON."}).encode()
+            await send({"type": "http.response.start", "status": 400,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(detail)).encode())]})
+            await send({"type": "http.response.body", "body": detail})
+            return
+        except ValueError:
+            pass  # not JSON: the MCP server says so itself
+
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)

@@ -96,10 +96,18 @@ def number_problem(value, name: str, component) -> str | None:
         return f"{name} must be a finite number within +-{ANY_NUMBER:,}."
     low, high = getattr(component, "minimum", None), getattr(component, "maximum", None)
     if isinstance(component, gr.Slider) and low is not None and high is not None and not low <= value <= high:
-        return f"{name} must be from {low:g} to {high:g}; it was {value:g}."
+        return f"{name} must be from {low:g} to {high:g}; it was {shown_number(value)}."
     if abs(value) > ANY_NUMBER:
         return f"{name} must be a finite number within +-{ANY_NUMBER:,}."
     return None
+
+
+def shown_number(value: int | float) -> str:
+    """A number as a message shows it: every digit it was sent with (50.000001 is not shown as 50, the limit it
+    broke), whole numbers with thousands separators."""
+    if isinstance(value, int) or value.is_integer() and abs(value) < 1e16:
+        return f"{int(value):,}"
+    return repr(value)
 
 
 def file_problem(value, name: str) -> str | None:
@@ -112,14 +120,31 @@ def file_problem(value, name: str) -> str | None:
     if "://" in path or path.startswith("//"):
         return (f"{name} must be an uploaded file, not an address: this app fetches nothing from the web. Upload "
                 "the file first (POST /gradio_api/upload, or gradio_client's handle_file).")
+    if not uploaded(path):
+        return (f"{name} must be a file uploaded to this app, not a path of the server: upload it first (POST "
+                "/gradio_api/upload, or gradio_client's handle_file) and send the path that answer gives.")
     return None
+
+
+def uploaded(path: str) -> bool:
+    """Whether `path` lies in Gradio's upload folder, the only place its preprocessing reads an input file from
+    (it refused others with an error that carried no message)."""
+    from gradio import utils
+
+    try:
+        return utils.is_in_or_equal(utils.abspath(path), utils.abspath(utils.get_upload_folder()))
+    except (OSError, ValueError):
+        return False
 
 
 def value_problem(value, name: str, component) -> str | None:
     """Why `value` cannot be `component`'s input (named `name`), or None."""
     if isinstance(component, (gr.State, gr.Dataset)):
         return None
-    if value is None:  # an empty field, as the page sends it: the handler says what is missing
+    if value is None:  # an empty field, as the page sends it: the handler says what is missing; a slider, a box to
+        # tick and a choice of radio buttons always have a value on the page
+        if isinstance(component, (gr.Slider, gr.Checkbox, gr.Radio, gr.CheckboxGroup)):
+            return f"{name} must be given (a {type(component).__name__.lower()}'s value), not null."
         return None
     if isinstance(component, (gr.Image, gr.File)):
         if isinstance(component, gr.File) and component.file_count != "single" and isinstance(value, list):

@@ -13,7 +13,7 @@ import threading
 import unicodedata
 from collections import OrderedDict
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import gradio as gr
 import numpy as np
@@ -186,6 +186,24 @@ def in_panel(handler: Callable, outputs: int) -> Callable:
         return (*(result if isinstance(result, tuple) else (result,)), "")
 
     return wrapper
+
+
+def follow_job(job, progress=None) -> Iterator[str]:
+    """A long job's state as a status line, twice a second (its place in line while it waits; the stage, the
+    units done and the time against the estimate while it runs, with the progress bar), then its outcome (a
+    failure or a stop marked as an error). Closing this generator (Gradio does when the visitor leaves) stops
+    following the job: it stops when nobody follows it."""
+    from ..jobs import HEAVY
+
+    for state in HEAVY.follow(job):
+        if state.phase == "done":
+            yield state.outcome
+        elif state.finished:
+            yield error_text(state.outcome)
+        else:
+            if progress is not None and state.phase == "running":
+                progress(state.fraction, desc=state.stage or "working")
+            yield f"**{job.title}**: {state.line()}"
 
 
 def error_text(message: str) -> str:

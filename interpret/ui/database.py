@@ -4,7 +4,6 @@ progress bar. The neighbour tabs search it, in this visitor's session, as soon a
 from __future__ import annotations
 
 import shutil
-import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -15,19 +14,21 @@ from ..archives import extract_images, plan_archive, sample_images
 from ..bundles import BUNDLE_MANIFEST, ESTIMATE_SAMPLES, build_bundle, estimate_build
 from ..errors import InterpretError
 from ..images import list_images, spread_over
+from ..jobs import HEAVY, Job, checkpoint
 from ..limits import BUILT_LIFETIME_S, MAX_BUILD_IMAGES, check_text
 from ..banks import default_bank
 from ..models import layer_index
 from ..neurons import default_neuron_layers
 from ..paths import home, inside, visitor_name
-from .common import LOOKUP, Shared, error_text, escaped, message_for, model_for, page_index
+from .common import LOOKUP, Shared, error_text, escaped, follow_job, message_for, model_for, page_index
 from .tools import described
 
 TITLE = "Build a database"
-BUILD = {"concurrency_id": "build", "concurrency_limit": 1}  # one build at a time on this machine
+# Builds and trainings are jobs of `jobs.HEAVY` (one runs at a time on this machine); their requests follow them, so
+# that each visitor sees their place in line and a visitor who leaves stops theirs: as many as the line holds.
+BUILD = {"concurrency_id": "build", "concurrency_limit": HEAVY.max_waiting + HEAVY.slots}
+JOB_BATCH = 8  # images a batch in a build of the app: a batch is the unit after which a build may stop (< 2 s)
 FOLDERS = {"allowed": False}  # set by `build_app(allow_folders=...)`: a local user may name a server folder
-_building: dict[str, threading.Lock] = {}  # model slug -> held while that model's database is being built
-_registry_lock = threading.Lock()
 
 
 VISITOR_KINDS = ("built", "uploads")  # the folders of INTERPRET_HOME that hold visitors' files
@@ -64,14 +65,18 @@ def session_of(request: gr.Request | None) -> str | None:
 
 
 def run_build(label: str, archive: str | None, folder: str = "", neurons: bool = False, features: bool = False,
-              feature_block: float = 1, request: gr.Request = None, progress=gr.Progress(track_tqdm=True)):
-    """Check the images, say how long the build will take, build the labels and the database (with `neurons`,
-    the directions of the neurons of `neurons.default_neuron_layers`; with `features`, an SAE on the stream after
-    `feature_block`), yielding the status as it goes, and say when the tabs can use them."""
+              feature_block: float = 1, request: gr.Request = None, progress=gr.Progress()):
+    """Check the images, then build the labels and the database (with `neurons`, the directions of the neurons of
+    `neurons.default_neuron_layers`; with `features`, an SAE on the stream after `feature_block`) as a job of the
+    machine's line of long work: the place in line, the estimate and the progress as it goes, and when the tabs
+    can use them. The build stops (and what it wrote is removed) when the visitor leaves; the same build asked
+    for again while it runs is followed, not started twice."""
     try:
-        yield from _build(label, archive, folder, session_of(request), neurons, features, feature_block)
+        job = _submit_build(label, archive, folder, session_of(request), neurons, features, feature_block)
     except Exception as error:  # a user's mistake, or a failure: its message in the status, the app serves on
         yield error_text(message_for(error, "run_build"))
+        return
+    yield from follow_job(job, progress)
 
 
 def check_build(label: str, archive: str | None, folder: str = "") -> tuple:
@@ -93,43 +98,52 @@ def check_build(label: str, archive: str | None, folder: str = "") -> tuple:
     raise InterpretError("Upload a zip file of images first.")
 
 
-def _build(label: str, archive: str | None, folder: str, session: str | None, neurons: bool = False,
-           features: bool = False, feature_block: float = 1):
+def _submit_build(label: str, archive: str | None, folder: str, session: str | None, neurons: bool = False,
+                  features: bool = False, feature_block: float = 1) -> Job:
+    """The build's job in the line of long work (checked before anything is queued): measuring what the images
+    cost, then building, into the visitor's folder; removed again when the job stops half-way."""
     model, source, count, skipped, samples = check_build(label, archive, folder)
     neuron_layers = default_neuron_layers(model) if neurons else []
     feature_layers = [layer_index(page_index(feature_block, "The SAE's block"), model.geometry.layers,
                                   model.label)] if features else []
     bank = default_bank(model.name)
-    note = f" ({len(skipped)} files that are not images skipped: {escaped(', '.join(skipped[:5]))})" if skipped else ""
-    heading = f"**{count:,} image{'s' if count != 1 else ''}**{note} for {model.label}"
-    extra = (" (neurons and SAEs are measured by making them from a few drawn images: up to a minute the first "
-             "time)") if neuron_layers or feature_layers else ""
-    yield f"{heading}: measuring what they cost{extra}..."  # at once: a second or two on a ViT, more with extras
-    seconds, per_image = estimate_build(model, count, bank, samples, neuron_layers, feature_layers)
-    yield f"{heading}: about **{_duration(seconds)}** on this machine ({per_image:.2f} s an image, measured). Building..."
-    with _registry_lock:
-        lock = _building.setdefault(model.slug, threading.Lock())
-    if not lock.acquire(blocking=False):
-        yield error_text(f"A database for {model.label} is being built right now; try again when it is done.")
-        return
-    try:
+    note = (f" ({len(skipped)} file{' that is not an image' if len(skipped) == 1 else 's that are not images'} "
+            f"skipped: {escaped(', '.join(skipped[:5]))})") if skipped else ""
+    heading = f"{count:,} image{'s' if count != 1 else ''}{note} for {model.label}"
+    target, uploads = built_folder(session, model.slug), visitor_folder("uploads", session, model.slug)
+
+    def work(job: Job) -> str:
+        checkpoint("measuring what the images cost")
+        seconds, per_image = estimate_build(model, count, bank, samples, neuron_layers, feature_layers)
+        job.estimate_s = seconds
         started = time.monotonic()
         _forget_old_builds()
         images = source
         if source.suffix.lower() == ".zip":
-            images = visitor_folder("uploads", session, model.slug)
+            images = uploads
             extract_images(source, images, home() / "uploads")
-        target = built_folder(session, model.slug)
         shutil.rmtree(target, ignore_errors=True)  # a build from other images resumes nothing of the last one
-        build_bundle(model, images, target.parent, bank=bank, progress=True, neuron_layers=neuron_layers,
-                     feature_layers=feature_layers)
+        build_bundle(model, images, target.parent, bank=bank, progress=False, batch_size=JOB_BATCH,
+                     neuron_layers=neuron_layers, feature_layers=feature_layers)
         also = ([f"the Neurons tab reads the neurons of layers {', '.join(map(str, neuron_layers))}"]
                 if neuron_layers else []) + ([f"the Features tab, block {feature_layers[0]}'s SAE"]
                                              if feature_layers else [])
-        yield (f"Done in {_duration(time.monotonic() - started)}: {count:,} images of {model.label}. The neighbour "
-               f"tabs (**A database**) now search them{''.join('; ' + line for line in also)}, in this session.")
-    finally:
-        lock.release()
+        return (f"Done in {_duration(time.monotonic() - started)} (estimated {_duration(seconds)}, "
+                f"{per_image:.2f} s an image): **{heading}**. The neighbour tabs (**A database**) now search them"
+                f"{''.join('; ' + line for line in also)}, in this session.")
+
+    def cleanup() -> None:  # a build stopped half-way leaves nothing behind
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.rmtree(uploads, ignore_errors=True)
+
+    key = ("build", session, model.slug, str(source), _stamp(source), tuple(neuron_layers), tuple(feature_layers))
+    return HEAVY.submit(key, f"Building the database of {heading}", work, cleanup, owner=session)
+
+
+def _stamp(source: Path) -> tuple:
+    """What tells two uploads apart without reading them: size and modification time (a folder: its own)."""
+    stat = source.stat()
+    return stat.st_size, stat.st_mtime_ns
 
 
 def _duration(seconds: float) -> str:

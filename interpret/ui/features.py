@@ -11,17 +11,17 @@ import gradio as gr
 from ..errors import ImageError, InterpretError
 from ..archives import original_names
 from ..bundles import model_folder, thumbnail_of
+from ..jobs import HEAVY
 from ..features import (SAE_MANIFEST, TOY_TRAINING_TOKENS, explain_features, feature_writers, features_folder,
                         image_features, intervened_scores, stored_sae, train_features)
-from ..images import load_image
 from ..limits import FEATURE_IMAGES_SHOWN, MAX_FEATURE_STRENGTH, MAX_TOP_FEATURES, check_number
 from ..models import layer_index
 from ..paths import is_toy
 from ..render import heat_thumbnail, maps_side_by_side
 from ..segment import crop_box, upsample
-from .common import (ANALYSIS, QUICK, Shared, connect, escaped, friendly_errors, model_for, page_index, picture_of,
-                     status_box, with_warnings)
-from .database import session_of, visitor_part
+from .common import (QUICK, Shared, connect, escaped, follow_job, friendly_errors, model_for, page_index,
+                     picture_of, status_box, with_warnings)
+from .database import BUILD, session_of, visitor_part
 from .neighbours import gallery_name
 
 TITLE = "Features"
@@ -75,9 +75,9 @@ def run_features(label: str, image_path: str | None, caption: str, layer: float 
     return figure, rows, with_warnings(summary, report.warnings)
 
 
-def _pictures(atlas, folder: Path, feature: int) -> list[tuple[str, float, object]]:
+def _pictures(model, atlas, folder: Path, feature: int) -> list[tuple[str, float, object]]:
     """A feature's top database images that can be read here (the files, else their thumbnails in the model folder
-    `folder`): (name, activation, picture)."""
+    `folder`), as the model reads them (a large photo decoded reduced): (name, activation, picture)."""
     found = []
     for row, value in zip(atlas.top_rows[feature][:FEATURE_IMAGES_SHOWN].tolist(),
                           atlas.top_values[feature][:FEATURE_IMAGES_SHOWN].tolist()):
@@ -87,7 +87,7 @@ def _pictures(atlas, folder: Path, feature: int) -> list[tuple[str, float, objec
         for path in (Path(atlas.root) / name, thumbnail_of(folder, name)):
             try:
                 if path.is_file():
-                    found.append((name, value, load_image(path)))
+                    found.append((name, value, model.read_image(path)))
                     break
             except ImageError:
                 continue
@@ -104,7 +104,7 @@ def run_feature(label: str, layer: float = 1, feature: float = 0, request: gr.Re
     feature = check_number(feature, "The feature", 0, sae.config.features - 1, integer=True)
     if atlas is None:
         raise InterpretError("This SAE has no atlas (top images, names) yet: python -m interpret features describe.")
-    found = _pictures(atlas, folder, feature)
+    found = _pictures(model, atlas, folder, feature)
     gallery, writers, shown = [], [], original_names(atlas.root)
     if found:
         pictures = [picture for _, _, picture in found]
@@ -150,22 +150,26 @@ def run_intervention(label: str, image_path: str | None, caption: str, layer: fl
 
 
 def run_training(label: str, layer: float = 1, progress=gr.Progress()):
-    """Train the toy model's SAE on block `layer` here: the estimate first, then the training with a progress bar."""
+    """Train the toy model's SAE on block `layer` here, as a job of the machine's line of long work: the place in
+    line and the estimate first, then the progress; it stops when nobody waits for it any more, and a second
+    request for the same block follows the training already under way."""
     try:
         model = model_for(label)
         layer = _layer(model, layer)
         if not is_toy(model.name):
             raise InterpretError("SAEs are trained here for the toy models only; for this one: python -m interpret "
                                  f"features train --model {model.name} --layer {layer} --images DIR.")
+
+        def work(job) -> str:
+            report, _ = train_features(model, layer, progress=False)
+            return f"Done: {report.line()}. Press Find the features."
+
+        job = HEAVY.submit(("sae", model.slug, layer), f"Training an SAE on block {layer} of {model.label}", work,
+                           estimate_s=TOY_TRAINING_SECONDS_PER_MILLION * TOY_TRAINING_TOKENS / 1e6)
     except InterpretError as error:
         yield f"**Not trained:** {escaped(str(error))}"
         return
-    seconds = TOY_TRAINING_SECONDS_PER_MILLION * TOY_TRAINING_TOKENS / 1e6
-    yield f"Training an SAE on block {layer} of {model.label}: about {seconds / 60:.0f} minutes on 2 cores..."
-    progress(0, desc="training the SAE")
-    report, _ = train_features(model, layer, progress=False, on_step=lambda used, loss: progress(
-        min(used / TOY_TRAINING_TOKENS, 1.0), desc=f"training the SAE (loss {loss:.3f})"))
-    yield f"Done: {report.line()}. Press Find the features."
+    yield from follow_job(job, progress)
 
 
 def build(shared: Shared) -> None:
@@ -186,7 +190,7 @@ def build(shared: Shared) -> None:
     shared.link(TITLE, layer=layer, top=top)
     connect(button.click, run_features, [shared.model, shared.image, shared.caption, layer, top],
             [figure, table, summary], status, api_name="features", pool=QUICK)
-    train.click(run_training, [shared.model, layer], summary, api_visibility="private", **ANALYSIS)
+    train.click(run_training, [shared.model, layer], summary, api_visibility="private", **BUILD)
 
     gr.Markdown("### One feature")
     with gr.Row():

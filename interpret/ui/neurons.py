@@ -12,7 +12,6 @@ from PIL import Image
 from ..archives import original_names
 from ..bundles import model_folder, thumbnail_of
 from ..errors import ImageError, InterpretError
-from ..images import load_image
 from ..limits import MAX_TOP_NEURONS, NEURON_IMAGES_SHOWN, check_number
 from ..neurons import (NEURON_MANIFEST, explain_neurons, mlp_layer, neuron_activations, neurons_folder,
                        second_order_effects, stored_directions)
@@ -83,13 +82,14 @@ def run_neurons(label: str, image_path: str | None, caption: str, layer: float =
     return figure, rows, carriers, with_warnings(summary, report.warnings)
 
 
-def _database_picture(directions, folder: Path, name: str) -> Image.Image | None:
-    """A database image by its name in `directions`: the file where the directions were computed, else its
-    thumbnail in the model folder `folder` they were read from (a bundle), else None."""
+def _database_picture(model, directions, folder: Path, name: str) -> Image.Image | None:
+    """A database image by its name in `directions`, as the model reads it (`ClipModel.read_image`: a large photo
+    decoded reduced): the file where the directions were computed, else its thumbnail in the model folder `folder`
+    they were read from (a bundle), else None."""
     for path in (Path(directions.root) / name, thumbnail_of(folder, name)):
         try:
             if path.is_file():
-                return load_image(path)
+                return model.read_image(path)
         except ImageError:
             continue
     return None
@@ -107,7 +107,7 @@ def run_neuron(label: str, layer: float = -3, neuron: float = 0, request: gr.Req
     names = [directions.names[row] for row in directions.top_rows[neuron][:NEURON_IMAGES_SHOWN].tolist()]
     norms = directions.top_norms[neuron][:NEURON_IMAGES_SHOWN].tolist()
     found = [(name, norm, picture) for name, norm in zip(names, norms)
-             if (picture := _database_picture(directions, folder, name)) is not None]
+             if (picture := _database_picture(model, directions, folder, name)) is not None]
     gallery, shares, shown = [], None, original_names(directions.root)
     if found:
         pictures = [picture for _, _, picture in found]

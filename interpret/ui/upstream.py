@@ -22,6 +22,12 @@
   session closes, its server-to-client stream's reader is closed under the writer, which logs the
   `anyio.ClosedResourceError` as an error. `QuietSessionEnds` drops exactly that record from the log.
 
+- **Events the API page does not list, called by name; an unknown event number** (Gradio 6.31,
+  `route_utils.get_fn`): every event has a name (a private one its handler's, `run_training`), and `/call/<name>`,
+  `/run/<name>` and gradio_client reached private ones too; `/queue/join` with an `fn_index` the page does not
+  have raised `KeyError` (HTTP 500, a traceback). `listed_events_only()` finds by name only the events the API
+  page lists, and answers an unknown number as an unknown name (HTTP 404 with the endpoints, `admission`).
+
 (open_clip's tokenizer, whose cache of words only grew, is bounded where a model is loaded: `models.ClipModel`.)
 
 `install()` applies them all; `serve` calls it before the page is launched.
@@ -249,11 +255,34 @@ class QuietSessionEnds(logging.Filter):
         return not (ended and record.getMessage() == "Error in standalone SSE writer")
 
 
+def listed_events_only() -> None:
+    """`route_utils.get_fn` (how every route finds the event a request names) as said above."""
+    from gradio import route_utils
+
+    if getattr(route_utils.get_fn, "listed_only", False):
+        return
+    get_fn = route_utils.get_fn
+
+    def listed_get_fn(blocks, api_name, body):
+        if body.fn_index is None and api_name is not None:
+            for fn in blocks.fns.values():
+                if fn.api_name == api_name and getattr(fn, "api_visibility", "public") != "public":
+                    raise route_utils.FnIndexInferError(f"No listed endpoint is named {api_name}")
+        try:
+            return get_fn(blocks, api_name, body)
+        except (KeyError, TypeError):  # an fn_index the page does not have (or one that is not a number)
+            raise route_utils.FnIndexInferError(f"No event number {str(body.fn_index)[:40]}") from None
+
+    listed_get_fn.listed_only = True
+    route_utils.get_fn = listed_get_fn
+
+
 def install() -> None:
     """Every mend above."""
     import gradio.mcp
 
     whole_outputs()
+    listed_events_only()
     stream_log = logging.getLogger("mcp.server.streamable_http")
     if not any(isinstance(existing, QuietSessionEnds) for existing in stream_log.filters):
         stream_log.addFilter(QuietSessionEnds())
