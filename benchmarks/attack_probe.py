@@ -417,15 +417,16 @@ def server_cpu_s(process) -> float:
     return (int(fields[11]) + int(fields[12])) / 100  # clock ticks (100 a second on Linux)
 
 
-def follow_until(url: str, session: str, wanted: bytes, timeout: float = 120) -> bytes:
-    """Read `session`'s queue stream until a line holds `wanted`, then close it (the visitor leaves)."""
+def follow_until(url: str, session: str, wanted: bytes, timeout: float = 120, also=lambda: True) -> bytes:
+    """Read `session`'s queue stream until a line holds `wanted` (and `also()` holds), then close it (the visitor
+    leaves)."""
     import urllib.parse
 
     address = url + "gradio_api/queue/data?session_hash=" + urllib.parse.quote(session, safe="")
     deadline = time.monotonic() + timeout
     with urllib.request.urlopen(address, timeout=timeout) as stream:
         for line in stream:
-            if wanted in line or b"process_completed" in line or time.monotonic() > deadline:
+            if wanted in line and also() or b"process_completed" in line or time.monotonic() > deadline:
                 return line
     return b""
 
@@ -455,12 +456,12 @@ def long_work(probe: Probe, rng: random.Random) -> None:
         session = "leaves"
         built = home / "built" / visitor_name(session) / "toy"
         status, answer = join(url, endpoint_index(url, "build_database"), [TOY, upload(url, scenes), ""], session)
-        follow_until(url, session, b"images ")  # building: then the page is closed
+        follow_until(url, session, b"Running: ", also=built.exists)  # building: then the page is closed
         left = time.monotonic()
         while built.exists() and time.monotonic() - left < 10:
             time.sleep(0.05)
         gone = time.monotonic() - left
-        return status == 200 and not built.exists() and gone < 2, f"stopped and removed in {gone:.2f} s"
+        return status == 200 and not built.exists() and gone < 2, f"stopped and removed {gone:.2f} s after leaving"
     probe.case("long", "a visitor leaves their build half-way", leaves_half_way)
 
     def eight_leave():

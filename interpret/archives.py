@@ -26,7 +26,8 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from .errors import InterpretError
-from .images import IMAGE_SUFFIXES, spread_over
+from .images import IMAGE_SUFFIXES, reduced_copy, spread_over
+from .jobs import checkpoint
 from .limits import (MAX_ARCHIVE_BYTES, MAX_BUILD_IMAGES, MAX_COMPRESSION_RATIO, MAX_IMAGE_BYTES, MAX_MEMBER_DEPTH,
                      MAX_MEMBER_NAME_CHARS, MB)
 from .paths import inside
@@ -75,11 +76,14 @@ def plan_archive(path: str | Path) -> tuple[list[zipfile.ZipInfo], list[str]]:
     return images, skipped
 
 
-def extract_images(path: str | Path, target: str | Path, root: str | Path) -> tuple[int, list[str]]:
+def extract_images(path: str | Path, target: str | Path, root: str | Path, short_side: int | None = None
+                   ) -> tuple[int, list[str]]:
     """Extract the archive's images (checked whole by `plan_archive` first) into `target`, a folder strictly
     inside `root`, which is replaced only once every image is out and checked. Returns (images extracted,
     members skipped as not images). Each file is written with at most its declared size: an archive that lies
-    about sizes cannot write more."""
+    about sizes cannot write more. With `short_side` (a model's `reading_side`), a large picture of a format that
+    cannot be decoded reduced is kept at that size (`images.reduced_copy`), under its own name: every later pass
+    reads it as fast as a small one."""
     images, skipped = plan_archive(path)
     target = inside(target, root)
     partial = inside(target.parent / f".partial-{uuid.uuid4().hex}", root)
@@ -90,7 +94,10 @@ def extract_images(path: str | Path, target: str | Path, root: str | Path) -> tu
             for number, member in enumerate(images):
                 name = extracted_name(number, member.filename)
                 names[name] = shown_name(member.filename)
+                checkpoint()  # a unit of a build's work
                 _extract(archive, member, partial / name)
+                if short_side is not None and (smaller := reduced_copy(partial / name, short_side)) is not None:
+                    (partial / name).write_bytes(smaller)
         (partial / NAMES_FILE).write_text(json.dumps(names, ensure_ascii=False), encoding="utf-8")
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, RuntimeError,
             NotImplementedError) as error:

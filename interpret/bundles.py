@@ -222,16 +222,20 @@ PASSES = {"neurons": 2, "features": 3}  # passes that read the images: a layer's
 
 def _handling_cost(model: ClipModel, samples: Sequence, reads: int) -> float:
     """Seconds an image for what the build does with each picture itself, measured on `samples` (one that cannot
-    be read is left out: the build skips it too): checking that it can be read (decoded small), reading and
-    preprocessing it as the model reads it `reads` times (once a pass over the images), and its thumbnail."""
+    be read is left out: the build skips it too): a zip's member extracted (`archives.extract_images`: a large
+    picture that cannot be decoded reduced kept at the model's size), checking that it can be read (decoded small),
+    reading and preprocessing it as the model reads it `reads` times (once a pass over the images), and its
+    thumbnail."""
     import io
 
-    from .images import CHECK_SIDE, load_image
+    from .images import CHECK_SIDE, load_image, reduced_copy
 
     spent, measured = 0.0, 0
     for sample in samples:
         try:
             started = time.perf_counter()
+            if isinstance(sample, bytes):  # a zip's member: extracted at the model's size when it is much larger
+                sample = reduced_copy(sample, model.reading_side) or sample
             load_image(sample, max_side=CHECK_SIDE)
             checked = time.perf_counter()
             model.preprocess(model.read_image(sample))

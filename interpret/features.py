@@ -374,6 +374,16 @@ def _initialise(sae: SparseAutoencoder, sample: torch.Tensor, decoder_bias: str)
     sae.unit_decoder()
     sae.W_enc.data.copy_(sae.W_dec.data.T)
     sae.b_dec.data.copy_(centre)
+    # The encoder's scale: data-point rows fire together and strongly (k unit rows each read with the input's whole
+    # norm), so the first reconstruction was tens of times too long (explained variance -458 after a short
+    # training). The features scale with the encoder (TopK and ReLU alike), so the scale that reconstructs the
+    # sample best in least squares is one number: the encoder starts there.
+    written = sae.decode(sae.activate(sae.pre_activations(sample))) - sae.b_dec
+    wanted = sample - sae.b_dec
+    fit = float((written * wanted).sum() / (written * written).sum().clamp(min=1e-12))
+    if fit > 0:
+        sae.W_enc.data.mul_(fit)
+        sae.b_enc.data.mul_(fit)
 
 
 @torch.no_grad()

@@ -221,6 +221,26 @@ def _to_rgb(image: Image.Image, top: float | None = None) -> Image.Image:
     return image.convert("RGB")
 
 
+DECODED_REDUCED = ("JPEG", "MPO")  # formats Pillow decodes at 1/2, 1/4 or 1/8 scale (`Image.draft`)
+
+
+def reduced_copy(source: str | Path | bytes, short_side: int) -> bytes | None:
+    """A PNG of the picture at `short_side` (upright, RGB) when it is much larger than that and of a format that
+    cannot be decoded reduced (a 24-megapixel PNG costs seconds each time it is read; a JPEG is decoded reduced
+    anyway); None when the picture is fine as it is or cannot be read (its reader then says why)."""
+    try:
+        stream = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else open(source, "rb")
+        with stream, Image.open(stream, formats=OPENED_FORMATS) as header:
+            if header.format in DECODED_REDUCED or min(header.size) <= 2 * short_side:
+                return None
+        picture = load_image(source, short_side=short_side)
+    except (ImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+    encoded = io.BytesIO()
+    picture.save(encoded, format="PNG", compress_level=1)
+    return encoded.getvalue()
+
+
 def spread_over(items: list, count: int) -> list:
     """At most `count` of `items`, evenly spread over them (the first among them): a sample of a set of images."""
     return items[::max(1, len(items) // max(count, 1))][:count]

@@ -194,3 +194,30 @@ def test_removing_or_adding_a_feature_runs_the_rest_of_the_tower_on_the_changed_
     assert not torch.allclose(removed[0], base)
     _, added = intervened_scores(model, sae, batch, texts, [feature], strength=2.0)
     assert added.shape == (1, 1, 2) and not torch.allclose(added[0], base)
+
+
+def test_an_sae_trained_on_images_whose_last_ones_are_unreadable_holds_out_among_those_read(tmp_path):
+    """The held-out images are chosen among what could be read: a folder whose last files (by name) are damaged
+    still trains and reports its reconstruction on images of its own."""
+    from interpret.features import HOLD_OUT_EVERY, train_features
+    from interpret.models import load_model
+    from interpret.toy.train import toy_scene
+
+    model = load_model("toy", None, "cpu")
+    for number in range(24):
+        toy_scene(9_100_000 + number).image.save(tmp_path / f"a_{number:03d}.png")
+    for number in range(4):
+        (tmp_path / f"z_{number}.png").write_bytes(b"\x89PNG\r\n\x1a\n damaged")
+    report, folder = train_features(model, 1, images=tmp_path, tokens=2_000, features=256, bank="toy",
+                                    out=tmp_path / "out", progress=False)
+    assert report.tokens >= 1_000 and report.explained_variance > 0.5  # was -254 with the old start (issue 42)
+    assert json.loads((folder / "sae.json").read_text())["report"]["features"] == 256
+    assert HOLD_OUT_EVERY == 10  # 2 of the 24 readable images held out
+
+
+def test_token_state_passes_hold_a_bounded_number_of_bytes(tiny_model):
+    from interpret.features import TOKEN_BLOCK_BYTES, images_within
+
+    for per_token in (1, 64, 16 * 768, 10 ** 9):
+        count = images_within(tiny_model, per_token)
+        assert count >= 1 and (count == 1 or count * tiny_model.geometry.tokens * per_token * 4 <= TOKEN_BLOCK_BYTES)

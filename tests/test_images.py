@@ -101,3 +101,24 @@ def test_bad_array_shape():
 def test_wrong_type():
     with pytest.raises(ImageError, match="Expected an image"):
         load_image(42)
+
+
+def test_a_large_picture_is_read_at_the_size_a_model_needs_and_a_large_png_extracted_smaller(tmp_path):
+    import io
+
+    from PIL import Image
+
+    from interpret.images import load_image, reduced_copy
+
+    photo = Image.new("RGB", (4000, 3000), (200, 40, 40))
+    photo.save(tmp_path / "big.jpg", quality=90)
+    photo.save(tmp_path / "big.png")
+    for name in ("big.jpg", "big.png"):
+        read = load_image(tmp_path / name, short_side=448)
+        assert min(read.size) == 448 and abs(read.size[0] / read.size[1] - 4 / 3) < 0.01
+    assert reduced_copy(tmp_path / "big.jpg", 224) is None  # a JPEG is decoded reduced anyway
+    smaller = Image.open(io.BytesIO(reduced_copy(tmp_path / "big.png", 224)))
+    assert smaller.format == "PNG" and min(smaller.size) == 224 and smaller.getpixel((5, 5)) == (200, 40, 40)
+    assert reduced_copy((tmp_path / "big.png").read_bytes()[:1000], 224) is None  # damaged: its reader says why
+    Image.new("RGB", (300, 300)).save(tmp_path / "small.png")
+    assert reduced_copy(tmp_path / "small.png", 224) is None

@@ -121,7 +121,7 @@ def _submit_build(label: str, archive: str | None, folder: str, session: str | N
         images = source
         if source.suffix.lower() == ".zip":
             images = uploads
-            extract_images(source, images, home() / "uploads")
+            extract_images(source, images, home() / "uploads", model.reading_side)
         shutil.rmtree(target, ignore_errors=True)  # a build from other images resumes nothing of the last one
         build_bundle(model, images, target.parent, bank=bank, progress=False, batch_size=JOB_BATCH,
                      neuron_layers=neuron_layers, feature_layers=feature_layers)
