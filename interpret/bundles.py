@@ -81,7 +81,7 @@ def build_bundle(model: ClipModel, images: str | Path, out: str | Path, bank: st
                                                   progress=progress), texts).save(neurons_folder(folder, layer))
     for layer in feature_layers:
         train_features(model, layer, images=images, bank=bank, out=folder, engine=engine, progress=progress,
-                       batch_size=batch_size)
+                       batch_size=batch_size, replace=True)  # a bundle's build makes its SAEs again
     manifest = {"model": model.name, "pretrained": model.pretrained, "label": model.label,
                 "weights_sha256": model.weights_hash, "open_clip": open_clip.__version__, "images": report.count,
                 "skipped": len(report.skipped), "bank": Path(bank).name if bank not in ("general", "toy") else bank,

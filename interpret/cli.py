@@ -481,12 +481,14 @@ def _feature_images(args: argparse.Namespace, model) -> Path:
 
 
 def _train_features(args: argparse.Namespace, model, layer: int) -> None:
-    from .features import train_features
+    from .features import MIN_EXPLAINED_VARIANCE, train_features
 
     report, folder = train_features(model, layer, images=args.images, tokens=args.tokens, k=args.k,
                                     features=args.features, activation=args.activation, bank=args.bank,
-                                    out=args.out, engine=_engine(args))
-    print(f"{model.label}: an SAE on the stream after block {layer}: {report.line()} -> {folder}")
+                                    out=args.out, engine=_engine(args), replace=args.replace)
+    poor = report.explained_variance < MIN_EXPLAINED_VARIANCE
+    print(f"{model.label}: an SAE on the stream after block {layer}: {report.line()} -> {folder}"
+          + (f" (poor: below {MIN_EXPLAINED_VARIANCE} of the variance explained; train on more tokens)" if poor else ""))
 
 
 def _load_features(args: argparse.Namespace, model, layer: int) -> None:
@@ -932,6 +934,7 @@ def build_parser() -> argparse.ArgumentParser:
     features.add_argument("--source", help="load: an SAE's folder or hf://ORG/REPO[/SUBFOLDER]")
     features.add_argument("--out", help="the model folder the SAE is stored in and read from (default: "
                                         "indexes/<model>, or its bundle)")
+    features.add_argument("--replace", action="store_true", help="train: replace an SAE stored there already")
     _add_engine_arguments(features)
     features.set_defaults(run=_features)
 

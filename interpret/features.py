@@ -722,6 +722,7 @@ def stored_sae(model: ClipModel, layer: int, folder: str | Path | None = None
         sae, manifest = SparseAutoencoder.load(folder)
         if manifest.get("weights_sha256") not in (None, model.weights_hash):
             raise InterpretError(f"The SAE in {folder} was trained on other weights than {model.label}'s.")
+        sae.report = manifest.get("report")  # how it was trained and how well it reconstructs (trained here)
         try:
             return sae, FeatureAtlas.load(folder)
         except InterpretError:
@@ -884,6 +885,26 @@ def _saev(checkpoint: Path, folder: Path, model: ClipModel, layer: int | None) -
 # --- the whole of it: train and describe, an image's features -----------------------------------------------------
 
 TOY_TRAINING_TOKENS = 1_000_000  # token states the toy models' SAEs train on (about 15,000 fresh scenes)
+MIN_EXPLAINED_VARIANCE = 0.5  # an SAE that explains less of held-out states is no model's default
+FEW_TOKENS_PER_FEATURE = 10  # an SAE trained on fewer tokens than this a feature: its features say little
+
+
+def provenance(sae: SparseAutoencoder) -> tuple[str, str | None]:
+    """(what an SAE was trained on and how well it reconstructs, in words; a warning when that is too little to
+    trust its features, or None)."""
+    report = getattr(sae, "report", None)
+    if not report:
+        return sae.config.source, None
+    tokens, variance = int(report.get("tokens", 0)), float(report.get("explained_variance", 0.0))
+    said = (f"trained here on {tokens:,} tokens; it explains {variance:.2f} of the variance of held-out token "
+            "states")
+    if tokens < FEW_TOKENS_PER_FEATURE * sae.config.features:
+        return said, (f"This SAE was trained on {tokens:,} tokens for {sae.config.features:,} features (fewer than "
+                      f"{FEW_TOKENS_PER_FEATURE} a feature): its features and their names say little; build it from "
+                      "more images.")
+    if variance < MIN_EXPLAINED_VARIANCE:
+        return said, f"This SAE explains only {variance:.2f} of the variance: its features say little."
+    return said, None
 
 
 def default_feature_layer(model: ClipModel) -> int:
@@ -901,13 +922,15 @@ def describe_features(model: ClipModel, sae: SparseAutoencoder, images, bank, en
 def train_features(model: ClipModel, layer: int, images: str | Path | None = None, tokens: int | None = None,
                    k: int = 32, features: int | None = None, activation: str = "topk", bank: str | None = None,
                    out: str | Path | None = None, engine=None, progress: bool = True,
-                   on_step: Callable[[int, float], None] | None = None, batch_size: int = 32
-                   ) -> tuple[SaeReport, Path]:
+                   on_step: Callable[[int, float], None] | None = None, batch_size: int = 32,
+                   replace: bool = False) -> tuple[SaeReport, Path]:
     """Train an SAE on the stream after block `layer` (the images below `images`, every token once, or, for the toy
     models without `images`, `TOY_TRAINING_TOKENS` of fresh toy scenes), report its reconstruction on other images
     (1,000 other toy scenes, or the images' last tenth), describe its features over the model's database images (the
-    toy's scenes, or `images`) with `bank`, and store both in `out` (default: the model's folder). Returns (the
-    report, the folder)."""
+    toy's scenes, or `images`) with `bank`, and store both in `out` (default: the model's folder). An SAE stored
+    there already is replaced only with `replace` (refused before any work otherwise); one whose explained variance
+    on the held-out tokens is below `MIN_EXPLAINED_VARIANCE` is not stored as the model's own (only where `out`
+    names). Returns (the report, the folder)."""
     from .banks import bank_named, default_bank
     from .bundles import model_folder
     from .engines import LocalEngine, run_blocks
@@ -917,6 +940,10 @@ def train_features(model: ClipModel, layer: int, images: str | Path | None = Non
 
     layer = layer_index(layer, model.geometry.layers, model.label)
     width = model.geometry.width
+    folder = features_folder(out or model_folder(model), layer)
+    if (folder / SAE_MANIFEST).is_file() and not replace:
+        raise InterpretError(f"An SAE of block {layer} is stored in {folder} already; give another out folder, or "
+                             "replace=True (--replace) to train over it.")
     if images is None:
         if not is_toy(model.name):
             raise InterpretError("Give the images to train the SAE on (a folder).")
@@ -936,9 +963,12 @@ def train_features(model: ClipModel, layer: int, images: str | Path | None = Non
     held_out = [states.reshape(-1, width) for states in held_out if len(states)]
     report = training if not held_out else dataclasses.replace(evaluate_sae(sae, held_out), tokens=training.tokens,
                                                                seconds=training.seconds)
+    if out is None and report.explained_variance < MIN_EXPLAINED_VARIANCE:
+        raise InterpretError(f"This SAE explains {report.explained_variance:.2f} of the variance of held-out token "
+                             f"states (below {MIN_EXPLAINED_VARIANCE}): not stored as {model.label}'s SAE of block "
+                             f"{layer}. Train on more tokens or images, or give an out folder to keep it anyway.")
     atlas = describe_features(model, sae, described, bank_named(bank or default_bank(model.name)), engine,
                               progress, batch_size)
-    folder = features_folder(out or model_folder(model), layer)
     sae.save(folder, model=model.label, weights_sha256=model.weights_hash, report=dataclasses.asdict(report))
     atlas.save(folder)
     return report, folder

@@ -711,7 +711,9 @@ def test_the_features_tab_trains_a_toy_sae_and_shows_an_image_s_features_and_one
     assert all(isinstance(row[3], float) and row[4] for row in rows)  # a score change and a name each
     summary, gallery, writers = features.run_feature(TOY, 2, rows[0][0])
     assert f"Feature {rows[0][0]} of block 2" in summary and gallery and writers
-    assert writers[0][0].startswith("head ") and any(row[0].startswith("neuron ") for row in writers)
+    assert any(row[0].startswith("head ") for row in writers) and any(row[0].startswith("neuron ") for row in writers)
+    assert [abs(row[1]) for row in writers] == sorted((abs(row[1]) for row in writers), reverse=True)  # largest first
+    assert "trained here on 30,0" in summary and "explains 0." in summary  # where it comes from, how well it fits
     removed = features.run_intervention(TOY, path, caption, 2, rows[0][0], 0)
     added = features.run_intervention(TOY, path, caption, 2, rows[0][0], 5)
     assert "removed from every token" in removed and "added at every token (5)" in added

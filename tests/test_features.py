@@ -221,3 +221,24 @@ def test_token_state_passes_hold_a_bounded_number_of_bytes(tiny_model):
     for per_token in (1, 64, 16 * 768, 10 ** 9):
         count = images_within(tiny_model, per_token)
         assert count >= 1 and (count == 1 or count * tiny_model.geometry.tokens * per_token * 4 <= TOKEN_BLOCK_BYTES)
+
+
+def test_a_stored_sae_is_replaced_only_when_asked_and_a_poor_one_is_no_model_s_default(tmp_path, monkeypatch):
+    from interpret import features
+    from interpret.bundles import model_folder
+    from interpret.models import load_model
+    from tests.local_server import tree_digest
+
+    model = load_model("toy", None, "cpu")
+    report, folder = features.train_features(model, 2, tokens=3_000, out=tmp_path, progress=False)
+    assert report.explained_variance > 0.5
+    written = tree_digest(folder)
+    with pytest.raises(InterpretError, match="stored in .* already; give another out folder, or replace=True"):
+        features.train_features(model, 2, tokens=3_000, out=tmp_path, progress=False)
+    assert tree_digest(folder) == written
+    own = model_folder(model) / "features" / "layer-02"
+    before = tree_digest(own) if own.is_dir() else {}
+    monkeypatch.setattr(features, "MIN_EXPLAINED_VARIANCE", 1.01)
+    with pytest.raises(InterpretError, match="not stored as toy .*'s SAE of block 2"):
+        features.train_features(model, 2, tokens=3_000, progress=False, replace=True)
+    assert (tree_digest(own) if own.is_dir() else {}) == before

@@ -13,7 +13,7 @@ from ..archives import original_names
 from ..bundles import model_folder, thumbnail_of
 from ..jobs import HEAVY
 from ..features import (SAE_MANIFEST, TOY_TRAINING_TOKENS, explain_features, feature_writers, features_folder,
-                        image_features, intervened_scores, stored_sae, train_features)
+                        image_features, intervened_scores, provenance, stored_sae, train_features)
 from ..limits import FEATURE_IMAGES_SHOWN, MAX_FEATURE_STRENGTH, MAX_TOP_FEATURES, check_number
 from ..models import layer_index
 from ..paths import is_toy
@@ -25,6 +25,7 @@ from .database import BUILD, session_of, visitor_part
 from .neighbours import gallery_name
 
 TITLE = "Features"
+DENSE_FREQUENCY = 0.1  # a feature that fires on more of all tokens than this is dense: its name says little
 TOY_TRAINING_SECONDS_PER_MILLION = 120  # measured on 2 cores (benchmarks/bench_features.py), for the estimate
 
 
@@ -33,13 +34,17 @@ def _layer(model, layer: float) -> int:
 
 
 def _sae(model, layer: int, session: str | None):
-    """(the SAE on block `layer`, its atlas or None, the model folder they are in): the visitor's own (built with
-    their database, in this session), else the model's."""
+    """(the SAE on block `layer`, its atlas or None, the model folder they are in, where it comes from and what it
+    was trained on in words, a warning or None): the visitor's own (built with their database, in this session),
+    else the model's."""
     own = visitor_part(session, model.slug, lambda folder: features_folder(folder, layer) / SAE_MANIFEST)
     try:
-        return (*stored_sae(model, layer, own), own or model_folder(model))
+        sae, atlas = stored_sae(model, layer, own)
+        trained, warning = provenance(sae)
+        where = "your database's, this session" if own else f"{model.label}'s own"
+        return sae, atlas, own or model_folder(model), f"{where}; {trained}", warning
     except InterpretError:
-        how = ("press Train an SAE on this layer below" if is_toy(model.name) else
+        how = ("press Train an SAE on this layer (beside Find the features)" if is_toy(model.name) else
                "the Build a database tab trains one on a zip of your images, for your session; or python -m "
                f"interpret features train --model {model.name} --layer {layer} --images DIR (or load "
                "ViT-Prisma's or saev's: features load --source ...)")
@@ -56,7 +61,7 @@ def run_features(label: str, image_path: str | None, caption: str, layer: float 
     layer = _layer(model, layer)
     if caption:
         model.tokenize(caption)
-    sae, atlas, _ = _sae(model, layer, session_of(request))
+    sae, atlas, _, origin, warning = _sae(model, layer, session_of(request))
     picture = picture_of(image_path)
     report = explain_features(model, picture, caption or None, layer, top, sae, atlas)
     box = crop_box(model, picture.size)
@@ -67,12 +72,12 @@ def run_features(label: str, image_path: str | None, caption: str, layer: float 
     rows = [[feature, round(float(report.peaks[i]), 4), int(report.patches[i]),
              round(float(report.changes[i]), 5) if report.changes is not None else "",
              report.names[i] if report.names else ""] for i, feature in enumerate(report.features)]
-    summary = (f"The {len(rows)} features of the SAE on block {layer}'s output ({sae.config.features} features, "
-               f"{escaped(sae.config.source)}) that fire most on the picture (their largest activation on a patch). "
+    summary = (f"The {len(rows)} features of the SAE on block {layer}'s output ({sae.config.features} features; "
+               f"{escaped(origin)}) that fire most on the picture (their largest activation on a patch). "
                + (f"Cosine score of the caption **{report.cosine:+.4f}**; the last column is its change when the "
                   "feature is taken out of every token where it fires." if report.cosine is not None else
                   "Type a caption to see what removing each does to its score."))
-    return figure, rows, with_warnings(summary, report.warnings)
+    return figure, rows, with_warnings(summary, report.warnings + ([warning] if warning else []))
 
 
 def _pictures(model, atlas, folder: Path, feature: int) -> list[tuple[str, float, object]]:
@@ -100,7 +105,7 @@ def run_feature(label: str, layer: float = 1, feature: float = 0, request: gr.Re
     whose outputs write its pre-activation there."""
     model = model_for(label)
     layer = _layer(model, layer)
-    sae, atlas, folder = _sae(model, layer, session_of(request))
+    sae, atlas, folder, origin, warning = _sae(model, layer, session_of(request))
     feature = check_number(feature, "The feature", 0, sae.config.features - 1, integer=True)
     if atlas is None:
         raise InterpretError("This SAE has no atlas (top images, names) yet: python -m interpret features describe.")
@@ -117,15 +122,19 @@ def run_feature(label: str, layer: float = 1, feature: float = 0, request: gr.Re
         writers = [[f"head {l}.{h}", round(v, 4)] for l, h, v in parts.top_heads(6)]
         writers += [[f"neuron {l}.{n}", round(v, 4)] for l, n, v in parts.top_neurons(6)]
         writers += [["embedding layer", round(parts.embedding, 4)], ["biases", round(parts.rest, 4)]]
+        writers.sort(key=lambda row: -abs(row[1]))  # largest first, whatever writes it
     text, tag, score = atlas.labels[feature] if atlas.labels else ("", "", 0.0)
-    summary = (f"**Feature {feature} of block {layer}**: named **{escaped(text) or '(none)'}** ({escaped(tag)}, "
-               f"cosine {score:+.3f} with what its top images share; bank: {escaped(atlas.bank or 'none')}). It fires "
-               f"on {float(atlas.frequency[feature]):.2%} of the tokens of {atlas.count} images, "
-               f"{float(atlas.mean_activation[feature]):.3f} on average where it fires. The gallery: its top "
+    frequency = float(atlas.frequency[feature])
+    dense = (f" It fires on {frequency:.1%} of all tokens: a dense feature, whose name says little of what it "
+             "does." if frequency > DENSE_FREQUENCY else "")
+    summary = (f"**Feature {feature} of block {layer}** ({escaped(origin)}): named **{escaped(text) or '(none)'}** "
+               f"({escaped(tag)}, cosine {score:+.3f} with what its top images share; bank: "
+               f"{escaped(atlas.bank or 'none')}). It fires on {frequency:.2%} of the tokens of {atlas.count} images, "
+               f"{float(atlas.mean_activation[feature]):.3f} on average where it fires.{dense} The gallery: its top "
                f"{len(gallery)} images (activation · file) and where it fires; the table: the parts of its "
-               "pre-activation (averaged over the tokens where it fires on them) that the heads and neurons write, "
-               "largest first (they add up exactly, with the embedding layer and the biases).")
-    return summary, gallery, writers
+               "pre-activation (averaged over the tokens where it fires on them) that the heads, neurons, the "
+               "embedding layer and the biases write, largest first (they add up exactly).")
+    return with_warnings(summary, [warning] if warning else []), gallery, writers
 
 
 @friendly_errors
@@ -139,7 +148,7 @@ def run_intervention(label: str, image_path: str | None, caption: str, layer: fl
     encoded = model.tokenize(caption or "")
     if not (caption or "").strip():
         raise InterpretError("Type a caption: removing or adding a feature changes its score.")
-    sae, _, _ = _sae(model, layer, session_of(request))
+    sae = _sae(model, layer, session_of(request))[0]
     feature = check_number(feature, "The feature", 0, sae.config.features - 1, integer=True)
     base, changed = intervened_scores(model, sae, [picture_of(image_path)], model.embed_tokens(encoded), [feature],
                                       None if strength == 0 else strength)
@@ -161,7 +170,7 @@ def run_training(label: str, layer: float = 1, progress=gr.Progress()):
                                  f"features train --model {model.name} --layer {layer} --images DIR.")
 
         def work(job) -> str:
-            report, _ = train_features(model, layer, progress=False)
+            report, _ = train_features(model, layer, progress=False, replace=True)  # Train pressed: asked for
             return f"Done: {report.line()}. Press Find the features."
 
         job = HEAVY.submit(("sae", model.slug, layer), f"Training an SAE on block {layer} of {model.label}", work,
@@ -190,7 +199,8 @@ def build(shared: Shared) -> None:
     shared.link(TITLE, layer=layer, top=top)
     connect(button.click, run_features, [shared.model, shared.image, shared.caption, layer, top],
             [figure, table, summary], status, api_name="features", pool=QUICK)
-    train.click(run_training, [shared.model, layer], summary, api_visibility="private", **BUILD)
+    train.click(lambda: "", None, status, api_visibility="private").then(  # the "no SAE yet" error: answered
+        run_training, [shared.model, layer], summary, api_visibility="private", **BUILD)
 
     gr.Markdown("### One feature")
     with gr.Row():
