@@ -51,6 +51,7 @@ class JobState:
     spent_s: float = 0.0
     estimate_s: float | None = None
     outcome: str = ""
+    unit: str = ""
 
     @property
     def finished(self) -> bool:
@@ -71,9 +72,11 @@ class JobState:
             ahead = "next in line" if self.place == 1 else f"number {self.place} in line"
             return f"Waiting: {ahead}, starts in about {_duration(self.starts_in_s)}."
         if self.phase == "running":
-            count = f" {self.done:,}/{self.total:,}" if self.total else (f" {self.done:,}" if self.done else "")
+            count = f"{self.done:,}/{self.total:,}" if self.total else (f"{self.done:,}" if self.done else "")
+            count = f", {count} {self.unit}".rstrip() if count else ""
             of = f" of about {_duration(self.estimate_s)}" if self.estimate_s else ""
-            return f"Running{': ' + self.stage if self.stage else ''}{count} ({_duration(self.spent_s)}{of})."
+            return (f"Running, {self.fraction:.0%}{': ' + self.stage if self.stage else ''}{count} "
+                    f"({_duration(self.spent_s)}{of}).")
         return self.outcome
 
 
@@ -96,6 +99,7 @@ class Job:
     stage: str = ""
     done: int = 0
     total: int | None = None
+    unit: str = ""
     outcome: str = ""
     created: float = field(default_factory=time.monotonic)
     started: float | None = None
@@ -130,12 +134,13 @@ class Job:
             return now - self.created < STALE_S or any(now - asked < STALE_S for asked in self._followers.values())
 
     # --- the work's side
-    def checkpoint(self, stage: str | None = None, done: int | None = None, total: int | None = None) -> None:
+    def checkpoint(self, stage: str | None = None, done: int | None = None, total: int | None = None,
+                   unit: str | None = None) -> None:
         """Between two units of work: note how far it is, and stop it (`Cancelled`) when nobody waits."""
         if stage is not None or done is not None:
             with self._lock:
                 if stage is not None and stage != self.stage:
-                    self.stage, self.done, self.total = stage, 0, None
+                    self.stage, self.done, self.total, self.unit = stage, 0, None, unit or ""
                 if done is not None:
                     self.done = done
                 if total is not None:
@@ -152,7 +157,7 @@ class Job:
         with self._lock:
             spent = time.monotonic() - self.started if self.started is not None else 0.0
             return JobState(self.phase, place, starts_in_s, self.stage, self.done, self.total, spent,
-                            self.estimate_s, self.outcome)
+                            self.estimate_s, self.outcome, self.unit)
 
     def remaining_s(self) -> float:
         """Seconds of work left by the estimate (0 when there is none or it is spent)."""
@@ -170,11 +175,12 @@ def current() -> Job | None:
     return getattr(_running, "job", None)
 
 
-def checkpoint(stage: str | None = None, done: int | None = None, total: int | None = None) -> None:
+def checkpoint(stage: str | None = None, done: int | None = None, total: int | None = None,
+               unit: str | None = None) -> None:
     """A unit of long work is done: `Job.checkpoint` of the job this thread works for; nothing outside a job."""
     job = current()
     if job is not None:
-        job.checkpoint(stage, done, total)
+        job.checkpoint(stage, done, total, unit)
 
 
 class JobBar(tqdm):
@@ -185,10 +191,11 @@ class JobBar(tqdm):
         super().__init__(iterable, *args, **kwargs)
         self.units = 0
         self.stage = str(kwargs.get("desc") or "working").rstrip(": ")
+        self.unit_name = "" if kwargs.get("unit", "it") == "it" else f"{kwargs['unit']}s"
         self.units_total = kwargs.get("total")
         if self.units_total is None and hasattr(iterable, "__len__"):
             self.units_total = len(iterable)
-        checkpoint(self.stage, 0, self.units_total)
+        checkpoint(self.stage, 0, self.units_total, self.unit_name)
 
     def __iter__(self):
         for item in super().__iter__():
@@ -202,7 +209,7 @@ class JobBar(tqdm):
 
     def _tick(self, n) -> None:
         self.units += n or 0
-        checkpoint(self.stage, int(self.units), self.units_total)
+        checkpoint(self.stage, int(self.units), self.units_total, self.unit_name)
 
 
 class JobLine:

@@ -704,7 +704,7 @@ def test_the_features_tab_trains_a_toy_sae_and_shows_an_image_s_features_and_one
         features.run_features(TOY, path, caption, 2, 5)
     monkeypatch.setattr(features, "TOY_TRAINING_TOKENS", 30_000)
     monkeypatch.setattr(library, "TOY_TRAINING_TOKENS", 30_000)
-    steps = list(features.run_training(TOY, 2, progress=lambda *args, **kwargs: None))
+    steps = list(features.run_training(TOY, 2))
     assert "of about 4 s" in steps[0] and steps[-1].startswith("Done: explained variance")
     figure, rows, summary = features.run_features(TOY, path, caption, 2, 5)
     assert isinstance(figure, Image.Image) and 1 <= len(rows) <= 5 and "Cosine score" in summary

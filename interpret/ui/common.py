@@ -44,6 +44,7 @@ ANALYSIS = {"concurrency_id": "analysis", "concurrency_limit": ANALYSIS_SLOTS}
 # pool of their own: under load they never queue behind a slow one (mutual knowledge, a comparison of every map).
 QUICK = {"concurrency_id": "quick", "concurrency_limit": QUICK_SLOTS}
 LOOKUP = {"concurrency_id": "lookup", "concurrency_limit": LOOKUP_SLOTS}
+JOB_EVENT = {"show_progress": "hidden"}  # an event that follows a long job (`follow_job`): its status line says how far
 
 
 # --- models and where they run ------------------------------------------------------------------------------------
@@ -188,11 +189,12 @@ def in_panel(handler: Callable, outputs: int) -> Callable:
     return wrapper
 
 
-def follow_job(job, progress=None) -> Iterator[str]:
-    """A long job's state as a status line, twice a second (its place in line while it waits; the stage, the
-    units done and the time against the estimate while it runs, with the progress bar), then its outcome (a
-    failure or a stop marked as an error). Closing this generator (Gradio does when the visitor leaves) stops
-    following the job: it stops when nobody follows it."""
+def follow_job(job) -> Iterator[str]:
+    """A long job's state as a status line, twice a second (its place in line while it waits; how far it is, the
+    stage, the units done and the time against the estimate while it runs), then its outcome (a failure or a stop
+    marked as an error). Closing this generator (Gradio does when the visitor leaves) stops following the job: it
+    stops when nobody follows it. Its events show no progress overlay of Gradio's (`JOB_EVENT`): it was drawn
+    over this line."""
     from ..jobs import HEAVY
 
     for state in HEAVY.follow(job):
@@ -201,8 +203,6 @@ def follow_job(job, progress=None) -> Iterator[str]:
         elif state.finished:
             yield error_text(state.outcome)
         else:
-            if progress is not None and state.phase == "running":
-                progress(state.fraction, desc=state.stage or "working")
             yield f"**{job.title}**: {state.line()}"
 
 

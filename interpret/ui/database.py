@@ -20,7 +20,7 @@ from ..banks import default_bank
 from ..models import layer_index
 from ..neurons import default_neuron_layers
 from ..paths import home, inside, visitor_name
-from .common import LOOKUP, Shared, error_text, escaped, follow_job, message_for, model_for, page_index
+from .common import JOB_EVENT, LOOKUP, Shared, error_text, escaped, follow_job, message_for, model_for, page_index
 from .tools import described
 
 TITLE = "Build a database"
@@ -65,7 +65,7 @@ def session_of(request: gr.Request | None) -> str | None:
 
 
 def run_build(label: str, archive: str | None, folder: str = "", neurons: bool = False, features: bool = False,
-              feature_block: float = 1, request: gr.Request = None, progress=gr.Progress()):
+              feature_block: float = 1, request: gr.Request = None):
     """Check the images, then build the labels and the database (with `neurons`, the directions of the neurons of
     `neurons.default_neuron_layers`; with `features`, an SAE on the stream after `feature_block`) as a job of the
     machine's line of long work: the place in line, the estimate and the progress as it goes, and when the tabs
@@ -76,7 +76,7 @@ def run_build(label: str, archive: str | None, folder: str = "", neurons: bool =
     except Exception as error:  # a user's mistake, or a failure: its message in the status, the app serves on
         yield error_text(message_for(error, "run_build"))
         return
-    yield from follow_job(job, progress)
+    yield from follow_job(job)
 
 
 def check_build(label: str, archive: str | None, folder: str = "") -> tuple:
@@ -175,6 +175,6 @@ def build(shared: Shared) -> None:
     status = gr.Markdown(elem_id="build-status")  # progress, the estimate and the outcome (errors marked ⚠️)
     built = button.click(described(run_build, "build_database"), [shared.model, archive, folder, neurons, features,
                                                                      feature_block], status,
-                         api_name="build_database", **BUILD)
+                         api_name="build_database", **BUILD, **JOB_EVENT)
     for handler, inputs, outputs in shared.after_build:  # choice lists that follow the database in use
         built = built.then(handler, inputs, outputs, api_visibility="private", **LOOKUP)

@@ -19,7 +19,7 @@ from ..models import layer_index
 from ..paths import is_toy
 from ..render import heat_thumbnail, maps_side_by_side
 from ..segment import crop_box, upsample
-from .common import (QUICK, Shared, connect, escaped, follow_job, friendly_errors, model_for, page_index,
+from .common import (JOB_EVENT, QUICK, Shared, connect, escaped, follow_job, friendly_errors, model_for, page_index,
                      picture_of, status_box, with_warnings)
 from .database import BUILD, session_of, visitor_part
 from .neighbours import gallery_name
@@ -158,7 +158,7 @@ def run_intervention(label: str, image_path: str | None, caption: str, layer: fl
                          f"feature {feature} {what} ({after - before:+.4f}).", encoded.warnings())
 
 
-def run_training(label: str, layer: float = 1, progress=gr.Progress()):
+def run_training(label: str, layer: float = 1):
     """Train the toy model's SAE on block `layer` here, as a job of the machine's line of long work: the place in
     line and the estimate first, then the progress; it stops when nobody waits for it any more, and a second
     request for the same block follows the training already under way."""
@@ -178,7 +178,7 @@ def run_training(label: str, layer: float = 1, progress=gr.Progress()):
     except InterpretError as error:
         yield f"**Not trained:** {escaped(str(error))}"
         return
-    yield from follow_job(job, progress)
+    yield from follow_job(job)
 
 
 def build(shared: Shared) -> None:
@@ -200,7 +200,7 @@ def build(shared: Shared) -> None:
     connect(button.click, run_features, [shared.model, shared.image, shared.caption, layer, top],
             [figure, table, summary], status, api_name="features", pool=QUICK)
     train.click(lambda: "", None, status, api_visibility="private").then(  # the "no SAE yet" error: answered
-        run_training, [shared.model, layer], summary, api_visibility="private", **BUILD)
+        run_training, [shared.model, layer], summary, api_visibility="private", **BUILD, **JOB_EVENT)
 
     gr.Markdown("### One feature")
     with gr.Row():
