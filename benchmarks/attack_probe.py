@@ -456,7 +456,7 @@ def long_work(probe: Probe, rng: random.Random) -> None:
         session = "leaves"
         built = home / "built" / visitor_name(session) / "toy"
         status, answer = join(url, endpoint_index(url, "build_database"), [TOY, upload(url, scenes), ""], session)
-        follow_until(url, session, b"Running: ", also=built.exists)  # building: then the page is closed
+        follow_until(url, session, b"Running, ", also=built.exists)  # building: then the page is closed
         left = time.monotonic()
         while built.exists() and time.monotonic() - left < 10:
             time.sleep(0.05)

@@ -17,6 +17,8 @@ _HOMES = {
     "index": ("DatabaseError", "ImageIndex", "Neighbour", "build_index"),
     "interact": ("Interaction", "interaction_map"),
     "mutual": ("MutualKnowledge", "mutual_knowledge"),
+    "neurons": ("explain_neurons", "neuron_directions"),
+    "features": ("explain_features", "train_features"),
     "segment": ("ImageMaps", "SpatialMap", "contrastive_map", "topic_map"),
     "models": ("ClipModel", "Geometry", "catalogue", "load_model", "model_from_config"),
     "textspan": ("describe_heads",),

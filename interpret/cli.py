@@ -192,7 +192,7 @@ def _score_models(args: argparse.Namespace) -> None:
                                 seeds=args.seeds)
         n = curves.counts[-1]
         row = {"model": model.label, "heads scored": scores.heads,
-               **{f"CCS@{c}": scores.distribution[c] for c in reversed(range(len(scores.distribution)))},
+               **{f"CCS@{c}": count for c, count in scores.by_consistency.items()},
                "high": len(scores.high), "moderate": len(scores.moderate), "low": len(scores.low),
                "association": round(scores.association, 4), "entanglement": round(scores.entanglement, 4),
                "evaluated on": what, "heads removed": n,
@@ -202,7 +202,7 @@ def _score_models(args: argparse.Namespace) -> None:
                 row[f"{effect}: without {n} {name}"] = round(curves.curves[effect][name][-1], 4)
         rows.append(row)
         plots.append((model.label, curves))
-        print(f"  consistency 5..0: {list(reversed(scores.distribution))}; high {len(scores.high)}, moderate "
+        print(f"  consistency 5..0: {list(scores.by_consistency.values())}; high {len(scores.high)}, moderate "
               f"{len(scores.moderate)}, low {len(scores.low)}; association {scores.association:.3f}, "
               f"entanglement {scores.entanglement:.3f}")
         print(f"  zero-shot accuracy {row['accuracy']:.3f} ({what}); without the {n} most / {n} random / {n} least "

@@ -25,7 +25,7 @@ from typing import Sequence
 
 import torch
 
-from .errors import InterpretError
+from .errors import CaptionError, InterpretError
 from .models import ClipModel, layer_index
 
 
@@ -428,7 +428,12 @@ class HeadReport:
 
 def explain_caption(model: ClipModel, image, caption: str) -> HeadReport:
     """Decompose the cosine score of one image (path, PIL image, bytes or array) and one caption over all
-    heads and MLPs. Over-long captions are cut to the context length, and `warnings` says so."""
+    heads and MLPs. Over-long captions are cut to the context length, and `warnings` says so. One caption: a list
+    of them is refused (`decompose_image(...).scores(...)` scores many)."""
+    if not isinstance(caption, str):
+        raise CaptionError(f"explain_caption explains one caption, not {type(caption).__name__}: call it once per "
+                           "caption, or decompose_image(model, image).scores(model.embed_tokens(model.tokenize("
+                           "captions))) for many at once.")
     encoded = model.tokenize(caption)
     scores = decompose_image(model, image, spatial=False).scores(model.embed_tokens(encoded))
     return HeadReport(

@@ -659,14 +659,18 @@ def _check_config(name: str) -> None:
 _cache_lock = threading.Lock()
 
 
-def load_model(name: str, pretrained: str | None = None, device: str = "cpu") -> ClipModel:
+def load_model(name: "str | ModelSpec", pretrained: str | None = None, device: str = "cpu") -> ClipModel:
     """Load (once per process) an open_clip vision-transformer CLIP.
 
-    name: an open_clip architecture ("ViT-B-32") or "toy" for the bundled model.
+    name: an open_clip architecture ("ViT-B-32") or "toy" for the bundled model; or an entry of `catalogue()`,
+    or its label ("toy (bundled)", "ViT-B-32 / openai"), which names the weights too.
     pretrained: a tag ("openai", "laion2b_s34b_b88k"), a local checkpoint path, or None for random weights.
     Raises `ModelLoadError` with a readable message for unknown names or tags, unsupported towers, and weights
     that cannot be downloaded (offline machines).
     """
+    if isinstance(name, ModelSpec) or (pretrained is None and isinstance(name, str) and " " in name):
+        spec = name if isinstance(name, ModelSpec) else spec_from_label(name)
+        name, pretrained = spec.name, spec.pretrained
     with _cache_lock:  # one load at a time: two requests for the same model share it
         return _load_cached(name, pretrained or None, str(device))
 

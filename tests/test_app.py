@@ -269,7 +269,11 @@ def test_interactions_map_a_span_and_score_a_box(monkeypatch):
     assert isinstance(picture, Image.Image) and isinstance(strip, Image.Image)
     assert [token for token, _ in scores] == ["<start>", "a", "red", "circle", "and", "a", "blue", "square", "<end>"]
     best = max(scores[1:-1], key=lambda pair: pair[1])
-    assert f"'{best[0]}' matches most ({best[1]:+.3g})" in summary  # the number under that token on the strip
+    said = (f"'{best[0]}' adds most to the score ({best[1]:+.3g})" if best[1] > 0 else
+            f"every word takes some away, '{best[0]}' least ({best[1]:+.3g})")
+    assert said in summary  # the number under that token on the strip, in words that agree with its sign
+    ends = max(scores[0][1], scores[-1][1])
+    assert ("start and end tokens, left out here" in summary) == (ends > best[1])
     assert "'red'" in summary and "whole image" in summary and "residual" in summary
     picture, strip, summary, scores = interactions.run_interaction(TOY, path, caption, 2, 0, 5, "right", "2-3",
                                                                    "0, 0, 30, 30")
@@ -719,3 +723,16 @@ def test_the_features_tab_trains_a_toy_sae_and_shows_an_image_s_features_and_one
     assert "removed from every token" in removed and "added at every token (5)" in added
     refused = list(features.run_training(RANDOM_B32, 2))
     assert len(refused) == 1 and "for the toy models only" in refused[0]
+
+
+@pytest.mark.parametrize("values, said", [
+    ([0.0112, 0.002, 0.00906, -0.001, 0.003], "'yellow' adds most to the score (+0.00906) (of the words: the start "
+                                              "and end tokens, left out here, reach +0.0112)"),
+    ([-0.01, -0.002, -0.000643, -0.004, -0.02], "no word adds to the score: every word takes some away, 'yellow' "
+                                                "least (-0.000643)"),
+])
+def test_the_word_said_to_match_agrees_with_the_strip(values, said):
+    import torch
+
+    tokens = ["<start>", "a", "yellow", "square", "<end>"]
+    assert interactions.word_that_matches(tokens, torch.tensor(values)) == said

@@ -152,7 +152,7 @@ def test_a_visitor_who_leaves_stops_their_build_which_removes_what_it_wrote_and_
     with urllib.request.urlopen(url + f"gradio_api/queue/data?session_hash={session}", timeout=120) as stream:
         for line in stream:
             seen.append(line)
-            if b"Running: " in line and b"images" in line and built.exists():
+            if b"Running, " in line and b"images" in line and built.exists():
                 break  # building, its folders written: the visitor closes the page
     left = time.monotonic()
     while (built.exists() or uploads.exists()) and time.monotonic() - left < 10:

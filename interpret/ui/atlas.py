@@ -34,7 +34,9 @@ def atlas_for(model: ClipModel, session: str | None = None) -> HeadAtlas:
     try:
         return _atlases.get(folder / HEAD_LABELS, lambda: _labels_in(model, folder))
     except InterpretError as error:
-        raise InterpretError(f"{error} Or in this page: the Build a database tab (A database) describes the heads "
+        said = str(error).rstrip()
+        said += "" if said.endswith((".", "!", "?")) else "."  # the message may end on a command: end it first
+        raise InterpretError(f"{said} Or in this page: the Build a database tab (A database) describes the heads "
                              "from a zip of your images, for your session.") from None
 
 

@@ -67,14 +67,29 @@ def run_interaction(label: str, image_path: str | None, caption: str, image_laye
     strip = token_strip(result.tokens, per_token.numpy(), f"each token's interaction with {where}",
                         result.token_indices(span), label="red adds to the score, blue takes away (as on the map)")
     scores = [[token, round(float(value), 6)] for token, value in zip(result.tokens, per_token)]
-    best = int(per_token[1:-1].argmax()) + 1 if len(result.tokens) > 2 else 0
     summary = (f"Cosine **{result.cosine:+.4f}**; {result.layers_name}, {result.steps} steps ({result.rule} rule): "
                f"the interactions sum to {result.total:+.5f} of the {result.explained:+.5f} they explain "
                f"(residual {result.residual:+.1e}, {abs(result.residual) / max(abs(result.explained), 1e-12):.1%})."
                f"\n\n**Span → region**: '{escaped(spatial.text)}' (red: where it matches). **Region → span**: over "
-               f"{where}, '{escaped(result.tokens[best])}' matches most ({signed_number(float(per_token[best]))}); "
-               "the tokens below are coloured by their interaction, on the map's colours.")
+               f"{where}, {word_that_matches(result.tokens, per_token)}; the tokens below are coloured by their "
+               "interaction, on the map's colours.")
     return picture, strip, with_warnings(summary, result.warnings), scores
+
+
+def word_that_matches(tokens: list[str], per_token) -> str:
+    """Which word (the start and end tokens left out, and said to be) adds most to the score, in words that agree
+    with the strip: when no word adds anything, the one that takes least away is not said to match."""
+    if len(tokens) <= 2:
+        return "the caption holds no word between its start and end tokens"
+    words = per_token[1:-1]
+    best = int(words.argmax()) + 1
+    value = signed_number(float(per_token[best]))
+    ends = max(float(per_token[0]), float(per_token[-1]))
+    said = (f"'{escaped(tokens[best])}' adds most to the score ({value})" if float(per_token[best]) > 0 else
+            f"no word adds to the score: every word takes some away, '{escaped(tokens[best])}' least ({value})")
+    if ends > float(per_token[best]):
+        said += f" (of the words: the start and end tokens, left out here, reach {signed_number(ends)})"
+    return said
 
 
 def interaction_controls(label: str, image_path: str | None, caption: str, image_layer: float = -1,

@@ -11,7 +11,7 @@ from .common import RecentResults, escaped, file_key, picture_of, status_box, wi
 
 _image_maps = RecentResults()
 HEADS_LABEL = "Heads: all, a layer (3), a head (3.2) or heads (3.2, 2.5)"
-PARTS_CHOICES = [(PARTS_NAMES[key].capitalize(), key) for key in MAP_PARTS]
+PARTS_CHOICES = [(PARTS_NAMES[key][0].upper() + PARTS_NAMES[key][1:], key) for key in MAP_PARTS]  # "MLPs", not "Mlps"
 
 
 def image_maps_for(model: ClipModel, image_path: str | None) -> ImageMaps:

@@ -73,7 +73,7 @@ def run_scores(label: str, request: gr.Request = None, progress=gr.Progress()):
         values[layer, head] = value
     grid = consistency_grid(values, atlas.property_grid(g.layers, g.heads), f"{model.label}: head consistency")
     table = {**stored_scores(), **_scored}
-    rows = [[name, s.heads, " ".join(str(n) for n in reversed(s.distribution)), len(s.high), len(s.moderate),
+    rows = [[name, s.heads, " ".join(str(n) for n in s.by_consistency.values()), len(s.high), len(s.moderate),
              len(s.low), round(s.association, 3), round(s.entanglement, 3)] for name, s in table.items()]
     summary = (f"**{model.label}**: {scores.heads} heads; association **{scores.association:.3f}**, entanglement "
                f"**{scores.entanglement:.3f}**. A head's *consistency* is how many of its first 5 TextSpan "

@@ -123,7 +123,9 @@ def run_neuron(label: str, layer: float = -3, neuron: float = 0, request: gr.Req
     property_, confidence = directions.labels[neuron] if directions.labels else ("untagged", 0.0)
     words = [[text, weight] for text, weight in (directions.descriptions[neuron] if directions.descriptions else [])]
     summary = (f"**Neuron {neuron} of layer {layer}**: property **{escaped(property_)}** ({confidence:.0%} of its "
-               f"positive words' weight; bank: {escaped(directions.bank or 'none')}). Its direction explains "
+               f"positive words' weight; bank: {escaped(directions.bank or 'none')}). Its direction (the words' "
+               "signs with it) is signed so that most of its top images' effects point along it, as the paper "
+               "signs it: over another database it may point the other way. It explains "
                f"{float(directions.variance[neuron]):.0%} of its effects on its top {directions.top_rows.shape[1]} "
                f"of {directions.count} images; an image is significant for it when its effect exceeds "
                f"{float(directions.thresholds[neuron]):.4f}. The gallery shows its top {len(gallery)} images "
