@@ -95,9 +95,14 @@ def fitted(words: str, size: int, width: float) -> str:
 
 
 def rotated_text(canvas: Image.Image, xy, words: str, size: int, length: int) -> None:
-    """`words` centred along `length` pixels, read bottom to top, its left edge at `xy` (x, top)."""
-    strip = Image.new("RGB", (length, size + 6), WHITE)
-    text(ImageDraw.Draw(strip), (length // 2, (size + 6) // 2), words, size, anchor="mm")
+    """`words` centred along `length` pixels, read bottom to top, its left edge at `xy` (x, top); in as many lines
+    as it takes to fit (a colour bar beside a grid of two rows is shorter than its label), never cut."""
+    lines = wrapped(words, size, max(length - 4, size))
+    step = round(size * 1.25)
+    strip = Image.new("RGB", (length, step * len(lines) + 6), WHITE)
+    draw = ImageDraw.Draw(strip)
+    for number, line in enumerate(lines):
+        text(draw, (length // 2, 3 + step * number + step // 2), line, size, anchor="mm")
     canvas.paste(strip.rotate(90, expand=True), (round(xy[0]), round(xy[1])))
 
 

@@ -58,9 +58,11 @@ def _layer_head_axes(canvas: Image.Image, left: int, top: int, cell: tuple[int, 
 
 
 def head_grid(scores: np.ndarray, title: str = "", layers: list[int] | None = None,
-              mlps: np.ndarray | None = None, label: str = "contribution to cosine score") -> Image.Image:
+              mlps: np.ndarray | None = None, label: str = "contribution to cosine score",
+              marked: list[tuple[int, int]] = ()) -> Image.Image:
     """Layer x head heatmap of contributions `[L, H]` (rows: layers, first at the top), optionally with the
-    MLPs as an extra column, on a diverging scale centred at zero; `label`: what the colour bar shows."""
+    MLPs as an extra column, on a diverging scale centred at zero; `label`: what the colour bar shows; `marked`
+    (layer, head) cells crossed out (heads removed)."""
     scores = np.asarray(scores, dtype=np.float64)
     layers = list(range(scores.shape[0])) if layers is None else list(layers)
     table = scores if mlps is None else np.concatenate([scores, np.asarray(mlps, dtype=np.float64)[:, None]], 1)
@@ -78,6 +80,12 @@ def head_grid(scores: np.ndarray, title: str = "", layers: list[int] | None = No
         draw.line((x, top, x, top + grid_h), fill=BLACK, width=2)
     _layer_head_axes(canvas, left, top, (cell_w, cell_h), layers,
                      [str(h) for h in range(scores.shape[1])] + ([] if mlps is None else ["MLP"]))
+    for layer, head in marked:
+        if layer in layers and 0 <= head < scores.shape[1]:
+            x, y = left + head * cell_w, top + layers.index(layer) * cell_h
+            for ink, width in ((WHITE, 4), (BLACK, 2)):  # seen on dark and light cells alike
+                draw.line((x + 3, y + 3, x + cell_w - 4, y + cell_h - 4), fill=ink, width=width)
+                draw.line((x + 3, y + cell_h - 4, x + cell_w - 4, y + 3), fill=ink, width=width)
     draw_title(canvas, title)
     colour_bar(canvas, left + grid_w + 14, top, grid_h, DIVERGING, signed_ticks(_bound(table)), label, size=10)
     return canvas
@@ -463,9 +471,9 @@ def heat_thumbnail(image: Image.Image, values: np.ndarray, side: int = 128, opac
 
 
 def maps_side_by_side(image: Image.Image, maps: list[tuple[str, np.ndarray, str]], opacity: float = 0.6,
-                      columns: int = 4) -> Image.Image:
+                      columns: int = 4, title: str = "") -> Image.Image:
     """Each (title, map `[H, W]` on the picture, note under it) min-max normalised to 0..1 and laid over a
-    light grey copy of the picture, on one colour scale, `columns` a row."""
+    light grey copy of the picture, on one colour scale, `columns` a row; `title` (what they explain) above."""
     image = image.convert("RGB")
     scale = COMPARE_SIDE / max(image.size)
     shown = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
@@ -476,15 +484,18 @@ def maps_side_by_side(image: Image.Image, maps: list[tuple[str, np.ndarray, str]
     cell_w = shown[0] + 20
     heading = max((title_height(name, cell_w - 8, 16) for name, _, _ in maps), default=0) + 6
     cell_h = heading + shown[1] + 34
-    canvas = Image.new("RGB", (columns * cell_w + 110, max(rows * cell_h, 160 + 60) + 10), WHITE)
+    above = title_height(title, columns * cell_w + 90, 16) + 12 if title else 0
+    canvas = Image.new("RGB", (columns * cell_w + 110, above + max(rows * cell_h, 160 + 60) + 10), WHITE)
     draw = ImageDraw.Draw(canvas)
+    if title:
+        draw_title(canvas, title, 16)
     for index, (name, values, note) in enumerate(maps):
         mapped = _heat(grey, values, alpha)
-        x, y = (index % columns) * cell_w + 10, (index // columns) * cell_h + 6
+        x, y = (index % columns) * cell_w + 10, above + (index // columns) * cell_h + 6
         text(draw, (x + shown[0] // 2, y), name, 16, anchor="ma", width=cell_w - 8)
         canvas.paste(Image.fromarray(mapped.round().astype(np.uint8)).resize(shown, Image.NEAREST), (x, y + heading))
         text(draw, (x + shown[0] // 2, y + heading + shown[1] + 6), fitted(note, 13, cell_w - 4), 13, anchor="ma")
     if maps:
-        colour_bar(canvas, columns * cell_w + 12, 6 + 40, max(rows * cell_h - 60, 160), SEQUENTIAL,
+        colour_bar(canvas, columns * cell_w + 12, above + 6 + 40, max(rows * cell_h - 60, 160), SEQUENTIAL,
                    [(1.0, "1"), (0.5, "0.5"), (0.0, "0")], "relevance (each map 0..1)", size=13)
     return canvas

@@ -115,3 +115,32 @@ def test_wrapped_text_keeps_every_character_and_fits(words, width):
     assert "".join(lines).replace(" ", "") == words.replace(" ", "")
     for line in lines:
         assert len(line) == 1 or drawing.text_width(line, 12) <= width
+
+
+@pytest.mark.parametrize("length", [30, 72, 140, 400])
+def test_a_colour_bar_label_longer_than_its_bar_is_wrapped_whole_not_cut(monkeypatch, length):
+    """The neuron head split's key beside a two-row grid cut its label to 'hare of its effec'."""
+    from PIL import Image
+
+    from interpret import drawing
+
+    drawn = []
+    real = drawing.text
+    monkeypatch.setattr(drawing, "text", lambda draw, xy, words, size, **options: drawn.append((words, size))
+                        or real(draw, xy, words, size, **options))
+    label = "share of its effect along its direction"
+    drawing.rotated_text(Image.new("RGB", (200, 500), "white"), (10, 10), label, 10, length)
+    assert "".join(words for words, _ in drawn).replace(" ", "") == label.replace(" ", "")  # every letter, in order
+    assert all(drawing.text_width(words, size) <= max(length - 4, size) + size for words, size in drawn)
+
+
+def test_the_heads_grid_crosses_out_the_removed_heads():
+    import numpy as np
+
+    from interpret.render import head_grid
+
+    scores = np.zeros((4, 8))
+    plain, marked = head_grid(scores), head_grid(scores, marked=[(3, 0)])
+    difference = np.abs(np.asarray(plain, dtype=int) - np.asarray(marked, dtype=int)).sum(axis=2)
+    rows, columns = np.nonzero(difference)
+    assert len(rows) and columns.max() - columns.min() < 50 and rows.min() > plain.height / 2  # one cell, low left

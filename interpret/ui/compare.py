@@ -150,7 +150,9 @@ def run_compare(label: str, image_path: str | None, caption: str, methods=tuple(
         panels.append((title, result.map.image, f"deletion {deletion:.3f} · insertion {insertion:.3f}"
                        if curve_steps else ""))
         rows.append([title, round(deletion, 4), round(insertion, 4), round(insertion - deletion, 4)])
-    figure = maps_side_by_side(subject.picture, panels, opacity)
+    figure = maps_side_by_side(subject.picture, panels, opacity,
+                               title=f"Where '{subject.text}' is, by each method ({model.label}, cosine "
+                                     f"{result.score:+.4f})")
     summary = (f"**{escaped(subject.text)}** on this image, {model.label}: cosine **{result.score:+.4f}**. Each map "
                "is scaled to 0..1 on its own (brighter: more relevant by that method).")
     if curve_steps:

@@ -212,8 +212,8 @@ def build(shared: Shared) -> None:
         intervene = gr.Button("Score the caption with it removed / added", elem_id="feature-intervene")
     feature_status = status_box("feature")
     feature_summary = gr.Markdown(elem_id="feature-summary")
-    gallery = gr.Gallery(label="Its top images, where it fires", columns=4, height=340, object_fit="contain",
-                         elem_id="feature-gallery")
+    gallery = gr.Gallery(label="Its top images, where it fires", columns=4, height="auto", object_fit="contain",
+                         elem_id="feature-gallery", elem_classes=["captioned"])  # captions under the pictures
     writers = gr.Dataframe(headers=["what writes it", "part of its pre-activation"], label="Who writes it",
                            elem_id="feature-writers", interactive=False)
     shared.link(TITLE, feature=feature, strength=strength)

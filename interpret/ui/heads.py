@@ -24,7 +24,9 @@ def run_heads(label: str, image_path: str | None, caption: str, top: float = 10,
     removed = parse_head_list(remove or "", model.geometry.layers, model.geometry.heads)
     picture = picture_of(image_path)
     report = explain_caption(model, picture, caption)
-    grid = head_grid(report.heads.numpy(), f"{model.label}: '{report.caption.strip()}'", mlps=report.mlps.numpy())
+    title = f"{model.label}: '{report.caption.strip()}'" + (" (crossed out: the heads removed)" if removed
+                                                           else "")
+    grid = head_grid(report.heads.numpy(), title, mlps=report.mlps.numpy(), marked=removed)
     rows = [[rank, layer, head, round(value, 5), "raises" if value > 0 else "lowers"]
             for rank, (layer, head, value) in enumerate(report.top_heads(top), start=1)]
     summary = (f"Cosine score **{report.cosine:+.4f}** = heads {float(report.heads.sum()):+.4f} "

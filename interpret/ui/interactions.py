@@ -177,7 +177,7 @@ def build(shared: Shared) -> None:
                        interactive=False, show_label=False, buttons=["download", "fullscreen"])
     with gr.Row():
         picker = gr.Image(label="Click two corners of a box", type="pil", format="png", interactive=False,
-                          elem_id="inter-picker", scale=1)
+                          elem_id="inter-picker", scale=1, show_label=False)  # a label there covered a corner
         gr.Markdown("**Choose a box**: click two opposite corners on the picture; the tokens above are then coloured "
                     "by how much each one matches that box, and the Box field holds it (clear it for the whole "
                     "image).", elem_id="inter-picker-help")

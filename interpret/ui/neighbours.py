@@ -134,6 +134,11 @@ def neighbour_outputs(prefix: str):
 
 # Gradio draws a gallery's captions over the bottom of each thumbnail, hiding what is there: put them below.
 CSS = """
+.captioned .thumbnail-item { aspect-ratio: auto !important; display: flex; flex-direction: column; }
+.captioned .thumbnail-item img { aspect-ratio: 2 / 1; min-height: 0; }
+.captioned .caption-label { position: static !important; max-width: 100% !important; border: none !important;
+                            border-radius: 0 !important; opacity: 1 !important; text-align: center !important;
+                            white-space: normal !important; overflow-wrap: anywhere; }
 .neighbours .thumbnail-item { aspect-ratio: auto !important; display: flex; flex-direction: column; }
 .neighbours .thumbnail-item img { aspect-ratio: 1 / 1; min-height: 0; }
 .neighbours .caption-label { position: static !important; max-width: 100% !important; border: none !important;

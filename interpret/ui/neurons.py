@@ -162,7 +162,7 @@ def build(shared: Shared) -> None:
                       interactive=False, show_label=False)
     table = gr.Dataframe(headers=["rank", "neuron", "part of the score", "property", "words", "significant",
                                   "carried by"], label="The neurons", elem_id="neurons-table", interactive=False,
-                         wrap=True, column_widths=["7%", "9%", "13%", "11%", "36%", "11%", "13%"])
+                         wrap=True, column_widths=["6%", "8%", "12%", "10%", "34%", "15%", "15%"])
     carriers = gr.Dataframe(headers=["neuron", "layer", "head", "part of the score"],
                             label="The later heads that carry them (click a row: that head in the Head atlas)",
                             elem_id="neurons-heads", interactive=False)
@@ -179,8 +179,8 @@ def build(shared: Shared) -> None:
     neuron_summary = gr.Markdown(elem_id="neuron-summary")
     words = gr.Dataframe(headers=["text", "weight"], label="Its words (sparse decomposition of its direction)",
                          elem_id="neuron-words", interactive=False)
-    gallery = gr.Gallery(label="Its top images, where it fires", columns=4, height=340, object_fit="contain",
-                         elem_id="neuron-gallery")
+    gallery = gr.Gallery(label="Its top images, where it fires", columns=4, height="auto", object_fit="contain",
+                         elem_id="neuron-gallery", elem_classes=["captioned"])  # captions under the pictures
     split = gr.Image(label="Its effect through the later heads", type="pil", format="png", elem_id="neuron-heads",
                      interactive=False, show_label=False)
     shared.link(TITLE, neuron=neuron)
