@@ -474,7 +474,8 @@ def long_work(probe: Probe, rng: random.Random) -> None:
             session = f"eight-{number}"
             event, data = (build, [TOY, archive, ""]) if number % 2 else (train, [TOY, number % 4])
             join(url, event, data, session)
-            return follow_until(url, session, b"Running" if number < 4 else b"Waiting").decode()[:60]
+            # half leave once theirs runs, half at once (waiting in line, or joined to one that runs)
+            return follow_until(url, session, b"Running" if number < 4 else b"**").decode()[:60]
         cpu = server_cpu_s(probe.process)
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(visitor, range(8)))

@@ -2,9 +2,12 @@
 random-init ViT-B-32 (issue 31: every allowed request under 5 s and +300 MiB; one over its budget is refused
 before any work, and the refusal is timed too).
 
-    python benchmarks/request_cost.py [--models "toy (bundled)" "ViT-B-32 / random init"] [--repeat 2]
+    python benchmarks/request_cost.py [--models "toy (bundled)" "ViT-B-32 / random init"] [--repeat 2] [--door]
 
-In-process (the handlers the endpoints run), one request at a time, caches of recent results off. For each
+With --door, as a client waits for it: `python app.py` on 127.0.0.1 (caches off), each request sent through the
+REST API as Gradio's API page shows it (its picture and descriptor file uploaded first, every time), its answer
+read from the event's stream; the server's memory sampled every 50 ms. Without, in-process (the handlers the
+endpoints run), one request at a time, caches of recent results off. For each
 request: wall time the first time and again (the model's kept text embeddings make a repeated descriptor file
 cheaper), the resident memory's peak growth during it (sampled every 10 ms) and what is still held after it (after
 the handler's own memory release; the worst run). A request that is refused shows its message's start.
@@ -92,12 +95,82 @@ def requests(label: str, folder: Path) -> dict:
     }
 
 
+def door_requests(label: str, folder: Path) -> dict:
+    """The same requests as (api name, its arguments with "IMAGE" and "FILE:<path>" for what is uploaded)."""
+    relative = "\n".join(f"a {word} shape " + "x" * 980 for word in range(MAX_TEXTS))  # 64 texts of ~1,000 chars
+    return {
+        "heads, top 100": ("heads", [label, "IMAGE", "a red circle", MAX_TOP_HEADS, ""]),
+        f"topic map, {MAX_TEXTS} relative texts of 1,000 characters": (
+            "topic_segmentation", [label, "IMAGE", "something red", "all", 0.6, relative, "all"]),
+        f"interaction, layers 0/0, {MAX_STEPS} steps": (
+            "interaction", [label, "IMAGE", "a red circle on the left of a blue square", 0, 0, MAX_STEPS, "midpoint",
+                            "", "", 0.6]),
+        "compare, every method": ("compare_explanations", [label, "IMAGE", "a red circle", list(METHODS), "auto",
+                                                           0.6]),
+        "mutual, 100 x 50 descriptors (1 MB)": ("mutual_knowledge", [
+            label, "IMAGE", mutual.OWN_CLASSES, "FILE:" + descriptor_file(folder, 100, 50), "a photo of a {}", 6]),
+        "mutual, 1,000 x 5 descriptors": ("mutual_knowledge", [
+            label, "IMAGE", mutual.OWN_CLASSES, "FILE:" + descriptor_file(folder, 1000, 5), "a photo of a {}", 6]),
+    }
+
+
+def through_the_door(labels: list[str], repeat: int, folder: Path) -> None:
+    """Each request as a client sends it (see the module's text)."""
+    import urllib.request
+
+    from benchmarks.load_test import MemorySampler
+    from tests.local_server import start_app, stop_app, upload
+
+    indexes = folder / "indexes"
+    indexes.mkdir()
+    process, url = start_app(indexes, INTERPRET_RESULT_CACHE_MB="0", INTERPRET_MODELS=", ".join(labels))
+    sampler = MemorySampler(process.pid)
+    try:
+        for label in labels:
+            for name, (api_name, data) in door_requests(label, folder).items():
+                runs = []
+                for _ in range(max(2, repeat)):
+                    before = sampler.reset()
+                    started = time.perf_counter()
+                    sent = [upload(url, Path(EXAMPLE)) if value == "IMAGE" else
+                            upload(url, Path(value[5:])) if isinstance(value, str) and value.startswith("FILE:")
+                            else value for value in data]
+                    request = urllib.request.Request(f"{url}gradio_api/call/{api_name}",
+                                                     json.dumps({"data": sent}).encode(),
+                                                     {"Content-Type": "application/json"})
+                    try:
+                        with urllib.request.urlopen(request, timeout=600) as response:
+                            event = json.loads(response.read())["event_id"]
+                        with urllib.request.urlopen(f"{url}gradio_api/call/{api_name}/{event}",
+                                                    timeout=600) as response:
+                            answer = response.read().decode()
+                        outcome = "answered" if "event: complete" in answer else \
+                            "refused: " + answer.split("data:", 1)[-1].strip()[:70]
+                    except urllib.error.HTTPError as error:
+                        outcome = f"refused (HTTP {error.code}): " + error.read().decode()[-70:]
+                    seconds = time.perf_counter() - started
+                    time.sleep(0.2)
+                    runs.append((seconds, sampler.peak() - before, sampler.rss() - before, outcome))
+                peak, held = (max(values) for values in list(zip(*runs))[1:3])
+                print(f"| {label} | {name} | {runs[0][0]:.2f} | {runs[-1][0]:.2f} | {peak:+.0f} | {held:+.0f} | "
+                      f"{runs[-1][3]} |", flush=True)
+    finally:
+        sampler.stop()
+        stop_app(process)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["toy (bundled)", "ViT-B-32 / random init"])
     parser.add_argument("--repeat", type=int, default=2, help="runs of each request (at least 2)")
+    parser.add_argument("--door", action="store_true", help="through the REST API of a running app.py")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="interpret-cost-"))
+    if args.door:
+        print("| model | request (through the door) | seconds | again (s) | server's peak growth (MiB) | held after "
+              "(MiB) | outcome |\n|---|---|---|---|---|---|---|")
+        through_the_door(args.models, args.repeat, folder)
+        return
     print("| model | request | seconds | again (s) | peak growth (MiB) | held after (MiB) | outcome |\n"
           "|---|---|---|---|---|---|---|")
     for label in args.models:

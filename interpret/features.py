@@ -416,6 +416,7 @@ def toy_token_blocks(model: ClipModel, layer: int, images: int, seed: int = 3_00
     from .toy.train import toy_scene
 
     for start in range(0, images, batch):
+        checkpoint()  # a unit of a training's work
         scenes = [toy_scene(seed + i).image for i in range(start, min(start + batch, images))]
         yield token_states(model, scenes, layer).cpu().numpy()
 

@@ -13,6 +13,7 @@ import torch
 from starlette.middleware import Middleware
 
 from ..errors import InterpretError
+from ..paths import is_toy
 from ..limits import ANALYSIS_SLOTS, MAX_UPLOAD_BYTES, QUICK_SLOTS, UPLOAD_LIFETIME_S
 from ..toy.examples import toy_examples
 from . import (atlas, compare, contrastive, database, features, heads, image_neighbours, interactions, models,
@@ -98,11 +99,17 @@ def build_app(default_label: str | None = None, note: str = "", allow_folders: b
 
 def warm_up(label: str) -> None:
     """Load the default model, and its head labels and database: fetched and verified from INTERPRET_BUNDLES,
-    or built for the toy model, so that the first request does not wait for them."""
+    or built for the toy model, so that the first request does not wait for them; a toy model's neuron directions
+    too (made on first use: the Compare tab's neurons method waited 8 s for them)."""
     try:
         model = model_for(label)
         atlas.atlas_for(model)
         database_for(model)
+        if is_toy(model.name):
+            from ..neurons import default_neuron_layers, stored_directions
+
+            for layer in default_neuron_layers(model):
+                stored_directions(model, layer)
     except InterpretError as error:  # no labels or database for this model here: the tabs say so when asked
         log.info("warm-up of %s: %s", label, error)
     except Exception:

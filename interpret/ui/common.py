@@ -22,7 +22,8 @@ from PIL import Image
 
 from ..errors import InterpretError, ModelLoadError
 from ..images import load_image
-from ..limits import ANALYSIS_SLOTS, LOOKUP_SLOTS, QUICK_SLOTS, RESULT_CACHE_BYTES, WORKING_SIDE, check_number, check_text
+from ..limits import (ANALYSIS_SLOTS, LOOKUP_SLOTS, MAX_TEXT_WORK, QUICK_SLOTS, RESULT_CACHE_BYTES, WORKING_SIDE,
+                      check_number, check_text)
 from ..models import ClipModel, ModelSpec, catalogue, head_index, layer_index, load_model, spec_from_label
 
 log = logging.getLogger("interpret.app")
@@ -187,6 +188,16 @@ def in_panel(handler: Callable, outputs: int) -> Callable:
         return (*(result if isinstance(result, tuple) else (result,)), "")
 
     return wrapper
+
+
+def check_text_work(model: ClipModel, texts: list[str], what: str = "These {count} texts", instead: str = "") -> None:
+    """Refuse, before the text tower runs, texts whose embeddings would take more than `MAX_TEXT_WORK` here
+    (`what` names them, with `{count}` for how many; `instead`: what to do)."""
+    work = model.text_work(model.tokenize(texts))
+    if work > MAX_TEXT_WORK:
+        raise InterpretError(f"{what.format(count=f'{len(texts):,}')} would take {work / 1e9:,.0f} billion "
+                             f"multiply-adds of {model.label}'s text tower; a request may take "
+                             f"{MAX_TEXT_WORK / 1e9:,.0f} billion here. {instead or 'Send fewer or shorter texts.'}")
 
 
 def follow_job(job) -> Iterator[str]:

@@ -4,11 +4,11 @@ from __future__ import annotations
 import gradio as gr
 
 from ..errors import InterpretError
-from ..limits import MAX_PARTS, MAX_TEXT_WORK, MIN_PARTS, check_number
+from ..limits import MAX_PARTS, MIN_PARTS, check_number
 from ..mutual import CONCEPTS, load_descriptors, mutual_knowledge
 from ..render import concept_venn, mutual_curves, parts_overlay
 from ..toy.evaluate import toy_descriptors
-from .common import Shared, connect, escaped, friendly_errors, model_for, picture_of, status_box
+from .common import Shared, check_text_work, connect, escaped, friendly_errors, model_for, picture_of, status_box
 
 TITLE = "Mutual knowledge"
 TOY_CLASSES = "toy world: 24 classes 'a {colour} {shape}'"
@@ -28,7 +28,9 @@ def run_mutual(label: str, image_path: str | None, preset: str = TOY_CLASSES, de
             raise InterpretError('Upload a JSON file of classes and their descriptions: {"class": ["description", '
                                  '...], ...}.')
         descriptors = load_descriptors(descriptor_file, template=template or "{}")
-        check_text_work(model, [*descriptors.prompts(), *descriptors.pool])
+        check_text_work(model, [*descriptors.prompts(), *descriptors.pool], "Your descriptor file's {count} prompts "
+                        "and descriptors", "Send fewer classes or descriptors (or run `python -m interpret mutual` "
+                        "on your own machine, which has no such limit).")
     else:
         descriptors = toy_descriptors("phrasings" if preset == TOY_PHRASINGS else "grammar")
     result = mutual_knowledge(model, picture_of(image_path), descriptors, parts=concepts)
@@ -52,16 +54,6 @@ def run_mutual(label: str, image_path: str | None, preset: str = TOY_CLASSES, de
         f"AUC {result.insertion_auc:.2f}** (higher: they suffice), from the probability of the prediction as the "
         f"concepts are blurred, or un-blurred on a blurred image.")
     return summary, overlay, venn, curves
-
-
-def check_text_work(model, texts: list[str]) -> None:
-    """Refuse, before the text tower runs, texts whose embeddings would take more than `MAX_TEXT_WORK` here."""
-    work = model.text_work(model.tokenize(texts))
-    if work > MAX_TEXT_WORK:
-        raise InterpretError(f"Your descriptor file's {len(texts):,} prompts and descriptors would take "
-                             f"{work / 1e9:,.0f} billion multiply-adds of {model.label}'s text tower; a request "
-                             f"may take {MAX_TEXT_WORK / 1e9:,.0f} billion here. Send fewer classes or descriptors "
-                             "(or run `python -m interpret mutual` on your own machine, which has no such limit).")
 
 
 def build(shared: Shared) -> None:

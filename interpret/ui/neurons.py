@@ -36,6 +36,13 @@ def _directions(model, layer: int, session: str | None):
     return stored_directions(model, layer, folder=own), own or model_folder(model)
 
 
+def _origin(model, directions, session: str | None) -> str:
+    """Where neuron directions come from and what they were found on, in words."""
+    own = visitor_part(session, model.slug, lambda folder: neurons_folder(folder, directions.layer) / NEURON_MANIFEST)
+    where = "your database's, this session" if own else f"{model.label}'s own"
+    return f"{where}: found on {directions.count:,} images, described with the {directions.bank or 'no'} bank"
+
+
 def _words(description: list[tuple[str, float]] | None, count: int = 3) -> str:
     return "; ".join(f"{text} ({weight:+.2f})" for text, weight in (description or [])[:count])
 
@@ -70,7 +77,8 @@ def run_neurons(label: str, image_path: str | None, caption: str, layer: float =
                      ("no" if report.significant is not None else ""),
                      ", ".join(f"{l}.{h}" for l, h, _ in heads)])
         carriers += [[neuron, l, h, round(share, 5)] for l, h, share in heads]
-    described = ("Words and labels come from the model's neuron directions (their top images and a sparse "
+    origin = escaped(_origin(model, directions, session_of(request))) if directions is not None else ""
+    described = (f"Words and labels come from the neuron directions ({origin}; their top images and a sparse "
                  "decomposition over a text bank)." if report.descriptions else
                  "This model's neurons are not described here yet (the Build a database tab finds them in a zip of "
                  "your images; or python -m interpret neurons directions), so they have no words.")
@@ -122,7 +130,8 @@ def run_neuron(label: str, layer: float = -3, neuron: float = 0, request: gr.Req
         shares = (along.mean(dim=0) / along.sum(dim=(1, 2)).mean().clamp(min=1e-12)).cpu().numpy()
     property_, confidence = directions.labels[neuron] if directions.labels else ("untagged", 0.0)
     words = [[text, weight] for text, weight in (directions.descriptions[neuron] if directions.descriptions else [])]
-    summary = (f"**Neuron {neuron} of layer {layer}**: property **{escaped(property_)}** ({confidence:.0%} of its "
+    origin = escaped(_origin(model, directions, session_of(request)))
+    summary = (f"**Neuron {neuron} of layer {layer}** ({origin}): property **{escaped(property_)}** ({confidence:.0%} of its "
                f"positive words' weight; bank: {escaped(directions.bank or 'none')}). Its direction (the words' "
                "signs with it) is signed so that most of its top images' effects point along it, as the paper "
                "signs it: over another database it may point the other way. It explains "

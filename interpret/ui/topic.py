@@ -8,7 +8,7 @@ from ..limits import check_texts
 from ..render import map_overlay
 from ..parts import DEFAULT_PARTS, checked_parts
 from ..segment import parse_heads
-from .common import QUICK, Shared, connect, friendly_errors, model_for
+from .common import QUICK, Shared, check_text_work, connect, friendly_errors, model_for
 from .maps import checked_opacity, image_maps_for, map_controls, map_summary
 
 TITLE = "Topic segmentation"
@@ -25,6 +25,8 @@ def run_topic(label: str, image_path: str | None, text: str, heads: str = "all",
     choice = parse_heads(heads)
     others = check_texts([line.strip() for line in (relative_to or "").splitlines() if line.strip()], "Relative to")
     encoded = model.tokenize([text or "", *others])
+    check_text_work(model, [text or "", *others], "These {count} texts (the text and those it is relative to)",
+                    "Send fewer or shorter texts to map it relative to.")
     maps = image_maps_for(model, image_path)
     spatial = maps.topic(text, **choice, relative_to=others, parts=parts)
     picture = map_overlay(maps.picture, spatial.image, opacity, f"'{spatial.text}' ({spatial.heads})",
