@@ -200,9 +200,10 @@ def test_a_fresh_app_serves_a_random_init_model_from_a_bundle(tmp_path):
 
 
 def test_the_build_estimate_counts_what_the_images_cost(toy, tmp_path):
-    """Large photos cost more to read, preprocess and thumbnail than small scenes: the estimate measures a few
-    of the images themselves (a phone's 3000 px photos were estimated as 64 px ones). An image that cannot be
-    read is left out of the measure, as the build leaves it out."""
+    """Large photos cost more to read, preprocess and thumbnail than small scenes (less than they did: they are
+    decoded reduced): the estimate measures a few of the images themselves (a phone's 3000 px photos were
+    estimated as 64 px ones). An image that cannot be read is left out of the measure, as the build leaves it
+    out. (benchmarks/build_estimate.py compares the estimate with the build from 0.1 to 24 megapixels.)"""
     from interpret.toy.train import toy_scene
 
     small, large = tmp_path / "small.png", tmp_path / "large.jpg"
@@ -212,7 +213,7 @@ def test_the_build_estimate_counts_what_the_images_cost(toy, tmp_path):
     _, with_large = bundles.estimate_build(toy, 100, "toy", [large] * 2, neuron_layers=())
     _, with_broken = bundles.estimate_build(toy, 100, "toy", [b"not an image", small.read_bytes()], neuron_layers=())
     _, model_only = bundles.estimate_build(toy, 100, "toy", neuron_layers=())
-    assert with_large > 3 * with_small and model_only <= with_broken
+    assert with_large > with_small and model_only <= with_broken
     seconds, per_image = bundles.estimate_build(toy, 1000, "toy", [small], neuron_layers=())
     assert seconds > 1000 * per_image  # and the bank's texts and TextSpan over every head, once
 
