@@ -34,8 +34,8 @@ MAX_STEPS = 200  # interaction path points
 # multiply-adds one interaction map may take in the app (`interact.interaction_work`: 1-4 s on 2 cores, measured in
 # benchmarks/interaction_work.py), beyond which its steps are lowered, or it is refused when 1 step is too many (the
 # library and the CLI have no such limit)
-MAX_INTERACTION_WORK = float(os.environ.get("INTERPRET_MAX_INTERACTION_GMACS", 250)) * 1e9  # (the toy's 200 steps
-# at layers 0/0, 290 billion, took 5.0 s through the door with the app's one thread a slot: too much)
+MAX_INTERACTION_WORK = float(os.environ.get("INTERPRET_MAX_INTERACTION_GMACS", 200)) * 1e9  # (the toy's 200 steps
+# at layers 0/0 lowered to 300 billion took 5.7 s through the door, with the app's one thread a slot: 46 GMAC/s)
 # multiply-adds of the text tower one request may take in the app (a descriptor file's prompts and descriptors;
 # `ClipModel.text_work`), beyond which it is refused with what it would take (the library and the CLI have no limit)
 MAX_TEXT_WORK = float(os.environ.get("INTERPRET_MAX_TEXT_GMACS", 100)) * 1e9
