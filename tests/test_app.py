@@ -736,3 +736,18 @@ def test_the_word_said_to_match_agrees_with_the_strip(values, said):
 
     tokens = ["<start>", "a", "yellow", "square", "<end>"]
     assert interactions.word_that_matches(tokens, torch.tensor(values)) == said
+
+
+@pytest.mark.parametrize("query, runs, said", [
+    ({"tab": ["Heads", "Heads"], "example": "toy-1001.png"}, False, "link's tab could not be used"),
+    ({"tab": "Heads", "example": ["toy-1001.png", "toy-1000.png"]}, False, "the link holds no picture"),
+    ({"tab": "Heads", "example": "toy-1001.png", "top": ["5", "7"]}, True, "link's top could not be used"),
+    ({"tab": "Heads", "example": "toy-1001.png", "__theme": "dark"}, True, ""),
+])
+def test_a_link_that_cannot_be_opened_whole_says_what_was_left_out(query, runs, said):
+    """A parameter given twice left the Heads view without an answer, and without a word."""
+    from interpret.ui import links
+
+    view = links.checked_view(query, [TOY], ["Heads"], {"Heads": {"top": gr.Slider(1, 100)}})
+    note = links.opened_note(query, view, view.get("tab"), runs)
+    assert (said in note) if said else note == "", note

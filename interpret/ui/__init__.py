@@ -71,7 +71,7 @@ def build_app(default_label: str | None = None, note: str = "", allow_folders: b
                 model_info = gr.Markdown(describe_model(default_label), elem_id="model-info")
                 image = ImageInput(type="filepath", label="Image", elem_id="image")
                 caption = gr.Textbox(label="Caption", placeholder="a photo of a dog", elem_id="caption")
-                link_button, link_box, link_note = links.link_controls()
+                link_button, link_box, link_note, link_opened = links.link_controls()
                 examples = toy_examples()
                 if examples:
                     gr.Examples([list(example) for example in examples], [image, caption],
@@ -87,7 +87,8 @@ def build_app(default_label: str | None = None, note: str = "", allow_folders: b
                                     with gr.Tab(tab.TITLE, id=tab.TITLE) as shared.tab_of[tab.TITLE]:
                                         tab.build(shared)
                 links.attach(shared, GROUPS, outer, inner, choose_model,
-                             [model_info, in_use, model_status, start_note], link_button, link_box, link_note)
+                             [model_info, in_use, model_status, start_note], link_button, link_box, link_note,
+                             link_opened)
                 links.attach_head_links(shared, GROUPS, outer, inner)
         picker.input(choose_model, [picker, in_use], [picker, model_info, in_use, model_status, start_note],
                      api_visibility="private", **LOOKUP)

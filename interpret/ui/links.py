@@ -21,7 +21,7 @@ import gradio as gr
 from ..limits import MAX_TEXT_CHARS
 from ..toy.examples import toy_examples
 from .arguments import choices_of
-from .common import ANY_INDEX, Shared
+from .common import ANY_INDEX, Shared, escaped
 
 RUN_BUTTONS = {"Heads": "heads-run", "Topic segmentation": "topic-run", "Contrastive segmentation": "contrast-run",
                "Interactions": "inter-run", "Compare explanations": "compare-run", "Head atlas": "atlas-run",
@@ -136,15 +136,37 @@ def link_note(image_path: str | None) -> str:
     return f"ℹ️ {UPLOAD_NOT_LINKED}" if image_path and example_of(image_path) is None else ""
 
 
-def link_controls() -> tuple[gr.Button, gr.Textbox, gr.Markdown]:
-    """The button that gives a link to the view, the box that shows it (with a copy button), and a note of what
-    it leaves out."""
+def link_controls() -> tuple[gr.Button, gr.Textbox, gr.Markdown, gr.Markdown]:
+    """The button that gives a link to the view, the box that shows it (with a copy button), a note of what it
+    leaves out, and a note of what a link the page was opened with could not hold (`opened_note`: kept while the
+    view it opened changes, unlike the first note)."""
     button = gr.Button("Link to this view", size="sm", elem_id="link-button")
     box = gr.Textbox(show_label=False, interactive=False, elem_id="link", max_lines=2, buttons=["copy"],
                      placeholder="the model, the tab and every input of its view, the caption and an example "
                                  "picture (an upload is not linked)")
     note = gr.Markdown(elem_id="link-note")
-    return button, box, note
+    opened = gr.Markdown(elem_id="link-opened")
+    return button, box, note, opened
+
+
+GRADIO_PARAMETERS = {"__theme", "view"}  # Gradio's own (a theme, the API page): not the view's
+
+
+def opened_note(query: dict, view: dict, tab: str | None, runs: bool) -> str:
+    """What the page says of a link it opened: the parts it left out (given twice, or not a value the page offers)
+    and, when the view does not run by itself, why (a view without its picture, a link without a tab)."""
+    if not query:
+        return ""
+    dropped = sorted(key for key in query if key not in view and key not in GRADIO_PARAMETERS)[:8]
+    said = []
+    if dropped:
+        said.append(f"This link's {', '.join(escaped(str(key)[:40]) for key in dropped)} could not be used (given "
+                    "twice, or not a value this page offers), so the page left "
+                    f"{'it' if len(dropped) == 1 else 'them'} out.")
+    if not runs and view:
+        said.append("Pick a tab and press its button to run it." if tab is None else
+                    "Upload or pick a picture, then press the tab's button: the link holds no picture.")
+    return f"ℹ️ {' '.join(said)}" if said else ""
 
 
 NEEDS_IMAGE = {"Heads", "Topic segmentation", "Contrastive segmentation", "Interactions", "Compare explanations",
@@ -152,8 +174,9 @@ NEEDS_IMAGE = {"Heads", "Topic segmentation", "Contrastive segmentation", "Inter
 
 
 def attach(shared: Shared, groups, outer: gr.Tabs, inner: dict, choose_model, model_outputs: list,
-           button: gr.Button, box: gr.Textbox, note: gr.Markdown) -> None:
-    """Wire the link `button`, `box` and `note`, and the page's load event that opens a link's view. `groups`:
+           button: gr.Button, box: gr.Textbox, note: gr.Markdown, opened: gr.Markdown) -> None:
+    """Wire the link `button`, `box` and `note`, and the page's load event that opens a link's view (and says in
+    `opened` what of it could not be used). `groups`:
     (group, tabs); `outer`: the groups' Tabs; `inner`: group -> its Tabs; `choose_model(label, previous)`: the
     picker's own handler, whose outputs (after the picker) are `model_outputs`."""
     titles = {tab.TITLE: group for group, tabs in groups for tab in tabs}
@@ -192,11 +215,12 @@ def attach(shared: Shared, groups, outer: gr.Tabs, inner: dict, choose_model, mo
         runnable = view and ("example" in view or tab not in NEEDS_IMAGE)
         updates.append(RUN_BUTTONS.get(tab, "") if runnable else "")
         updates.append(tab or "Heads")
+        updates.append(opened_note(query, view, tab, bool(runnable and RUN_BUTTONS.get(tab))))
         return updates
 
     run = gr.Textbox(visible=False)
     outputs = [shared.model, *model_outputs, shared.caption, shared.image, *components, outer, *inner.values(), run,
-               current]
+               current, opened]
     shared.page.load(open_view, None, outputs, api_visibility="private").then(
         None, run, None, js="(button) => { if (button) setTimeout(() => "
                             "document.querySelector('#' + button)?.click(), 500); }")
