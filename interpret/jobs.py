@@ -228,7 +228,7 @@ class JobLine:
         Refused with a message when `owner` already has another job in line, or the line is full."""
         with self._lock:
             for job in self._jobs:
-                if job.key == key:
+                if job.key == key and job.phase in ("waiting", "running"):  # not one just ended, on its way out
                     return job
             if owner is not None:
                 for job in self._jobs:
