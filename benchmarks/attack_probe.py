@@ -149,6 +149,8 @@ def run(probe: Probe, rng: random.Random, args) -> None:
     image = upload(url, EXAMPLE)
     probe.call("text_neighbours", [TOY, "something red", -1, 0, 3], "warm-up")
     probe.call("head_atlas", [TOY, 0, 0], "warm-up")
+    probe.call("compare_explanations", [TOY, image, "a red circle", ["neurons"], "auto", 0.6], "warm-up")  # the
+    # toy's neuron directions, which the app makes at start-up, are written before the shared index is digested
     shared_before = tree_digest(probe.indexes)
 
     # 1. security: session ids, uploads of server paths, hostile text
@@ -196,14 +198,19 @@ def run(probe: Probe, rng: random.Random, args) -> None:
         waited = time.perf_counter() - started
         accepted = statuses.count(200)
         outcomes(url, "flooder", accepted)
-        return (answer["success"] and accepted <= 9 and waited < 5,
+        # 8 waiting and one being worked on; a heads figure takes ~0.1 s, so a few finish while the 40 are sent
+        # (each join's arguments are checked at the door): as tests/test_server_attacks.py bounds it
+        return (answer["success"] and accepted <= 16 and waited < 5,
                 f"{accepted} of 40 queued, a bystander's look-up answered in {waited:.2f} s")
     probe.case("fairness", "one visitor queues 40 analyses", flood)
 
     # 3. bounded cost
-    def interaction():
-        answer = probe.call("interaction", [TOY, image, "a red circle on a blue square", 0, 0, 50, "midpoint", "",
-                                            "", 0.6], "expensive")
+    random_b32 = ModelSpec("ViT-B-32", None).label  # the toy's 50 steps fit the budget: ViT-B-32's do not
+    probe.call("interaction", [random_b32, image, "a red circle", -1, -1, 2, "midpoint", "", "", 0.6], "warm-up")
+
+    def interaction():  # (its load, +650 MiB, is the warm-up's, as in tests/test_server_attacks.py)
+        answer = probe.call("interaction", [random_b32, image, "a red circle on a blue square", 0, 0, 50, "midpoint",
+                                            "", "", 0.6], "expensive")
         summary = answer["output"]["data"][2] if answer["success"] else error_of(answer)
         return answer["success"] and "Steps lowered" in shown(summary), shown(summary)[-90:]
     probe.case("cost", "interactions at layers 0/0, 50 steps", interaction, max_mib=400)
@@ -449,6 +456,8 @@ def long_work(probe: Probe, rng: random.Random) -> None:
 
     url, home = probe.url, probe.indexes.parent / f"{probe.indexes.name}-home"
     image = upload(url, EXAMPLE)
+    # the app's start-up work (the toy's neuron directions) done first: the CPU it uses is not a job's
+    probe.call("compare_explanations", [TOY, image, "a red circle", ["neurons"], "auto", 0.6], "warm-up")
     scenes = zip_of(probe.scratch / "scenes.zip", {f"scene_{n:04d}.png": photo(8_000_000 + n, (224, 224))
                                                    for n in range(600)})
 
@@ -499,7 +508,7 @@ def long_work(probe: Probe, rng: random.Random) -> None:
         return done == 4, f"{done} of 4 saw the training's outcome (one training)"
     probe.case("long", "Train pressed 4 times by 2 visitors", train_four_times)
 
-    photos = zip_of(probe.scratch / "photos.zip", {f"photo_{n:02d}.jpg": photo(8_100_000 + n) for n in range(10)})
+    photos = zip_of(probe.scratch / "photos.zip", {f"photo_{n:02d}.jpg": photo(8_100_000 + n) for n in range(30)})
 
     def big_photos_build():
         started = time.perf_counter()
@@ -508,8 +517,8 @@ def long_work(probe: Probe, rng: random.Random) -> None:
         text = json.dumps(answer.get("output", {}))
         estimate = re.search(r"estimated (\d+) s", text)
         ratio = int(estimate.group(1)) / seconds if estimate else 0.0
-        return answer["success"] and 0.5 <= ratio <= 2, f"10 x 6 MP: built in {seconds:.1f} s, estimate x{ratio:.2f}"
-    probe.case("photos", "build of 10 six-megapixel photos (neurons, SAE)", big_photos_build, max_mib=300)
+        return answer["success"] and 0.5 <= ratio <= 2, f"30 x 6 MP: built in {seconds:.1f} s, estimate x{ratio:.2f}"
+    probe.case("photos", "build of 30 six-megapixel photos (neurons, SAE)", big_photos_build, max_mib=300)
 
     for api_name, data in (("neuron", [TOY, -3, 0]), ("feature", [TOY, 1, 0])):
         def gallery(api_name=api_name, data=data):
