@@ -5,13 +5,13 @@ small and large images.
     python benchmarks/build_estimate.py [--cases toy-2000 ViT-B-32-photos ViT-B-32-large toy-2000-sae ...]
 
 Cases: `toy-0.1mp`, `toy-6mp`, `toy-24mp` (-png): toy scenes enlarged to photos of that many megapixels (JPEG; PNG)
-on the toy model, with an SAE; `toy-2000`: 2,000 toy scenes (64 px) on the toy model, its toy bank; `ViT-B-32-photos`: the 15 photos of
-../shared/data/images/examples on random-init ViT-B-32, the general bank; `ViT-B-32-large`: 24 photos of
-../shared/data/images/imagenet-sample enlarged to 3000 px JPEGs (a phone's photos); `-sae`: the same with an SAE
-on the middle block as well. Every build has the neuron directions of the 3 MLP layers before the last (the
-default). Each set is zipped and built as the tab builds it (its estimate from a few of the zip's members, then the
-extraction and the build, in the tab's batches), from nothing, in a temporary folder; the ratio is estimate / build
-(1.0: exact).
+on the toy model, with an SAE; `toy-2000`: 2,000 toy scenes (64 px) on the toy model, its toy bank;
+`ViT-B-32-photos`: the 15 photos of ../shared/data/images/examples on random-init ViT-B-32, the general bank;
+`ViT-B-32-large`: 24 photos of ../shared/data/images/imagenet-sample enlarged to 3000 px JPEGs (a phone's photos);
+`-sae`: the same with an SAE on the middle block as well. Every build has the neuron directions of the 3 MLP layers
+before the last (the default). Each set is zipped and built as the tab builds it (its estimate from a few of the
+zip's members, then the extraction and the build, in the tab's batches), from nothing, in a temporary folder; the
+ratio is estimate / build (1.0: exact).
 """
 from __future__ import annotations
 

@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Sequence
 
 import open_clip
-from .jobs import JobBar
 
 from .errors import InterpretError
 from .index import MANIFEST, ImageIndex, build_index
 from .integrity import content_hash, describe_file, write_hashed_manifest
+from .jobs import JobBar
 from .models import ClipModel, ModelSpec
 from .paths import INDEXES, home
 

@@ -486,9 +486,9 @@ def _train_features(args: argparse.Namespace, model, layer: int) -> None:
     report, folder = train_features(model, layer, images=args.images, tokens=args.tokens, k=args.k,
                                     features=args.features, activation=args.activation, bank=args.bank,
                                     out=args.out, engine=_engine(args), replace=args.replace)
-    poor = report.explained_variance < MIN_EXPLAINED_VARIANCE
-    print(f"{model.label}: an SAE on the stream after block {layer}: {report.line()} -> {folder}"
-          + (f" (poor: below {MIN_EXPLAINED_VARIANCE} of the variance explained; train on more tokens)" if poor else ""))
+    poor = (f" (poor: below {MIN_EXPLAINED_VARIANCE} of the variance explained; train on more tokens)"
+            if report.explained_variance < MIN_EXPLAINED_VARIANCE else "")
+    print(f"{model.label}: an SAE on the stream after block {layer}: {report.line()} -> {folder}{poor}")
 
 
 def _load_features(args: argparse.Namespace, model, layer: int) -> None:

@@ -28,11 +28,11 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from .jobs import JobBar, checkpoint
 
 from .errors import ImageError, InterpretError
 from .images import load_image
 from .integrity import write_json_atomic
+from .jobs import JobBar, checkpoint
 
 ENGINES = ("local", "ray")
 RAY_REQUIREMENTS = "pip install -r requirements-ray.txt"

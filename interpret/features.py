@@ -27,10 +27,10 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from .jobs import JobBar, checkpoint
 
 from .errors import InterpretError
 from .integrity import LoadedFiles
+from .jobs import JobBar, checkpoint
 from .models import ClipModel, layer_index
 
 SAE_FILE, SAE_MANIFEST = "sae.safetensors", "sae.json"
@@ -552,8 +552,8 @@ def name_features(model: ClipModel, atlas: FeatureAtlas, bank, batch_size: int =
     total, seen = None, 0
     for start in range(0, atlas.count, batch_size):
         checkpoint()
-        pictures = [model.read_image(root / name) for name in atlas.names[start:start + batch_size]]
-        units = F.normalize(model.encode_images(pictures).float().cpu(), dim=-1)
+        units = F.normalize(model.encode_images([root / name for name in atlas.names[start:start + batch_size]])
+                            .float().cpu(), dim=-1)
         total = units.sum(dim=0) if total is None else total + units.sum(dim=0)
         seen += len(units)
     mean = total / max(seen, 1)

@@ -28,6 +28,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".ti
 OPENED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")  # Pillow's decoders we let a file reach (JPEG's
 # opens a phone's multi-picture JPEG, MPO, too)
 Image.init()  # registers every plugin, so that the formats above are known by name
+DECODED_REDUCED = ("JPEG", "MPO")  # formats Pillow decodes at 1/2, 1/4 or 1/8 scale (`Image.draft`)
 CHECK_SIDE = 64  # the longest side a picture is decoded at to check that it can be read
 STRIP_PIXELS = 2 ** 22  # pixels converted to RGB at a time while a large picture is reduced
 _UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
@@ -130,7 +131,7 @@ def _decode(stream, label: str, max_side: int | None = None, short_side: int | N
             if short_side is not None and min(image.size) > short_side:
                 fitted = -(-max(image.size) * short_side // min(image.size))
                 max_side = fitted if max_side is None else min(max_side, fitted)
-            if max_side is not None and image.format in ("JPEG", "MPO"):
+            if max_side is not None and image.format in DECODED_REDUCED:
                 image.draft("RGB", (max_side, max_side))  # decode at 1/2, 1/4 or 1/8 scale when that suffices
             image.load()
     except ImageError:
@@ -219,9 +220,6 @@ def _to_rgb(image: Image.Image, top: float | None = None) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
-
-
-DECODED_REDUCED = ("JPEG", "MPO")  # formats Pillow decodes at 1/2, 1/4 or 1/8 scale (`Image.draft`)
 
 
 def reduced_copy(source: str | Path | bytes, short_side: int) -> bytes | None:

@@ -103,7 +103,6 @@ class Job:
     outcome: str = ""
     created: float = field(default_factory=time.monotonic)
     started: float | None = None
-    finished_at: float | None = None
     _followers: dict[int, float] = field(default_factory=dict)  # follower number -> when it last asked
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _changed: threading.Condition = field(init=False)
@@ -150,7 +149,7 @@ class Job:
 
     def _finish(self, phase: str, outcome: str) -> None:
         with self._lock:
-            self.phase, self.outcome, self.finished_at = phase, outcome, time.monotonic()
+            self.phase, self.outcome = phase, outcome
             self._changed.notify_all()
 
     def state(self, place: int = 0, starts_in_s: float = 0.0) -> JobState:

@@ -68,13 +68,13 @@ class ModelScores:
     association: float
     entanglement: float
     ranked: list[Head] = field(repr=False, default_factory=list)  # every head, most consistent first
+    by_head: dict[Head, int] = field(repr=False, default_factory=dict)
 
     @property
     def by_consistency(self) -> dict[int, int]:
         """{consistency: heads}, most consistent first (5, 4, ... 0), as the app and the CLI show it;
         `distribution` is the same counts indexed by consistency (0 first)."""
         return {c: self.distribution[c] for c in reversed(range(len(self.distribution)))}
-    by_head: dict[Head, int] = field(repr=False, default_factory=dict)
 
 
 def score_heads(atlas: HeadAtlas, top: int = TOP) -> ModelScores:

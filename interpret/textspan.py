@@ -22,12 +22,12 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from .jobs import JobBar
 
 from .banks import TextBank
 from .decompose import decompose_image, normalise_layers
 from .errors import InterpretError
 from .integrity import write_json_atomic
+from .jobs import JobBar
 from .models import ClipModel
 
 

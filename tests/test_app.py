@@ -514,7 +514,9 @@ def test_a_build_that_fails_unexpectedly_says_so_in_its_status(tmp_path, monkeyp
     updates = list(database.run_build(TOY, str(zip_of(ROOT_EXAMPLES, tmp_path / "photos.zip")), ""))
     assert "6 images" in updates[0]
     assert updates[-1].startswith("⚠️") and "failed (RuntimeError); the error was logged" in shown(updates[-1])
-    assert not (tmp_path / "home" / "built" / __import__("interpret.paths").paths.visitor_name(None) / "toy").exists()  # what it wrote: removed
+    from interpret.paths import visitor_name
+
+    assert not (tmp_path / "home" / "built" / visitor_name(None) / "toy").exists()  # what it wrote: removed
     assert list(database.run_build(TOY, str(tmp_path / "photos.zip"), ""))[-1].startswith("⚠️")  # the line is free
 
 
@@ -743,6 +745,8 @@ def test_the_word_said_to_match_agrees_with_the_strip(values, said):
     ({"tab": "Heads", "example": ["toy-1001.png", "toy-1000.png"]}, False, "the link holds no picture"),
     ({"tab": "Heads", "example": "toy-1001.png", "top": ["5", "7"]}, True, "link's top could not be used"),
     ({"tab": "Heads", "example": "toy-1001.png", "__theme": "dark"}, True, ""),
+    ({"tab": "Heads", "example": "toy-1001.png", "<img src=x onerror=alert(1)>": "1"}, True,
+     "link's \\<img src=x onerror=alert(1)\\> could not be used"),  # a name it left out, shown as text
 ])
 def test_a_link_that_cannot_be_opened_whole_says_what_was_left_out(query, runs, said):
     """A parameter given twice left the Heads view without an answer, and without a word."""

@@ -13,8 +13,8 @@ import torch
 from starlette.middleware import Middleware
 
 from ..errors import InterpretError
-from ..paths import is_toy
 from ..limits import ANALYSIS_SLOTS, MAX_UPLOAD_BYTES, QUICK_SLOTS, UPLOAD_LIFETIME_S
+from ..paths import is_toy
 from ..toy.examples import toy_examples
 from . import (atlas, compare, contrastive, database, features, heads, image_neighbours, interactions, models,
                mutual, neurons, property_neighbours, text_neighbours, topic)

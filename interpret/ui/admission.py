@@ -93,9 +93,9 @@ def http_errors(page: gr.Blocks) -> dict:
     """FastAPI exception handlers (for `launch(app_kwargs={"exception_handlers": ...})`) that answer a client's
     mistakes before the queue with a status and a message, where Gradio answered HTTP 500 with no message (and a
     traceback in the log): an endpoint that does not exist (or is not listed: `upstream.listed_events_only`), a
-    body that is not what the route takes (`NaN` as the data, a missing field), a body nested too deeply to parse
-    (the MCP library catches only JSON's own errors), an address too long for Gradio to read
-    (`upstream.unreadable_address`)."""
+    body that is not what the route takes (`NaN` as the data, a missing field), an address too long for Gradio to
+    read (`upstream.unreadable_address`). (A body nested too deeply: FastAPI's routes answer it 400 themselves;
+    the MCP route, `ReadableMcpBodies`.)"""
     import httpx
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
@@ -115,12 +115,8 @@ def http_errors(page: gr.Blocks) -> dict:
         return JSONResponse({"detail": f"The request's body is not what this route takes ({problems[:500]}). Send "
                                        "JSON: {\"data\": [one value per argument]}."}, status_code=422)
 
-    def too_deep(request, error) -> JSONResponse:  # json.loads of a body nested 100,000 deep (the MCP route's)
-        return JSONResponse({"detail": "The request's body is nested too deeply to read; send plain JSON: "
-                                       "{\"data\": [one value per argument]}, or an MCP message."}, status_code=400)
-
     return {FnIndexInferError: unknown_endpoint, RequestValidationError: malformed,
-            httpx.InvalidURL: upstream.unreadable_address, RecursionError: too_deep}
+            httpx.InvalidURL: upstream.unreadable_address}
 
 
 class ReadableMcpBodies:

@@ -60,6 +60,11 @@ def visitor_part(session: str | None, slug: str, part: Callable[[Path], Path]) -
     return own if own is not None and part(own).is_file() else None
 
 
+def whose(model, own: Path | None) -> str:
+    """Whose a stored part is, in words: the visitor's database (`own`, from `visitor_part`), else the model's."""
+    return "your database's, this session" if own is not None else f"{model.label}'s own"
+
+
 def session_of(request: gr.Request | None) -> str | None:
     return getattr(request, "session_hash", None) if request is not None else None
 

@@ -11,9 +11,9 @@ import gradio as gr
 from ..errors import ImageError, InterpretError
 from ..archives import original_names
 from ..bundles import model_folder, thumbnail_of
-from ..jobs import HEAVY
 from ..features import (SAE_MANIFEST, TOY_TRAINING_TOKENS, explain_features, feature_writers, features_folder,
                         image_features, intervened_scores, provenance, stored_sae, train_features)
+from ..jobs import HEAVY
 from ..limits import FEATURE_IMAGES_SHOWN, MAX_FEATURE_STRENGTH, MAX_TOP_FEATURES, check_number
 from ..models import layer_index
 from ..paths import is_toy
@@ -21,7 +21,7 @@ from ..render import heat_thumbnail, maps_side_by_side
 from ..segment import crop_box, upsample
 from .common import (JOB_EVENT, QUICK, Shared, connect, escaped, follow_job, friendly_errors, model_for, page_index,
                      picture_of, status_box, with_warnings)
-from .database import BUILD, session_of, visitor_part
+from .database import BUILD, session_of, visitor_part, whose
 from .neighbours import gallery_name
 
 TITLE = "Features"
@@ -41,8 +41,7 @@ def _sae(model, layer: int, session: str | None):
     try:
         sae, atlas = stored_sae(model, layer, own)
         trained, warning = provenance(sae)
-        where = "your database's, this session" if own else f"{model.label}'s own"
-        return sae, atlas, own or model_folder(model), f"{where}; {trained}", warning
+        return sae, atlas, own or model_folder(model), f"{whose(model, own)}; {trained}", warning
     except InterpretError:
         how = ("press Train an SAE on this layer (beside Find the features)" if is_toy(model.name) else
                "the Build a database tab trains one on a zip of your images, for your session; or python -m "

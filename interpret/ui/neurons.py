@@ -19,7 +19,7 @@ from ..render import head_grid, heat_thumbnail, maps_side_by_side
 from ..segment import crop_box, upsample
 from .common import (QUICK, Shared, connect, escaped, friendly_errors, model_for, page_index, picture_of,
                      status_box, with_warnings)
-from .database import session_of, visitor_part
+from .database import session_of, visitor_part, whose
 from .neighbours import gallery_name
 
 TITLE = "Neurons"
@@ -30,17 +30,14 @@ def _layer(model, layer: float) -> int:
 
 
 def _directions(model, layer: int, session: str | None):
-    """(MLP `layer`'s neuron directions, the folder they are in): the visitor's own (built with their database, in
-    this session), else the model's (`stored_directions`)."""
+    """(MLP `layer`'s neuron directions, the folder they are in, where they come from and what they were found on
+    in words): the visitor's own (built with their database, in this session), else the model's
+    (`stored_directions`)."""
     own = visitor_part(session, model.slug, lambda folder: neurons_folder(folder, layer) / NEURON_MANIFEST)
-    return stored_directions(model, layer, folder=own), own or model_folder(model)
-
-
-def _origin(model, directions, session: str | None) -> str:
-    """Where neuron directions come from and what they were found on, in words."""
-    own = visitor_part(session, model.slug, lambda folder: neurons_folder(folder, directions.layer) / NEURON_MANIFEST)
-    where = "your database's, this session" if own else f"{model.label}'s own"
-    return f"{where}: found on {directions.count:,} images, described with the {directions.bank or 'no'} bank"
+    directions = stored_directions(model, layer, folder=own)
+    origin = (f"{whose(model, own)}: found on {directions.count:,} images, described with the "
+              f"{directions.bank or 'no'} bank")
+    return directions, own or model_folder(model), origin
 
 
 def _words(description: list[tuple[str, float]] | None, count: int = 3) -> str:
@@ -59,9 +56,9 @@ def run_neurons(label: str, image_path: str | None, caption: str, layer: float =
     model.tokenize(caption or "")  # an unusable caption gets its message before any image work
     picture = picture_of(image_path)
     try:
-        directions, _ = _directions(model, layer, session_of(request))
+        directions, _, origin = _directions(model, layer, session_of(request))
     except InterpretError:  # not described here: the neurons are found all the same, without words
-        directions = None
+        directions, origin = None, ""
     report = explain_neurons(model, picture, caption, layer, top, directions)
     box = crop_box(model, picture.size)
     maps = [(f"neuron {neuron}", upsample(report.maps[rank], picture.size, box),
@@ -77,8 +74,7 @@ def run_neurons(label: str, image_path: str | None, caption: str, layer: float =
                      ("no" if report.significant is not None else ""),
                      ", ".join(f"{l}.{h}" for l, h, _ in heads)])
         carriers += [[neuron, l, h, round(share, 5)] for l, h, share in heads]
-    origin = escaped(_origin(model, directions, session_of(request))) if directions is not None else ""
-    described = (f"Words and labels come from the neuron directions ({origin}; their top images and a sparse "
+    described = (f"Words and labels come from the neuron directions ({escaped(origin)}; their top images and a sparse "
                  "decomposition over a text bank)." if report.descriptions else
                  "This model's neurons are not described here yet (the Build a database tab finds them in a zip of "
                  "your images; or python -m interpret neurons directions), so they have no words.")
@@ -111,7 +107,7 @@ def run_neuron(label: str, layer: float = -3, neuron: float = 0, request: gr.Req
     layer = _layer(model, layer)
     count = model.tower.mlp_writes(layer).shape[0]
     neuron = check_number(neuron, "The neuron", 0, count - 1, integer=True)  # before the directions are read
-    directions, folder = _directions(model, layer, session_of(request))
+    directions, folder, origin = _directions(model, layer, session_of(request))
     names = [directions.names[row] for row in directions.top_rows[neuron][:NEURON_IMAGES_SHOWN].tolist()]
     norms = directions.top_norms[neuron][:NEURON_IMAGES_SHOWN].tolist()
     found = [(name, norm, picture) for name, norm in zip(names, norms)
@@ -130,11 +126,10 @@ def run_neuron(label: str, layer: float = -3, neuron: float = 0, request: gr.Req
         shares = (along.mean(dim=0) / along.sum(dim=(1, 2)).mean().clamp(min=1e-12)).cpu().numpy()
     property_, confidence = directions.labels[neuron] if directions.labels else ("untagged", 0.0)
     words = [[text, weight] for text, weight in (directions.descriptions[neuron] if directions.descriptions else [])]
-    origin = escaped(_origin(model, directions, session_of(request)))
-    summary = (f"**Neuron {neuron} of layer {layer}** ({origin}): property **{escaped(property_)}** ({confidence:.0%} of its "
-               f"positive words' weight; bank: {escaped(directions.bank or 'none')}). Its direction (the words' "
-               "signs with it) is signed so that most of its top images' effects point along it, as the paper "
-               "signs it: over another database it may point the other way. It explains "
+    summary = (f"**Neuron {neuron} of layer {layer}** ({escaped(origin)}): property **{escaped(property_)}** "
+               f"({confidence:.0%} of its positive words' weight; bank: {escaped(directions.bank or 'none')}). Its "
+               "direction (the words' signs with it) is signed so that most of its top images' effects point along it, "
+               "as the paper signs it: over another database it may point the other way. It explains "
                f"{float(directions.variance[neuron]):.0%} of its effects on its top {directions.top_rows.shape[1]} "
                f"of {directions.count} images; an image is significant for it when its effect exceeds "
                f"{float(directions.thresholds[neuron]):.4f}. The gallery shows its top {len(gallery)} images "
