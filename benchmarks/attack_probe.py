@@ -488,7 +488,6 @@ def long_work(probe: Probe, rng: random.Random) -> None:
         cpu = server_cpu_s(probe.process)
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(visitor, range(8)))
-        left = time.monotonic()
         time.sleep(3.0)
         busy = server_cpu_s(probe.process)
         time.sleep(2.0)

@@ -27,7 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from interpret.banks import general_bank  # noqa: E402
-from interpret.bundles import THUMBNAIL_SIDE  # noqa: E402
+from interpret.folders import THUMBNAIL_SIDE  # noqa: E402
 from interpret.decompose import decompose_image  # noqa: E402
 from interpret.images import load_image  # noqa: E402
 from interpret.index import default_layers  # noqa: E402

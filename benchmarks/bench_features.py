@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from interpret.features import explain_features, feature_atlas, token_states, train_sae  # noqa: E402
+from interpret.dictionaries import explain_features, feature_atlas, token_states, train_sae  # noqa: E402
 from interpret.models import load_model  # noqa: E402
 
 

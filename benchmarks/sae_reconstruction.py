@@ -20,7 +20,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from interpret.engines import LocalEngine, run_blocks  # noqa: E402
-from interpret.features import TokenStatesTask, evaluate_sae, train_sae  # noqa: E402
+from interpret.dictionaries import TokenStatesTask, evaluate, train_sae  # noqa: E402
 from interpret.images import list_images  # noqa: E402
 from interpret.models import load_model  # noqa: E402
 
@@ -57,7 +57,7 @@ def main() -> None:
             passes = (block for _ in range(args.epochs) for block in kept)
             sae, report = train_sae(passes, model.geometry.width, layer, args.expansion * model.geometry.width,
                                     warmup=50, progress=False)
-            measured = evaluate_sae(sae, [block.reshape(-1, block.shape[-1]) for block in states(names[-held:])])
+            measured = evaluate(sae, [block.reshape(-1, block.shape[-1]) for block in states(names[-held:])])
             print(f"{layer} | {measured.explained_variance:.3f} | {measured.l0:.1f} | {measured.dead} of "
                   f"{measured.features} | {report.tokens:,} | {time.monotonic() - started:.0f}")
 

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from interpret.features import FeatureAtlas, SparseAutoencoder, train_features  # noqa: E402
+from interpret.dictionaries import FeatureAtlas, Dictionary, train_features  # noqa: E402
 from interpret.models import load_model  # noqa: E402
 from interpret.toy.evaluate import feature_removal, feature_truth, probe_truth  # noqa: E402
 
@@ -41,7 +41,7 @@ def main() -> None:
         folder = Path(scratch) / "features" / f"layer-{args.truth_layer:02d}"
         if not folder.is_dir():
             train_features(model, args.truth_layer, tokens=args.tokens, out=scratch, progress=False)
-        sae, _ = SparseAutoencoder.load(folder)
+        sae, _ = Dictionary.load(folder)
         atlas = FeatureAtlas.load(folder)
         truth = feature_truth(model, sae, atlas)
         by_peak = feature_truth(model, sae, atlas, aggregate="max")

@@ -18,7 +18,7 @@ _HOMES = {
     "interact": ("Interaction", "interaction_map"),
     "mutual": ("MutualKnowledge", "mutual_knowledge"),
     "neurons": ("explain_neurons", "neuron_directions"),
-    "features": ("explain_features", "train_features"),
+    "dictionaries": ("explain_features", "train_dictionaries_of", "train_features"),
     "segment": ("ImageMaps", "SpatialMap", "contrastive_map", "topic_map"),
     "models": ("ClipModel", "Geometry", "catalogue", "load_model", "model_from_config"),
     "textspan": ("describe_heads",),

@@ -9,17 +9,12 @@ A bundle is the folder `indexes/<model slug>/` (the one the CLI and the app use)
     bundle.json                   model, tag, weights hash, open_clip version, image count, bank, layers, every
                                   file's size and SHA-256, and the SHA-256 of bundle.json itself
 
-Where a model's folder is found (`model_folder`), in order: `indexes/<slug>` when it holds a database; else the
-source `INTERPRET_BUNDLES` names, a local folder with one sub-folder per model or `hf://datasets/ORG/REPO` (only that
-model's sub-folder is fetched, into the cache under `INTERPRET_HOME`). A bundle is verified before first use:
-a damaged, partial or mismatched one (other weights, another open_clip major version) is refused with a message
-that names the file, and never half-used.
+Where a model's folder is found, and how a bundle is checked before use: `folders`.
 """
 from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from pathlib import Path
 from typing import Sequence
@@ -27,21 +22,11 @@ from typing import Sequence
 import open_clip
 
 from .errors import InterpretError
-from .index import MANIFEST, ImageIndex, build_index
-from .integrity import content_hash, describe_file, write_hashed_manifest
+from .folders import BUNDLE_MANIFEST, HEAD_LABELS, HUB_PREFIX, THUMBNAIL_SIDE, THUMBNAILS, BundleError
+from .index import ImageIndex, build_index
+from .integrity import describe_file, write_hashed_manifest
 from .jobs import JobBar
-from .models import ClipModel, ModelSpec
-from .paths import INDEXES, home
-
-BUNDLE_MANIFEST = "bundle.json"
-HEAD_LABELS = "head_labels.json"
-THUMBNAILS = "thumbnails"
-THUMBNAIL_SIDE = 256
-HUB_PREFIX = "hf://datasets/"
-
-
-class BundleError(InterpretError):
-    """A bundle that is missing, damaged, partial, or made for other weights or another open_clip."""
+from .models import ClipModel
 
 
 # --- building -----------------------------------------------------------------------------------------------------
@@ -49,11 +34,12 @@ class BundleError(InterpretError):
 def build_bundle(model: ClipModel, images: str | Path, out: str | Path, bank: str = "general",
                  layers: Sequence[int] | None = None, batch_size: int = 32, progress: bool = True,
                  engine=None, neuron_layers: Sequence[int] | None = None,
-                 feature_layers: Sequence[int] = ()) -> Path:
+                 feature_layers: Sequence[int] = (), transcoder_layers: Sequence[int] = ()) -> Path:
     """Build `out/<model slug>/`: head labels of every head (TextSpan over `images` with `bank`: 'general', 'toy'
     or a text file), the image database (heads of `layers`, default the last 4), thumbnails, the neuron directions
     of `neuron_layers` (default: `neurons.default_neuron_layers`; described with the bank), an SAE on each of
-    `feature_layers` (default none: trained on the images, its features named with the bank), and bundle.json.
+    `feature_layers` and a transcoder of the MLP of each of `transcoder_layers` (default none: each kind trained on
+    the images in one pass for all its layers, its features named with the bank), and bundle.json.
     Resumable (each step keeps what is finished) and atomic (bundle.json, which makes the folder a bundle, is
     written last). `engine`: where the images are
     decomposed (`engines.make_engine`; default: here). Returns the bundle's folder."""
@@ -73,21 +59,25 @@ def build_bundle(model: ClipModel, images: str | Path, out: str | Path, bank: st
                          engine=engine)
     database = ImageIndex.open(folder, model)
     write_thumbnails(database, folder / THUMBNAILS, progress)
-    from .features import train_features
+    from .dictionaries import FOLDERS, train_dictionaries_of
     from .neurons import default_neuron_layers, describe_neurons, neuron_directions, neurons_folder
 
     for layer in (default_neuron_layers(model) if neuron_layers is None else neuron_layers):
         describe_neurons(model, neuron_directions(model, images, layer, batch_size=batch_size, engine=engine,
                                                   progress=progress), texts).save(neurons_folder(folder, layer))
-    for layer in feature_layers:
-        train_features(model, layer, images=images, bank=bank, out=folder, engine=engine, progress=progress,
-                       batch_size=batch_size, replace=True)  # a bundle's build makes its SAEs again
+    for kind, chosen in (("sae", feature_layers), ("transcoder", transcoder_layers)):
+        if chosen:  # a bundle's build makes its dictionaries again
+            train_dictionaries_of(model, kind, chosen, images=images, bank=bank, out=folder, engine=engine,
+                                  progress=progress, batch_size=batch_size, replace=True)
     manifest = {"model": model.name, "pretrained": model.pretrained, "label": model.label,
                 "weights_sha256": model.weights_hash, "open_clip": open_clip.__version__, "images": report.count,
                 "skipped": len(report.skipped), "bank": Path(bank).name if bank not in ("general", "toy") else bank,
                 "bank_size": len(texts), "head_labels_images": atlas.images, "layers": list(database.layers),
                 "neuron_layers": sorted(int(path.name.split("-")[1]) for path in (folder / "neurons").glob("layer-*")),
-                "feature_layers": sorted(int(path.name.split("-")[1]) for path in (folder / "features").glob("layer-*")),
+                "feature_layers": sorted(int(path.name.split("-")[1]) for path in (folder / FOLDERS["sae"]).glob(
+                    "layer-*")),
+                "transcoder_layers": sorted(int(path.name.split("-")[1]) for path in
+                                            (folder / FOLDERS["transcoder"]).glob("layer-*")),
                 "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "build_seconds": round(time.monotonic() - started, 1),
                 "files": {name: describe_file(folder / name) for name in _files(folder)}}
     _write_manifest(folder, manifest)
@@ -101,10 +91,10 @@ _model_costs: dict[tuple, tuple[float, float]] = {}  # (model slug, bank[, kind,
 
 
 def estimate_build(model: ClipModel, images: int, bank: str = "general", samples: Sequence = (),
-                   neuron_layers: Sequence[int] | None = None, feature_layers: Sequence[int] = ()
-                   ) -> tuple[float, float]:
+                   neuron_layers: Sequence[int] | None = None, feature_layers: Sequence[int] = (),
+                   transcoder_layers: Sequence[int] = ()) -> tuple[float, float]:
     """(seconds to build a bundle of `images` images on this machine, seconds an image), counting what the build
-    does (`neuron_layers` and `feature_layers` as `build_bundle` takes them). Measured once per model and bank:
+    does (`neuron_layers`, `feature_layers` and `transcoder_layers` as `build_bundle` takes them). Measured once per model and bank:
     decomposing a batch over every layer (the head labels) and over the database's layers, the bank's texts (a
     sample of them) and TextSpan (one head, on `TEXTSPAN_OUTPUTS` outputs, for every head); once per model, bank
     and layer, the neuron directions and SAEs asked for (`_layer_cost`). Measured on `samples` (a few of the images
@@ -114,7 +104,8 @@ def estimate_build(model: ClipModel, images: int, bank: str = "general", samples
 
     per_image, fixed = _model_cost(model, bank)
     layers = [("neurons", layer) for layer in (default_neuron_layers(model) if neuron_layers is None
-                                               else neuron_layers)] + [("features", layer) for layer in feature_layers]
+                                               else neuron_layers)] + [("features", layer) for layer in feature_layers] \
+        + [("transcoders", layer) for layer in transcoder_layers]
     reads = 2 + sum(PASSES[kind] for kind, _ in layers)
     handling = _handling_cost(model, samples[:ESTIMATE_SAMPLES], reads) if samples else 0.0
     for kind, layer in layers:
@@ -123,16 +114,16 @@ def estimate_build(model: ClipModel, images: int, bank: str = "general", samples
     return images * (per_image + handling) + fixed, per_image + handling
 
 
-SAE_TIMED_TOKENS = 4096  # random token states an SAE of the real size trains on to time a token
+SAE_TIMED_TOKENS = 4096  # random token states a dictionary of the real size trains on to time a token
 
 
 def _layer_cost(model: ClipModel, bank: str, kind: str, layer: int) -> tuple[float, float]:
-    """(seconds an image, seconds in all) of the neuron directions (`kind` "neurons") or the SAE ("features") of
-    `layer`, measured on `ESTIMATE_BATCH` drawn images. The part an image is timed alone, warm, for each layer: the
-    two passes of `NeuronTask`; or the SAE's states, its training (on `SAE_TIMED_TOKENS` random states) and its
-    atlas pass. The fixed part (describing with the bank, whose texts the build has already embedded; the SVDs;
-    the SAE's start) is the rest of making them whole from those images, measured once per model, bank and kind:
-    it is the same for every layer."""
+    """(seconds an image, seconds in all) of the neuron directions (`kind` "neurons"), the SAE ("features") or the
+    transcoder ("transcoders") of `layer`, measured on `ESTIMATE_BATCH` drawn images. The part an image is timed
+    alone, warm, for each layer: the two passes of `NeuronTask`; or the dictionary's inputs, its training (on
+    `SAE_TIMED_TOKENS` random rows) and its atlas pass. The fixed part (describing with the bank, whose texts the
+    build has already embedded; the SVDs; the dictionary's start) is the rest of making them whole from those
+    images, measured once per model, bank and kind: it is the same for every layer."""
     import tempfile
 
     import numpy as np
@@ -140,7 +131,8 @@ def _layer_cost(model: ClipModel, bank: str, kind: str, layer: int) -> tuple[flo
     from PIL import Image
 
     from .banks import bank_named
-    from .features import SparseAutoencoder, feature_atlas, token_states, train_features, train_sae
+    from .dictionaries import Dictionary, dictionary_inputs, feature_atlas, train_dictionaries, train_dictionaries_of
+    from .dictionaries.streams import row_width
     from .neurons import NeuronTask, describe_neurons, neuron_directions
 
     key, fixed_key = (model.slug, bank, kind, layer), (model.slug, bank, kind)
@@ -170,17 +162,20 @@ def _layer_cost(model: ClipModel, bank: str, kind: str, layer: int) -> tuple[flo
                                                        texts))
                 _model_costs[fixed_key] = (0.0, max(0.0, whole - per_image * count))
         else:
-            token_states(model, batch[:1], layer)  # warm
-            forward = timed(lambda: token_states(model, batch, layer)) / count
-            states = torch.randn(SAE_TIMED_TOKENS // model.geometry.tokens + 1, model.geometry.tokens,
-                                 model.geometry.width, generator=torch.Generator().manual_seed(0))
-            training = timed(lambda: train_sae([states], model.geometry.width, layer, progress=False)) / len(states)
+            chosen = "sae" if kind == "features" else "transcoder"
+            dictionary_inputs(model, batch[:1], chosen, [layer])  # warm
+            forward = timed(lambda: dictionary_inputs(model, batch, chosen, [layer])) / count
+            rows = torch.randn(SAE_TIMED_TOKENS // model.geometry.tokens + 1, model.geometry.tokens,
+                               row_width(model, chosen), generator=torch.Generator().manual_seed(0))
+            training = timed(lambda: train_dictionaries([{layer: rows}], chosen, model.geometry.width, [layer],
+                                                        progress=False)) / len(rows)
             started = time.perf_counter()
-            _, folder = train_features(model, layer, images=scratch, bank=bank, out=Path(scratch) / "out",
-                                       progress=False)
+            _, folder = train_dictionaries_of(model, chosen, [layer], images=scratch, bank=bank,
+                                              out=Path(scratch) / "out", progress=False)[layer]
             whole = time.perf_counter() - started
-            sae, _ = SparseAutoencoder.load(folder)
-            per_image = forward + training + timed(lambda: feature_atlas(model, sae, scratch, progress=False)) / count
+            trained, _ = Dictionary.load(folder)
+            per_image = forward + training + timed(lambda: feature_atlas(model, trained, scratch,
+                                                                         progress=False)) / count
             _model_costs.setdefault(fixed_key, (0.0, max(0.0, whole - per_image * count)))
     _model_costs[key] = (per_image, _model_costs[fixed_key][1])
     return _model_costs[key]
@@ -216,8 +211,8 @@ def _model_cost(model: ClipModel, bank: str) -> tuple[float, float]:
     return _model_costs[key]
 
 
-PASSES = {"neurons": 2, "features": 3}  # passes that read the images: a layer's neuron directions (the effects,
-# then the top images'), an SAE's (its training with the held-out images, its atlas, its names)
+PASSES = {"neurons": 2, "features": 3, "transcoders": 3}  # passes that read the images: a layer's neuron directions
+# (the effects, then the top images'), a dictionary's (its training with the held-out images, its atlas, its names)
 
 
 def _handling_cost(model: ClipModel, samples: Sequence, reads: int) -> float:
@@ -263,10 +258,6 @@ def write_thumbnails(database: ImageIndex, out: Path, progress: bool = True) -> 
         os.replace(temporary, target)
 
 
-def thumbnail_of(folder: Path, entry_path: str) -> Path:
-    return folder / THUMBNAILS / f"{entry_path}.webp"
-
-
 def _files(folder: Path) -> list[str]:
     """Every file of the bundle (relative, sorted), bundle.json and leftovers of interrupted writes excepted."""
     return sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*")
@@ -276,89 +267,6 @@ def _files(folder: Path) -> list[str]:
 
 def _write_manifest(folder: Path, manifest: dict) -> None:
     write_hashed_manifest(folder / BUNDLE_MANIFEST, manifest, "bundle_sha256")
-
-
-# --- checking -----------------------------------------------------------------------------------------------------
-
-def verify_bundle(folder: Path, model: ClipModel) -> dict:
-    """The bundle's manifest, once every file matches it and it was made for `model`'s weights with this
-    open_clip major version; `BundleError` naming the first file that does not."""
-    path = folder / BUNDLE_MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-        if manifest.get("bundle_sha256") != content_hash(manifest, "bundle_sha256"):
-            raise ValueError("its content does not match its hash")
-        files = manifest["files"]
-    except FileNotFoundError:
-        raise BundleError(f"{folder.name} is not a bundle (no {BUNDLE_MANIFEST}); build one with "
-                          "python -m interpret bundle.") from None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        raise BundleError(f"The bundle {folder.name}: {BUNDLE_MANIFEST} cannot be used ({error}).") from None
-    if manifest.get("weights_sha256") != model.weights_hash:
-        raise BundleError(f"The bundle {folder.name} ({BUNDLE_MANIFEST}) was made for other weights "
-                          f"({str(manifest.get('weights_sha256'))[:12]}) than {model.label} "
-                          f"({model.weights_hash[:12]}).")
-    if str(manifest.get("open_clip", "")).split(".")[0] != open_clip.__version__.split(".")[0]:
-        raise BundleError(f"The bundle {folder.name} was made with open_clip {manifest.get('open_clip')}; this is "
-                          f"open_clip {open_clip.__version__} (another major version).")
-    for required in (MANIFEST, HEAD_LABELS):
-        if required not in files:
-            raise BundleError(f"The bundle {folder.name} is partial: it lists no {required}.")
-    for name, expected in files.items():
-        file = folder / name
-        if not file.is_file():
-            raise BundleError(f"The bundle {folder.name} is partial: {name} is missing.")
-        if file.stat().st_size != expected["bytes"] or describe_file(file)["sha256"] != expected["sha256"]:
-            raise BundleError(f"The bundle {folder.name} is damaged: {name} does not match its SHA-256.")
-    return manifest
-
-
-# --- finding ------------------------------------------------------------------------------------------------------
-
-_verified: dict[Path, float] = {}  # bundle folder -> bundle.json's mtime when verified
-_lock = threading.Lock()
-
-
-def model_folder(model: ClipModel) -> Path:
-    """Where `model`'s head labels and database are (see the module's docstring): its own `indexes/<slug>` when
-    that holds a database, else its verified bundle from `INTERPRET_BUNDLES`, else `indexes/<slug>` (where a
-    build goes; the caller says what is missing)."""
-    own = model.index_dir
-    source = os.environ.get("INTERPRET_BUNDLES", "").strip()
-    if (own / MANIFEST).is_file() or not source:
-        return own
-    with _lock:
-        folder = _fetch(source, model) if source.startswith(HUB_PREFIX) else Path(source) / model.slug
-        if not folder.is_dir():
-            return own
-        stamp = (folder / BUNDLE_MANIFEST).stat().st_mtime if (folder / BUNDLE_MANIFEST).is_file() else -1.0
-        if _verified.get(folder) != stamp:
-            verify_bundle(folder, model)
-            _verified[folder] = stamp
-        return folder
-
-
-def stored_labels(spec: ModelSpec) -> Path | None:
-    """The head labels of a model (by its picker entry, without loading it) that are on this machine: in its
-    index folder, or in a local `INTERPRET_BUNDLES` folder (an hf:// source is not fetched for this)."""
-    source = os.environ.get("INTERPRET_BUNDLES", "").strip()
-    folders = [INDEXES / spec.slug] + ([Path(source) / spec.slug] if source and not source.startswith(HUB_PREFIX)
-                                       else [])
-    return next((folder / HEAD_LABELS for folder in folders if (folder / HEAD_LABELS).is_file()), None)
-
-
-def _fetch(source: str, model: ClipModel) -> Path:
-    """The model's sub-folder of a Hugging Face dataset repository, fetched into the cache (only that folder)."""
-    from huggingface_hub import snapshot_download
-
-    repository = source[len(HUB_PREFIX):].strip("/")
-    try:
-        root = snapshot_download(repo_id=repository, repo_type="dataset", allow_patterns=[f"{model.slug}/*"],
-                                 cache_dir=str(home() / "hub"))
-    except Exception as error:  # offline, no such repository, no access: each a message
-        raise BundleError(f"Could not fetch the bundle of {model.label} from {source}: "
-                          f"{type(error).__name__}: {str(error)[:200]}") from None
-    return Path(root) / model.slug
 
 
 # --- publishing ---------------------------------------------------------------------------------------------------

@@ -124,7 +124,7 @@ def _labels_for(model, images: list[str] | None):
     """The model's head labels: from its folder or bundle, else described now (toy scenes and the toy bank for
     the toy model, else `images` with the general bank) and saved where describe-heads saves them."""
     from .banks import general_bank, toy_bank
-    from .bundles import model_folder
+    from .folders import model_folder
     from .index import load_head_labels
     from .textspan import describe_heads
 
@@ -382,7 +382,8 @@ def _bundle(args: argparse.Namespace) -> None:
     model = _load(args)
     folder = build_bundle(model, args.images, args.out, bank=args.bank or default_bank(model.name),
                           layers=args.layers, batch_size=args.batch_size, engine=_engine(args),
-                          neuron_layers=args.neuron_layers, feature_layers=args.feature_layers or ())
+                          neuron_layers=args.neuron_layers, feature_layers=args.feature_layers or (),
+                          transcoder_layers=args.transcoder_layers or ())
     print(f"{model.label}: bundle in {folder}")
 
 
@@ -399,7 +400,7 @@ def _neurons(args: argparse.Namespace) -> None:
 
 def _neuron_directions(args: argparse.Namespace, model, layer: int) -> None:
     from .banks import bank_named, default_bank
-    from .bundles import model_folder
+    from .folders import model_folder
     from .neurons import describe_neurons, neuron_directions, neurons_folder
     from .toy.examples import draw_toy_database
 
@@ -461,12 +462,12 @@ def _show_neuron(args: argparse.Namespace, model, layer: int) -> None:
 
 
 def _features(args: argparse.Namespace) -> None:
-    from .features import default_feature_layer
+    from .dictionaries import default_layer
 
     model = _load(args)
-    layer = default_feature_layer(model) if args.layer is None else args.layer
+    layer = default_layer(model) if args.layer is None else args.layer
     {"train": _train_features, "load": _load_features, "describe": _describe_features, "top": _features_of_image,
-     "show": _show_feature}[args.action](args, model, layer)
+     "show": _show_feature, "export": _export_features}[args.action](args, model, layer)
 
 
 def _feature_images(args: argparse.Namespace, model) -> Path:
@@ -481,52 +482,60 @@ def _feature_images(args: argparse.Namespace, model) -> Path:
 
 
 def _train_features(args: argparse.Namespace, model, layer: int) -> None:
-    from .features import MIN_EXPLAINED_VARIANCE, train_features
+    from .dictionaries import MIN_EXPLAINED_VARIANCE, train_dictionaries_of
 
-    report, folder = train_features(model, layer, images=args.images, tokens=args.tokens, k=args.k,
-                                    features=args.features, activation=args.activation, bank=args.bank,
-                                    out=args.out, engine=_engine(args), replace=args.replace)
-    poor = (f" (poor: below {MIN_EXPLAINED_VARIANCE} of the variance explained; train on more tokens)"
-            if report.explained_variance < MIN_EXPLAINED_VARIANCE else "")
-    print(f"{model.label}: an SAE on the stream after block {layer}: {report.line()} -> {folder}{poor}")
+    if args.layers:
+        layers = [int(value) for value in args.layers.split(",") if value.strip()]
+    else:
+        layers = list(range(model.geometry.layers)) if args.kind == "transcoder" and args.layer is None else [layer]
+    results = train_dictionaries_of(model, args.kind, layers, images=args.images, tokens=args.tokens, k=args.k,
+                                    features=args.features, activation=args.activation, skip=args.skip,
+                                    bank=args.bank, out=args.out, engine=_engine(args), replace=args.replace)
+    what = "an SAE on the stream after block" if args.kind == "sae" else "a transcoder of the MLP of block"
+    for trained, (report, folder) in results.items():
+        poor = (f" (poor: below {MIN_EXPLAINED_VARIANCE} of the variance explained; train on more tokens)"
+                if report.explained_variance < MIN_EXPLAINED_VARIANCE else "")
+        print(f"{model.label}: {what} {trained}: {report.line()} -> {folder}{poor}")
 
 
 def _load_features(args: argparse.Namespace, model, layer: int) -> None:
-    from .bundles import model_folder
-    from .features import features_folder, load_pretrained_sae
+    from .dictionaries import dictionary_folder, load_pretrained
+    from .folders import model_folder
 
     if not args.source:
-        raise InterpretError("features load needs the SAE's folder or hf://ORG/REPO[/SUBFOLDER] (--source).")
-    sae = load_pretrained_sae(args.source, model, args.layer)
-    folder = sae.save(features_folder(args.out or model_folder(model), sae.config.layer),
-                      model=model.label, weights_sha256=model.weights_hash, source=str(args.source))
-    print(f"{model.label}: a {sae.config.source} SAE of the stream after block {sae.config.layer} "
-          f"({sae.config.features} features, {sae.config.activation}) -> {folder}; describe it with: python -m "
-          "interpret features describe")
+        raise InterpretError("features load needs the dictionary's folder or hf://ORG/REPO[/SUBFOLDER] (--source).")
+    dictionary = load_pretrained(args.source, model, args.layer)
+    config = dictionary.config
+    folder = dictionary.save(dictionary_folder(args.out or model_folder(model), config.kind, config.layer),
+                             model=model.label, weights_sha256=model.weights_hash, source=str(args.source))
+    print(f"{model.label}: a {config.source} {config.name} ({config.features} features, {config.activation}) -> "
+          f"{folder}; describe it with: python -m interpret features describe --kind {config.kind} --layer "
+          f"{config.layer}")
 
 
 def _describe_features(args: argparse.Namespace, model, layer: int) -> None:
     from .banks import bank_named, default_bank
-    from .bundles import model_folder
-    from .features import describe_features, features_folder, stored_sae
+    from .dictionaries import describe_features, dictionary_folder, stored_dictionary
+    from .folders import model_folder
 
-    sae, _ = stored_sae(model, layer, args.out)
-    atlas = describe_features(model, sae, _feature_images(args, model), bank_named(args.bank or default_bank(
+    dictionary, _ = stored_dictionary(model, args.kind, layer, args.out)
+    atlas = describe_features(model, dictionary, _feature_images(args, model), bank_named(args.bank or default_bank(
         model.name)), engine=_engine(args))
-    folder = atlas.save(features_folder(args.out or model_folder(model), sae.config.layer))
+    folder = atlas.save(dictionary_folder(args.out or model_folder(model), args.kind, dictionary.config.layer))
     named = sum(1 for text, _, _ in atlas.labels if text)
-    print(f"{model.label}: {sae.config.features} features of layer {sae.config.layer} over {atlas.count} images, "
-          f"{named} named -> {folder}")
+    print(f"{model.label}: {dictionary.config.features} features of the {dictionary.config.name} over {atlas.count} "
+          f"images, {named} named -> {folder}")
 
 
 def _features_of_image(args: argparse.Namespace, model, layer: int) -> None:
-    from .features import explain_features, stored_sae
+    from .dictionaries import explain_features, stored_dictionary
 
     if not args.image:
         raise InterpretError("features top needs an IMAGE.")
-    sae, atlas = stored_sae(model, layer, args.out)
-    report = explain_features(model, args.image, args.caption, layer, top=args.top, sae=sae, atlas=atlas)
-    print(f"{model.label}: features of the stream after block {report.layer} on {args.image}"
+    dictionary, atlas = stored_dictionary(model, args.kind, layer, args.out)
+    report = explain_features(model, args.image, args.caption, layer, top=args.top, dictionary=dictionary,
+                              atlas=atlas)
+    print(f"{model.label}: features of the {dictionary.config.name} on {args.image}"
           + (f", and the score of '{report.caption}' ({report.cosine:+.4f}) without each" if report.caption else ""))
     print(f"\n{'feature':>7}  {'peak':>7}  {'patches':>7}  {'score change':>12}  name")
     for index, feature in enumerate(report.features):
@@ -536,22 +545,33 @@ def _features_of_image(args: argparse.Namespace, model, layer: int) -> None:
 
 
 def _show_feature(args: argparse.Namespace, model, layer: int) -> None:
-    from .features import stored_sae
+    from .dictionaries import stored_dictionary
 
     if args.feature is None:
         raise InterpretError("features show needs --feature F.")
-    sae, atlas = stored_sae(model, layer, args.out)
-    if not 0 <= args.feature < sae.config.features:
-        raise InterpretError(f"The SAE has features 0 to {sae.config.features - 1}.")
+    dictionary, atlas = stored_dictionary(model, args.kind, layer, args.out)
+    if not 0 <= args.feature < dictionary.config.features:
+        raise InterpretError(f"The {dictionary.config.name} has features 0 to {dictionary.config.features - 1}.")
     if atlas is None:
-        raise InterpretError("This SAE has no atlas yet: python -m interpret features describe.")
+        raise InterpretError(f"The {dictionary.config.name} has no atlas yet: python -m interpret features describe "
+                             f"--kind {args.kind} --layer {layer}.")
     name = atlas.labels[args.feature] if atlas.labels else ("", "", 0.0)
-    print(f"{model.label}, layer {layer}, feature {args.feature}: '{name[0]}' ({name[1]}, {name[2]:+.3f}); fires on "
-          f"{float(atlas.frequency[args.feature]):.2%} of tokens, {float(atlas.mean_activation[args.feature]):.3f} "
-          "where it fires")
+    print(f"{model.label}, {dictionary.config.name}, feature {args.feature}: '{name[0]}' ({name[1]}, {name[2]:+.3f}); "
+          f"fires on {float(atlas.frequency[args.feature]):.2%} of tokens, "
+          f"{float(atlas.mean_activation[args.feature]):.3f} where it fires")
     for row, value in zip(atlas.top_rows[args.feature].tolist(), atlas.top_values[args.feature].tolist()):
         if row >= 0:
             print(f"  {value:8.3f}  {atlas.names[row]}")
+
+
+def _export_features(args: argparse.Namespace, model, layer: int) -> None:
+    from .dictionaries import save_saelens, stored_dictionary
+
+    if not args.to:
+        raise InterpretError("features export needs the folder to write to (--to).")
+    dictionary, _ = stored_dictionary(model, args.kind, layer, args.out)
+    folder = save_saelens(dictionary, args.to, model)
+    print(f"{model.label}: the {dictionary.config.name} in SAELens's format -> {folder} (sae_lens.SAE.load_from_disk)")
 
 
 def _add_engine_arguments(parser: argparse.ArgumentParser) -> None:
@@ -882,6 +902,8 @@ def build_parser() -> argparse.ArgumentParser:
     bundle.add_argument("--neuron-layers", type=int, nargs="*", help="MLP layers whose neuron directions to store "
                                                                     "(default: the three before the last)")
     bundle.add_argument("--feature-layers", type=int, nargs="*", help="blocks to train an SAE on (default: none)")
+    bundle.add_argument("--transcoder-layers", type=int, nargs="*",
+                        help="blocks whose MLPs get a transcoder, all from one pass (default: none)")
     bundle.add_argument("--batch-size", type=int, default=32)
     bundle.add_argument("--out", help="folder of bundles: the bundle goes to OUT/<model folder>")
     bundle.add_argument("--publish", metavar="hf://datasets/ORG/REPO", help="upload bundles (needs a token)")
@@ -912,14 +934,22 @@ def build_parser() -> argparse.ArgumentParser:
     neurons.set_defaults(run=_neurons)
 
     features = commands.add_parser(
-        "features", help="sparse-autoencoder features: train or load an SAE, describe its features, an image's",
-        description="train: an SAE on a layer's token states (toy scenes, or --images), then its atlas (top images, "
-                    "frequency, names). load: ViT-Prisma's or saev's SAE (--source). describe: the atlas of a stored "
-                    "SAE. top: an image's features (and, with --caption, the score without each). show: a feature.")
-    features.add_argument("action", choices=("train", "load", "describe", "top", "show"))
+        "features", help="dictionaries (SAEs and transcoders): train, load or export one, describe its features",
+        description="train: SAEs of the stream after a block, or transcoders of the MLPs (--kind transcoder: every "
+                    "block from one pass over the images unless --layers), on token states (toy scenes, or "
+                    "--images), then their atlases (top images, frequency, names). load: SAELens's, ViT-Prisma's or "
+                    "saev's dictionary (--source). export: a stored one in SAELens's format (--to). describe: the "
+                    "atlas of a stored one. top: an image's features (and, with --caption, the score without each). "
+                    "show: a feature.")
+    features.add_argument("action", choices=("train", "load", "describe", "top", "show", "export"))
     features.add_argument("image", nargs="?", help="image (for 'top')")
     _add_model_arguments(features)
-    features.add_argument("--layer", type=int, help="the block whose output stream the SAE reads (default: the middle)")
+    features.add_argument("--kind", choices=("sae", "transcoder"), default="sae",
+                          help="sae (of the stream after a block, default) or transcoder (of a block's MLP)")
+    features.add_argument("--layer", type=int, help="the block whose output stream (SAE) or MLP (transcoder) it "
+                                                    "reads (default: the middle)")
+    features.add_argument("--layers", help="train: blocks, comma-separated, trained together from one pass "
+                                           "(default: --layer; transcoders: every block)")
     features.add_argument("--caption", help="caption (for 'top')")
     features.add_argument("--feature", type=int, help="the feature (for 'show')")
     features.add_argument("--top", type=int, default=10, help="features to list (top)")
@@ -928,20 +958,66 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "token of the images once)")
     features.add_argument("--k", type=int, default=32, help="TopK's k (default 32, saev's)")
     features.add_argument("--features", type=int, help="features (default: 16 x the width)")
-    features.add_argument("--activation", choices=("topk", "relu"), default="topk",
-                          help="topk (with AuxK, default) or relu (with L1)")
+    features.add_argument("--activation", choices=("topk", "relu", "jumprelu"), default="topk",
+                          help="topk (with AuxK, default), relu (with L1) or jumprelu (with L0, Gemma Scope's)")
+    features.add_argument("--skip", action="store_true", help="train: a transcoder with a linear skip connection")
     features.add_argument("--bank", help="text bank to name the features with ('general', 'toy' or a file)")
-    features.add_argument("--source", help="load: an SAE's folder or hf://ORG/REPO[/SUBFOLDER]")
-    features.add_argument("--out", help="the model folder the SAE is stored in and read from (default: "
+    features.add_argument("--source", help="load: a dictionary's folder or hf://ORG/REPO[/SUBFOLDER]")
+    features.add_argument("--to", help="export: the folder to write the SAELens files to")
+    features.add_argument("--out", help="the model folder dictionaries are stored in and read from (default: "
                                         "indexes/<model>, or its bundle)")
-    features.add_argument("--replace", action="store_true", help="train: replace an SAE stored there already")
+    features.add_argument("--replace", action="store_true", help="train: replace a dictionary stored there already")
     _add_engine_arguments(features)
     features.set_defaults(run=_features)
+
+    circuits = commands.add_parser(
+        "circuits", help="an image-caption score as an attribution graph through the MLPs' transcoders",
+        description="The local replacement model of IMAGE (attention and norms fixed, each MLP its transcoder's "
+                    "features and an error per token) and its attribution graph of the caption's score, pruned as "
+                    "circuit-tracer prunes; its replacement and completeness scores, the most influential nodes, "
+                    "and with --out the graph in circuit-tracer's JSON schema.")
+    circuits.add_argument("image")
+    _add_model_arguments(circuits)
+    circuits.add_argument("--caption", required=True)
+    circuits.add_argument("--contrast", help="score the caption rather than this text")
+    circuits.add_argument("--max-features", type=int, default=1000, help="features kept, by total effect (1000)")
+    circuits.add_argument("--node-threshold", type=float, default=0.8, help="influence share of nodes kept (0.8)")
+    circuits.add_argument("--edge-threshold", type=float, default=0.98, help="influence share of edges kept (0.98)")
+    circuits.add_argument("--top", type=int, default=10, help="nodes to list")
+    circuits.add_argument("--out", help="write the graph as JSON (circuit-tracer's schema) here")
+    circuits.set_defaults(run=_circuits)
 
     limits = commands.add_parser("limits", help="print the limits on what a request may ask (markdown table)",
                                  description="Every size, count and length a user controls (interpret/limits.py).")
     limits.set_defaults(run=_limits)
     return parser
+
+
+def _circuits(args: argparse.Namespace) -> None:
+    import json
+
+    from .circuits import attribution_graph, to_json
+
+    model = _load(args)
+    graph = attribution_graph(model, args.image, args.caption, args.contrast, max_feature_nodes=args.max_features,
+                              node_threshold=args.node_threshold, edge_threshold=args.edge_threshold)
+    scores = graph.scores
+    print(f"{model.label}: the score of '{args.caption}'" + (f" rather than '{args.contrast}'" if args.contrast else "")
+          + f" on {args.image}: {graph.score:+.4f}; transcoders of MLPs {graph.transcoder_layers or 'none'}; "
+          f"{scores['features active']} features active, {scores['features kept']} kept; {scores['nodes kept']} "
+          f"nodes and {scores['edges kept']} edges after pruning; replacement score {scores['replacement']:.3f}, "
+          f"completeness {scores['completeness']:.3f}")
+    kept = [i for i, node in enumerate(graph.nodes) if graph.node_mask[i] and node.kind != "score"]
+    direct = graph.adjacency[graph.score_index]
+    print(f"\n{'node':<28} {'cumulative influence':>20} {'edge to the score':>17}")
+    for index in sorted(kept, key=lambda i: graph.nodes[i].influence)[: args.top]:
+        node = graph.nodes[index]
+        what = {"feature": f"feature {node.feature} of MLP {node.layer}", "error": f"MLP {node.layer} error",
+                "embedding": "embedding"}[node.kind]
+        print(f"{what + ' @ ' + graph.tokens[node.token]:<28} {node.influence:20.3f} {float(direct[index]):+17.5f}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(to_json(graph, model)))
+        print(f"\n-> {args.out}")
 
 
 def _limits(args: argparse.Namespace) -> None:

@@ -111,7 +111,8 @@ def limits_table() -> str:
         ("neurons listed (Neurons tab)", f"1 to {MAX_TOP_NEURONS}; a neuron's top images shown: {NEURON_IMAGES_SHOWN}"),
         ("features listed (Features tab)", f"1 to {MAX_TOP_FEATURES}; a feature's top images shown: "
                                            f"{FEATURE_IMAGES_SHOWN}; the activation it is added with: 0 to "
-                                           f"{MAX_FEATURE_STRENGTH:g}; SAEs trained in the app: the toy models only"),
+                                           f"{MAX_FEATURE_STRENGTH:g}; SAEs and transcoders trained in the Features tab: "
+                                           "the toy models only (the Build tab trains them for any model, on your zip)"),
         ("mutual-knowledge visual concepts", f"{MIN_PARTS} to {MAX_PARTS}"),
         ("descriptor file", f"{MAX_DESCRIPTOR_BYTES // MB} MB, {MAX_CLASSES:,} classes, {MAX_DESCRIPTORS} "
                             f"descriptors a class, {MAX_POOL:,} distinct, {MAX_DESCRIPTOR_CHARS} characters each"),
@@ -120,7 +121,7 @@ def limits_table() -> str:
                                       f"compression {MAX_COMPRESSION_RATIO}:1 a file, names of {MAX_MEMBER_NAME_CHARS:,} "
                                       f"characters and {MAX_MEMBER_DEPTH} folders deep (INTERPRET_MAX_BUILD_IMAGES, "
                                       "INTERPRET_MAX_ARCHIVE_MB); kept a day"),
-        ("long work in the app (builds, SAE training)",
+        ("long work in the app (builds, SAE and transcoder training)",
          f"one at a time, {MAX_JOBS_WAITING} waiting in line (each visitor sees their place and when it starts), "
          f"one a visitor; the same work asked for twice is done once; stopped within {JOB_STOP_S:g} s of its last "
          "visitor leaving, what it wrote removed"),

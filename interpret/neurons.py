@@ -517,12 +517,12 @@ _toy_lock = threading.Lock()  # a toy model's directions are computed once
 def stored_directions(model: ClipModel, layer: int, progress: bool = False, folder: str | Path | None = None
                       ) -> NeuronDirections:
     """MLP `layer`'s neuron directions from the model's folder (`indexes/<slug>`, or its bundle: see
-    `bundles.model_folder`; or the model folder `folder`, a visitor's database), read once and kept while their
+    `folders.model_folder`; or the model folder `folder`, a visitor's database), read once and kept while their
     file stays the same. For the toy models they are computed over the toy database's scenes on first use and
     described with the toy bank (seconds); for any other model without them, InterpretError says how to compute
     them."""
     from .banks import toy_bank
-    from .bundles import model_folder
+    from .folders import model_folder
     from .paths import is_toy
     from .toy.examples import draw_toy_database
 
@@ -548,7 +548,7 @@ def stored_directions(model: ClipModel, layer: int, progress: bool = False, fold
 
 def has_directions(model: ClipModel, layers: Sequence[int]) -> bool:
     """Whether `stored_directions` can give every one of `layers` (the toy models' are computed on first use)."""
-    from .bundles import model_folder
+    from .folders import model_folder
     from .paths import is_toy
 
     if is_toy(model.name):

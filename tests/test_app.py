@@ -433,10 +433,10 @@ def test_a_visitor_s_build_holds_neuron_directions_and_an_sae_that_only_their_se
     with ThreadPoolExecutor(8) as pool:  # both visitors at once: each gets their own, as one at a time
         together = list(pool.map(lambda who: (who, neurons.run_neuron(TOY, -3, 0, who)[0]), [visitor, other] * 4))
     assert all(found == alone[who.session_hash] for who, found in together)
-    summary, gallery, writers = features.run_feature(TOY, 1, 0, visitor)
+    summary, gallery, writers = features.run_feature(TOY, 1, 0, request=visitor)
     assert "tokens of 6 images" in summary and writers and all("· mine/toy-" in caption for _, caption in gallery)
     try:
-        assert "tokens of 6 images" not in features.run_feature(TOY, 1, 0, other)[0]
+        assert "tokens of 6 images" not in features.run_feature(TOY, 1, 0, request=other)[0]
     except gr.Error as error:  # the toy's own SAE of block 1 is not trained in this test run
         assert "No SAE of block 1" in str(error)
 
@@ -702,21 +702,21 @@ def test_the_features_tab_trains_a_toy_sae_and_shows_an_image_s_features_and_one
     """On the toy model: no SAE yet (the message says how to train one); trained here (the estimate first, then
     the training; fewer tokens for the test); then an image's features with the score without each, one feature's
     top images and writers, and the caption's score with it removed and added."""
-    from interpret import features as library
+    from interpret.dictionaries import store as library
     from interpret.ui import features
 
     path, caption = toy_examples()[0]
-    with pytest.raises(gr.Error, match="No SAE of block 2 for toy .* Train an SAE"):
+    with pytest.raises(gr.Error, match="No SAE of block 2 for toy .* press Train"):
         features.run_features(TOY, path, caption, 2, 5)
     monkeypatch.setattr(features, "TOY_TRAINING_TOKENS", 30_000)
     monkeypatch.setattr(library, "TOY_TRAINING_TOKENS", 30_000)
     steps = list(features.run_training(TOY, 2))
-    assert "of about 4 s" in steps[0] and steps[-1].startswith("Done: explained variance")
+    assert "of about 4 s" in steps[0] and steps[-1].startswith("Done: block 2: explained variance")
     figure, rows, summary = features.run_features(TOY, path, caption, 2, 5)
     assert isinstance(figure, Image.Image) and 1 <= len(rows) <= 5 and "Cosine score" in summary
     assert all(isinstance(row[3], float) and row[4] for row in rows)  # a score change and a name each
     summary, gallery, writers = features.run_feature(TOY, 2, rows[0][0])
-    assert f"Feature {rows[0][0]} of block 2" in summary and gallery and writers
+    assert f"Feature {rows[0][0]} of the SAE of block 2" in summary and gallery and writers
     assert any(row[0].startswith("head ") for row in writers) and any(row[0].startswith("neuron ") for row in writers)
     assert [abs(row[1]) for row in writers] == sorted((abs(row[1]) for row in writers), reverse=True)  # largest first
     assert "trained here on 30,0" in summary and "explains 0." in summary  # where it comes from, how well it fits

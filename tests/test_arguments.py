@@ -121,8 +121,8 @@ def test_trailing_arguments_left_out_take_the_handler_s_defaults_and_no_others(e
     for shorter in ([TOY, None, "something red"], [TOY], []):
         completed = with_defaults(topic, shorter)
         assert (len(completed) == len(topic.inputs)) == (len(shorter) >= 3), completed  # label, image, text: none
-    build = endpoints["build_database"]  # neurons, features and the SAE's block came later: off, off, 1
-    assert with_defaults(build, [TOY, None, ""]) == [TOY, None, "", False, False, 1]
+    build = endpoints["build_database"]  # neurons, features, the SAE's block and transcoders came later: off, off, 1, off
+    assert with_defaults(build, [TOY, None, ""]) == [TOY, None, "", False, False, 1, False]
     heads = endpoints["heads"]
     assert with_defaults(heads, [TOY]) == [TOY]  # the image has no default
     assert with_defaults(heads, "x") == "x" and with_defaults(heads, [None] * 9) == [None] * 9

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from interpret import bundles
-from interpret.bundles import BUNDLE_MANIFEST, BundleError, build_bundle, model_folder, verify_bundle
+from interpret.bundles import build_bundle
+from interpret.folders import BUNDLE_MANIFEST, BundleError, model_folder, verify_bundle
 from interpret.index import ImageIndex
 from interpret.models import load_model
 from tests.conftest import ROOT, need_shared_data

@@ -40,14 +40,14 @@ def test_interactions_from_several_threads_equal_the_one_at_a_time_answers(toy):
 
 
 def test_app_handlers_from_several_threads_equal_the_one_at_a_time_answers(tmp_path):
-    from interpret.features import SaeConfig, SparseAutoencoder, feature_atlas, features_folder
+    from interpret.dictionaries import DictionaryConfig, Dictionary, feature_atlas, features_folder
     from interpret.ui import (atlas, common, features, heads, image_neighbours, interactions, models, mutual, neurons,
                               text_neighbours, topic)
 
     label = common.ModelSpec("toy", None).label
     examples = toy_examples()
     toy = load_model("toy")
-    sae = SparseAutoencoder(SaeConfig(toy.geometry.width, 256, 1, k=8))  # an untrained SAE, for the Features tab
+    sae = Dictionary(DictionaryConfig(toy.geometry.width, 256, 1, k=8))  # an untrained SAE, for the Features tab
     torch.manual_seed(3)
     with torch.no_grad():
         for parameter in sae.parameters():

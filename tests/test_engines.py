@@ -115,16 +115,16 @@ def test_without_ray_the_engine_says_how_to_install_it(toy, scenes, tmp_path, mo
 
 
 def test_the_neurons_and_sae_tasks_on_ray_give_the_local_engine_s_arrays(toy, scenes, ray_here):
-    """The neurons' streaming passes (`NeuronTask`) and an SAE's token states (`TokenStatesTask`) run on Ray as the
+    """The neurons' streaming passes (`NeuronTask`) and an SAE's token states (`DictionaryInputsTask`) run on Ray as the
     database's task does: the same arrays, in the same order (the passes reduce the blocks as they come)."""
     import numpy as np
 
-    from interpret.features import TokenStatesTask
+    from interpret.dictionaries import DictionaryInputsTask
     from interpret.images import list_images
     from interpret.neurons import NeuronTask
 
     names = [path.relative_to(scenes).as_posix() for path in list_images(scenes)]
-    for task, key in ((NeuronTask(1), "coefficients"), (TokenStatesTask(2), "states")):
+    for task, key in ((NeuronTask(1), "coefficients"), (DictionaryInputsTask("transcoder", (0, 2)), "layer-2")):
         arrays = [np.concatenate([block.arrays[key] for block in engines.run_blocks(
             engine, toy, scenes, names, task, 4, 14, progress=False)])
             for engine in (engines.LocalEngine(), engines.RayEngine(workers=1))]

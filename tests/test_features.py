@@ -13,16 +13,16 @@ import torch
 import torch.nn.functional as F
 
 from interpret.errors import InterpretError
-from interpret.features import (ActivationBuffer, SaeConfig, SparseAutoencoder, embedding_from, evaluate_sae,
-                                feature_writes, image_features, intervened_scores, load_pretrained_sae,
-                                pre_activation_parts, token_states, train_sae)
+from interpret.dictionaries import (ActivationBuffer, Dictionary, DictionaryConfig, embedding_from, evaluate,
+                                    feature_writes, image_features, intervened_scores, load_pretrained,
+                                    pre_activation_parts, token_states, train_sae)
 from tests.conftest import random_batch
 from tests.test_towers import CASES, model_of
 
 
-def random_sae(width: int, layer: int, features: int = 64, seed: int = 0, **options) -> SparseAutoencoder:
+def random_sae(width: int, layer: int, features: int = 64, seed: int = 0, **options) -> Dictionary:
     generator = torch.Generator().manual_seed(seed)
-    sae = SparseAutoencoder(SaeConfig(width, features, layer, **options))
+    sae = Dictionary(DictionaryConfig(width, features, layer, **options))
     with torch.no_grad():
         for parameter in sae.parameters():
             parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
@@ -54,7 +54,7 @@ def test_a_vit_prisma_checkpoint_encodes_as_their_code(tiny_model, tmp_path, nor
         "model_name": tiny_model.name, "hook_point": "blocks.1.hook_resid_post", "hook_point_layer": 1,
         "d_in": width, "d_sae": 96, "activation_fn_str": activation, "activation_fn_kwargs": {"k": 8},
         "normalize_activations": normalisation}))
-    sae = load_pretrained_sae(tmp_path, tiny_model)
+    sae = load_pretrained(tmp_path, tiny_model)
     assert (sae.config.layer, sae.config.source, sae.config.features) == (1, "ViT-Prisma", 96)
     states = token_states(tiny_model, random_batch(tiny_model, 2), 1)
     torch.testing.assert_close(sae.encode(states), prisma_encoding(states, state, normalisation, activation, 8),
@@ -78,19 +78,19 @@ def write_saev(path, width: int, features: int, layer: int | None, tokens: str =
 def test_a_saev_checkpoint_encodes_as_their_code(tiny_model, tmp_path):
     width = tiny_model.geometry.width
     state = write_saev(tmp_path / "run", width, 80, 2)
-    sae = load_pretrained_sae(tmp_path / "run", tiny_model)
+    sae = load_pretrained(tmp_path / "run", tiny_model)
     assert (sae.config.layer, sae.config.tokens, sae.config.subtract_decoder_bias) == (2, "patches", False)
     x = token_states(tiny_model, random_batch(tiny_model, 2), 2)
     pre = x @ state["W_enc"] + state["b_enc"]  # saev's encode: no b_dec taken away
     values, indices = pre.topk(6, dim=-1)
     torch.testing.assert_close(sae.encode(x), torch.zeros_like(pre).scatter(-1, indices, F.relu(values)),
                                atol=1e-5, rtol=1e-4)
-    _, codes = image_features(tiny_model, sae, random_batch(tiny_model, 1))
+    _, _, codes = image_features(tiny_model, sae, random_batch(tiny_model, 1))
     assert not codes[:, :tiny_model.geometry.prefix].any()  # it reads the patches only
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"hook_point": "blocks.1.hook_mlp_out"}, "only SAEs of the stream after a block"),
+    ({"hook_point": "blocks.1.hook_mlp_out"}, "reads blocks.1.hook_mlp_out; read here: SAEs"),
     ({"d_in": 7}, "7-wide states"),
     ({"model_name": "open-clip:laion/CLIP-ViT-B-32-DataComp.XL-s13B-b90K"}, "was trained on open-clip:"),
     ({"cls_token_only": True}, "class token alone"),
@@ -104,27 +104,27 @@ def test_a_vit_prisma_checkpoint_for_something_else_is_refused_by_what_differs(t
               "d_in": width, "activation_fn_str": "relu", **change}
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(InterpretError, match=message):
-        load_pretrained_sae(tmp_path, tiny_model)
+        load_pretrained(tmp_path, tiny_model)
 
 
 def test_saev_checkpoints_without_a_layer_or_with_pickled_objects_are_refused(tiny_model, tmp_path):
     width = tiny_model.geometry.width
     write_saev(tmp_path / "bare", width, 8, None)
     with pytest.raises(InterpretError, match="does not say its layer"):
-        load_pretrained_sae(tmp_path / "bare", tiny_model)
-    assert load_pretrained_sae(tmp_path / "bare", tiny_model, layer=1).config.layer == 1
+        load_pretrained(tmp_path / "bare", tiny_model)
+    assert load_pretrained(tmp_path / "bare", tiny_model, layer=1).config.layer == 1
     write_saev(tmp_path / "other", width + 1, 8, 1)
     with pytest.raises(InterpretError, match="wide"):
-        load_pretrained_sae(tmp_path / "other", tiny_model)
+        load_pretrained(tmp_path / "other", tiny_model)
     hostile = tmp_path / "hostile"
     hostile.mkdir()
     buffer = io.BytesIO()
-    torch.save({"W_enc": torch.zeros(1), "payload": SaeConfig(1, 1, 0)}, buffer)  # a pickled object
+    torch.save({"W_enc": torch.zeros(1), "payload": DictionaryConfig(1, 1, 0)}, buffer)  # a pickled object
     (hostile / "sae.pt").write_bytes(b'{"schema": 5, "cfg": {}}\n' + buffer.getvalue())
     with pytest.raises(InterpretError, match="not a saev checkpoint"):
-        load_pretrained_sae(hostile, tiny_model, layer=1)
-    with pytest.raises(InterpretError, match="holds no SAE"):
-        load_pretrained_sae(tmp_path, tiny_model)
+        load_pretrained(hostile, tiny_model, layer=1)
+    with pytest.raises(InterpretError, match="holds no dictionary"):
+        load_pretrained(tmp_path, tiny_model)
 
 
 def test_the_shuffle_buffer_gives_every_token_once_in_bounded_memory():
@@ -151,7 +151,7 @@ def test_training_recovers_a_planted_sparse_dictionary():
 
     sae, _ = train_sae(blocks(2000, 1), width, 0, features=96, k=4, batch_size=256, buffer_size=4096, warmup=50,
                        learning_rate=3e-3, progress=False)
-    report = evaluate_sae(sae, [block.reshape(-1, width) for block in blocks(20, 2)])
+    report = evaluate(sae, [block.reshape(-1, width) for block in blocks(20, 2)])
     assert report.explained_variance > 0.9 and report.l0 <= 4
     matched = (F.normalize(sae.W_dec.detach(), dim=-1) @ dictionary.T).max(dim=0).values  # each planted atom's best
     assert (matched > 0.9).float().mean() > 0.8, matched
@@ -182,7 +182,7 @@ def test_removing_or_adding_a_feature_runs_the_rest_of_the_tower_on_the_changed_
     layer = 1
     sae = random_sae(model.geometry.width, layer, k=5)
     batch = random_batch(model, 1, seed=2)
-    states, codes = image_features(model, sae, batch)
+    states, _, codes = image_features(model, sae, batch)
     whole = model.tower.embedding(model.tower.forward(batch)).float()  # the tower in one go
     torch.testing.assert_close(embedding_from(model, states, layer), whole, atol=1e-5, rtol=1e-4)
     texts = F.normalize(torch.randn(2, model.geometry.embed_dim), dim=-1)
@@ -199,7 +199,7 @@ def test_removing_or_adding_a_feature_runs_the_rest_of_the_tower_on_the_changed_
 def test_an_sae_trained_on_images_whose_last_ones_are_unreadable_holds_out_among_those_read(tmp_path):
     """The held-out images are chosen among what could be read: a folder whose last files (by name) are damaged
     still trains and reports its reconstruction on images of its own."""
-    from interpret.features import HOLD_OUT_EVERY, train_features
+    from interpret.dictionaries import HOLD_OUT_EVERY, train_features
     from interpret.models import load_model
     from interpret.toy.train import toy_scene
 
@@ -216,7 +216,7 @@ def test_an_sae_trained_on_images_whose_last_ones_are_unreadable_holds_out_among
 
 
 def test_token_state_passes_hold_a_bounded_number_of_bytes(tiny_model):
-    from interpret.features import TOKEN_BLOCK_BYTES, images_within
+    from interpret.dictionaries import TOKEN_BLOCK_BYTES, images_within
 
     for per_token in (1, 64, 16 * 768, 10 ** 9):
         count = images_within(tiny_model, per_token)
@@ -224,21 +224,21 @@ def test_token_state_passes_hold_a_bounded_number_of_bytes(tiny_model):
 
 
 def test_a_stored_sae_is_replaced_only_when_asked_and_a_poor_one_is_no_model_s_default(tmp_path, monkeypatch):
-    from interpret import features
-    from interpret.bundles import model_folder
+    from interpret.dictionaries import store
+    from interpret.folders import model_folder
     from interpret.models import load_model
     from tests.local_server import tree_digest
 
     model = load_model("toy", None, "cpu")
-    report, folder = features.train_features(model, 2, tokens=3_000, out=tmp_path, progress=False)
+    report, folder = store.train_features(model, 2, tokens=3_000, out=tmp_path, progress=False)
     assert report.explained_variance > 0.5
     written = tree_digest(folder)
     with pytest.raises(InterpretError, match="stored in .* already; give another out folder, or replace=True"):
-        features.train_features(model, 2, tokens=3_000, out=tmp_path, progress=False)
+        store.train_features(model, 2, tokens=3_000, out=tmp_path, progress=False)
     assert tree_digest(folder) == written
     own = model_folder(model) / "features" / "layer-02"
     before = tree_digest(own) if own.is_dir() else {}
-    monkeypatch.setattr(features, "MIN_EXPLAINED_VARIANCE", 1.01)
-    with pytest.raises(InterpretError, match="not stored as toy .*'s SAE of block 2"):
-        features.train_features(model, 2, tokens=3_000, progress=False, replace=True)
+    monkeypatch.setattr(store, "MIN_EXPLAINED_VARIANCE", 1.01)
+    with pytest.raises(InterpretError, match="SAE of block 2 explains .* not stored as toy"):
+        store.train_features(model, 2, tokens=3_000, progress=False, replace=True)
     assert (tree_digest(own) if own.is_dir() else {}) == before

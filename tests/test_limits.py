@@ -41,7 +41,7 @@ def test_hostile_requests_get_their_message(hostile, monkeypatch):
     for module, expensive in ((heads, "explain_caption"), (interactions, "interaction_map"),
                               (mutual, "mutual_knowledge"), (maps, "ImageMaps"), (atlas, "atlas_for"),
                               (image_neighbours, "database_for"), (neurons, "explain_neurons"),
-                              (neurons, "stored_directions"), (features, "stored_sae"),
+                              (neurons, "stored_directions"), (features, "stored_dictionary"), (features, "described"),
                               (features, "explain_features"), (features, "intervened_scores")):
         monkeypatch.setattr(module, expensive, no_work)
     with pytest.raises(gr.Error) as refused:

@@ -238,7 +238,8 @@ def test_every_analysis_runs_on_every_family(family, name, tmp_path):
     """What the tabs call, on the family's small config: head scores, topic and contrastive maps, a bundle (TextSpan
     labels, a database, thumbnails: what the in-app build makes) verified as the app verifies it, the three
     searches, mutual knowledge, and head removal."""
-    from interpret.bundles import build_bundle, verify_bundle
+    from interpret.bundles import build_bundle
+    from interpret.folders import verify_bundle
     from interpret.decompose import explain_caption
     from interpret.index import ImageIndex, load_head_labels
     from interpret.mutual import mutual_knowledge

@@ -110,6 +110,16 @@ class VisionTower:
 
     def mlp(self, layer: int, x: torch.Tensor) -> torch.Tensor:
         """Block `layer`'s MLP branch on the stream after attention, `[B, T, W]`, LayerScale included."""
+        return self.mlp_from_input(layer, self.mlp_norm(layer)(x))
+
+    def mlp_norm(self, layer: int) -> torch.nn.Module:
+        """The norm block `layer`'s MLP reads the stream through (`ln_2`, `norm2`): its output is what the MLP reads
+        (and what a transcoder of this MLP reads)."""
+        raise NotImplementedError
+
+    def mlp_from_input(self, layer: int, z: torch.Tensor) -> torch.Tensor:
+        """`[B, T, W]`: what block `layer`'s MLP writes into the stream (LayerScale included) given what it reads,
+        `z` = `mlp_norm(layer)(x)` `[B, T, W]`: the function a transcoder of this MLP stands in for."""
         raise NotImplementedError
 
     # --- below the heads: the MLPs' neurons, and how a change of the stream reaches a head's values ---------
@@ -213,6 +223,16 @@ class VisionTower:
     def embedding(self, x: torch.Tensor) -> torch.Tensor:
         """`[B, T, W]` final stream -> `[B, D]` embedding (not normalised)."""
         return self.readout(self.pooled(x))
+
+    def readout_input(self, x: torch.Tensor) -> torch.Tensor:
+        """`[B, T, W]` final stream -> `[B, W]`: what the readout's last stage reads, one vector an image: the class
+        token's (or the pooled) stream before the final norm; an attention pooler's output (its MLP included). A
+        dictionary of the readout reads this (`embedding_from_readout_input` goes on from it)."""
+        return self.pooled(x)
+
+    def embedding_from_readout_input(self, readout_input: torch.Tensor) -> torch.Tensor:
+        """`[B, W]` (`readout_input`) -> `[B, D]` embedding (not normalised)."""
+        return self.readout(readout_input)
 
     def readout_linearised(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The readout at the final stream `x` `[B, T, W]` as a linear map plus the rest: (coefficients

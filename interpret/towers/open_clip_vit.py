@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from .base import (VisionTower, _parameter, _without_heads, centred_input_maps, layer_norm_inv_std, neuron_parts,
                    register, side_by_side)
-from .pooling import AttentionPooling, PoolParts, _attended
+from .pooling import AttentionPooling, _attended
 
 # --- open_clip's residual attention block, image or text tower: read by parameter name ---------------------------
 
@@ -78,19 +78,19 @@ class CocaPooling(AttentionPooling):
         values = (normed @ value_weight.T + value_bias).reshape(batch, tokens, channels, -1)
         return _attended(query, keys, values, query.shape[-1] ** -0.5)
 
-    def _pool_output(self, parts: PoolParts) -> torch.Tensor:
+    def pool_output(self, mixed):
         """`[B, d]`: the first query's output, before `ln_post`."""
-        return self.pooler.attn.out_proj(parts.mixed.flatten(1))
+        return self.pooler.attn.out_proj(mixed.flatten(1))
 
-    def embedding_from_mixed(self, mixed):
-        return self.readout(self.pooler.attn.out_proj(mixed.flatten(1)))
+    def after_pool(self, output):
+        return self.readout(output)
 
     def readout_linearised(self, x):
         if self.pooler is None:
             return super().readout_linearised(x)
         pooler = self.pooler
         parts = self.pool_parts(x)
-        post_inv_std = self.readout_inv_std(self._pool_output(parts))  # [B]
+        post_inv_std = self.readout_inv_std(self.pool_output(parts.mixed))  # [B]
         inv_std = torch.rsqrt(x.var(dim=-1, unbiased=False) + pooler.ln_k.eps)  # [B, T]
         coefficients = parts.attention * inv_std[:, None, :] * post_inv_std[:, None, None]
         _, _, value_weight, _, _, value_bias = self._pool_projections()
@@ -187,8 +187,12 @@ class OpenClipViT(CocaPooling, VisionTower):
     def heads_output(self, layer, mixed, removed=None, means=None):
         return resblock_output(self.blocks[layer], mixed, removed, means)
 
-    def mlp(self, layer, x):
-        return resblock_mlp(self.blocks[layer], x)
+    def mlp_norm(self, layer):
+        return self.blocks[layer].ln_2
+
+    def mlp_from_input(self, layer, z):
+        block = self.blocks[layer]
+        return block.ls_2(block.mlp(z))
 
     def mlp_parts(self, layer, x=None):
         """`neuron_parts` of block `layer`'s MLP (c_fc, activation, an optional inner norm `ln`, c_proj)."""

@@ -29,7 +29,23 @@ class AttentionPooling:
     def embedding_from_mixed(self, mixed: torch.Tensor) -> torch.Tensor:
         """`[B, D]`: the embedding from each pooling head's attention-weighted values `[B, P, hd]` (the rest of
         the pooler, then the readout)."""
+        return self.after_pool(self.pool_output(mixed))
+
+    def pool_output(self, mixed: torch.Tensor) -> torch.Tensor:
+        """`[B, W]`: the pooler's output (its MLP included, where it has one) from each pooling head's
+        attention-weighted values `[B, P, hd]`: what the rest of the readout reads."""
         raise NotImplementedError
+
+    def after_pool(self, output: torch.Tensor) -> torch.Tensor:
+        """`[B, W]` the pooler's output -> `[B, D]` the embedding (not normalised)."""
+        raise NotImplementedError
+
+    def readout_input(self, x):
+        return super().readout_input(x) if self.pooler is None else self.pool_output(self.pool_parts(x).mixed)
+
+    def embedding_from_readout_input(self, readout_input):
+        return super().embedding_from_readout_input(readout_input) if self.pooler is None else \
+            self.after_pool(readout_input)
 
     def embedding(self, x):
         if self.pooler is None:

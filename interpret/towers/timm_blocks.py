@@ -46,9 +46,12 @@ class LatentPooling(AttentionPooling):
         keys = pooler.k_norm(keys.transpose(1, 2)).transpose(1, 2)  # [B, T, P, hd]
         return _attended(query, keys, values, pooler.scale)
 
-    def embedding_from_mixed(self, mixed):
+    def pool_output(self, mixed):
         out = self.pooler.proj(mixed.flatten(1))
-        return self._head(out + self.readout_mlp(out))  # the pooler's forward, in plain operations
+        return out + self.readout_mlp(out)  # the pooler's forward, in plain operations
+
+    def after_pool(self, output):
+        return self._head(output)
 
     def readout_linearised(self, x):
         if self.pooler is None:
@@ -119,9 +122,12 @@ class TimmBlocks:
         block = self.blocks[layer]
         return _scaled(_projection_bias(block.attn.proj, self._sub_norm(layer)), self.layer_scales(block)[0])
 
-    def mlp(self, layer, x):
+    def mlp_norm(self, layer):
+        return self.blocks[layer].norm2
+
+    def mlp_from_input(self, layer, z):
         block = self.blocks[layer]
-        return _scaled(block.mlp(block.norm2(x)), self.layer_scales(block)[1])
+        return _scaled(block.mlp(z), self.layer_scales(block)[1])
 
     def mlp_parts(self, layer, x=None):
         """`neuron_parts` of block `layer`'s timm MLP: `Mlp` (fc1, activation), `SwiGLU` (fc1_g, fc1_x: the gated

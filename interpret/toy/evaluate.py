@@ -436,12 +436,12 @@ def _auroc(scores: np.ndarray, labels: np.ndarray) -> float:
 def object_features(model: ClipModel, sae, scenes, aggregate: str = "mean") -> tuple[np.ndarray, list[ToyObject]]:
     """(`[objects, F]` each feature's mean (`aggregate` "mean") or largest ("max") activation over the patches an
     object covers at least half of, the objects) over toy `scenes`."""
-    from ..features import image_features
+    from ..dictionaries import image_features
 
     rows, objects = [], []
     for start in range(0, len(scenes), 32):
         chunk = scenes[start:start + 32]
-        _, codes = image_features(model, sae, [scene.image for scene in chunk])
+        _, _, codes = image_features(model, sae, [scene.image for scene in chunk])
         patches = codes[:, model.geometry.prefix:]  # [B, P, F]
         for scene, code in zip(chunk, patches):
             for obj, mask in zip(scene.objects, scene.masks):
@@ -457,7 +457,7 @@ def probe_truth(model: ClipModel, layer: int, count: int = 300, seed: int = 4_10
     """The ceiling of `feature_truth`'s AUROCs: for each colour and shape, a linear probe (least squares) on an
     object's mean token state over the patches it covers at least half of, fitted on `count` scenes, its AUROC
     on `count` others (the same scenes as `feature_truth`'s)."""
-    from ..features import token_states
+    from ..dictionaries import token_states
 
     def states(scenes):
         rows, objects = [], []
@@ -508,6 +508,34 @@ def feature_truth(model: ClipModel, sae, atlas=None, count: int = 300, seed: int
     return results
 
 
+def readout_truth(model: ClipModel, dictionary, atlas=None, count: int = 300, seed: int = 4_500_000) -> dict:
+    """For each colour and shape: the feature of a dictionary of the readout (one vector an image) whose activation
+    best tells single-object scenes of that value apart (AUROC, chosen on `count` scenes), its AUROC on `count`
+    other scenes, and (with `atlas`) whether its name names that value. Scenes from `seed` on: never trained on."""
+    from ..dictionaries import image_features
+
+    def activations(scenes) -> np.ndarray:
+        return np.concatenate([image_features(model, dictionary, [scene.image for scene in scenes[start:start + 64]]
+                                              )[2][:, 0].numpy() for start in range(0, len(scenes), 64)])
+
+    chosen = [toy_scene(seed + i, count=1) for i in range(count)]
+    others = [toy_scene(seed + count + i, count=1) for i in range(count)]
+    select, test = activations(chosen), activations(others)
+    results = {}
+    for kind, values in (("colour", list(COLOURS)), ("shape", list(SHAPES))):
+        for value in values:
+            labels = np.array([getattr(scene.objects[0], kind) == value for scene in chosen])
+            firing = np.nonzero(select.max(axis=0) > 0)[0]
+            best_auroc, feature = max(((_auroc(select[:, f], labels), int(f)) for f in firing),
+                                      default=(float("nan"), -1))
+            held = _auroc(test[:, feature], np.array([getattr(scene.objects[0], kind) == value for scene in
+                                                       others])) if feature >= 0 else float("nan")
+            name = atlas.labels[feature][0] if atlas is not None and atlas.labels and feature >= 0 else ""
+            results[value] = {"kind": kind, "feature": feature, "auroc": held, "selection auroc": best_auroc,
+                              "name": name, "named": value in name.split()}
+    return results
+
+
 def feature_removal(model: ClipModel, sae, atlas, truth: dict, count: int = 100, seed: int = 4_300_000,
                     draws: int = 3) -> dict:
     """For each colour: the cosine score of 'something {colour}' on single-object scenes of that colour, and how
@@ -515,7 +543,7 @@ def feature_removal(model: ClipModel, sae, atlas, truth: dict, count: int = 100,
     removing a random feature of about the same frequency (the `draws` features nearest in frequency)."""
     import random
 
-    from ..features import intervened_scores
+    from ..dictionaries import intervened_scores
 
     rng = random.Random(seed)
     results = {}

@@ -101,7 +101,8 @@ def build_app(default_label: str | None = None, note: str = "", allow_folders: b
 def warm_up(label: str) -> None:
     """Load the default model, and its head labels and database: fetched and verified from INTERPRET_BUNDLES,
     or built for the toy model, so that the first request does not wait for them; a toy model's neuron directions
-    too (made on first use: the Compare tab's neurons method waited 8 s for them)."""
+    too (made on first use: the Compare tab's neurons method waited 8 s for them), and the atlas of its shipped
+    transcoder of the default block (4 s, made on first use otherwise)."""
     try:
         model = model_for(label)
         atlas.atlas_for(model)
@@ -111,6 +112,9 @@ def warm_up(label: str) -> None:
 
             for layer in default_neuron_layers(model):
                 stored_directions(model, layer)
+            from ..dictionaries import default_layer, described
+
+            described(model, "transcoder", default_layer(model))
     except InterpretError as error:  # no labels or database for this model here: the tabs say so when asked
         log.info("warm-up of %s: %s", label, error)
     except Exception:

@@ -7,7 +7,7 @@ from pathlib import Path
 import gradio as gr
 
 from ..banks import toy_bank
-from ..bundles import HEAD_LABELS
+from ..folders import HEAD_LABELS
 from ..errors import InterpretError
 from ..index import load_head_labels
 from ..models import ClipModel, is_toy

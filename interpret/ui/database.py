@@ -11,7 +11,8 @@ from typing import Callable
 import gradio as gr
 
 from ..archives import extract_images, plan_archive, sample_images
-from ..bundles import BUNDLE_MANIFEST, ESTIMATE_SAMPLES, build_bundle, estimate_build
+from ..bundles import ESTIMATE_SAMPLES, build_bundle, estimate_build
+from ..folders import BUNDLE_MANIFEST
 from ..errors import InterpretError
 from ..images import list_images, spread_over
 from ..jobs import HEAVY, Job, checkpoint
@@ -70,14 +71,16 @@ def session_of(request: gr.Request | None) -> str | None:
 
 
 def run_build(label: str, archive: str | None, folder: str = "", neurons: bool = False, features: bool = False,
-              feature_block: float = 1, request: gr.Request = None):
+              feature_block: float = 1, transcoders: bool = False, request: gr.Request = None):
     """Check the images, then build the labels and the database (with `neurons`, the directions of the neurons of
-    `neurons.default_neuron_layers`; with `features`, an SAE on the stream after `feature_block`) as a job of the
+    `neurons.default_neuron_layers`; with `features`, an SAE on the stream after `feature_block`; with
+    `transcoders`, a transcoder of every block's MLP, all from one pass over the images) as a job of the
     machine's line of long work: the place in line, the estimate and the progress as it goes, and when the tabs
     can use them. The build stops (and what it wrote is removed) when the visitor leaves; the same build asked
     for again while it runs is followed, not started twice."""
     try:
-        job = _submit_build(label, archive, folder, session_of(request), neurons, features, feature_block)
+        job = _submit_build(label, archive, folder, session_of(request), neurons, features, feature_block,
+                            transcoders)
     except Exception as error:  # a user's mistake, or a failure: its message in the status, the app serves on
         yield error_text(message_for(error, "run_build"))
         return
@@ -104,13 +107,14 @@ def check_build(label: str, archive: str | None, folder: str = "") -> tuple:
 
 
 def _submit_build(label: str, archive: str | None, folder: str, session: str | None, neurons: bool = False,
-                  features: bool = False, feature_block: float = 1) -> Job:
+                  features: bool = False, feature_block: float = 1, transcoders: bool = False) -> Job:
     """The build's job in the line of long work (checked before anything is queued): measuring what the images
     cost, then building, into the visitor's folder; removed again when the job stops half-way."""
     model, source, count, skipped, samples = check_build(label, archive, folder)
     neuron_layers = default_neuron_layers(model) if neurons else []
     feature_layers = [layer_index(page_index(feature_block, "The SAE's block"), model.geometry.layers,
                                   model.label)] if features else []
+    transcoder_layers = list(range(model.geometry.layers)) if transcoders else []
     bank = default_bank(model.name)
     note = (f" ({len(skipped)} file{' that is not an image' if len(skipped) == 1 else 's that are not images'} "
             f"skipped: {escaped(', '.join(skipped[:5]))})") if skipped else ""
@@ -119,7 +123,8 @@ def _submit_build(label: str, archive: str | None, folder: str, session: str | N
 
     def work(job: Job) -> str:
         checkpoint("measuring what the images cost")
-        seconds, per_image = estimate_build(model, count, bank, samples, neuron_layers, feature_layers)
+        seconds, per_image = estimate_build(model, count, bank, samples, neuron_layers, feature_layers,
+                                            transcoder_layers)
         job.estimate_s = seconds
         started = time.monotonic()
         _forget_old_builds()
@@ -129,10 +134,12 @@ def _submit_build(label: str, archive: str | None, folder: str, session: str | N
             extract_images(source, images, home() / "uploads", model.reading_side)
         shutil.rmtree(target, ignore_errors=True)  # a build from other images resumes nothing of the last one
         build_bundle(model, images, target.parent, bank=bank, progress=False, batch_size=JOB_BATCH,
-                     neuron_layers=neuron_layers, feature_layers=feature_layers)
+                     neuron_layers=neuron_layers, feature_layers=feature_layers,
+                     transcoder_layers=transcoder_layers)
         also = ([f"the Neurons tab reads the neurons of layers {', '.join(map(str, neuron_layers))}"]
                 if neuron_layers else []) + ([f"the Features tab, block {feature_layers[0]}'s SAE"]
-                                             if feature_layers else [])
+                                             if feature_layers else []) + (
+            [f"the Features tab, the transcoders of all {len(transcoder_layers)} MLPs"] if transcoder_layers else [])
         return (f"Done in {_duration(time.monotonic() - started)} (estimated {_duration(seconds)}, "
                 f"{per_image:.2f} s an image): **{heading}**. The neighbour tabs (**A database**) now search them"
                 f"{''.join('; ' + line for line in also)}, in this session.")
@@ -141,7 +148,8 @@ def _submit_build(label: str, archive: str | None, folder: str, session: str | N
         shutil.rmtree(target, ignore_errors=True)
         shutil.rmtree(uploads, ignore_errors=True)
 
-    key = ("build", session, model.slug, str(source), _stamp(source), tuple(neuron_layers), tuple(feature_layers))
+    key = ("build", session, model.slug, str(source), _stamp(source), tuple(neuron_layers), tuple(feature_layers),
+           tuple(transcoder_layers))
     return HEAVY.submit(key, f"Building the database of {heading}", work, cleanup, owner=session)
 
 
@@ -176,10 +184,12 @@ def build(shared: Shared) -> None:
         features = gr.Checkbox(label="Also an SAE on one block's output (Features tab)", elem_id="build-features")
         feature_block = gr.Number(value=1, precision=0, label="The SAE's block (negative: from the end)",
                                   elem_id="build-feature-block")
+        transcoders = gr.Checkbox(label="Also a transcoder of every MLP, from one pass (Features tab)",
+                                  elem_id="build-transcoders")
     button = gr.Button("Build the database", variant="primary", elem_id="build-run")
     status = gr.Markdown(elem_id="build-status")  # progress, the estimate and the outcome (errors marked ⚠️)
     built = button.click(described(run_build, "build_database"), [shared.model, archive, folder, neurons, features,
-                                                                     feature_block], status,
+                                                                     feature_block, transcoders], status,
                          api_name="build_database", **BUILD, **JOB_EVENT)
     for handler, inputs, outputs in shared.after_build:  # choice lists that follow the database in use
         built = built.then(handler, inputs, outputs, api_visibility="private", **LOOKUP)

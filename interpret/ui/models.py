@@ -8,7 +8,7 @@ import threading
 import gradio as gr
 import numpy as np
 
-from ..bundles import stored_labels
+from ..folders import stored_labels
 from ..errors import InterpretError
 from ..models import is_toy
 from ..quantify import ModelScores, PruningCurves, pruning_curves, score_heads

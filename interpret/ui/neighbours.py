@@ -9,7 +9,7 @@ import gradio as gr
 
 
 from ..archives import original_names
-from ..bundles import THUMBNAIL_SIDE, model_folder, thumbnail_of
+from ..folders import THUMBNAIL_SIDE, model_folder, thumbnail_of
 from ..errors import ImageError, InterpretError
 from ..images import load_image
 from ..index import MANIFEST, ImageIndex, build_command
@@ -29,7 +29,7 @@ _database_lock = threading.Lock()
 
 def database_folder(model: ClipModel, session: str | None = None) -> Path:
     """The visitor's own database for the model when this session built one, else the model's (its index
-    folder or its bundle, see `bundles.model_folder`)."""
+    folder or its bundle, see `folders.model_folder`)."""
     return visitor_database(session, model.slug) or model_folder(model)
 
 

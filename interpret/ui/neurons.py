@@ -10,7 +10,7 @@ import gradio as gr
 from PIL import Image
 
 from ..archives import original_names
-from ..bundles import model_folder, thumbnail_of
+from ..folders import model_folder, thumbnail_of
 from ..errors import ImageError, InterpretError
 from ..limits import MAX_TOP_NEURONS, NEURON_IMAGES_SHOWN, check_number
 from ..neurons import (NEURON_MANIFEST, explain_neurons, mlp_layer, neuron_activations, neurons_folder,

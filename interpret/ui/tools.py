@@ -22,6 +22,7 @@ OPACITY = "the map's opacity over the picture, 0 to 1"
 PARTS = "what to map: " + "; ".join(f"'{key}': {text}" for key, text in MAP_PARTS.items()) + \
     f" (default '{DEFAULT_PARTS}')"
 LAYER = "a layer of the image tower, from 0 (negative counts from the end: -1 is the last)"
+DICTIONARY = "'sae' (the SAE of the stream after the block) or 'transcoder' (the transcoder of its MLP)"
 HEAD = "a head of that layer, from 0"
 K = f"how many neighbours, 1 to {MAX_NEIGHBOURS}"
 MLP_LAYER = "an MLP layer of the image tower that has later heads: 0 to layers - 2 (negative counts from the end: -2 " \
@@ -79,21 +80,23 @@ TOOLS: dict[str, tuple[str, dict[str, str], str]] = {
                {"label": MODEL, "layer": MLP_LAYER, "neuron": "the neuron, from 0 (the MLP's hidden units)"},
                f"a Markdown summary, its words (table), a gallery of its top {NEURON_IMAGES_SHOWN} images, the "
                "later heads' shares (PNG)"),
-    "features": ("Sparse-autoencoder features of the stream after one block of the image tower: the features that fire "
-                 "most on an image (their maps, names from a text bank) and, with a caption, the score's change when "
-                 "each is taken out of the forward pass.",
+    "features": ("The features of one block's dictionary (the SAE of the stream after it, or the transcoder of its "
+                 "MLP) that fire most on an image (their maps, names from a text bank) and, with a caption, the "
+                 "score's change when each is taken out of the forward pass.",
                  {"label": MODEL, "image_path": IMAGE, "caption": TEXT + " (optional)", "layer": LAYER,
-                  "top": f"features to list, 1 to {MAX_TOP_FEATURES}"},
+                  "top": f"features to list, 1 to {MAX_TOP_FEATURES}", "kind": DICTIONARY},
                  "the features' maps (PNG), the table of features, a Markdown summary"),
-    "feature": ("One sparse-autoencoder feature: its name and property tag, how often it fires, its top images in the "
-                "model's database with where it fires, and the heads and MLP neurons whose outputs write its "
-                "pre-activation (exact parts).", {"label": MODEL, "layer": LAYER, "feature": "the feature, from 0"},
+    "feature": ("One feature of a dictionary (SAE or transcoder): its name and property tag, how often it fires, its "
+                "top images in the model's database with where it fires, and the heads and MLP neurons whose outputs "
+                "write its pre-activation (exact parts).", {"label": MODEL, "layer": LAYER, "feature":
+                                                            "the feature, from 0", "kind": DICTIONARY},
                 f"a Markdown summary, a gallery of its top {FEATURE_IMAGES_SHOWN} images, the table of its writers"),
-    "feature_intervention": ("An image-caption score with one sparse-autoencoder feature removed from every token "
-                             "where it fires, or added at every token, and the rest of the tower run again.",
-                             {"label": MODEL, "image_path": IMAGE, "caption": TEXT, "layer": LAYER,
-                              "feature": "the feature, from 0", "strength":
-                              f"0: remove it; up to {MAX_FEATURE_STRENGTH:g}: add it with this activation"},
+    "feature_intervention": ("An image-caption score with one dictionary feature (SAE or transcoder) removed from "
+                             "every token where it fires, or added at every token, and the rest of the tower run "
+                             "again.", {"label": MODEL, "image_path": IMAGE, "caption": TEXT, "layer": LAYER,
+                                        "feature": "the feature, from 0", "strength":
+                                        f"0: remove it; up to {MAX_FEATURE_STRENGTH:g}: add it with this activation",
+                                        "kind": DICTIONARY},
                              "a Markdown summary with both scores"),
     "head_atlas": ("What one attention head means: its TextSpan descriptions and property label, and the map of "
                    "every head's property.", {"label": MODEL, "layer": LAYER, "head": HEAD},
@@ -118,7 +121,8 @@ TOOLS: dict[str, tuple[str, dict[str, str], str]] = {
                         "neurons": "also the neuron directions of the 3 MLP layers before the last (the neurons "
                         "endpoints then read them, in your session)", "features": "also an SAE on one block's output "
                         "(the features endpoints then read it)", "feature_block": "that block (negative: from the "
-                        "end)"},
+                        "end)", "transcoders": "also a transcoder of every block's MLP, all from one pass over the "
+                        "images (the features endpoints read them with dictionary 'transcoder')"},
                        "the build's status, as it goes"),
     "mutual_knowledge": ("Why a zero-shot class: the concepts CLIP's vision and language sides share for an "
                          "image, with mutual information and deletion and insertion curves.",
