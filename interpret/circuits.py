@@ -19,7 +19,8 @@ errors and the biases. So:
   responding gives every feature's total effect on the score, which chooses the features kept
   (`max_feature_nodes`) before the edges among them are made;
 - pruning, influence, and the replacement and completeness scores are circuit-tracer's (node threshold 0.8, edge
-  threshold 0.98).
+  threshold 0.98). An attention pooler's own MLP (SigLIP's, PE-Core's) has no transcoder: it is one more error
+  node, writing straight into the embedding.
 
 The graph is exported as JSON in circuit-tracer's schema (metadata, qParams, nodes, links) with the patch of each
 node and the picture added (`to_json`).
@@ -31,6 +32,7 @@ import io
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 from .dictionaries import Dictionary, stored_dictionary
 from .errors import InterpretError
@@ -39,20 +41,24 @@ from .towers.base import layer_norm_inv_std
 
 NODE_THRESHOLD, EDGE_THRESHOLD = 0.8, 0.98  # circuit-tracer's defaults
 MAX_FEATURE_NODES = 1000  # features kept, by their total effect on the score (circuit-tracer's max_feature_nodes)
-TARGET_BATCH = 128  # targets whose gradients go back through the tower together
+TARGET_BATCH = 128  # targets whose gradients go back through the tower together, at most
+TARGET_BYTES = 16 * 2 ** 20  # ... and so that their gradients at one block, [targets, T, W], take at most this
 
 
 @dataclass
 class Node:
     """A node of the graph: `kind` "feature", "error", "embedding" or "score"; its layer (the MLP's for a feature or
-    an error, -1 for an embedding, the number of blocks for the score), token, feature index (features), activation
-    (features), and its total effect on the score (`influence`, after pruning: circuit-tracer's)."""
+    an error, -1 for an embedding, the number of blocks for the score (and for the readout's MLP's error)), token,
+    feature index (features), activation (features), its total effect on the score in the replacement model with
+    the other features responding (`effect`, features: what removing it would change, to first order), and its
+    share in circuit-tracer's cumulative influence ranking (`influence`: the lower, the more influential)."""
 
     kind: str
     layer: int
     token: int
     feature: int = -1
     activation: float = 0.0
+    effect: float = 0.0
     influence: float = 0.0
 
     @property
@@ -81,6 +87,7 @@ class AttributionGraph:
     picture: object = None
     node_mask: torch.Tensor | None = None
     edge_mask: torch.Tensor | None = None
+    node_influence: torch.Tensor | None = None  # [N]: each node's influence on the score (circuit-tracer's)
     scores: dict = field(default_factory=dict)
 
     @property
@@ -108,6 +115,7 @@ class _Pass:
     final: torch.Tensor  # [T, W]
     readout: torch.Tensor  # [T, W]: d score / d final stream (see `_score_gradient`)
     embedding: torch.Tensor  # [D]
+    readout_mlp: torch.Tensor | None  # [D]: what the readout's own MLP puts into the embedding (an error node)
     text: torch.Tensor | None = None  # [D]: the unit text (minus the contrast's)
 
 
@@ -138,8 +146,9 @@ def _record(model: ClipModel, batch: torch.Tensor, transcoders: dict[int, Dictio
             codes[index] = transcoders[index].encode(read[0].cpu())
             predicted[index] = transcoders[index](read[0].cpu()).to(x)
         x = x + written
+    readout_mlp = tower.readout_mlp_part(x)
     return _Pass(start, attention, value_inv, mids, mlp_inv, outs, codes, predicted, reads, x[0], None,
-                 tower.embedding(x)[0].float())
+                 tower.embedding(x)[0].float(), None if readout_mlp is None else readout_mlp[0].float())
 
 
 # --- the frozen linear maps, transposed ---------------------------------------------------------------------------
@@ -199,19 +208,20 @@ def _score_gradient(model: ClipModel, recorded: _Pass, text: torch.Tensor) -> to
 # --- the graph ----------------------------------------------------------------------------------------------------
 
 def _backward(model: ClipModel, recorded: _Pass, transcoders: dict[int, Dictionary], starts: list,
-              features_respond: bool = False) -> tuple[list[torch.Tensor], torch.Tensor]:
+              features_respond: bool = False, on_layer=None) -> torch.Tensor:
     """For targets `starts` (each (layer, token, gradient `[W]` with respect to the stream it reads there; layer =
-    the number of blocks: the final stream, any tokens: gradient `[T, W]`)): (per block, `[N, T, W]` the gradient
-    with respect to the stream after its MLP; `[N, T, W]` with respect to the token embeddings)."""
+    the number of blocks: the final stream, any tokens: gradient `[T, W]`)): `on_layer(block, [N, T, W])` with the
+    gradient with respect to the stream after each block's MLP, from the last block down (not kept: memory stays
+    one block's); returns `[N, T, W]` with respect to the token embeddings."""
     layers = model.tower.layers
     count, tokens, width = len(starts), recorded.final.shape[0], recorded.final.shape[1]
     grad = torch.zeros(count, tokens, width)
     for n, (layer, token, direction) in enumerate(starts):
         if layer == layers:
             grad[n] = direction
-    after = [None] * layers
     for layer in reversed(range(layers)):
-        after[layer] = grad
+        if on_layer is not None:
+            on_layer(layer, grad)
         grad = _mlp_back(model, layer, recorded, transcoders.get(layer), grad, features_respond)
         injected = [(n, token, direction) for n, (at, token, direction) in enumerate(starts) if at == layer]
         if injected:
@@ -219,7 +229,7 @@ def _backward(model: ClipModel, recorded: _Pass, transcoders: dict[int, Dictiona
             for n, token, direction in injected:
                 grad[n, token] += direction
         grad = _attention_back(model, layer, recorded, grad)
-    return after, grad
+    return grad
 
 
 def _feature_reads(recorded: _Pass, transcoders: dict[int, Dictionary], model: ClipModel, layer: int,
@@ -273,19 +283,23 @@ def attribution_graph(model: ClipModel, image, caption: str, contrast: str | Non
             value = float(codes[token, feature])
             active.append((layer, token, feature, value, transcoder.W_dec[feature].detach().float() * value / out))
     total = len(active)
+    after = {}
+    _backward(model, recorded, transcoders, [(tower.layers, None, recorded.readout)], features_respond=True,
+              on_layer=lambda layer, grad: after.__setitem__(layer, grad[0]))  # every feature's total effect
+    effects = [float(write @ after[layer][token]) for layer, token, _, _, write in active]
     if max_feature_nodes is not None and total > max_feature_nodes:
-        after, _ = _backward(model, recorded, transcoders, [(tower.layers, None, recorded.readout)],
-                             features_respond=True)
-        effects = torch.tensor([float(write @ after[layer][0, token]) for layer, token, _, _, write in active])
-        keep = effects.abs().argsort(descending=True)[:max_feature_nodes].sort().values.tolist()
-        active = [active[i] for i in keep]
+        keep = torch.tensor(effects).abs().argsort(descending=True)[:max_feature_nodes].sort().values.tolist()
+        active, effects = [active[i] for i in keep], [effects[i] for i in keep]
 
     errors = []  # (layer, token, write)
     for layer in range(tower.layers):
         written = recorded.mlp_out[layer] - (recorded.predicted[layer].float() if layer in transcoders else 0)
         errors += [(layer, token, written[token]) for token in range(tokens)]
-    nodes = ([Node("feature", layer, token, feature, value) for layer, token, feature, value, _ in active]
+    readout_error = recorded.readout_mlp is not None
+    nodes = ([Node("feature", layer, token, feature, value, effect)
+              for (layer, token, feature, value, _), effect in zip(active, effects)]
              + [Node("error", layer, token) for layer, token, _ in errors]
+             + ([Node("error", tower.layers, 0)] if readout_error else [])
              + [Node("embedding", -1, token) for token in range(tokens)] + [Node("score", tower.layers, 0)])
     count = len(nodes)
     adjacency = torch.zeros(count, count)
@@ -296,23 +310,24 @@ def attribution_graph(model: ClipModel, image, caption: str, contrast: str | Non
     feature_where = torch.tensor([[layer, token] for layer, token, *_ in active]).reshape(-1, 2)
     error_writes = torch.stack([write for *_, write in errors])
     error_start = len(active)
-    for begin in range(0, len(starts), TARGET_BATCH):
-        chunk = starts[begin:begin + TARGET_BATCH]
-        rows = targets[begin:begin + TARGET_BATCH]
-        after, embedded = _backward(model, recorded, transcoders, chunk)
-        for layer in range(tower.layers):
-            grads = after[layer]  # [n, T, W]
+    batch = max(8, min(TARGET_BATCH, TARGET_BYTES // (tokens * width * 4)))
+    for begin in range(0, len(starts), batch):
+        rows = torch.tensor(targets[begin:begin + batch])
+
+        def edges(layer: int, grads: torch.Tensor) -> None:  # [n, T, W] after block `layer`'s MLP
             mine = (feature_where[:, 0] == layer).nonzero().flatten() if len(feature_where) else []
             if len(mine):
-                at = feature_where[mine, 1]
-                adjacency[torch.tensor(rows)[:, None], mine[None]] = torch.einsum(
-                    "njw,jw->nj", grads[:, at], feature_writes[mine])
+                every = (grads.reshape(-1, width) @ feature_writes[mine].T).reshape(len(rows), tokens, -1)
+                adjacency[rows[:, None], mine[None]] = every[:, feature_where[mine, 1], torch.arange(len(mine))]
             columns = torch.arange(error_start + layer * tokens, error_start + (layer + 1) * tokens)
-            adjacency[torch.tensor(rows)[:, None], columns[None]] = torch.einsum(
+            adjacency[rows[:, None], columns[None]] = torch.einsum(
                 "ntw,tw->nt", grads, error_writes[layer * tokens:(layer + 1) * tokens])
+
+        embedded = _backward(model, recorded, transcoders, starts[begin:begin + batch], on_layer=edges)
         columns = torch.arange(count - 1 - tokens, count - 1)
-        adjacency[torch.tensor(rows)[:, None], columns[None]] = torch.einsum("ntw,tw->nt", embedded,
-                                                                              recorded.embedding_in)
+        adjacency[rows[:, None], columns[None]] = torch.einsum("ntw,tw->nt", embedded, recorded.embedding_in)
+    if readout_error:  # the readout's MLP: straight into the embedding
+        adjacency[count - 1, count - 2 - tokens] = _readout_error_edge(recorded)
     values = torch.zeros(count)
     for index, (layer, token, feature, _, _) in enumerate(active):
         transcoder = transcoders[layer]
@@ -361,12 +376,123 @@ def _biases(model: ClipModel, recorded: _Pass, transcoders: dict[int, Dictionary
         entering = recorded.mid[layer] + recorded.mlp_out[layer]
         x = middle + written.detach().float()
     score = float(recorded.readout.mul(x - recorded.final).sum()) + _real_score(recorded)
+    if recorded.readout_mlp is not None:  # an error node, not a bias
+        score -= _readout_error_edge(recorded)
     return torch.tensor([float(pre_by_layer[layer][token, feature]) for layer, token, feature, _, _ in active]
                         + [score])
 
 
+def _readout_error_edge(recorded: _Pass) -> float:
+    """The readout's MLP's part of the score (what it writes into the embedding, dotted with the text / |e|)."""
+    return float(recorded.readout_mlp @ recorded.text / recorded.embedding.norm())
+
+
 def _real_score(recorded: _Pass) -> float:
     return float(recorded.embedding @ recorded.text / recorded.embedding.norm())
+
+
+@torch.no_grad()
+def check_interventions(model: ClipModel, image, graph: AttributionGraph, count: int = 30,
+                        transcoders: dict[int, Dictionary] | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """For the `count` features of the graph of largest total effect: (the score's change the replacement model
+    predicts when the feature's write is taken out, `-effect`; the change measured in the real forward pass with
+    that write taken out of its MLP's output at its token, attention and norms free; Pearson's r between them)."""
+    from .images import load_image
+
+    tower = model.tower
+    transcoders = transcoders or {layer: stored_dictionary(model, "transcoder", layer)[0]
+                                  for layer in graph.transcoder_layers}
+    chosen = sorted((i for i, node in enumerate(graph.nodes) if node.kind == "feature"),
+                    key=lambda i: -abs(graph.nodes[i].effect))[:count]
+    if len(chosen) < 2:
+        raise InterpretError("The graph has fewer than two features to check.")
+    picture = load_image(image) if not isinstance(image, torch.Tensor) else image
+    batch = model.preprocess_images([picture]) if not isinstance(picture, torch.Tensor) else picture[None]
+    text = model.encode_texts([graph.caption])[0].float()
+    if graph.contrast:
+        text = text - model.encode_texts([graph.contrast])[0].float()
+    x = tower.embed(batch.to(model.device).repeat(len(chosen) + 1, 1, 1, 1))
+    for layer in range(tower.layers):
+        x = x + tower.heads_output(layer, tower.attend(layer, *tower.qkv(layer, x)))
+        written = tower.mlp(layer, x)
+        for row, index in enumerate(chosen, start=1):
+            node = graph.nodes[index]
+            if node.layer == layer:
+                transcoder = transcoders[layer]
+                scale = transcoder.write_scale(tower.mlp_norm(layer)(x[row, node.token]).float().cpu())
+                written[row, node.token] -= (node.activation * transcoder.W_dec[node.feature].detach().float()
+                                             / scale).to(written)
+        x = x + written
+    scores = F.normalize(tower.embedding(x).float(), dim=-1).cpu() @ text.cpu()
+    measured = scores[1:] - scores[0]
+    predicted = -torch.tensor([graph.nodes[i].effect for i in chosen])
+    return predicted, measured, float(torch.corrcoef(torch.stack([predicted, measured]))[0, 1])
+
+
+@dataclass
+class Group:
+    """Nodes shown as one: a feature over every token it is kept at, an MLP's errors, the embeddings of a region
+    of the picture, the score. `key` names it; `row` is its layer (-1: the embeddings); `influence` the sum of its
+    nodes'; `members` their indices."""
+
+    key: str
+    kind: str
+    row: int
+    label: str
+    influence: float
+    members: list[int]
+
+
+REGIONS = ("top left", "top", "top right", "left", "centre", "right", "bottom left", "bottom", "bottom right")
+
+
+def region_of(model: ClipModel, token: int) -> str:
+    """'class token' (or a register), or the third of the picture a patch lies in ('top left', 'centre', ...)."""
+    prefix, (rows, columns) = model.geometry.prefix, model.geometry.grid
+    if token < prefix:
+        return "class token" if token == 0 else f"register {token}"
+    row, column = divmod(token - prefix, columns)
+    return REGIONS[3 * min(2, 3 * row // rows) + min(2, 3 * column // columns)]
+
+
+def group_nodes(graph: AttributionGraph, model: ClipModel, names: dict | None = None, per_row: int = 6
+                ) -> tuple[list[Group], list[tuple[str, str, float]]]:
+    """The pruned graph's kept nodes grouped (features by layer and feature, named from `names` {(layer,
+    feature): name} where it has one; errors by MLP; embeddings by region), the `per_row` most influential groups
+    of each row, and the kept links between them summed: (groups, [(source key, target key, weight)])."""
+    influence = graph.node_influence if graph.node_influence is not None else torch.ones(len(graph.nodes))
+    found: dict[str, Group] = {}
+    owner = {}
+    for index, node in enumerate(graph.nodes):
+        if graph.node_mask is not None and not graph.node_mask[index]:
+            continue
+        if node.kind == "feature":
+            name = (names or {}).get((node.layer, node.feature), "")
+            key, label = f"F{node.layer}.{node.feature}", f"{node.feature}: {name}" if name else f"feature {node.feature}"
+        elif node.kind == "error":
+            key = f"E{node.layer}"
+            label = f"MLP {node.layer} error" if node.layer < model.tower.layers else "readout MLP"
+        elif node.kind == "embedding":
+            key = label = region_of(model, node.token)
+        else:
+            key, label = "score", "score"
+        row = {"embedding": -1, "score": model.tower.layers}.get(node.kind, node.layer)
+        group = found.setdefault(key, Group(key, node.kind, row, label, 0.0, []))
+        group.influence += float(influence[index])
+        group.members.append(index)
+        owner[index] = key
+    shown = []
+    for row in sorted({group.row for group in found.values()}):
+        members = sorted((g for g in found.values() if g.row == row), key=lambda g: -g.influence)
+        shown += members[:per_row]
+    keys = {group.key for group in shown}
+    links: dict[tuple[str, str], float] = {}
+    mask = graph.edge_mask if graph.edge_mask is not None else graph.adjacency != 0
+    for target, source in mask.nonzero().tolist():
+        pair = (owner.get(source), owner.get(target))
+        if pair[0] in keys and pair[1] in keys and pair[0] != pair[1]:
+            links[pair] = links.get(pair, 0.0) + float(graph.adjacency[target, source])
+    return shown, [(source, target, weight) for (source, target), weight in links.items()]
 
 
 def token_names(model: ClipModel) -> list[str]:
@@ -439,7 +565,7 @@ def prune(graph: AttributionGraph, node_threshold: float = NODE_THRESHOLD,
     cumulative[order] = ordered.cumsum(0) / ordered.sum().clamp(min=1e-12)
     for node, value in zip(graph.nodes, cumulative.tolist()):
         node.influence = value
-    graph.node_mask, graph.edge_mask = node_mask, edge_mask
+    graph.node_mask, graph.edge_mask, graph.node_influence = node_mask, edge_mask, node_influence
 
     full = normalised(matrix)
     total = influence(full, weights)
@@ -450,7 +576,8 @@ def prune(graph: AttributionGraph, node_threshold: float = NODE_THRESHOLD,
         "replacement": from_embeddings / max(from_embeddings + from_errors, 1e-12),
         "completeness": float((non_error * output).sum() / output.sum().clamp(min=1e-12)),
         "nodes kept": int(node_mask.sum()), "edges kept": int(edge_mask.sum()),
-        "features kept": int(node_mask[features].sum()), "features active": graph.features_active}
+        "features kept": int(node_mask[features].sum()), "features active": graph.features_active,
+        "node threshold": node_threshold, "edge threshold": edge_threshold}
     return graph
 
 
@@ -469,7 +596,8 @@ def to_json(graph: AttributionGraph, model: ClipModel, slug: str = "clip-graph",
         patch = None if node.token < prefix or node.kind == "score" else divmod(node.token - prefix, columns)
         kind = {"feature": "cross layer transcoder", "error": "mlp reconstruction error", "embedding": "embedding",
                 "score": "logit"}[node.kind]
-        label = {"feature": (names or {}).get((node.layer, node.feature), ""), "error": f"MLP {node.layer} error",
+        label = {"feature": (names or {}).get((node.layer, node.feature), ""), "error": f"MLP {node.layer} error"
+                 if node.layer < model.tower.layers else "the readout's MLP",
                  "embedding": graph.tokens[node.token], "score": f"score of '{graph.caption}'" + (
                      f" rather than '{graph.contrast}'" if graph.contrast else "")}[node.kind]
         nodes.append({"node_id": node.node_id, "jsNodeId": node.node_id, "feature": node.feature,
@@ -488,12 +616,13 @@ def to_json(graph: AttributionGraph, model: ClipModel, slug: str = "clip-graph",
         picture = "data:image/png;base64," + base64.b64encode(stream.getvalue()).decode()
     return {"metadata": {"slug": slug, "scan": model.label, "transcoder_list": [
                 f"transcoder of MLP {layer}" for layer in graph.transcoder_layers],
-                "prompt_tokens": graph.tokens, "prompt": graph.caption, "node_threshold": NODE_THRESHOLD,
+                "prompt_tokens": graph.tokens, "prompt": graph.caption,
+                "node_threshold": graph.scores.get("node threshold", NODE_THRESHOLD),
                 "score": graph.score, "scores": graph.scores, "grid": list(model.geometry.grid), "prefix": prefix,
                 "image": picture},
             "qParams": {"pinnedIds": [], "supernodes": [], "linkType": "both", "clickedId": "", "sg_pos": ""},
             "nodes": nodes, "links": links}
 
 
-__all__ = ["AttributionGraph", "Node", "attribution_graph", "influence", "normalised", "prune", "to_json",
-           "token_names"]
+__all__ = ["AttributionGraph", "Group", "Node", "attribution_graph", "check_interventions", "group_nodes", "influence",
+           "normalised", "prune", "region_of", "to_json", "token_names"]

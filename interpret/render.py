@@ -499,3 +499,58 @@ def maps_side_by_side(image: Image.Image, maps: list[tuple[str, np.ndarray, str]
         colour_bar(canvas, columns * cell_w + 12, above + 6 + 40, max(rows * cell_h - 60, 160), SEQUENTIAL,
                    [(1.0, "1"), (0.5, "0.5"), (0.0, "0")], "relevance (each map 0..1)", size=13)
     return canvas
+
+
+def circuit_figure(groups: list, links: list, picture: Image.Image | None, title: str = "",
+                   size: tuple[int, int] = (1240, 780), max_links: int = 60) -> Image.Image:
+    """An attribution graph's groups (`circuits.group_nodes`: each with `key`, `kind`, `row`, `label`,
+    `influence`) and the links between them ((source key, target key, weight)): rows from the token embeddings at
+    the bottom (the picture beside them) through each layer's features and errors to the score at the top; a
+    group's circle grows with its influence, a link's width with its weight (red: it adds to its target, blue: it
+    takes away); each group's strongest incoming links are drawn, about `max_links` in all."""
+    canvas = Image.new("RGB", size, WHITE)
+    draw = ImageDraw.Draw(canvas)
+    top = 24 + title_height(title, size[0] - 20)
+    if title:
+        draw_title(canvas, title)
+    rows = sorted({group.row for group in groups})
+    left, bottom = (200 if picture is not None else 110), size[1] - 70
+    height = (bottom - top) / max(len(rows) - 1, 1)
+    place = {}
+    for number, row in enumerate(rows):
+        members = sorted((g for g in groups if g.row == row), key=lambda g: g.influence, reverse=True)
+        y = bottom - number * height
+        step = (size[0] - left - 30) / max(len(members), 1)
+        for index, group in enumerate(members):
+            place[group.key] = (left + step * (index + 0.5), y, step)
+        named = "patches" if row < 0 else ("score" if any(g.kind == "score" for g in members) else f"layer {row}")
+        text(draw, (12, y), named, 12, anchor="lm", bold=True)
+    incoming: dict = {}
+    for link in sorted((link for link in links if link[0] in place and link[1] in place), key=lambda l: -abs(l[2])):
+        incoming.setdefault(link[1], []).append(link)
+    per_target = max(1, max_links // max(len(incoming), 1))  # every group's strongest inputs, the score's too
+    drawn = sorted((link for inputs in incoming.values() for link in inputs[:per_target]), key=lambda l: abs(l[2]))
+    bound = max((abs(weight) for _, _, weight in drawn), default=1.0) or 1.0
+    for source, target, weight in drawn:
+        colour = (214, 39, 40) if weight > 0 else (31, 119, 180)
+        draw.line([place[source][:2], place[target][:2]], fill=colour, width=max(1, round(7 * abs(weight) / bound)))
+    largest = max((group.influence for group in groups), default=1.0) or 1.0
+    for group in groups:
+        x, y, room = place[group.key]
+        radius = 5 + 11 * (group.influence / largest) ** 0.5
+        fill = {"feature": (253, 174, 97), "error": (190, 190, 190), "embedding": (171, 217, 233),
+                "score": (120, 198, 121)}[group.kind]
+        draw.ellipse([x - radius, y - radius, x + radius, y + radius], fill=fill, outline=BLACK)
+        text(draw, (x, y + radius + 2), fitted(group.label, 12, room - 12), 12, anchor="ma")
+    if picture is not None:
+        thumbnail = picture.convert("RGB").copy()
+        thumbnail.thumbnail((84, 84))
+        canvas.paste(thumbnail, (100, round(bottom - thumbnail.height / 2)))
+    x = 12
+    for colour, words in (((214, 39, 40), "a link that adds to its target"), ((31, 119, 180), "one that takes away"),
+                          ((253, 174, 97), "features"), ((190, 190, 190), "errors (what the transcoders miss)"),
+                          ((171, 217, 233), "token embeddings, by region")):
+        draw.rectangle((x, size[1] - 22, x + 16, size[1] - 10), fill=colour, outline=(90, 90, 90))
+        text(draw, (x + 22, size[1] - 16), words, 11, anchor="lm")
+        x += 32 + round(text_width(words, 11))
+    return canvas

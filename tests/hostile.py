@@ -104,4 +104,9 @@ def hostile_requests(folder: Path, model: str, image: Path) -> list[Hostile]:
         Hostile("feature strength 10^9", "feature_intervention", (model, good, "a circle", 1, 0, 10 ** 9),
                 "strength must be from 0 to"),
         Hostile("feature block 10^6", "feature", (model, 10 ** 6, 0), "there is no layer|layer must be"),
+        Hostile("circuit features 10^9", "circuits", (model, good, "a circle", "", 10 ** 9, 0.8, 0.98),
+                "features kept must be from 1 to"),
+        Hostile("circuit threshold 2", "circuits", (model, good, "a circle", "", 100, 2.0, 0.98),
+                "node threshold must be from 0 to 1"),
+        Hostile("circuit without a caption", "circuits", (model, good, "", "", 100, 0.8, 0.98), "Type a caption"),
     ]

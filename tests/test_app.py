@@ -755,3 +755,24 @@ def test_a_link_that_cannot_be_opened_whole_says_what_was_left_out(query, runs, 
     view = links.checked_view(query, [TOY], ["Heads"], {"Heads": {"top": gr.Slider(1, 100)}})
     note = links.opened_note(query, view, view.get("tab"), runs)
     assert (said in note) if said else note == "", note
+
+
+def test_the_circuits_tab_traces_a_toy_score_and_refuses_a_model_without_transcoders(tmp_path):
+    """On the toy model: the graph's figure, its groups (the most influential first), the summary with its scores,
+    and the JSON in circuit-tracer's schema; a score rather than another text; a model with no transcoders says
+    how to get them."""
+    import json
+
+    from interpret.ui import circuits
+
+    path, caption = toy_examples()[0]
+    figure, rows, summary, saved = circuits.run_circuits(TOY, path, "something blue", "", 300)
+    assert isinstance(figure, Image.Image) and figure.size == (1240, 780)
+    assert rows and [row[3] for row in rows] == sorted((row[3] for row in rows), reverse=True)
+    assert "Replacement score" in summary and "completeness" in summary and "300 of largest effect" in summary
+    graph = json.loads(Path(saved).read_text())
+    assert {"metadata", "qParams", "nodes", "links"} <= set(graph) and graph["metadata"]["prompt"] == "something blue"
+    _, _, rather, _ = circuits.run_circuits(TOY, path, "something blue", "something yellow", 300)
+    assert "rather than 'something yellow'" in rather
+    with pytest.raises(gr.Error, match="has no transcoders here: the Build a database tab trains them"):
+        circuits.run_circuits(RANDOM_B32, path, "a photo", "", 100)

@@ -13,7 +13,7 @@ from interpret import limits
 from interpret.errors import InterpretError
 from interpret.images import load_image
 from interpret.toy.examples import toy_examples
-from interpret.ui import (atlas, common, contrastive, features, heads, image_neighbours, interactions, maps, mutual,
+from interpret.ui import (atlas, circuits, common, contrastive, features, heads, image_neighbours, interactions, maps, mutual,
                           neurons, topic)
 from tests.conftest import ROOT
 from tests.hostile import Upload, hostile_requests, png_header
@@ -25,6 +25,7 @@ HANDLERS = {
     "mutual_knowledge": mutual.run_mutual, "image_neighbours": image_neighbours.run_image_neighbours,
     "neurons": neurons.run_neurons, "neuron": neurons.run_neuron, "features": features.run_features,
     "feature": features.run_feature, "feature_intervention": features.run_intervention,
+    "circuits": circuits.run_circuits,
 }
 
 
@@ -42,7 +43,8 @@ def test_hostile_requests_get_their_message(hostile, monkeypatch):
                               (mutual, "mutual_knowledge"), (maps, "ImageMaps"), (atlas, "atlas_for"),
                               (image_neighbours, "database_for"), (neurons, "explain_neurons"),
                               (neurons, "stored_directions"), (features, "stored_dictionary"), (features, "described"),
-                              (features, "explain_features"), (features, "intervened_scores")):
+                              (features, "explain_features"), (features, "intervened_scores"),
+                              (circuits, "attribution_graph")):
         monkeypatch.setattr(module, expensive, no_work)
     with pytest.raises(gr.Error) as refused:
         HANDLERS[hostile.api_name](*(in_process(value) for value in hostile.arguments))

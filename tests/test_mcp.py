@@ -14,7 +14,7 @@ pytest.importorskip("mcp")
 ANALYSES = {"heads", "topic_segmentation", "contrastive_segmentation", "interaction", "compare_explanations",
             "head_atlas", "model_scores", "property_neighbours", "image_neighbours", "text_neighbours",
             "mutual_knowledge", "model_info", "build_database", "neurons", "neuron", "features", "feature",
-            "feature_intervention"}
+            "feature_intervention", "circuits"}
 
 
 @pytest.fixture(scope="module")

@@ -224,6 +224,11 @@ class VisionTower:
         """`[B, T, W]` final stream -> `[B, D]` embedding (not normalised)."""
         return self.readout(self.pooled(x))
 
+    def readout_mlp_part(self, x: torch.Tensor) -> torch.Tensor | None:
+        """`[B, D]`: what the readout's own MLP (an attention pooler's: SigLIP's, PE-Core's) puts into the embedding
+        at the final stream `x`, within `readout_linearised`'s rest; None where the readout has no MLP."""
+        return None
+
     def readout_input(self, x: torch.Tensor) -> torch.Tensor:
         """`[B, T, W]` final stream -> `[B, W]`: what the readout's last stage reads, one vector an image: the class
         token's (or the pooled) stream before the final norm; an attention pooler's output (its MLP included). A

@@ -77,6 +77,13 @@ class LatentPooling(AttentionPooling):
             out_weight = out_weight @ self.trunk.head.weight.T  # [P, hd, D]
         return centred_input_maps(self.trunk.norm, pooler.kv.weight[width:], pooler.num_heads) @ out_weight
 
+    def readout_mlp_part(self, x):
+        if self.pooler is None or self.pooler.mlp is None:
+            return None
+        written = self.readout_mlp(self.pooler.proj(self.pool_parts(x).mixed.flatten(1)))
+        head = self.trunk.head
+        return written if isinstance(head, torch.nn.Identity) else written @ head.weight.T
+
     def readout_mlp(self, out: torch.Tensor) -> torch.Tensor:
         """`[B, W]`: the pooler's MLP branch at its output `out` (a part of its own, before the head)."""
         pooler = self.pooler

@@ -16,8 +16,8 @@ from ..errors import InterpretError
 from ..limits import ANALYSIS_SLOTS, MAX_UPLOAD_BYTES, QUICK_SLOTS, UPLOAD_LIFETIME_S
 from ..paths import is_toy
 from ..toy.examples import toy_examples
-from . import (atlas, compare, contrastive, database, features, heads, image_neighbours, interactions, models,
-               mutual, neurons, property_neighbours, text_neighbours, topic)
+from . import (atlas, circuits, compare, contrastive, database, features, heads, image_neighbours, interactions,
+               models, mutual, neurons, property_neighbours, text_neighbours, topic)
 from . import common, links, neighbours, upstream
 from .admission import ReadableMcpBodies, fair_admission, http_errors
 from .tools import described
@@ -27,7 +27,7 @@ from .neighbours import database_for
 
 # (group title, its tabs): the groups are what the visitor holds; each group's tabs fit its bar at 1280 px.
 GROUPS = (
-    ("Image and caption", (heads, topic, contrastive, interactions, compare)),
+    ("Image and caption", (heads, topic, contrastive, interactions, compare, circuits)),
     ("The model", (atlas, neurons, features, models)),
     ("A database", (property_neighbours, image_neighbours, text_neighbours, database)),
     ("Zero-shot classes", (mutual,)),

@@ -10,9 +10,9 @@ from typing import Callable
 
 from ..explanations import METHODS
 from ..parts import DEFAULT_PARTS, MAP_PARTS
-from ..limits import (MAX_INTERACTION_WORK, MAX_NEIGHBOURS, MAX_PARTS, MAX_SPEC_CHARS, MAX_STEPS, MAX_TEXT_CHARS,
-                      MAX_TEXTS, MAX_TOP_FEATURES, MAX_TOP_HEADS, MAX_TOP_NEURONS, MIN_PARTS, NEURON_IMAGES_SHOWN,
-                      FEATURE_IMAGES_SHOWN, MAX_FEATURE_STRENGTH)
+from ..limits import (MAX_CIRCUIT_FEATURES, MAX_INTERACTION_WORK, MAX_NEIGHBOURS, MAX_PARTS, MAX_SPEC_CHARS, MAX_STEPS,
+                      MAX_TEXT_CHARS, MAX_TEXTS, MAX_TOP_FEATURES, MAX_TOP_HEADS, MAX_TOP_NEURONS, MIN_PARTS,
+                      NEURON_IMAGES_SHOWN, FEATURE_IMAGES_SHOWN, MAX_FEATURE_STRENGTH)
 
 MODEL = "the model's label, one of the app's list (e.g. 'toy (bundled)', 'ViT-B-32 / openai'); /model_info describes it"
 IMAGE = "the image (a file: PNG, JPEG, WebP...; at most 50 MB and 40 megapixels)"
@@ -98,6 +98,15 @@ TOOLS: dict[str, tuple[str, dict[str, str], str]] = {
                                         f"0: remove it; up to {MAX_FEATURE_STRENGTH:g}: add it with this activation",
                                         "kind": DICTIONARY},
                              "a Markdown summary with both scores"),
+    "circuits": ("An image-caption score traced through the image tower as an attribution graph (circuit-tracer's "
+                 "method): each MLP replaced by its transcoder's features and an error node per token, attention "
+                 "and norms fixed at the image; the replacement and completeness scores, the most influential "
+                 "groups of nodes, and the graph in circuit-tracer's JSON schema.",
+                 {"label": MODEL, "image_path": IMAGE, "caption": TEXT, "contrast": "a text the score is taken "
+                  "relative to ('' = none)", "features": f"features kept, 1 to {MAX_CIRCUIT_FEATURES}",
+                  "node_threshold": "the share of influence the nodes kept carry, 0 to 1 (0.8)",
+                  "edge_threshold": "the share the edges kept carry, 0 to 1 (0.98)"},
+                 "the graph (PNG), the table of groups, a Markdown summary, the graph as a JSON file"),
     "head_atlas": ("What one attention head means: its TextSpan descriptions and property label, and the map of "
                    "every head's property.", {"label": MODEL, "layer": LAYER, "head": HEAD},
                    "a Markdown summary, the descriptions table, the property map (PNG)"),
