@@ -168,7 +168,7 @@ def pre_activation_parts(model: ClipModel, dictionary: Dictionary, images, featu
     tower = model.tower
     layer = dictionary.config.layer
     x = tower.embed(model.preprocess_images(images)).float()
-    parts = [x]  # the embedding layer, then each head's output and each MLP's neurons, as they enter the stream
+    embedded = x  # the embedding layer's part, read with the direction found below
     heads, neurons = [], []
     mixed_all = []
     for index in range(layer + 1):
@@ -183,7 +183,7 @@ def pre_activation_parts(model: ClipModel, dictionary: Dictionary, images, featu
     read, per_token = _read_direction(model, dictionary, feature, x)
     u, _, _ = dictionary.normalised((tower.mlp_norm(layer)(x) if dictionary.is_transcoder else x).cpu())
     pre = dictionary.pre_activations(u)[..., feature].to(x.device)
-    embedding = (parts[0] @ read) * per_token
+    embedding = (embedded @ read) * per_token
     for index, mixed in enumerate(mixed_all):
         through = tower.out_maps(index).float() @ read  # [H, hd]
         part = torch.einsum("bhtk,hk->bht", mixed.float(), through)

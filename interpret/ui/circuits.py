@@ -17,7 +17,8 @@ from ..errors import InterpretError
 from ..limits import MAX_CIRCUIT_FEATURES, check_number
 from ..paths import is_toy
 from ..render import circuit_figure
-from .common import ANALYSIS, Shared, connect, escaped, friendly_errors, model_for, picture_of, with_warnings
+from .common import (ANALYSIS, Shared, connect, escaped, friendly_errors, model_for, picture_of, status_box,
+                     with_warnings)
 
 TITLE = "Circuits"
 
@@ -118,7 +119,7 @@ def build(shared: Shared) -> None:
         edges = gr.Slider(0.5, 1.0, value=EDGE_THRESHOLD, step=0.005, label="Edge threshold (influence kept)",
                           elem_id="circuits-edges")
     button = gr.Button("Trace the score", variant="primary", elem_id="circuits-run")
-    status = gr.Markdown(elem_id="circuits-error", elem_classes=["panel-error"])
+    status = status_box("circuits")
     summary = gr.Markdown(elem_id="circuits-summary")
     figure = gr.Image(label="The graph", type="pil", format="png", elem_id="circuits-graph", interactive=False,
                       show_label=False)
